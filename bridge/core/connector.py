@@ -1,0 +1,250 @@
+"""The connector contract: what a network must provide and what it may provide.
+
+A connector is found through the ``pontis.connectors`` entry point group; the entry point names
+a class (or factory) that the core calls with no arguments to get a :class:`NetworkConnector`.
+
+Lifetime, as the core drives it::
+
+    connector = factory()                      # no I/O
+    problems = ctx.config problems…            # the core validates ``connectors.<id>`` against
+                                               # ``connector.example_config`` before start
+    await connector.start(ctx)                 # may open listeners; may call ctx.add_client()
+    client = await connector.load_login(login) # once per stored login of this network
+    await client.connect()                     # never raises; reports state through ctx
+    …events flow…
+    await client.disconnect(); await connector.stop()
+
+Matrix → network: the core calls ``client.handle_matrix_*`` from the portal's ordered queue, one
+event at a time per portal. A method may raise the errors in :mod:`bridge.core.errors`; it should
+not catch and hide them. Optional behaviour is declared by implementing one of the ``Supports*``
+protocols below; the core checks once when the client is loaded and answers an unsupported action
+with a notice to the sender instead of calling anything.
+
+Network → Matrix: the connector calls :meth:`ConnectorContext.queue_remote_event` and never
+talks to the homeserver itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from bridge.core.events import (
+    ChatInfo,
+    MatrixEdit,
+    MatrixMessage,
+    MatrixReaction,
+    MatrixReactionRemove,
+    MatrixReceipt,
+    MatrixRedaction,
+    MatrixTyping,
+    RemoteMessage,
+    UserInfo,
+)
+from bridge.core.ids import LoginID, NetworkID, PortalKey, RemoteMessageID, RemoteUserID
+
+if TYPE_CHECKING:
+    from bridge.portal.models import Login, Portal
+    from bridge.core.context import ConnectorContext
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkInfo:
+    """Static facts about a network, used for ``m.bridge`` state, ghost ids and help texts."""
+
+    id: NetworkID
+    """Also the ghost prefix (``@<id>_…``) and the ``network`` column of the store."""
+    display_name: str
+    url: str = ""
+    icon_mxc: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Capabilities:
+    """What the network can carry, beyond plain text. Declared once; read by the core.
+
+    Methods for edits, reactions, etc. are detected from the ``Supports*`` protocols; these
+    flags cover features that travel inside ordinary messages.
+    """
+
+    replies: bool = False
+    threads: bool = False
+    media: bool = False
+    html: bool = False
+    max_text_length: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoginFlow:
+    id: str
+    name: str
+    description: str
+
+
+@dataclass(slots=True, kw_only=True)
+class LoginStep:
+    """One step of a login, shown to the user in the management room.
+
+    ``user_input``: ask the user for ``instructions``; their next message is the answer.
+    ``complete``: ``login`` is the new login, already stored by the core.
+    """
+
+    kind: Literal["user_input", "complete"]
+    instructions: str
+    login: Login | None = None
+    secret: bool = False
+    """The answer is a password or token: the core redacts the user's reply after reading it."""
+
+
+class LoginProcess(Protocol):
+    async def submit(self, answer: str | None) -> LoginStep:
+        """Advance the login. Called first with ``None``, then with each answer.
+
+        Raise :class:`bridge.core.errors.BridgeError` with a ``user_message`` to reject an
+        answer; the process stays at the same step.
+        """
+        ...
+
+    async def cancel(self) -> None: ...
+
+
+# --- required -----------------------------------------------------------------------------------
+
+
+class NetworkClient(Protocol):
+    """One remote account or identity (a Teams user, the XMPP component, the mail gateway)."""
+
+    login_id: LoginID
+
+    async def connect(self) -> None:
+        """Open the connection. Never raises: failures are reported with
+        ``ctx.set_client_state`` and retried by the client itself."""
+        ...
+
+    async def disconnect(self) -> None: ...
+
+    async def handle_matrix_message(self, msg: MatrixMessage) -> RemoteMessageID:
+        """Send ``msg`` to the network and return the remote id it got there.
+
+        Must be idempotent on ``msg.event_id``: after a crash the core may call it again with
+        the same event, and the network should not show the message twice (use the event id as
+        the network's idempotency key / origin id where it has one).
+        """
+        ...
+
+    async def get_chat_info(self, portal: PortalKey) -> ChatInfo:
+        """Metadata of a chat, called before its portal room is created. May do I/O."""
+        ...
+
+    async def get_user_info(self, user: RemoteUserID) -> UserInfo:
+        """Profile of a remote person, called before their ghost is first used. May do I/O."""
+        ...
+
+
+class NetworkConnector(Protocol):
+    """One per network per process."""
+
+    info: NetworkInfo
+    example_config: str
+    """YAML of the connector's section under ``connectors.<id>``: defaults and types. The
+    core validates the operator's section against it and merges missing keys in."""
+
+    def capabilities(self) -> Capabilities:
+        """Must not do I/O."""
+        ...
+
+    async def start(self, ctx: ConnectorContext) -> None:
+        """Start listeners and background work. Clients that serve every Matrix user (the XMPP
+        component, the mail gateway) are registered here with ``ctx.add_client``."""
+        ...
+
+    async def stop(self) -> None: ...
+
+    def login_flows(self) -> list[LoginFlow]:
+        """Ways a Matrix user can log in with a personal account. Empty if none."""
+        ...
+
+    async def start_login(self, user_mxid: str, flow_id: str) -> LoginProcess: ...
+
+    async def load_login(self, login: Login) -> NetworkClient:
+        """Build the client for a stored login. Must be fast and must not connect."""
+        ...
+
+
+# --- optional capabilities, checked with isinstance() once per client ---------------------------
+
+
+@runtime_checkable
+class SupportsEdits(Protocol):
+    async def handle_matrix_edit(self, edit: MatrixEdit) -> None: ...
+
+
+@runtime_checkable
+class SupportsRedactions(Protocol):
+    async def handle_matrix_redaction(self, redaction: MatrixRedaction) -> None: ...
+
+
+@runtime_checkable
+class SupportsReactions(Protocol):
+    async def handle_matrix_reaction(self, reaction: MatrixReaction) -> None: ...
+
+    async def handle_matrix_reaction_remove(self, removal: MatrixReactionRemove) -> None: ...
+
+
+@runtime_checkable
+class SupportsTyping(Protocol):
+    async def handle_matrix_typing(self, typing: MatrixTyping) -> None: ...
+
+
+@runtime_checkable
+class SupportsReceipts(Protocol):
+    async def handle_matrix_receipt(self, receipt: MatrixReceipt) -> None: ...
+
+
+@runtime_checkable
+class SupportsRoomMetadata(Protocol):
+    async def handle_matrix_room_info(self, portal: Portal, info: ChatInfo) -> None:
+        """A Matrix user renamed the room or changed its topic or avatar."""
+        ...
+
+
+@runtime_checkable
+class SupportsBackfill(Protocol):
+    async def fetch_messages(
+        self, portal: Portal, after: RemoteMessageID | None, limit: int
+    ) -> list[RemoteMessage]:
+        """Messages newer than ``after`` (oldest first), for catching up after downtime."""
+        ...
+
+
+@runtime_checkable
+class SupportsLogout(Protocol):
+    async def logout_remote(self) -> None:
+        """Invalidate the remote session (called by ``logout``; local state is removed anyway)."""
+        ...
+
+
+@dataclass(slots=True)
+class ClientFeatures:
+    """The optional capabilities one client implements, found once when it is loaded."""
+
+    edits: bool = False
+    redactions: bool = False
+    reactions: bool = False
+    typing: bool = False
+    receipts: bool = False
+    room_metadata: bool = False
+    backfill: bool = False
+    extra: dict[str, bool] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, client: NetworkClient) -> ClientFeatures:
+        return cls(
+            edits=isinstance(client, SupportsEdits),
+            redactions=isinstance(client, SupportsRedactions),
+            reactions=isinstance(client, SupportsReactions),
+            typing=isinstance(client, SupportsTyping),
+            receipts=isinstance(client, SupportsReceipts),
+            room_metadata=isinstance(client, SupportsRoomMetadata),
+            backfill=isinstance(client, SupportsBackfill),
+        )

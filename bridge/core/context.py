@@ -1,0 +1,113 @@
+"""The narrow facade each connector receives.
+
+A connector gets everything it may use from its :class:`ConnectorContext`: its own config section,
+a logger, a store view scoped to its network, the shared HTTP session, metrics and a way to hand
+events to the core. There are no globals, so two connectors (or two hubs in one test) never see
+each other's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
+
+import aiohttp
+
+from bridge.core.connector import NetworkClient
+from bridge.core.events import RemoteEvent
+from bridge.core.ids import LoginID, NetworkID, RemoteUserID, ghost_mxid, parse_ghost_mxid
+from bridge.core.metrics import Metrics
+
+if TYPE_CHECKING:
+    from bridge.portal.store import NetworkStore
+
+
+class CoreServices(Protocol):
+    """What the context needs from the core; implemented by the router."""
+
+    async def submit_remote_event(
+        self, network: NetworkID, event: RemoteEvent, *, wait: bool
+    ) -> None: ...
+
+    def add_client(self, network: NetworkID, client: NetworkClient) -> None: ...
+
+    def set_client_state(
+        self, network: NetworkID, login_id: LoginID, *, connected: bool, message: str
+    ) -> None: ...
+
+
+class ConnectorContext:
+    def __init__(
+        self,
+        *,
+        network: NetworkID,
+        config: dict[str, Any],
+        domain: str,
+        log: logging.Logger,
+        store: NetworkStore,
+        http: aiohttp.ClientSession,
+        metrics: Metrics,
+        core: CoreServices,
+    ) -> None:
+        self.network = network
+        self.config = config
+        """The connector's validated ``connectors.<id>`` section, defaults merged in."""
+        self.domain = domain
+        """The homeserver's server name (the part after ``:`` in ghost mxids)."""
+        self.log = log
+        self.store = store
+        self.http = http
+        self.metrics = metrics
+        self._core = core
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def ghost_mxid(self, user: RemoteUserID) -> str:
+        return ghost_mxid(self.network, user, self.domain)
+
+    def parse_ghost_mxid(self, mxid: str) -> RemoteUserID | None:
+        return parse_ghost_mxid(self.network, mxid, self.domain)
+
+    async def queue_remote_event(self, event: RemoteEvent) -> None:
+        """Hand ``event`` to its portal's ordered queue and return.
+
+        Waits only while that portal's queue is full. The event is not yet on Matrix when this
+        returns; use :meth:`deliver_remote_event` where the network must be acknowledged only
+        after the event is safely stored.
+        """
+        await self._core.submit_remote_event(self.network, event, wait=False)
+
+    async def deliver_remote_event(self, event: RemoteEvent) -> None:
+        """Queue ``event`` and wait until it is on the homeserver.
+
+        Raises the :class:`bridge.core.errors.BridgeError` that made it fail after retries, so a
+        gateway can refuse the remote message (SMTP 451) instead of accepting and losing it.
+        """
+        await self._core.submit_remote_event(self.network, event, wait=True)
+
+    def add_client(self, client: NetworkClient) -> None:
+        """Register a client that serves every Matrix user without a login of their own."""
+        self._core.add_client(self.network, client)
+
+    def set_client_state(self, login_id: LoginID, *, connected: bool, message: str = "") -> None:
+        """Report a client's connection state (metrics, ``list`` command, readiness)."""
+        self._core.set_client_state(self.network, login_id, connected=connected, message=message)
+
+    def background(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` until the connector stops; an unexpected exception is logged."""
+        task = asyncio.create_task(coro, name=f"{self.network}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("Background task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def cancel_background(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,219 @@
+"""What crosses the core/connector boundary.
+
+``Remote*`` events travel network → Matrix: a connector builds one and hands it to
+:meth:`ConnectorContext.queue_remote_event`. The core then finds or creates the portal and the
+sender's ghost and converts the event *inside the portal's ordered queue*, so a reply can find the
+message it answers and media can be fetched without racing later events.
+
+``Matrix*`` events travel Matrix → network: the core has already resolved the portal, the stored
+messages that a reply, edit, reaction or redaction points at, and downloaded any media, so a
+connector's ``handle_matrix_*`` method only converts and sends.
+
+Fields that describe something (``ChatInfo``, ``UserInfo``) are partial updates: ``None`` means
+"unchanged / unknown", and the core diffs the rest against the store before touching Matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from typing import TYPE_CHECKING
+
+from bridge.core.ids import LoginID, PartID, PortalKey, RemoteMessageID, RemoteUserID
+
+if TYPE_CHECKING:  # bridge.portal.models imports bridge.core.ids; keep the import graph acyclic
+    from bridge.portal.models import Message, Portal, Reaction
+
+
+@dataclass(slots=True, kw_only=True)
+class Media:
+    """A file. Exactly one of ``data`` or ``fetch`` is set; ``fetch`` runs lazily in the queue."""
+
+    mimetype: str = "application/octet-stream"
+    filename: str = "file"
+    size: int | None = None
+    data: bytes | None = None
+    fetch: Callable[[], Awaitable[bytes]] | None = None
+    avatar_id: str | None = None
+    """For avatars: an opaque id of this picture on the remote side, so an unchanged avatar is
+    neither downloaded nor uploaded again."""
+
+    async def read(self) -> bytes:
+        if self.data is None:
+            if self.fetch is None:
+                raise ValueError(f"media {self.filename!r} has neither data nor fetch")
+            self.data = await self.fetch()
+        return self.data
+
+
+@dataclass(slots=True, kw_only=True)
+class UserInfo:
+    """A remote person's profile, as a partial update."""
+
+    name: str | None = None
+    avatar: Media | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class ChatInfo:
+    """A remote chat's metadata, as a partial update."""
+
+    name: str | None = None
+    topic: str | None = None
+    avatar: Media | None = None
+    is_direct: bool | None = None
+    matrix_users: list[str] | None = None
+    """Matrix users who belong in the portal (invited when it is created or when they appear)."""
+    members: list[RemoteUserID] | None = None
+    """Remote members whose ghosts should join the portal."""
+
+
+@dataclass(slots=True, kw_only=True)
+class MessagePart:
+    """One Matrix event of a remote message. ``html`` is sanitised by the core."""
+
+    part_id: PartID = PartID("")
+    text: str = ""
+    html: str | None = None
+    notice: bool = False
+    emote: bool = False
+    media: Media | None = None
+
+
+# --- network → Matrix -------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class RemoteEvent:
+    """Base of every network → Matrix event."""
+
+    portal: PortalKey
+    sender: RemoteUserID | None = None
+    """Who did it; ``None`` for events of the chat itself (info changes)."""
+    login: LoginID = LoginID("")
+    """The login that saw the event; ``""`` is the connector's shared client."""
+    timestamp: int | None = None
+    """Milliseconds since the epoch, when the network says; the core uses it for ``?ts=``."""
+    sender_info: UserInfo | None = None
+    """Profile of the sender if the event already carries it (saves a ``get_user_info`` call)."""
+    chat_info: ChatInfo | None = None
+    """Chat metadata if the event already carries it (saves a ``get_chat_info`` call)."""
+    create_portal: bool = True
+    """Whether this event may create the portal room. Edits and receipts for unknown chats may not."""
+
+
+@dataclass(slots=True, kw_only=True)
+class RemoteMessage(RemoteEvent):
+    id: RemoteMessageID
+    parts: list[MessagePart] = field(default_factory=list)
+    reply_to: RemoteMessageID | None = None
+    thread_root: RemoteMessageID | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class RemoteEdit(RemoteEvent):
+    target: RemoteMessageID
+    parts: list[MessagePart] = field(default_factory=list)
+    create_portal: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class RemoteRedaction(RemoteEvent):
+    target: RemoteMessageID
+    create_portal: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class RemoteReaction(RemoteEvent):
+    target: RemoteMessageID
+    emoji: str
+    target_part: PartID = PartID("")
+    create_portal: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class RemoteReactionRemove(RemoteEvent):
+    target: RemoteMessageID
+    emoji: str
+    target_part: PartID = PartID("")
+    create_portal: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class RemoteTyping(RemoteEvent):
+    typing: bool = True
+    timeout_ms: int = 30_000
+    create_portal: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class RemoteReceipt(RemoteEvent):
+    up_to: RemoteMessageID
+    create_portal: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class RemoteChatInfo(RemoteEvent):
+    info: ChatInfo
+
+
+# --- Matrix → network -------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class MatrixEvent:
+    """Base of every Matrix → network event. ``sender_name`` is the sender's display name."""
+
+    portal: Portal
+    event_id: str
+    sender: str
+    sender_name: str
+    timestamp: int
+
+
+@dataclass(slots=True, kw_only=True)
+class MatrixMessage(MatrixEvent):
+    body: str
+    html: str | None = None
+    msgtype: str = "m.text"
+    media: Media | None = None
+    reply_to: Message | None = None
+    thread_root: Message | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class MatrixEdit(MatrixEvent):
+    target: Message
+    body: str
+    html: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class MatrixRedaction(MatrixEvent):
+    target: Message
+
+
+@dataclass(slots=True, kw_only=True)
+class MatrixReaction(MatrixEvent):
+    target: Message
+    emoji: str
+
+
+@dataclass(slots=True, kw_only=True)
+class MatrixReactionRemove(MatrixEvent):
+    target: Reaction
+
+
+@dataclass(slots=True, kw_only=True)
+class MatrixTyping:
+    portal: Portal
+    sender: str
+    typing: bool
+
+
+@dataclass(slots=True, kw_only=True)
+class MatrixReceipt(MatrixEvent):
+    """``sender`` read everything up to and including ``target``."""
+
+    target: Message
