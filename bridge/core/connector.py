@@ -44,8 +44,8 @@ from bridge.core.events import (
 from bridge.core.ids import LoginID, NetworkID, PortalKey, RemoteMessageID, RemoteUserID
 
 if TYPE_CHECKING:
-    from bridge.portal.models import Login, Portal
     from bridge.core.context import ConnectorContext
+    from bridge.portal.models import Login, Portal
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 from bridge.core.ids import LoginID, PartID, PortalKey, RemoteMessageID, RemoteUserID

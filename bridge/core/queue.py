@@ -66,7 +66,9 @@ class OrderedQueues:
                     raise
                 except Exception:
                     # Jobs handle their own retries; reaching here is a bug, not a remote failure.
-                    self._log.exception("Unhandled error in job for %s; continuing with the next", key)
+                    self._log.exception(
+                        "Unhandled error in job for %s; continuing with the next", key
+                    )
                 finally:
                     queue.task_done()
         finally:

@@ -1,0 +1,3 @@
+from bridge.core.cli import main
+
+raise SystemExit(main())

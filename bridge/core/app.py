@@ -1,0 +1,285 @@
+"""The composition root: builds every part from the config and owns their lifetimes.
+
+Nothing here is global, so a test can run two hubs in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bridge import __version__
+from bridge.core.appservice import AppServiceAPI
+from bridge.core.commands import CommandProcessor
+from bridge.core.config import Config, ConfigError, ConfigProblem
+from bridge.core.connector import NetworkConnector
+from bridge.core.context import ConnectorContext
+from bridge.core.errors import BridgeError
+from bridge.core.ids import NetworkID, parse_ghost_mxid
+from bridge.core.matrix import MatrixAPI
+from bridge.core.metrics import Metrics
+from bridge.core.permissions import Permissions
+from bridge.core.portals import PortalManager
+from bridge.core.router import RetryPolicy, Router
+from bridge.portal.models import Login
+from bridge.portal.store import NetworkStore, Store
+
+ConnectorFactory = Callable[[], NetworkConnector]
+ENTRY_POINT_GROUP = "pontis.connectors"
+
+
+def discover_connectors() -> dict[str, ConnectorFactory]:
+    """Connectors installed in this environment, by entry point name."""
+    return {ep.name: ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def build_connectors(
+    config: Config, factories: Mapping[str, ConnectorFactory]
+) -> dict[NetworkID, NetworkConnector]:
+    """Instantiate the enabled connectors and validate their config sections."""
+    problems: list[ConfigProblem] = []
+    connectors: dict[NetworkID, NetworkConnector] = {}
+    for network in config.enabled_connectors():
+        factory = factories.get(network)
+        if factory is None:
+            installed = ", ".join(sorted(factories)) or "none"
+            problems.append(
+                ConfigProblem(
+                    f"connectors.{network}",
+                    f"no connector named {network!r} is installed (installed: {installed})",
+                )
+            )
+            continue
+        connector = factory()
+        problems += config.validate_connector(network, connector.example_config)
+        connectors[NetworkID(network)] = connector
+    if problems:
+        raise ConfigError(problems)
+    return connectors
+
+
+class App:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        factories: Mapping[str, ConnectorFactory] | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.config = config
+        self.log = log or logging.getLogger("pontis")
+        self.connectors = build_connectors(
+            config, discover_connectors() if factories is None else factories
+        )
+        self.metrics = Metrics()
+        self.ready = False
+        self._contexts: dict[NetworkID, ConnectorContext] = {}
+        self._runners: list[web.AppRunner] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.store: Store
+        self.http: aiohttp.ClientSession
+        self.matrix: MatrixAPI
+        self.router: Router
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.store = await Store.open(cfg.database_url, log=self.log.getChild("db"))
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=cfg.verify_ssl))
+        self.matrix = MatrixAPI(
+            homeserver_url=cfg.homeserver_address,
+            appservice_id=cfg.appservice_id,
+            as_token=cfg.as_token,
+            bot_mxid=cfg.bot_mxid,
+            http=self.http,
+            log=self.log.getChild("matrix"),
+        )
+        permissions = Permissions(cfg.permissions)
+        portals = PortalManager(
+            store=self.store,
+            matrix=self.matrix,
+            domain=cfg.domain,
+            bridge_id=cfg.appservice_id,
+            networks={n: c.info for n, c in self.connectors.items()},
+            log=self.log.getChild("portal"),
+        )
+        self.router = Router(
+            store=self.store,
+            matrix=self.matrix,
+            portals=portals,
+            connectors=self.connectors,
+            permissions=permissions,
+            metrics=self.metrics,
+            retry=RetryPolicy(cfg.retry_attempts, cfg.retry_backoff),
+            queue_size=cfg.queue_size,
+            domain=cfg.domain,
+            log=self.log.getChild("router"),
+        )
+        commands = CommandProcessor(
+            store=self.store,
+            matrix=self.matrix,
+            router=self.router,
+            connectors=self.connectors,
+            permissions=permissions,
+            prefix=cfg.command_prefix,
+            load_login=self.load_login,
+            log=self.log.getChild("commands"),
+        )
+        self.router.command_handler = commands.handle
+        await self._start_http()
+        await self._wait_for_homeserver()
+        await self.matrix.ensure_bot(cfg.bot_displayname, cfg.bot_avatar)
+        for network, connector in self.connectors.items():
+            await self._start_connector(network, connector)
+        self.router.start()
+        # Makes Synapse deliver anything it queued while we were down now, not after its backoff.
+        try:
+            rtt = await self.matrix.ping_homeserver()
+            self.log.info("Homeserver reached us back in %d ms", rtt)
+        except Exception as err:
+            self.log.error(
+                "The homeserver could not reach the bridge at %s: %s. Check appservice.address "
+                "and that the registration is loaded.",
+                cfg.appservice_address,
+                err,
+            )
+        self.ready = True
+        self.log.info(
+            "Pontis %s ready with %s", __version__, ", ".join(self.connectors) or "no connectors"
+        )
+
+    async def _start_http(self) -> None:
+        cfg = self.config
+        app = web.Application(client_max_size=cfg.max_body_mib * 1024 * 1024)
+        AppServiceAPI(
+            hs_token=cfg.hs_token,
+            store=self.store,
+            metrics=self.metrics,
+            on_stored=self.router.notify_inbox,
+            query_user=self.query_user,
+            log=self.log.getChild("appservice"),
+        ).add_routes(app)
+        app.router.add_get("/_pontis/health", self._health)
+        await self._serve(app, cfg.hostname, cfg.port)
+        if cfg.metrics_enabled:
+            metrics_app = web.Application()
+            metrics_app.router.add_get("/metrics", self._metrics)
+            host, _, port = cfg.metrics_listen.rpartition(":")
+            await self._serve(metrics_app, host, int(port))
+
+    async def _serve(self, app: web.Application, host: str, port: int) -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        self._runners.append(runner)
+        self.log.info("Listening on %s:%d", host, port)
+
+    async def _wait_for_homeserver(self) -> None:
+        url = f"{self.config.homeserver_address.rstrip('/')}/_matrix/client/versions"
+        delay = 1.0
+        while True:
+            try:
+                async with self.http.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                    if resp.status == 200:
+                        return
+                    problem = f"HTTP {resp.status}"
+            except (aiohttp.ClientError, TimeoutError) as err:
+                problem = str(err) or type(err).__name__
+            self.log.warning(
+                "Homeserver %s not reachable (%s); retrying in %.0f s",
+                self.config.homeserver_address,
+                problem,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30)
+
+    async def _start_connector(self, network: NetworkID, connector: NetworkConnector) -> None:
+        ctx = ConnectorContext(
+            network=network,
+            config=self.config.connector_section(network),
+            domain=self.config.domain,
+            log=self.log.getChild(network),
+            store=NetworkStore(self.store, network),
+            http=self.http,
+            metrics=self.metrics,
+            core=self.router,
+        )
+        self._contexts[network] = ctx
+        await connector.start(ctx)
+        for login in await self.store.list_logins(network=network):
+            await self.load_login(login)
+
+    async def load_login(self, login: Login) -> None:
+        connector = self.connectors.get(login.network)
+        if connector is None:
+            self.log.warning(
+                "Login %s/%s belongs to a connector that is not enabled",
+                login.network,
+                login.login_id,
+            )
+            return
+        client = await connector.load_login(login)
+        self.router.add_client(login.network, client, login.user_mxid)
+        task = asyncio.create_task(
+            client.connect(), name=f"connect:{login.network}/{login.login_id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def query_user(self, mxid: str) -> bool:
+        for network in self.connectors:
+            remote_id = parse_ghost_mxid(network, mxid, self.config.domain)
+            if remote_id is None:
+                continue
+            try:
+                loaded = self.router.client_for(network, "", None)  # type: ignore[arg-type]
+                info = await loaded.client.get_user_info(remote_id)
+                await self.router.portals.ensure_ghost(network, remote_id, loaded.client, info)
+            except BridgeError as err:
+                self.log.info("User query for %s: %s", mxid, err)
+                return False
+            return True
+        return False
+
+    async def _health(self, request: web.Request) -> web.Response:
+        clients = {
+            f"{n}/{login or 'shared'}": c.connected for (n, login), c in self.router.clients.items()
+        }
+        body = {"live": True, "ready": self.ready, "version": __version__, "clients": clients}
+        return web.json_response(body, status=200 if self.ready else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self.metrics.inbox_depth.set(await self.store.inbox_depth())
+        return web.Response(
+            body=generate_latest(self.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+    async def stop(self) -> None:
+        self.ready = False
+        if hasattr(self, "router"):
+            await self.router.stop()
+            for loaded in list(self.router.clients.values()):
+                try:
+                    await loaded.client.disconnect()
+                except Exception:
+                    self.log.exception("Disconnecting %s failed", loaded.network)
+        for network, connector in self.connectors.items():
+            ctx = self._contexts.get(network)
+            if ctx is not None:
+                await connector.stop()
+                await ctx.cancel_background()
+        for task in list(self._tasks):
+            task.cancel()
+        for runner in self._runners:
+            await runner.cleanup()
+        if hasattr(self, "http"):
+            await self.http.close()
+        if hasattr(self, "store"):
+            await self.store.close()

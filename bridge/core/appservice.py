@@ -1,0 +1,188 @@
+"""The appservice HTTP API, at-least-once and idempotent.
+
+mautrix-python's receiver acknowledges a transaction before handling it and answers 200 even
+when handling fails, so a crash loses events. Here a transaction is written to the inbox table
+(in one database transaction, deduplicated by txnId and event id) *before* the 200; if that write
+fails the homeserver gets a 500 and sends the same transaction again.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from bridge.core.metrics import Metrics
+from bridge.portal.models import InboxItem
+from bridge.portal.store import Store
+
+UserQuery = Callable[[str], Awaitable[bool]]
+
+# Transaction fields and the inbox kind they are stored as. Unstable prefixes are what Synapse
+# sends today for MSC2409 (ephemeral, to-device) and MSC3202 (device lists, key counts).
+_LIST_FIELDS = {
+    "events": "pdu",
+    "ephemeral": "ephemeral",
+    "de.sorunome.msc2409.ephemeral": "ephemeral",
+    "to_device": "to_device",
+    "de.sorunome.msc2409.to_device": "to_device",
+}
+_OBJECT_FIELDS = {
+    "device_lists": "device_lists",
+    "org.matrix.msc3202.device_lists": "device_lists",
+    "device_one_time_keys_count": "otk_count",
+    "org.matrix.msc3202.device_one_time_keys_count": "otk_count",
+    "device_unused_fallback_key_types": "fallback_keys",
+    "org.matrix.msc3202.device_unused_fallback_key_types": "fallback_keys",
+}
+
+
+class BadTransaction(ValueError):
+    pass
+
+
+def _error(status: int, errcode: str, message: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": message}, status=status)
+
+
+def parse_transaction(body: Any) -> list[InboxItem]:
+    """Validate a transaction body and turn it into inbox items (raises :class:`BadTransaction`)."""
+    if not isinstance(body, dict):
+        raise BadTransaction("transaction body must be a JSON object")
+    items: list[InboxItem] = []
+    seen_kinds: set[tuple[str, str]] = set()
+    for field, kind in _LIST_FIELDS.items():
+        value = body.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, list):
+            raise BadTransaction(f"{field} must be a list")
+        if (kind, "list") in seen_kinds and kind != "pdu":
+            continue  # stable and unstable names carry the same events; keep one copy
+        seen_kinds.add((kind, "list"))
+        for index, event in enumerate(value):
+            if not isinstance(event, dict):
+                raise BadTransaction(f"{field}[{index}] must be an object")
+            event_id = event.get("event_id") if kind == "pdu" else None
+            room_id = event.get("room_id")
+            if kind == "pdu":
+                for key in ("event_id", "room_id", "type", "sender"):
+                    if not isinstance(event.get(key), str):
+                        raise BadTransaction(f"{field}[{index}].{key} must be a string")
+            items.append(
+                InboxItem(kind, event_id, room_id if isinstance(room_id, str) else None, event)
+            )
+    for field, kind in _OBJECT_FIELDS.items():
+        value = body.get(field)
+        if value is None or (kind, "object") in seen_kinds:
+            continue
+        if not isinstance(value, dict):
+            raise BadTransaction(f"{field} must be an object")
+        seen_kinds.add((kind, "object"))
+        items.append(InboxItem(kind, None, None, value))
+    if "events" not in body:
+        raise BadTransaction("events is required")
+    return items
+
+
+class AppServiceAPI:
+    def __init__(
+        self,
+        *,
+        hs_token: str,
+        store: Store,
+        metrics: Metrics,
+        on_stored: Callable[[], None],
+        query_user: UserQuery,
+        log: logging.Logger,
+    ) -> None:
+        self._hs_token = hs_token
+        self._store = store
+        self._metrics = metrics
+        self._on_stored = on_stored
+        self._query_user = query_user
+        self._log = log
+
+    def add_routes(self, app: web.Application) -> None:
+        for prefix in ("/_matrix/app/v1", ""):  # unprefixed: legacy homeserver fallback
+            app.router.add_put(prefix + "/transactions/{txn_id}", self.put_transaction)
+            app.router.add_get(prefix + "/users/{user_id}", self.get_user)
+            app.router.add_get(prefix + "/rooms/{alias}", self.get_room_alias)
+        app.router.add_post("/_matrix/app/v1/ping", self.ping)
+        app.router.add_route("*", "/_matrix/app/{tail:.*}", self.unknown)
+
+    def _check_token(self, request: web.Request) -> web.Response | None:
+        header = request.headers.get("Authorization", "")
+        from_header = header[len("Bearer ") :] if header.startswith("Bearer ") else None
+        from_query = request.query.get("access_token")
+        tokens = [t for t in (from_header, from_query) if t is not None]
+        if not tokens:
+            return _error(401, "M_UNAUTHORIZED", "Missing homeserver token")
+        if not all(hmac.compare_digest(t.encode(), self._hs_token.encode()) for t in tokens):
+            self._log.warning(
+                "Rejected request to %s with a wrong hs_token from %s", request.path, request.remote
+            )
+            return _error(403, "M_FORBIDDEN", "Bad homeserver token")
+        return None
+
+    async def put_transaction(self, request: web.Request) -> web.Response:
+        if (denied := self._check_token(request)) is not None:
+            self._metrics.transactions.labels("forbidden").inc()
+            return denied
+        txn_id = request.match_info["txn_id"]
+        try:
+            body = json.loads(await request.read())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            self._metrics.transactions.labels("malformed").inc()
+            return _error(400, "M_NOT_JSON", f"Transaction {txn_id} is not valid JSON: {err}")
+        try:
+            items = parse_transaction(body)
+        except BadTransaction as err:
+            self._metrics.transactions.labels("malformed").inc()
+            self._log.warning("Rejected malformed transaction %s: %s", txn_id, err)
+            return _error(400, "M_BAD_JSON", f"Transaction {txn_id}: {err}")
+        try:
+            stored = await self._store.store_transaction(txn_id, items)
+        except Exception:
+            self._metrics.transactions.labels("store_failed").inc()
+            self._log.exception(
+                "Could not store transaction %s; the homeserver will retry it", txn_id
+            )
+            return _error(500, "M_UNKNOWN", "Could not store the transaction; retry later")
+        if stored is None:
+            self._metrics.transactions.labels("duplicate").inc()
+            self._log.debug("Transaction %s was already stored", txn_id)
+        else:
+            self._metrics.transactions.labels("stored").inc()
+            self._on_stored()
+        return web.json_response({})
+
+    async def get_user(self, request: web.Request) -> web.Response:
+        if (denied := self._check_token(request)) is not None:
+            return denied
+        user_id = request.match_info["user_id"]
+        try:
+            exists = await self._query_user(user_id)
+        except Exception:
+            self._log.exception("User query for %s failed", user_id)
+            exists = False
+        if exists:
+            return web.json_response({})
+        return _error(404, "M_NOT_FOUND", f"{user_id} is not a user this bridge can create")
+
+    async def get_room_alias(self, request: web.Request) -> web.Response:
+        if (denied := self._check_token(request)) is not None:
+            return denied
+        return _error(404, "M_NOT_FOUND", "No room alias is provided by this bridge")
+
+    async def ping(self, request: web.Request) -> web.Response:
+        if (denied := self._check_token(request)) is not None:
+            return denied
+        return web.json_response({})
+
+    async def unknown(self, request: web.Request) -> web.Response:
+        return _error(404, "M_UNRECOGNIZED", f"Unknown endpoint {request.path}")

@@ -1,0 +1,152 @@
+"""``pontis``: generate-registration, run (the default) and check.
+
+Every failure an operator can cause (missing file, bad YAML, invalid value, unreachable
+homeserver) ends as one clear line per problem on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import aiohttp
+
+from bridge import __version__
+from bridge.core.app import App, ConnectorFactory, build_connectors, discover_connectors
+from bridge.core.config import Config, ConfigError, make_registration, write_registration
+from bridge.core.logs import setup_logging
+from bridge.portal.store import Store
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pontis", description="Pontis Matrix bridge hub")
+    parser.add_argument(
+        "-c", "--config", default="config.yaml", help="config file (default: %(default)s)"
+    )
+    parser.add_argument("--version", action="version", version=f"pontis {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    reg = sub.add_parser(
+        "generate-registration", help="fill tokens into the config and write the registration"
+    )
+    reg.add_argument("-r", "--registration", default="registration.yaml", help="output file")
+    sub.add_parser("run", help="run the bridge (default)")
+    sub.add_parser("check", help="validate config, database, homeserver and connectors")
+    return parser
+
+
+def _fail(lines: Sequence[object]) -> int:
+    for line in lines:
+        print(f"pontis: {line}", file=sys.stderr)
+    return 1
+
+
+def main(
+    argv: Sequence[str] | None = None, *, factories: Mapping[str, ConnectorFactory] | None = None
+) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "run"
+    factories = discover_connectors() if factories is None else factories
+    try:
+        if command == "generate-registration":
+            return _generate_registration(Path(args.config), Path(args.registration), factories)
+        config = Config.load(args.config)
+        if command == "check":
+            return asyncio.run(_check(config, factories))
+        return _run(config, factories)
+    except ConfigError as err:
+        return _fail(err.problems)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _generate_registration(
+    config_path: Path, reg_path: Path, factories: Mapping[str, ConnectorFactory]
+) -> int:
+    config = Config.load(config_path, require_tokens=False)
+    if config.generate_tokens():
+        config.save()
+    registration = make_registration(
+        config, sorted(set(factories) | set(config.enabled_connectors()))
+    )
+    write_registration(reg_path, registration)
+    print(
+        f"Wrote {reg_path}. Add it to app_service_config_files in the homeserver config and restart it."
+    )
+    return 0
+
+
+def _run(config: Config, factories: Mapping[str, ConnectorFactory]) -> int:
+    setup_logging(config.log_level, config.log_format, config.secrets())
+    app = App(config, factories=factories)
+    return asyncio.run(_serve(app))
+
+
+async def _serve(app: App) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+    except Exception as err:
+        logging.getLogger("pontis").critical(
+            "Startup failed: %s", err, exc_info=logging.getLogger().isEnabledFor(logging.DEBUG)
+        )
+        await app.stop()
+        return 1
+    await stop.wait()
+    logging.getLogger("pontis").info("Stopping")
+    await app.stop()
+    return 0
+
+
+async def _check(config: Config, factories: Mapping[str, ConnectorFactory]) -> int:
+    problems: list[str] = []
+    try:
+        build_connectors(config, factories)
+    except ConfigError as err:
+        problems += [str(p) for p in err.problems]
+    try:
+        store = await Store.open(config.database_url)
+        await store.close()
+    except Exception as err:
+        problems.append(f"database: cannot open {config.database_url.split('@')[-1]}: {err}")
+    problems += await _check_homeserver(config)
+    if problems:
+        return _fail(problems)
+    print("Configuration, database and homeserver are OK.")
+    return 0
+
+
+async def _check_homeserver(config: Config) -> list[str]:
+    base = config.homeserver_address.rstrip("/")
+    headers = {"Authorization": f"Bearer {config.as_token}"}
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        try:
+            async with http.get(f"{base}/_matrix/client/versions") as resp:
+                if resp.status != 200:
+                    return [f"homeserver.address: {base} answered HTTP {resp.status} to /versions"]
+            whoami = f"{base}/_matrix/client/v3/account/whoami"
+            async with http.get(
+                whoami, headers=headers, params={"user_id": config.bot_mxid}
+            ) as resp:
+                if resp.status in (401, 403):
+                    return [
+                        "appservice.as_token: the homeserver does not know this token; "
+                        "is the registration in app_service_config_files?"
+                    ]
+        except (aiohttp.ClientError, TimeoutError) as err:
+            return [f"homeserver.address: cannot reach {base}: {err or type(err).__name__}"]
+    return []
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        raise SystemExit(main())

@@ -1,0 +1,242 @@
+"""The management room: a DM between a Matrix user and the bridge bot.
+
+A permitted user who invites the bot gets a management room; there, every message is a command
+(the ``command_prefix`` is optional). Login flows come from the connectors; while one is waiting
+for an answer, the user's next message is that answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bridge import __version__
+from bridge.core.connector import LoginProcess, NetworkConnector, SupportsLogout
+from bridge.core.errors import BridgeError
+from bridge.core.ids import NetworkID
+from bridge.core.matrix import MatrixAPI
+from bridge.core.permissions import Permissions
+from bridge.core.router import Router
+from bridge.portal.models import BridgeUser, Login
+from bridge.portal.store import Store
+
+HELP = """\
+**Pontis bridge** — commands (send them here, without a prefix):
+
+- `help` — this list
+- `version` — the bridge version
+- `ping` — check the bridge, the homeserver and each network
+- `list` — your logins and the portals you are in
+- `login <network>` — connect your own account on a network
+- `logout <network>` — disconnect it
+- `cancel` — stop a login in progress
+
+Networks: {networks}"""
+
+REFUSAL = (
+    "Hello! This bridge is not open to {mxid}. If you need it, ask your Matrix administrator "
+    "to add you (or your server) to `bridge.permissions`."
+)
+
+
+@dataclass(slots=True)
+class _PendingLogin:
+    network: NetworkID
+    process: LoginProcess
+    secret: bool
+
+
+class CommandProcessor:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        matrix: MatrixAPI,
+        router: Router,
+        connectors: dict[NetworkID, NetworkConnector],
+        permissions: Permissions,
+        prefix: str,
+        load_login: Callable[[Login], Awaitable[None]],
+        log: logging.Logger,
+    ) -> None:
+        self._store = store
+        self._matrix = matrix
+        self._router = router
+        self._connectors = connectors
+        self._permissions = permissions
+        self._prefix = prefix
+        self._load_login = load_login
+        self._log = log
+        self._pending: dict[str, _PendingLogin] = {}
+
+    async def handle(self, room_id: str, sender: str, event: dict[str, Any]) -> None:
+        if event.get("type") == "m.room.member":
+            await self._invited(room_id, sender)
+            return
+        user = await self._store.get_user_by_management_room(room_id)
+        if user is None or user.mxid != sender:
+            return
+        content = event.get("content") or {}
+        if content.get("msgtype") not in ("m.text", None) or "m.new_content" in content:
+            return
+        text = str(content.get("body", "")).strip()
+        pending = self._pending.get(sender)
+        if pending is not None and text.lower() != "cancel":
+            if pending.secret:
+                await self._matrix.redact(
+                    self._matrix.bot_mxid, room_id, event["event_id"], "login secret"
+                )
+            await self._login_answer(room_id, sender, pending, text)
+            return
+        if text.startswith(self._prefix):
+            text = text[len(self._prefix) :].strip()
+        command, _, args = text.partition(" ")
+        handler = {
+            "help": self._help,
+            "version": self._version,
+            "ping": self._ping,
+            "list": self._list,
+            "login": self._login,
+            "logout": self._logout,
+            "cancel": self._cancel,
+        }.get(command.lower())
+        if handler is None:
+            await self.reply(room_id, f"Unknown command `{command}`. Send `help` for the list.")
+            return
+        try:
+            await handler(room_id, sender, args.strip())
+        except BridgeError as err:
+            await self.reply(room_id, err.user_message)
+
+    async def reply(self, room_id: str, markdown: str) -> None:
+        from mautrix.util.markdown import render
+
+        content = {
+            "msgtype": "m.notice",
+            "body": markdown,
+            "format": "org.matrix.custom.html",
+            "formatted_body": render(markdown),
+        }
+        await self._matrix.send(self._matrix.bot_mxid, room_id, content)
+
+    async def _invited(self, room_id: str, sender: str) -> None:
+        await self._matrix.join(room_id)
+        if self._permissions.level(sender) < Permissions.USER:
+            self._log.info("Refused management room for %s: not permitted", sender)
+            await self.reply(room_id, REFUSAL.format(mxid=sender))
+            await self._matrix.leave(room_id, "not permitted to use this bridge")
+            return
+        await self._store.save_user(BridgeUser(mxid=sender, management_room=room_id))
+        self._log.info("Management room for %s is %s", sender, room_id)
+        await self.reply(room_id, "Hello! I am the Pontis bridge bot. " + self._help_text())
+
+    def _help_text(self) -> str:
+        networks = ", ".join(f"`{n}` ({c.info.display_name})" for n, c in self._connectors.items())
+        return HELP.format(networks=networks or "none enabled")
+
+    async def _help(self, room_id: str, sender: str, args: str) -> None:
+        await self.reply(room_id, self._help_text())
+
+    async def _version(self, room_id: str, sender: str, args: str) -> None:
+        await self.reply(room_id, f"Pontis {__version__}")
+
+    async def _ping(self, room_id: str, sender: str, args: str) -> None:
+        start = time.monotonic()
+        try:
+            await self._matrix.ping_homeserver()
+            lines = [
+                f"- homeserver: reachable, round trip {(time.monotonic() - start) * 1000:.0f} ms"
+            ]
+        except Exception as err:
+            lines = [f"- homeserver: **not reachable** ({err})"]
+        for (network, login_id), loaded in sorted(self._router.clients.items()):
+            if loaded.user_mxid not in (None, sender):
+                continue
+            who = "shared" if loaded.user_mxid is None else f"your login {login_id}"
+            state = "connected" if loaded.connected else f"**{loaded.state_message}**"
+            lines.append(f"- {network} ({who}): {state}")
+        await self.reply(room_id, "\n".join(lines))
+
+    async def _list(self, room_id: str, sender: str, args: str) -> None:
+        logins = await self._store.list_logins(user_mxid=sender)
+        lines = ["**Logins**"] + [
+            f"- {login.network}: {login.remote_name or login.login_id}" for login in logins
+        ]
+        if not logins:
+            lines.append("- none")
+        lines.append("**Portals**")
+        portals = await self._store.list_portals_for_user(sender)
+        lines += [f"- {p.network}: {p.name or p.remote_id} ({p.mxid})" for p in portals]
+        if not portals:
+            lines.append("- none")
+        await self.reply(room_id, "\n".join(lines))
+
+    def _connector(self, network: str) -> NetworkConnector:
+        connector = self._connectors.get(NetworkID(network))
+        if connector is None:
+            known = ", ".join(self._connectors) or "none"
+            raise BridgeError(
+                f"unknown network {network}",
+                user_message=f"There is no network `{network}` here. Networks: {known}.",
+            )
+        return connector
+
+    async def _login(self, room_id: str, sender: str, args: str) -> None:
+        connector = self._connector(args)
+        flows = connector.login_flows()
+        if not flows:
+            await self.reply(
+                room_id,
+                f"{connector.info.display_name} needs no personal login: "
+                "the bridge's shared account carries your messages.",
+            )
+            return
+        process = await connector.start_login(sender, flows[0].id)
+        await self._login_answer(
+            room_id, sender, _PendingLogin(connector.info.id, process, False), None
+        )
+
+    async def _login_answer(
+        self, room_id: str, sender: str, pending: _PendingLogin, answer: str | None
+    ) -> None:
+        try:
+            step = await pending.process.submit(answer)
+        except BridgeError as err:
+            await self.reply(room_id, f"{err.user_message} Try again, or send `cancel`.")
+            return
+        if step.kind == "user_input":
+            pending.secret = step.secret
+            self._pending[sender] = pending
+            await self.reply(room_id, step.instructions)
+            return
+        self._pending.pop(sender, None)
+        if step.login is not None:
+            await self._store.save_login(step.login)
+            await self._load_login(step.login)
+        await self.reply(room_id, step.instructions)
+
+    async def _cancel(self, room_id: str, sender: str, args: str) -> None:
+        pending = self._pending.pop(sender, None)
+        if pending is None:
+            await self.reply(room_id, "Nothing to cancel.")
+            return
+        await pending.process.cancel()
+        await self.reply(room_id, "Login cancelled.")
+
+    async def _logout(self, room_id: str, sender: str, args: str) -> None:
+        connector = self._connector(args)
+        logins = await self._store.list_logins(network=connector.info.id, user_mxid=sender)
+        if not logins:
+            await self.reply(room_id, f"You are not logged in to {connector.info.display_name}.")
+            return
+        for login in logins:
+            loaded = self._router.remove_client(login.network, login.login_id)
+            if loaded is not None:
+                if isinstance(loaded.client, SupportsLogout):
+                    await loaded.client.logout_remote()
+                await loaded.client.disconnect()
+            await self._store.delete_login(login.network, login.login_id)
+        await self.reply(room_id, f"Logged out of {connector.info.display_name}.")

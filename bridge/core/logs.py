@@ -1,0 +1,54 @@
+"""Log setup: readable text or one JSON object per line, with secrets scrubbed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+
+
+class SecretFilter(logging.Filter):
+    """Replaces known secrets in every record, wherever a library may have put them."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s and len(s) >= 8]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._secrets:
+            message = record.getMessage()
+            scrubbed = message
+            for secret in self._secrets:
+                scrubbed = scrubbed.replace(secret, "<redacted>")
+            if scrubbed != message:
+                record.msg, record.args = scrubbed, None
+        return True
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: str, fmt: str, secrets: Iterable[str]) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(SecretFilter(secrets))
+    if fmt == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # aiohttp's access log and mautrix's per-request logs drown an operator at INFO.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("pontis.matrix.api").setLevel(max(logging.getLevelName(level), logging.INFO))

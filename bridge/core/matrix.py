@@ -1,0 +1,250 @@
+"""Acting on the homeserver as the bot and as ghosts (mautrix IntentAPI underneath).
+
+Every event the bridge puts on Matrix goes through :meth:`MatrixAPI.send`, so encryption
+(DESIGN §7) and error mapping live in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any, cast
+
+import aiohttp
+from mautrix.appservice import AppServiceAPI, IntentAPI
+from mautrix.appservice.state_store import ASStateStore
+from mautrix.client.state_store import MemoryStateStore
+from mautrix.errors import MatrixConnectionError, MatrixRequestError, MatrixStandardRequestError
+from mautrix.types import ContentURI, EventID, EventType, RoomID, StateEvent, UserID
+
+from bridge.core.errors import PermanentError, TransientError
+
+
+class _StateStore(MemoryStateStore, ASStateStore):
+    """Room state and registration cache in memory; rebuilt lazily after a restart."""
+
+    def __init__(self) -> None:
+        MemoryStateStore.__init__(self)
+        ASStateStore.__init__(self)
+
+
+def deterministic_txn_id(*parts: str) -> str:
+    """A transaction id that is the same every time the same thing is sent, so a retried send
+    after a crash is deduplicated by the homeserver instead of appearing twice."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+    return f"pontis_{digest}"
+
+
+def _wrap(err: Exception, action: str) -> Exception:
+    if isinstance(err, MatrixConnectionError | aiohttp.ClientError | TimeoutError):
+        return TransientError(f"{action}: homeserver unreachable: {err}")
+    if isinstance(err, MatrixRequestError):
+        status = getattr(err, "http_status", 0)
+        code = getattr(err, "errcode", "") if isinstance(err, MatrixStandardRequestError) else ""
+        if status >= 500 or status == 429:
+            return TransientError(f"{action}: homeserver answered {status} {code}")
+        return PermanentError(f"{action}: homeserver refused with {status} {code}: {err.message}")
+    return err
+
+
+class MatrixAPI:
+    def __init__(
+        self,
+        *,
+        homeserver_url: str,
+        appservice_id: str,
+        as_token: str,
+        bot_mxid: str,
+        http: aiohttp.ClientSession,
+        log: logging.Logger,
+    ) -> None:
+        self.appservice_id = appservice_id
+        self.bot_mxid = UserID(bot_mxid)
+        self.state_store = _StateStore()
+        self._log = log
+        self._api = AppServiceAPI(
+            homeserver_url,
+            UserID(bot_mxid),
+            token=as_token,
+            log=log.getChild("api"),  # type: ignore[arg-type]
+            state_store=self.state_store,
+            client_session=http,
+            default_retry_count=2,
+        )
+        self.bot = IntentAPI(UserID(bot_mxid), self._api, state_store=self.state_store)
+
+    def intent(self, mxid: str) -> IntentAPI:
+        return self.bot if mxid == self.bot_mxid else self.bot.user(UserID(mxid))
+
+    async def ping_homeserver(self) -> int:
+        """Ask the homeserver to ping us back; on Synapse this also makes it retry queued
+        transactions at once instead of waiting out its backoff. Returns the round trip in ms."""
+        return await self.bot.appservice_ping(
+            self.appservice_id, txn_id=deterministic_txn_id("ping")
+        )
+
+    async def ensure_bot(self, displayname: str, avatar_mxc: str) -> None:
+        await self.bot.ensure_registered()
+        await self.bot.set_displayname(displayname)
+        if avatar_mxc:
+            await self.bot.set_avatar_url(ContentURI(avatar_mxc))
+
+    async def send(
+        self,
+        sender: str,
+        room_id: str,
+        content: dict[str, Any],
+        *,
+        event_type: str = "m.room.message",
+        txn_id: str | None = None,
+        timestamp: int | None = None,
+    ) -> str:
+        """Send one message event as ``sender`` (the bot or a ghost already in the room)."""
+        intent = self.intent(sender)
+        kwargs: dict[str, Any] = {}
+        if timestamp is not None:
+            kwargs["timestamp"] = timestamp
+        try:
+            event_id: EventID = await intent.send_message_event(
+                RoomID(room_id),
+                EventType.find(event_type),
+                cast(Any, content),
+                txn_id=txn_id,
+                **kwargs,
+            )
+        except Exception as err:
+            raise _wrap(err, f"sending {event_type} to {room_id}") from err
+        return str(event_id)
+
+    async def redact(self, sender: str, room_id: str, event_id: str, reason: str = "") -> None:
+        try:
+            await self.intent(sender).redact(RoomID(room_id), EventID(event_id), reason or None)
+        except Exception as err:
+            raise _wrap(err, f"redacting {event_id}") from err
+
+    async def set_state(
+        self,
+        sender: str,
+        room_id: str,
+        event_type: str,
+        content: dict[str, Any],
+        state_key: str = "",
+    ) -> None:
+        try:
+            await self.intent(sender).send_state_event(
+                RoomID(room_id),
+                EventType.find(event_type, EventType.Class.STATE),
+                content,
+                state_key,
+            )
+        except Exception as err:
+            raise _wrap(err, f"setting {event_type} in {room_id}") from err
+
+    async def set_typing(self, sender: str, room_id: str, typing: bool, timeout_ms: int) -> None:
+        try:
+            await self.intent(sender).set_typing(RoomID(room_id), timeout_ms if typing else 0)
+        except Exception as err:
+            raise _wrap(err, f"typing in {room_id}") from err
+
+    async def mark_read(self, sender: str, room_id: str, event_id: str) -> None:
+        try:
+            await self.intent(sender).mark_read(RoomID(room_id), EventID(event_id))
+        except Exception as err:
+            raise _wrap(err, f"read receipt in {room_id}") from err
+
+    async def ensure_joined(self, mxid: str, room_id: str) -> None:
+        try:
+            await self.intent(mxid).ensure_joined(RoomID(room_id), bot=self.bot)
+        except Exception as err:
+            raise _wrap(err, f"joining {mxid} to {room_id}") from err
+
+    async def ensure_registered(self, mxid: str) -> None:
+        try:
+            await self.intent(mxid).ensure_registered()
+        except Exception as err:
+            raise _wrap(err, f"registering {mxid}") from err
+
+    async def set_profile(self, mxid: str, *, name: str | None, avatar_mxc: str | None) -> None:
+        intent = self.intent(mxid)
+        try:
+            if name is not None:
+                await intent.set_displayname(name, check_current=False)
+            if avatar_mxc is not None:
+                await intent.set_avatar_url(ContentURI(avatar_mxc), check_current=False)
+        except Exception as err:
+            raise _wrap(err, f"setting profile of {mxid}") from err
+
+    async def create_room(
+        self,
+        *,
+        name: str | None,
+        topic: str | None,
+        is_direct: bool,
+        invite: list[str],
+        initial_state: list[dict[str, Any]],
+    ) -> str:
+        try:
+            room_id = await self.bot.create_room(
+                name=name,
+                topic=topic,
+                is_direct=is_direct,
+                invitees=[UserID(u) for u in invite],
+                initial_state=initial_state,
+            )
+        except Exception as err:
+            raise _wrap(err, "creating a portal room") from err
+        return str(room_id)
+
+    async def invite(self, room_id: str, mxid: str) -> None:
+        try:
+            await self.bot.invite_user(RoomID(room_id), UserID(mxid), check_cache=True)
+        except MatrixStandardRequestError as err:
+            if "already in the room" in err.message or "already joined" in err.message:
+                return
+            raise _wrap(err, f"inviting {mxid}") from err
+        except Exception as err:
+            raise _wrap(err, f"inviting {mxid}") from err
+
+    async def join(self, room_id: str) -> None:
+        try:
+            await self.bot.join_room_by_id(RoomID(room_id))
+        except Exception as err:
+            raise _wrap(err, f"joining {room_id}") from err
+
+    async def leave(self, room_id: str, reason: str = "") -> None:
+        try:
+            await self.bot.leave_room(RoomID(room_id), reason or None)
+        except Exception as err:
+            raise _wrap(err, f"leaving {room_id}") from err
+
+    async def get_displayname(self, room_id: str, mxid: str) -> str:
+        member = await self.state_store.get_member(RoomID(room_id), UserID(mxid))
+        if member is not None and member.displayname:
+            return member.displayname
+        try:
+            name = await self.bot.get_displayname(UserID(mxid))
+        except Exception:
+            name = None
+        return name or mxid
+
+    async def upload(self, sender: str, data: bytes, mimetype: str, filename: str) -> str:
+        try:
+            mxc = await self.intent(sender).upload_media(
+                data, mime_type=mimetype, filename=filename
+            )
+        except Exception as err:
+            raise _wrap(err, f"uploading {filename}") from err
+        return str(mxc)
+
+    async def download(self, mxc: str) -> bytes:
+        try:
+            return await self.bot.download_media(ContentURI(mxc))
+        except Exception as err:
+            raise _wrap(err, f"downloading {mxc}") from err
+
+    async def update_state_cache(self, event: dict[str, Any]) -> None:
+        """Feed a state event from a transaction into the cache IntentAPI consults."""
+        try:
+            await self.state_store.update_state(StateEvent.deserialize(cast(Any, event)))
+        except Exception:  # a malformed state event must not stop processing
+            self._log.debug("Could not cache state event %s", event.get("event_id"))

@@ -1,0 +1,361 @@
+"""Network → Matrix: portals and ghosts created on demand, remote events written to Matrix.
+
+Runs inside the portal's ordered queue (see :mod:`bridge.core.router`), so a reply always finds
+the message it answers and an edit never overtakes its original.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+from bridge.core.connector import NetworkClient, NetworkInfo
+from bridge.core.events import (
+    ChatInfo,
+    Media,
+    MessagePart,
+    RemoteChatInfo,
+    RemoteEdit,
+    RemoteEvent,
+    RemoteMessage,
+    RemoteReaction,
+    RemoteReactionRemove,
+    RemoteReceipt,
+    RemoteRedaction,
+    RemoteTyping,
+    UserInfo,
+)
+from bridge.core.html import sanitize_html
+from bridge.core.ids import NetworkID, PortalKey, RemoteUserID, ghost_mxid
+from bridge.core.matrix import MatrixAPI, deterministic_txn_id
+from bridge.portal.models import Ghost, Message, Portal, Reaction
+from bridge.portal.store import Store
+
+_MSGTYPE_BY_MIME = {"image": "m.image", "video": "m.video", "audio": "m.audio"}
+
+
+class PortalManager:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        matrix: MatrixAPI,
+        domain: str,
+        bridge_id: str,
+        networks: dict[NetworkID, NetworkInfo],
+        log: logging.Logger,
+    ) -> None:
+        self._store = store
+        self._matrix = matrix
+        self._domain = domain
+        self._bridge_id = bridge_id
+        self._networks = networks
+        self._log = log
+        self.room_keys: dict[str, PortalKey] = {}
+        """room id → portal key, for routing Matrix events to the portal's queue."""
+
+    # --- portals and ghosts ---------------------------------------------------------------------
+
+    async def find_portal(self, key: PortalKey) -> Portal | None:
+        portal = await self._store.get_portal(key)
+        if portal is not None and portal.mxid:
+            self.room_keys[portal.mxid] = key
+        return portal
+
+    async def ensure_portal(
+        self, key: PortalKey, client: NetworkClient, info: ChatInfo | None
+    ) -> Portal:
+        portal = await self.find_portal(key)
+        if portal is not None and portal.mxid:
+            return portal
+        if info is None:
+            info = await client.get_chat_info(key)
+        portal = portal or Portal(
+            network=key.network, remote_id=key.remote_id, receiver=key.receiver
+        )
+        portal.name, portal.topic = info.name, info.topic
+        portal.is_direct = bool(info.is_direct)
+        network = self._networks[key.network]
+        bridge_state = {
+            "bridgebot": self._matrix.bot_mxid,
+            "creator": self._matrix.bot_mxid,
+            "protocol": {
+                "id": network.id,
+                "displayname": network.display_name,
+                "external_url": network.url or None,
+            },
+            "channel": {"id": key.remote_id, "displayname": info.name},
+        }
+        state_key = f"{self._bridge_id}/{key.network}/{key.remote_id}"
+        initial_state: list[dict[str, Any]] = [
+            {"type": t, "state_key": state_key, "content": bridge_state}
+            for t in ("m.bridge", "uk.half-shot.bridge")
+        ]
+        initial_state.append(
+            {
+                "type": "io.element.functional_members",
+                "state_key": "",
+                "content": {"service_members": [self._matrix.bot_mxid]},
+            }
+        )
+        portal.mxid = await self._matrix.create_room(
+            # A DM takes its name from the other person, as in any Matrix client.
+            name=None if portal.is_direct else info.name,
+            topic=info.topic,
+            is_direct=portal.is_direct,
+            invite=list(info.matrix_users or []),
+            initial_state=initial_state,
+        )
+        await self._store.save_portal(portal)
+        for mxid in info.matrix_users or []:
+            await self._store.add_portal_user(mxid, key)
+        self.room_keys[portal.mxid] = key
+        self._log.info("Created portal %s for %s", portal.mxid, key)
+        for member in info.members or []:
+            ghost = await self.ensure_ghost(key.network, member, client, None)
+            await self._matrix.ensure_joined(ghost.mxid, portal.mxid)
+        return portal
+
+    async def ensure_ghost(
+        self,
+        network: NetworkID,
+        remote_id: RemoteUserID,
+        client: NetworkClient,
+        info: UserInfo | None,
+    ) -> Ghost:
+        ghost = await self._store.get_ghost(network, remote_id)
+        if ghost is None:
+            ghost = Ghost(
+                network=network,
+                remote_id=remote_id,
+                mxid=ghost_mxid(network, remote_id, self._domain),
+            )
+            await self._matrix.ensure_registered(ghost.mxid)
+            if info is None:
+                info = await client.get_user_info(remote_id)
+        elif info is None:
+            return ghost
+        changed = False
+        if info.name is not None and info.name != ghost.name:
+            await self._matrix.set_profile(ghost.mxid, name=info.name, avatar_mxc=None)
+            ghost.name, changed = info.name, True
+        if info.avatar is not None and (
+            info.avatar.avatar_id is None or info.avatar.avatar_id != ghost.avatar_id
+        ):
+            mxc = await self._upload(ghost.mxid, info.avatar)
+            await self._matrix.set_profile(ghost.mxid, name=None, avatar_mxc=mxc)
+            ghost.avatar_mxc, ghost.avatar_id, changed = mxc, info.avatar.avatar_id, True
+        if changed or await self._store.get_ghost(network, remote_id) is None:
+            await self._store.save_ghost(ghost)
+        return ghost
+
+    async def _upload(self, sender: str, media: Media) -> str:
+        data = await media.read()
+        return await self._matrix.upload(sender, data, media.mimetype, media.filename)
+
+    # --- remote events --------------------------------------------------------------------------
+
+    async def handle(self, event: RemoteEvent, client: NetworkClient) -> None:
+        key = event.portal
+        if event.create_portal:
+            portal = await self.ensure_portal(key, client, event.chat_info)
+        else:
+            found = await self.find_portal(key)
+            if found is None or not found.mxid:
+                self._log.debug("Dropping %s for %s: no portal yet", type(event).__name__, key)
+                return
+            portal = found
+        assert portal.mxid is not None
+        sender_mxid: str = self._matrix.bot_mxid
+        if event.sender is not None:
+            ghost = await self.ensure_ghost(key.network, event.sender, client, event.sender_info)
+            await self._matrix.ensure_joined(ghost.mxid, portal.mxid)
+            sender_mxid = ghost.mxid
+        match event:
+            case RemoteMessage():
+                await self._message(portal, sender_mxid, event)
+            case RemoteEdit():
+                await self._edit(portal, sender_mxid, event)
+            case RemoteRedaction():
+                for part in await self._store.get_message_parts(key, event.target):
+                    await self._matrix.redact(sender_mxid, portal.mxid, part.mxid)
+                await self._store.delete_message_parts(key, event.target)
+            case RemoteReaction():
+                await self._reaction(portal, sender_mxid, event)
+            case RemoteReactionRemove():
+                reaction = await self._store.get_reaction(
+                    key, event.target, event.target_part, event.sender or "", event.emoji
+                )
+                if reaction is not None:
+                    await self._matrix.redact(sender_mxid, portal.mxid, reaction.mxid)
+                    await self._store.delete_reaction(reaction.mxid)
+            case RemoteTyping():
+                await self._matrix.set_typing(
+                    sender_mxid, portal.mxid, event.typing, event.timeout_ms
+                )
+            case RemoteReceipt():
+                parts = await self._store.get_message_parts(key, event.up_to)
+                if parts:
+                    await self._matrix.mark_read(sender_mxid, portal.mxid, parts[-1].mxid)
+            case RemoteChatInfo():
+                await self._chat_info(portal, event.info)
+            case _:
+                raise TypeError(f"unknown remote event {type(event).__name__}")
+
+    async def _message(self, portal: Portal, sender: str, event: RemoteMessage) -> None:
+        key = portal.key
+        assert portal.mxid is not None
+        if await self._store.get_message(key, event.id):
+            self._log.debug("Message %s in %s already bridged", event.id, key)
+            return
+        reply = await self._store.get_message(key, event.reply_to) if event.reply_to else None
+        root = await self._store.get_message(key, event.thread_root) if event.thread_root else None
+        for index, part in enumerate(event.parts):
+            content = await self._part_content(sender, part)
+            if index == 0:
+                relates = _relation(reply, root)
+                if relates:
+                    content["m.relates_to"] = relates
+            txn = deterministic_txn_id(str(key), event.id, part.part_id)
+            event_id = await self._matrix.send(
+                sender, portal.mxid, content, txn_id=txn, timestamp=event.timestamp
+            )
+            await self._store.add_message(
+                Message(
+                    network=key.network,
+                    portal_id=key.remote_id,
+                    receiver=key.receiver,
+                    remote_id=event.id,
+                    part_id=part.part_id,
+                    mxid=event_id,
+                    room_id=portal.mxid,
+                    sender_id=event.sender or "",
+                    timestamp=event.timestamp or _now(),
+                    thread_root_id=event.thread_root,
+                    reply_to_id=event.reply_to,
+                )
+            )
+
+    async def _part_content(self, sender: str, part: MessagePart) -> dict[str, Any]:
+        msgtype = "m.notice" if part.notice else "m.emote" if part.emote else "m.text"
+        content: dict[str, Any] = {"msgtype": msgtype, "body": part.text}
+        if part.html:
+            content["format"] = "org.matrix.custom.html"
+            content["formatted_body"] = sanitize_html(part.html)
+        if part.media is not None:
+            media = part.media
+            data = await media.read()
+            mxc = await self._matrix.upload(sender, data, media.mimetype, media.filename)
+            content["msgtype"] = _MSGTYPE_BY_MIME.get(media.mimetype.split("/")[0], "m.file")
+            content["url"] = mxc
+            content["info"] = {"mimetype": media.mimetype, "size": len(data)}
+            content["filename"] = media.filename
+            if not part.text:  # no caption: the body is the file name, as clients expect
+                content["body"] = media.filename
+        return content
+
+    async def _edit(self, portal: Portal, sender: str, event: RemoteEdit) -> None:
+        assert portal.mxid is not None
+        stored = {
+            m.part_id: m for m in await self._store.get_message_parts(portal.key, event.target)
+        }
+        for part in event.parts:
+            target = stored.get(part.part_id)
+            if target is None:
+                continue
+            new_content = await self._part_content(sender, part)
+            content = dict(new_content)
+            content["body"] = f"* {part.text}"
+            if "formatted_body" in content:
+                content["formatted_body"] = f"* {content['formatted_body']}"
+            content["m.new_content"] = new_content
+            content["m.relates_to"] = {"rel_type": "m.replace", "event_id": target.mxid}
+            digest = hashlib.sha256(f"{part.text}\x1f{part.html}".encode()).hexdigest()[:16]
+            txn = deterministic_txn_id(str(portal.key), "edit", event.target, part.part_id, digest)
+            await self._matrix.send(
+                sender, portal.mxid, content, txn_id=txn, timestamp=event.timestamp
+            )
+            await self._store.bump_edit_count(target.mxid)
+
+    async def _reaction(self, portal: Portal, sender: str, event: RemoteReaction) -> None:
+        assert portal.mxid is not None
+        key = portal.key
+        target = await self._store.get_message(key, event.target, event.target_part)
+        if target is None:
+            self._log.debug("Reaction to unknown message %s in %s dropped", event.target, key)
+            return
+        sender_id = event.sender or ""
+        if await self._store.get_reaction(
+            key, event.target, event.target_part, sender_id, event.emoji
+        ):
+            return
+        content = {
+            "m.relates_to": {
+                "rel_type": "m.annotation",
+                "event_id": target.mxid,
+                "key": event.emoji,
+            }
+        }
+        txn = deterministic_txn_id(
+            str(key), "reaction", event.target, sender_id, event.emoji, str(event.timestamp)
+        )
+        event_id = await self._matrix.send(
+            sender,
+            portal.mxid,
+            content,
+            event_type="m.reaction",
+            txn_id=txn,
+            timestamp=event.timestamp,
+        )
+        await self._store.add_reaction(
+            Reaction(
+                network=key.network,
+                portal_id=key.remote_id,
+                receiver=key.receiver,
+                message_id=event.target,
+                part_id=event.target_part,
+                sender_id=sender_id,
+                emoji=event.emoji,
+                mxid=event_id,
+                room_id=portal.mxid,
+                timestamp=event.timestamp or _now(),
+            )
+        )
+
+    async def _chat_info(self, portal: Portal, info: ChatInfo) -> None:
+        assert portal.mxid is not None
+        bot = self._matrix.bot_mxid
+        if info.name is not None and info.name != portal.name:
+            await self._matrix.set_state(bot, portal.mxid, "m.room.name", {"name": info.name})
+            portal.name = info.name
+        if info.topic is not None and info.topic != portal.topic:
+            await self._matrix.set_state(bot, portal.mxid, "m.room.topic", {"topic": info.topic})
+            portal.topic = info.topic
+        if info.avatar is not None:
+            mxc = await self._upload(bot, info.avatar)
+            await self._matrix.set_state(bot, portal.mxid, "m.room.avatar", {"url": mxc})
+            portal.avatar_mxc = mxc
+        await self._store.save_portal(portal)
+        for mxid in info.matrix_users or []:
+            await self._matrix.invite(portal.mxid, mxid)
+            await self._store.add_portal_user(mxid, portal.key)
+
+
+def _relation(reply: Message | None, root: Message | None) -> dict[str, Any] | None:
+    if root is not None:
+        in_reply_to = reply or root
+        return {
+            "rel_type": "m.thread",
+            "event_id": root.mxid,
+            "is_falling_back": reply is None,
+            "m.in_reply_to": {"event_id": in_reply_to.mxid},
+        }
+    if reply is not None:
+        return {"m.in_reply_to": {"event_id": reply.mxid}}
+    return None
+
+
+def _now() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,622 @@
+"""Routing: Matrix events from the inbox to connectors, remote events to Matrix.
+
+Both directions run through :class:`~bridge.core.queue.OrderedQueues` keyed by portal, so a
+portal's events are handled one at a time in arrival order. Failures are retried with
+exponential backoff inside the queue (order is kept); after the configured number of attempts
+the event is parked in the dead-letter table and the person who sent it gets a notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from bridge.core.connector import (
+    ClientFeatures,
+    NetworkClient,
+    NetworkConnector,
+    SupportsEdits,
+    SupportsReactions,
+    SupportsReceipts,
+    SupportsRedactions,
+    SupportsTyping,
+)
+from bridge.core.errors import BridgeError, NotSupported, PermanentError, TransientError
+from bridge.core.events import (
+    MatrixEdit,
+    MatrixMessage,
+    MatrixReaction,
+    MatrixReactionRemove,
+    MatrixReceipt,
+    MatrixRedaction,
+    MatrixTyping,
+    Media,
+    RemoteEvent,
+)
+from bridge.core.ids import LoginID, NetworkID, RemoteMessageID
+from bridge.core.matrix import MatrixAPI, deterministic_txn_id
+from bridge.core.metrics import Metrics
+from bridge.core.permissions import Permissions
+from bridge.core.portals import PortalManager
+from bridge.core.queue import OrderedQueues
+from bridge.portal.models import InboxRow, Message, Portal, Reaction
+from bridge.portal.store import Store
+
+CommandHandler = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+"""(room_id, sender, event) for messages in a management room and invites of the bot."""
+
+_MEDIA_MSGTYPES = {"m.image", "m.file", "m.audio", "m.video"}
+_REPLY_FALLBACK = re.compile(r"^(> .*\n)+\n", re.MULTILINE)
+_HTML_REPLY_FALLBACK = re.compile(r"<mx-reply>.*?</mx-reply>", re.DOTALL)
+
+
+@dataclass(slots=True)
+class LoadedClient:
+    network: NetworkID
+    client: NetworkClient
+    features: ClientFeatures
+    user_mxid: str | None
+    """The Matrix user this login belongs to; ``None`` for a shared client."""
+    connected: bool = False
+    state_message: str = "connecting"
+
+
+@dataclass(slots=True)
+class RetryPolicy:
+    attempts: int
+    backoff: float
+
+    def delay(self, attempt: int, err: Exception) -> float:
+        if isinstance(err, TransientError) and err.retry_after is not None:
+            return err.retry_after
+        return self.backoff * 2 ** (attempt - 1)
+
+
+class Router:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        matrix: MatrixAPI,
+        portals: PortalManager,
+        connectors: dict[NetworkID, NetworkConnector],
+        permissions: Permissions,
+        metrics: Metrics,
+        retry: RetryPolicy,
+        queue_size: int,
+        domain: str,
+        log: logging.Logger,
+    ) -> None:
+        self._store = store
+        self._matrix = matrix
+        self.portals = portals
+        self._connectors = connectors
+        self._permissions = permissions
+        self._metrics = metrics
+        self._retry = retry
+        self._domain = domain
+        self._log = log
+        self.clients: dict[tuple[NetworkID, LoginID], LoadedClient] = {}
+        self.queues = OrderedQueues(
+            maxsize=queue_size, log=log.getChild("queue"), observe_wait=metrics.queue_wait.observe
+        )
+        self.command_handler: CommandHandler | None = None
+        self._inbox_wakeup = asyncio.Event()
+        self._inbox_task: asyncio.Task[None] | None = None
+        self._typing: dict[str, set[str]] = {}
+
+    # --- clients (CoreServices for ConnectorContext) --------------------------------------------
+
+    def add_client(
+        self, network: NetworkID, client: NetworkClient, user_mxid: str | None = None
+    ) -> LoadedClient:
+        loaded = LoadedClient(network, client, ClientFeatures.of(client), user_mxid)
+        self.clients[(network, client.login_id)] = loaded
+        return loaded
+
+    def remove_client(self, network: NetworkID, login_id: LoginID) -> LoadedClient | None:
+        return self.clients.pop((network, login_id), None)
+
+    def set_client_state(
+        self, network: NetworkID, login_id: LoginID, *, connected: bool, message: str
+    ) -> None:
+        loaded = self.clients.get((network, login_id))
+        if loaded is not None:
+            loaded.connected, loaded.state_message = connected, message
+        self._metrics.client_state.labels(network, login_id or "shared").set(int(connected))
+        log = self._log.info if connected else self._log.warning
+        log(
+            "Client %s/%s %s%s",
+            network,
+            login_id or "shared",
+            "connected" if connected else "disconnected",
+            f": {message}" if message else "",
+        )
+
+    def client_for(self, network: NetworkID, login: LoginID, user_mxid: str | None) -> LoadedClient:
+        """The client to act with: the login named, else the user's own, else the shared one."""
+        candidates = [c for (net, _), c in self.clients.items() if net == network]
+        exact = self.clients.get((network, login))
+        if exact is not None and (login or exact.user_mxid is None):
+            return exact
+        if user_mxid is not None:
+            for loaded in candidates:
+                if loaded.user_mxid == user_mxid:
+                    return loaded
+        for loaded in candidates:
+            if loaded.user_mxid is None:
+                return loaded
+        name = (
+            self._connectors[network].info.display_name if network in self._connectors else network
+        )
+        raise NotSupported(
+            f"no {network} client for {user_mxid or 'remote event'}",
+            user_message=f"You are not logged in to {name}. Send `login {network}` to the bridge bot.",
+        )
+
+    # --- network → Matrix -----------------------------------------------------------------------
+
+    async def submit_remote_event(
+        self, network: NetworkID, event: RemoteEvent, *, wait: bool
+    ) -> None:
+        done: asyncio.Future[None] | None = (
+            asyncio.get_running_loop().create_future() if wait else None
+        )
+        kind = type(event).__name__
+
+        async def job() -> None:
+            try:
+                await self._with_retries(
+                    f"{kind} in {event.portal}", lambda: self._handle_remote(network, event)
+                )
+            except Exception as err:
+                self._metrics.remote_events.labels(network, kind, "failed").inc()
+                self._metrics.dead_letters.labels(network).inc()
+                self._log.error("Gave up on %s in %s: %s", kind, event.portal, err)
+                await self._remote_failure_notice(event, err)
+                if done is not None and not done.done():
+                    done.set_exception(err)
+            else:
+                self._metrics.remote_events.labels(network, kind, "ok").inc()
+                if done is not None and not done.done():
+                    done.set_result(None)
+
+        await self.queues.put(str(event.portal), job)
+        if done is not None:
+            await done
+
+    async def _handle_remote(self, network: NetworkID, event: RemoteEvent) -> None:
+        loaded = self.client_for(network, event.login, None)
+        await self.portals.handle(event, loaded.client)
+
+    async def _remote_failure_notice(self, event: RemoteEvent, err: Exception) -> None:
+        portal = await self._store.get_portal(event.portal)
+        if portal is None or not portal.mxid:
+            return
+        text = f"A message from the remote side could not be bridged: {_user_message(err)}"
+        try:
+            await self._matrix.send(
+                self._matrix.bot_mxid, portal.mxid, {"msgtype": "m.notice", "body": text}
+            )
+        except BridgeError as notice_err:
+            self._log.error("Could not send failure notice to %s: %s", portal.mxid, notice_err)
+
+    # --- Matrix → network: the inbox --------------------------------------------------------------
+
+    def notify_inbox(self) -> None:
+        self._inbox_wakeup.set()
+
+    def start(self) -> None:
+        self._inbox_task = asyncio.create_task(self._dispatch_inbox(), name="inbox")
+
+    async def stop(self) -> None:
+        if self._inbox_task is not None:
+            self._inbox_task.cancel()
+            await asyncio.gather(self._inbox_task, return_exceptions=True)
+        await self.queues.close()
+
+    async def _dispatch_inbox(self) -> None:
+        """Move inbox rows into portal queues, oldest first; on start this drains the backlog."""
+        last_id = 0
+        while True:
+            self._inbox_wakeup.clear()
+            try:
+                rows = await self._store.pending_inbox(after_id=last_id)
+                self._metrics.inbox_depth.set(await self._store.inbox_depth())
+            except Exception:
+                self._log.exception("Reading the inbox failed; retrying in 5 s")
+                await asyncio.sleep(5)
+                continue
+            if not rows:
+                await self._inbox_wakeup.wait()
+                continue
+            for row in rows:
+                await self.queues.put(await self._queue_key(row), self._inbox_job(row))
+                last_id = row.id
+
+    async def _queue_key(self, row: InboxRow) -> str:
+        if row.room_id is None:
+            return "global"
+        key = self.portals.room_keys.get(row.room_id)
+        if key is None:
+            portal = await self._store.get_portal_by_mxid(row.room_id)
+            if portal is None:
+                return f"room:{row.room_id}"
+            key = self.portals.room_keys[row.room_id] = portal.key
+        return str(key)
+
+    def _inbox_job(self, row: InboxRow) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            etype = str(row.payload.get("type", row.kind))
+            try:
+                network = await self._with_retries(
+                    f"{etype} {row.event_id or ''} in {row.room_id}",
+                    lambda: self._handle_inbox_row(row),
+                    on_failure=lambda err: self._store.record_inbox_failure(row.id, str(err)),
+                    first_attempt=row.attempts + 1,
+                )
+            except NotSupported as err:
+                self._metrics.matrix_events.labels(etype, "", "unsupported").inc()
+                await self._store.finish_inbox(row.id)
+                await self._failure_notice(row, err)
+            except Exception as err:
+                self._metrics.matrix_events.labels(etype, "", "failed").inc()
+                self._metrics.dead_letters.labels("matrix").inc()
+                await self._store.park_inbox(row.id, str(err))
+                self._log.error("Parked %s %s after failures: %s", etype, row.event_id, err)
+                await self._failure_notice(row, err)
+            else:
+                self._metrics.matrix_events.labels(etype, network or "", "ok").inc()
+                await self._store.finish_inbox(row.id)
+
+        return job
+
+    async def _with_retries(
+        self,
+        what: str,
+        action: Callable[[], Awaitable[Any]],
+        *,
+        on_failure: Callable[[Exception], Awaitable[int]] | None = None,
+        first_attempt: int = 1,
+    ) -> Any:
+        attempt = first_attempt
+        while True:
+            try:
+                return await action()
+            except (NotSupported, PermanentError):
+                raise
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                if on_failure is not None:
+                    await on_failure(err)
+                if attempt >= self._retry.attempts:
+                    raise
+                delay = self._retry.delay(attempt, err)
+                self._log.warning(
+                    "%s failed (attempt %d of %d): %s; retrying in %.1f s",
+                    what,
+                    attempt,
+                    self._retry.attempts,
+                    err,
+                    delay,
+                )
+                self._metrics.errors.labels("router", type(err).__name__).inc()
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _failure_notice(self, row: InboxRow, err: Exception) -> None:
+        if row.kind != "pdu" or row.room_id is None or row.event_id is None:
+            return
+        sender = row.payload.get("sender", "")
+        text = f"{sender}: your message was not delivered. {_user_message(err)}"
+        content = {
+            "msgtype": "m.notice",
+            "body": text,
+            "m.relates_to": {"m.in_reply_to": {"event_id": row.event_id}},
+            "m.mentions": {"user_ids": [sender]},
+        }
+        try:
+            await self._matrix.send(
+                self._matrix.bot_mxid,
+                row.room_id,
+                content,
+                txn_id=deterministic_txn_id("notice", row.event_id),
+            )
+        except BridgeError as notice_err:
+            self._log.error("Could not send failure notice to %s: %s", row.room_id, notice_err)
+
+    # --- Matrix → network: one event --------------------------------------------------------------
+
+    def _is_own_puppet(self, network: NetworkID, mxid: str) -> bool:
+        return mxid == self._matrix.bot_mxid or (
+            mxid.startswith(f"@{network}_") and mxid.endswith(f":{self._domain}")
+        )
+
+    def _is_any_puppet(self, mxid: str) -> bool:
+        return mxid == self._matrix.bot_mxid or any(
+            self._is_own_puppet(n, mxid) for n in self._connectors
+        )
+
+    async def _handle_inbox_row(self, row: InboxRow) -> NetworkID | None:
+        if row.kind == "ephemeral":
+            return await self._handle_ephemeral(row.payload)
+        if row.kind != "pdu":
+            return None  # to-device and key data: kept in the inbox for encryption (DESIGN §7)
+        event = row.payload
+        if "state_key" in event:
+            await self._matrix.update_state_cache(event)
+        sender = str(event.get("sender", ""))
+        if sender == self._matrix.bot_mxid:
+            return None
+        if (
+            event.get("type") == "m.room.member"
+            and event.get("state_key") == self._matrix.bot_mxid
+            and event.get("content", {}).get("membership") == "invite"
+        ) or (
+            event.get("type") == "m.room.message"
+            and row.room_id is not None
+            and await self._store.get_user_by_management_room(row.room_id) is not None
+        ):
+            if self.command_handler is not None and not self._is_any_puppet(sender):
+                await self.command_handler(row.room_id or "", sender, event)
+            return None
+        portal = await self._store.get_portal_by_mxid(row.room_id or "")
+        if portal is None:
+            return None
+        if self._is_own_puppet(portal.network, sender):
+            return portal.network  # our own echo
+        if self._permissions.level(sender) < Permissions.RELAY:
+            self._log.info(
+                "Ignoring %s from %s in %s: not permitted", event.get("type"), sender, portal.mxid
+            )
+            return portal.network
+        await self._handle_portal_event(portal, event)
+        return portal.network
+
+    async def _handle_portal_event(self, portal: Portal, event: dict[str, Any]) -> None:
+        etype = event.get("type")
+        content = event.get("content") or {}
+        if not isinstance(content, dict):
+            return
+        sender = str(event["sender"])
+        if await self._store.get_message_by_mxid(event["event_id"]) is not None:
+            return  # already bridged before a crash
+        loaded = self.client_for(portal.network, portal.receiver, sender)
+        base = {
+            "portal": portal,
+            "event_id": event["event_id"],
+            "sender": sender,
+            "sender_name": await self._matrix.get_displayname(portal.mxid or "", sender),
+            "timestamp": int(event.get("origin_server_ts") or time.time() * 1000),
+        }
+        relates = content.get("m.relates_to") or {}
+        if etype in ("m.room.message", "m.sticker"):
+            if relates.get("rel_type") == "m.replace":
+                await self._edit(loaded, base, content, relates)
+            else:
+                await self._message(loaded, base, content, relates, sticker=etype == "m.sticker")
+        elif etype == "m.reaction":
+            await self._reaction(loaded, base, relates)
+        elif etype == "m.room.redaction":
+            redacts = event.get("redacts") or content.get("redacts")
+            if isinstance(redacts, str):
+                await self._redaction(loaded, base, redacts)
+
+    async def _message(
+        self,
+        loaded: LoadedClient,
+        base: dict[str, Any],
+        content: dict[str, Any],
+        relates: dict[str, Any],
+        *,
+        sticker: bool,
+    ) -> None:
+        portal: Portal = base["portal"]
+        caps = self._connectors[portal.network].capabilities()
+        msgtype = "m.image" if sticker else str(content.get("msgtype", "m.text"))
+        body = str(content.get("body", ""))
+        html = (
+            content.get("formatted_body")
+            if content.get("format") == "org.matrix.custom.html"
+            else None
+        )
+        reply_to = thread_root = None
+        reply_id = (relates.get("m.in_reply_to") or {}).get("event_id")
+        if relates.get("rel_type") == "m.thread":
+            thread_root = await self._store.get_message_by_mxid(str(relates.get("event_id")))
+            if relates.get("is_falling_back"):
+                reply_id = None
+        if reply_id:
+            reply_to = await self._store.get_message_by_mxid(str(reply_id))
+            body = _REPLY_FALLBACK.sub("", body, count=1)
+            html = _HTML_REPLY_FALLBACK.sub("", html) if isinstance(html, str) else None
+        media = None
+        if msgtype in _MEDIA_MSGTYPES:
+            if not caps.media:
+                raise NotSupported(
+                    "media not supported", user_message="This network cannot carry files."
+                )
+            url = content.get("url")
+            if not isinstance(url, str) or not url.startswith("mxc://"):
+                raise PermanentError(
+                    "media without mxc url", user_message="The file could not be read."
+                )
+            info = content.get("info") or {}
+            media = Media(
+                data=await self._matrix.download(url),
+                mimetype=str(info.get("mimetype") or "application/octet-stream"),
+                filename=str(content.get("filename") or body or "file"),
+            )
+            if not content.get("filename") or content.get("filename") == body:
+                body = ""  # no caption
+        if thread_root is not None and not caps.threads:
+            thread_root = None  # still delivered, as a plain message (or reply below)
+        msg = MatrixMessage(
+            **base,
+            body=body,
+            html=html if isinstance(html, str) else None,
+            msgtype=msgtype,
+            media=media,
+            reply_to=reply_to,
+            thread_root=thread_root,
+        )
+        remote_id = await loaded.client.handle_matrix_message(msg)
+        await self._remember(portal, base, remote_id, reply_to, thread_root)
+
+    async def _remember(
+        self,
+        portal: Portal,
+        base: dict[str, Any],
+        remote_id: RemoteMessageID,
+        reply_to: Message | None,
+        thread_root: Message | None,
+    ) -> None:
+        await self._store.add_message(
+            Message(
+                network=portal.network,
+                portal_id=portal.remote_id,
+                receiver=portal.receiver,
+                remote_id=remote_id,
+                mxid=base["event_id"],
+                room_id=portal.mxid or "",
+                sender_id=base["sender"],
+                timestamp=base["timestamp"],
+                reply_to_id=reply_to.remote_id if reply_to else None,
+                thread_root_id=thread_root.remote_id if thread_root else None,
+            )
+        )
+
+    async def _edit(
+        self,
+        loaded: LoadedClient,
+        base: dict[str, Any],
+        content: dict[str, Any],
+        relates: dict[str, Any],
+    ) -> None:
+        target = await self._store.get_message_by_mxid(str(relates.get("event_id")))
+        if target is None:
+            return
+        if not loaded.features.edits:
+            raise NotSupported(
+                "edits not supported", user_message="This network cannot edit messages."
+            )
+        new = content.get("m.new_content") or {}
+        html = new.get("formatted_body") if new.get("format") == "org.matrix.custom.html" else None
+        edit = MatrixEdit(
+            **base,
+            target=target,
+            body=str(new.get("body", "")),
+            html=html if isinstance(html, str) else None,
+        )
+        await cast(SupportsEdits, loaded.client).handle_matrix_edit(edit)
+        await self._store.bump_edit_count(target.mxid)
+
+    async def _reaction(
+        self, loaded: LoadedClient, base: dict[str, Any], relates: dict[str, Any]
+    ) -> None:
+        if relates.get("rel_type") != "m.annotation":
+            return
+        target = await self._store.get_message_by_mxid(str(relates.get("event_id")))
+        if target is None:
+            return
+        if not loaded.features.reactions:
+            raise NotSupported(
+                "reactions not supported", user_message="This network has no reactions."
+            )
+        emoji = str(relates.get("key", ""))
+        await cast(SupportsReactions, loaded.client).handle_matrix_reaction(
+            MatrixReaction(**base, target=target, emoji=emoji)
+        )
+        portal: Portal = base["portal"]
+        await self._store.add_reaction(
+            Reaction(
+                network=portal.network,
+                portal_id=portal.remote_id,
+                receiver=portal.receiver,
+                message_id=target.remote_id,
+                part_id=target.part_id,
+                sender_id=base["sender"],
+                emoji=emoji,
+                mxid=base["event_id"],
+                room_id=portal.mxid or "",
+                timestamp=base["timestamp"],
+            )
+        )
+
+    async def _redaction(self, loaded: LoadedClient, base: dict[str, Any], redacts: str) -> None:
+        message = await self._store.get_message_by_mxid(redacts)
+        if message is not None:
+            if not loaded.features.redactions:
+                raise NotSupported(
+                    "redactions not supported", user_message="This network cannot delete messages."
+                )
+            await cast(SupportsRedactions, loaded.client).handle_matrix_redaction(
+                MatrixRedaction(**base, target=message)
+            )
+            await self._store.delete_message_parts(message.portal_key, message.remote_id)
+            return
+        reaction = await self._store.get_reaction_by_mxid(redacts)
+        if reaction is not None and loaded.features.reactions:
+            await cast(SupportsReactions, loaded.client).handle_matrix_reaction_remove(
+                MatrixReactionRemove(**base, target=reaction)
+            )
+            await self._store.delete_reaction(redacts)
+
+    async def _handle_ephemeral(self, event: dict[str, Any]) -> NetworkID | None:
+        room_id = event.get("room_id")
+        if not isinstance(room_id, str):
+            return None
+        portal = await self._store.get_portal_by_mxid(room_id)
+        if portal is None:
+            return None
+        content = event.get("content") or {}
+        if event.get("type") == "m.typing":
+            now = {
+                u
+                for u in content.get("user_ids", [])
+                if isinstance(u, str) and not self._is_any_puppet(u)
+            }
+            before = self._typing.get(room_id, set())
+            self._typing[room_id] = now
+            for user in now ^ before:
+                loaded = self._client_or_none(portal, user)
+                if loaded is not None and loaded.features.typing:
+                    typing = MatrixTyping(portal=portal, sender=user, typing=user in now)
+                    await cast(SupportsTyping, loaded.client).handle_matrix_typing(typing)
+        elif event.get("type") == "m.receipt":
+            for event_id, receipts in content.items():
+                for user in (receipts or {}).get("m.read", {}):
+                    if self._is_any_puppet(user):
+                        continue
+                    target = await self._store.get_message_by_mxid(event_id)
+                    loaded = self._client_or_none(portal, user)
+                    if target is None or loaded is None or not loaded.features.receipts:
+                        continue
+                    receipt = MatrixReceipt(
+                        portal=portal,
+                        event_id=event_id,
+                        sender=user,
+                        target=target,
+                        sender_name=await self._matrix.get_displayname(room_id, user),
+                        timestamp=int(time.time() * 1000),
+                    )
+                    await cast(SupportsReceipts, loaded.client).handle_matrix_receipt(receipt)
+        return portal.network
+
+    def _client_or_none(self, portal: Portal, user: str) -> LoadedClient | None:
+        try:
+            return self.client_for(portal.network, portal.receiver, user)
+        except NotSupported:
+            return None
+
+
+def _user_message(err: Exception) -> str:
+    if isinstance(err, BridgeError):
+        return err.user_message
+    return "The bridge hit an unexpected error; the operator has the details in the log."

@@ -1,0 +1,111 @@
+"""One Synapse and one bridge process for the end-to-end tests, shared by the session.
+
+The registration is written by ``pontis generate-registration`` before Synapse starts, exactly as
+an operator would do it; the homeserver address is then given to the bridge through the
+``PONTIS_HOMESERVER_ADDRESS`` environment override.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest_asyncio
+from ruamel.yaml import YAML
+
+from tests.e2e.hub import BridgeProcess, free_port, install_reference_entry_point
+from tests.e2e.matrix_client import MatrixUser
+from tests.e2e.synapse import SynapseServer
+from tests.reference.remote import RemoteNetwork
+
+DOMAIN = "hub.test"
+
+
+def write_config(path: Path, *, as_port: int, metrics_port: int, remote_url: str) -> None:
+    config = {
+        "homeserver": {"address": "http://127.0.0.1:9", "domain": DOMAIN, "verify_ssl": False},
+        "appservice": {
+            "id": "pontis",
+            "address": f"http://127.0.0.1:{as_port}",
+            "hostname": "127.0.0.1",
+            "port": as_port,
+            "bot_username": "pontis",
+            "as_token": "generate",
+            "hs_token": "generate",
+        },
+        "database": "sqlite:pontis.db",
+        "bridge": {
+            "permissions": {DOMAIN: "user", f"@outsider:{DOMAIN}": "relay"},
+            "retry": {"attempts": 6, "backoff_seconds": 0.5},
+        },
+        "connectors": {"reference": {"enabled": True, "url": remote_url}},
+        "metrics": {"enabled": True, "listen": f"127.0.0.1:{metrics_port}"},
+        "logging": {"level": "DEBUG", "format": "text"},
+    }
+    with path.open("w") as f:
+        YAML().dump(config, f)
+
+
+@dataclass
+class Hub:
+    synapse: SynapseServer
+    bridge: BridgeProcess
+    remote: RemoteNetwork
+    workdir: Path
+    as_port: int
+    metrics_port: int
+    hs_token: str
+    bot: str = f"@pontis:{DOMAIN}"
+    users: list[MatrixUser] = field(default_factory=list)
+    _names: itertools.count[int] = field(default_factory=itertools.count)
+
+    async def user(self, prefix: str = "user", *, localpart: str | None = None) -> MatrixUser:
+        name = localpart or f"{prefix}{next(self._names)}"
+        mxid, token = await self.synapse.register_user(name, displayname=name.capitalize())
+        user = MatrixUser(mxid, token, self.synapse.base_url)
+        await user.start_sync()
+        self.users.append(user)
+        return user
+
+    async def restart_bridge(self, *, kill: bool) -> None:
+        if kill:
+            self.bridge.kill()
+        else:
+            self.bridge.stop()
+        await self.bridge.start(self.as_port)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def remote() -> AsyncIterator[RemoteNetwork]:
+    network = RemoteNetwork()
+    await network.start()
+    yield network
+    await network.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def hub(tmp_path_factory, remote: RemoteNetwork) -> AsyncIterator[Hub]:  # type: ignore[no-untyped-def]
+    workdir: Path = tmp_path_factory.mktemp("hub")
+    site_dir = workdir / "site"
+    install_reference_entry_point(site_dir)
+    as_port, metrics_port = free_port(), free_port()
+    config_path = workdir / "config.yaml"
+    write_config(config_path, as_port=as_port, metrics_port=metrics_port, remote_url=remote.url)
+    bridge = BridgeProcess(workdir, config_path, site_dir, env={})
+    result = bridge.cli("generate-registration", "-r", str(workdir / "registration.yaml"))
+    assert result.returncode == 0, result.stderr
+    synapse = SynapseServer(DOMAIN, workdir / "synapse", [workdir / "registration.yaml"])
+    await synapse.start()
+    bridge.env["PONTIS_HOMESERVER_ADDRESS"] = synapse.base_url
+    hs_token = YAML().load(config_path)["appservice"]["hs_token"]
+    hub = Hub(synapse, bridge, remote, workdir, as_port, metrics_port, hs_token)
+    try:
+        await bridge.start(as_port)
+        yield hub
+    finally:
+        for user in hub.users:
+            await user.close()
+        bridge.stop()
+        await synapse.stop()

@@ -1,0 +1,123 @@
+"""Running the real bridge as a separate process, the way an operator runs it.
+
+The reference connector is installed for that process through a generated ``.dist-info`` with a
+``pontis.connectors`` entry point, so connector discovery is exercised too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def install_reference_entry_point(site_dir: Path) -> None:
+    dist = site_dir / "pontis_reference_network-0.1.dist-info"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: pontis-reference-network\nVersion: 0.1\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[pontis.connectors]\nreference = tests.reference.connector:ReferenceConnector\n"
+    )
+
+
+class BridgeProcess:
+    """``python -m bridge -c CONFIG run`` in a subprocess, with its log kept in a file."""
+
+    def __init__(
+        self, workdir: Path, config_path: Path, site_dir: Path, env: dict[str, str]
+    ) -> None:
+        self.workdir = workdir
+        self.config_path = config_path
+        self.site_dir = site_dir
+        self.env = env
+        self.log_path = workdir / "bridge.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def environment(self) -> dict[str, str]:
+        # Test-harness variables share the PONTIS_ prefix; the bridge would take them for
+        # config overrides and refuse to start, so only the ones this process sets get through.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PONTIS_")}
+        env["PYTHONPATH"] = os.pathsep.join([str(self.site_dir), str(REPO)])
+        env.update(self.env)
+        return env
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bridge", "-c", str(self.config_path), *args],
+            cwd=self.workdir,
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    async def start(self, port: int) -> None:
+        self.port = port
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "-c", str(self.config_path), "run"],
+            cwd=self.workdir,
+            env=self.environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 40
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(
+                        f"bridge exited with {self.proc.returncode}:\n{self.tail()}"
+                    )
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/_pontis/health") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"bridge did not become ready:\n{self.tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a power cut."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Read the bridge's SQLite store directly (WAL mode allows it while the bridge runs)."""
+        with sqlite3.connect(self.workdir / "pontis.db") as conn:
+            return list(conn.execute(sql, args))
