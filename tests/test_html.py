@@ -28,6 +28,12 @@ def test_allowed_formatting_survives() -> None:
         '<code class="language-python">c</code><span data-mx-spoiler="">s</span><ol start="3"><li>x</li></ol>'
     )
     cleaned = sanitize_html(html)
-    for kept in ('<b>b</b>', 'href="https://example.org"', 'src="mxc://hub.test/x"',
-                 'class="language-python"', "data-mx-spoiler", 'start="3"'):  # fmt: skip
+    for kept in (
+        "<b>b</b>",
+        'href="https://example.org"',
+        'src="mxc://hub.test/x"',
+        'class="language-python"',
+        "data-mx-spoiler",
+        'start="3"',
+    ):
         assert kept in cleaned

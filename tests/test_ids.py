@@ -11,7 +11,10 @@ XMPP = NetworkID("xmpp")
 
 
 def test_examples_from_the_design() -> None:
-    assert ghost_mxid(XMPP, RemoteUserID("alice@xmpp.example"), "hub.test") == "@xmpp_alice=40xmpp.example:hub.test"
+    assert (
+        ghost_mxid(XMPP, RemoteUserID("alice@xmpp.example"), "hub.test")
+        == "@xmpp_alice=40xmpp.example:hub.test"
+    )
     assert escape_localpart("Bob@Example.org") == "bob=40example.org"
     assert escape_localpart("a=b") == "a=3db"
 

@@ -273,8 +273,11 @@ class Store:
         await self._db.execute(
             "INSERT INTO user_portal (user_mxid, network, portal_id, receiver)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            user_mxid, key.network, key.remote_id, key.receiver,
-        )  # fmt: skip
+            user_mxid,
+            key.network,
+            key.remote_id,
+            key.receiver,
+        )
 
     async def list_portals_for_user(self, user_mxid: str) -> list[Portal]:
         columns = ", ".join(f"p.{c.strip()}" for c in _PORTAL_COLUMNS.split(","))

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,12 @@ class BridgeProcess:
         """Read the bridge's SQLite store directly (WAL mode allows it while the bridge runs)."""
         with sqlite3.connect(self.workdir / "pontis.db") as conn:
             return list(conn.execute(sql, args))
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    """Poll ``check`` until it holds; for state the bridge writes asynchronously (its store)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import itertools
 import json
 import re
@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import DOMAIN, Hub
+from tests.e2e.hub import eventually
 from tests.e2e.matrix_client import MatrixUser
 
 pytestmark = pytest.mark.e2e
@@ -299,13 +300,18 @@ async def test_crash_with_events_in_the_inbox_processes_each_exactly_once(hub: H
     hub.remote.paused = True  # the network is down: events stay in the inbox, retrying
     try:
         event_ids = [await alice.send_text(room_id, f"during outage {i}") for i in range(5)]
-        for _ in range(200):
-            stored = hub.bridge.query("SELECT event_id FROM inbox WHERE room_id = ?", room_id)
-            if {e for (e,) in stored} >= set(event_ids):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"events never reached the inbox:\n{hub.bridge.tail()}")
+        await eventually(
+            lambda: (
+                {
+                    e
+                    for (e,) in hub.bridge.query(
+                        "SELECT event_id FROM inbox WHERE room_id = ?", room_id
+                    )
+                }
+                >= set(event_ids)
+            ),
+            "the events to reach the inbox",
+        )
         hub.bridge.kill()
     finally:
         hub.remote.paused = False
@@ -321,7 +327,10 @@ async def test_crash_with_events_in_the_inbox_processes_each_exactly_once(hub: H
         if a.kind == "send" and a.body["chat"] == chat
     ]
     assert [k for k in keys if k in event_ids] == event_ids  # order kept
-    assert hub.bridge.query("SELECT count(*) FROM inbox WHERE room_id = ?", room_id) == [(0,)]
+    await eventually(
+        lambda: hub.bridge.query("SELECT count(*) FROM inbox WHERE room_id = ?", room_id) == [(0,)],
+        "the inbox to drain",
+    )
 
 
 async def test_health_and_metrics(hub: Hub) -> None:
@@ -344,3 +353,165 @@ async def test_health_and_metrics(hub: Hub) -> None:
     assert "pontis_inbox_depth" in metrics
     assert hub.hs_token not in metrics and hub.hs_token not in json.dumps(health)
     assert hub.hs_token not in hub.bridge.log_path.read_text()
+
+
+async def test_bot_is_registered_with_its_display_name(hub: Hub) -> None:
+    user = await hub.user("profile")
+    assert (await user.get_profile(hub.bot))["displayname"] == "Pontis bridge"
+
+
+async def test_user_query_creates_a_resolvable_ghost_on_demand(hub: Hub) -> None:
+    # Synapse asks the appservice about an unknown user in its namespace when a member event
+    # names them, e.g. when a Matrix user invites a ghost to start a chat.
+    user = await hub.user("query")
+    hub.remote.users["erin"] = {"name": "Erin Remote"}
+    await user.create_room(invite=[f"@reference_erin:{DOMAIN}"], is_direct=True)
+    await eventually(
+        lambda: (
+            hub.bridge.query("SELECT name FROM ghost WHERE remote_id = 'erin'")
+            == [("Erin Remote",)]
+        ),
+        "the ghost to be created",
+    )
+    assert (await user.get_profile(f"@reference_erin:{DOMAIN}"))["displayname"] == "Erin Remote"
+
+    url = f"http://127.0.0.1:{hub.as_port}/_matrix/app/v1/users/@reference_nobody:{DOMAIN}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url, headers={"Authorization": f"Bearer {hub.hs_token}"}) as resp:
+            assert resp.status == 404
+        async with http.get(
+            f"http://127.0.0.1:{hub.as_port}/_matrix/app/v1/users/@reference_erin:{DOMAIN}"
+        ) as resp:
+            assert resp.status == 401
+    assert hub.bridge.query("SELECT count(*) FROM ghost WHERE remote_id = 'nobody'") == [(0,)]
+
+
+async def test_refused_message_is_parked_and_the_sender_told(hub: Hub) -> None:
+    alice = await hub.user("alice")
+    _, room_id, _ = await _portal(hub, alice)
+    event_id = await alice.send_text(room_id, "reject me")
+    notice = await alice.wait_for(
+        lambda e: e["sender"] == hub.bot and "not delivered" in _body(e), room_id=room_id
+    )
+    assert "message refused by policy" in _body(notice)
+    assert notice["content"]["m.relates_to"] == {"m.in_reply_to": {"event_id": event_id}}
+    parked = hub.bridge.query("SELECT error FROM dead_letter WHERE event_id = ?", event_id)
+    assert len(parked) == 1 and "refused" in parked[0][0]
+    assert hub.bridge.query("SELECT count(*) FROM inbox WHERE event_id = ?", event_id) == [(0,)]
+
+
+async def test_ghost_messages_are_not_echoed_back(hub: Hub) -> None:
+    alice = await hub.user("alice")
+    chat, room_id, _ = await _portal(hub, alice)
+    marker = await alice.send_text(room_id, "after the ghost spoke")
+    await hub.remote.wait_action(lambda a: a.kind == "send" and a.body["idempotency_key"] == marker)
+    sends = [
+        a.body["idempotency_key"]
+        for a in hub.remote.actions
+        if a.kind == "send" and a.body["chat"] == chat
+    ]
+    assert sends == [marker]  # the ghost's own message never went back to the network
+
+
+async def test_media_both_ways(hub: Hub) -> None:
+    alice = await hub.user("alice")
+    chat, room_id, _ = await _portal(hub, alice)
+    picture = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
+    await hub.remote.push(
+        {
+            "kind": "message",
+            "chat": chat,
+            "sender": "bob",
+            "id": f"{chat}-img",
+            "media": {
+                "data": base64.b64encode(picture).decode(),
+                "mimetype": "image/png",
+                "filename": "plan.png",
+            },
+        }
+    )
+    event = await alice.wait_for(
+        lambda e: e["content"].get("msgtype") == "m.image", room_id=room_id
+    )
+    assert event["content"]["body"] == "plan.png"
+    assert await alice.download(event["content"]["url"]) == picture
+
+    report = b"%PDF-1.4 quarterly report" * 100
+    mxc = await alice.upload(report, "application/pdf", "report.pdf")
+    sent = await alice.send_event(
+        room_id,
+        "m.room.message",
+        {
+            "msgtype": "m.file",
+            "body": "report.pdf",
+            "url": mxc,
+            "info": {"mimetype": "application/pdf"},
+        },
+    )
+    action = await hub.remote.wait_action(
+        lambda a: a.kind == "send" and a.body["idempotency_key"] == sent
+    )
+    assert action.body["media"] == {
+        "data": report,
+        "mimetype": "application/pdf",
+        "filename": "report.pdf",
+    }
+
+
+async def test_typing_and_read_receipts_both_ways(hub: Hub) -> None:
+    alice = await hub.user("alice")
+    chat, room_id, ghost_event = await _portal(hub, alice)
+    ghost = f"@reference_bob:{DOMAIN}"
+
+    await hub.remote.push({"kind": "typing", "chat": chat, "sender": "bob", "typing": True})
+    await alice.wait_for_ephemeral(
+        lambda e: e["type"] == "m.typing" and ghost in e["content"]["user_ids"], room_id=room_id
+    )
+    await alice.typing(room_id, True)
+    await hub.remote.wait_action(
+        lambda a: (
+            a.kind == "typing" and a.body == {"chat": chat, "sender": alice.mxid, "typing": True}
+        )
+    )
+
+    mine = await alice.send_text(room_id, "read this")
+    await hub.remote.wait_action(lambda a: a.kind == "send" and a.body["idempotency_key"] == mine)
+    await hub.remote.push(
+        {"kind": "read", "chat": chat, "sender": "bob", "up_to": sent_id(hub.remote, mine)}
+    )
+    await alice.wait_for_ephemeral(
+        lambda e: (
+            e["type"] == "m.receipt" and ghost in e["content"].get(mine, {}).get("m.read", {})
+        ),
+        room_id=room_id,
+    )
+    await alice.read_receipt(room_id, ghost_event)
+    await hub.remote.wait_action(
+        lambda a: (
+            a.kind == "read"
+            and a.body == {"chat": chat, "sender": alice.mxid, "up_to": f"{chat}-m1"}
+        )
+    )
+
+
+async def test_threads_reach_the_network_and_matrix(hub: Hub) -> None:
+    alice = await hub.user("alice")
+    chat, room_id, root = await _portal(hub, alice)
+    in_thread = await alice.send_text(room_id, "in the thread", thread_root=root)
+    action = await hub.remote.wait_action(
+        lambda a: a.kind == "send" and a.body["idempotency_key"] == in_thread
+    )
+    assert action.body["thread_root"] == f"{chat}-m1" and action.body["reply_to"] is None
+    await hub.remote.push(
+        {
+            "kind": "message",
+            "chat": chat,
+            "sender": "bob",
+            "id": f"{chat}-t2",
+            "text": "remote thread reply",
+            "thread_root": f"{chat}-m1",
+        }
+    )
+    event = await alice.wait_for(lambda e: _body(e) == "remote thread reply", room_id=room_id)
+    relates = event["content"]["m.relates_to"]
+    assert relates["rel_type"] == "m.thread" and relates["event_id"] == root

@@ -32,6 +32,7 @@ from bridge.core import (
     NetworkID,
     NetworkInfo,
     NotFound,
+    PermanentError,
     PortalKey,
     RemoteChatID,
     RemoteEdit,
@@ -219,7 +220,12 @@ class ReferenceClient:
             async with self._ctx.http.post(f"{self._url}/actions/{kind}", json=body) as resp:
                 if resp.status >= 500:
                     raise TransientError(f"reference network answered {resp.status}")
-                resp.raise_for_status()
+                if resp.status >= 400:
+                    reason = (await resp.json()).get("error", "")
+                    raise PermanentError(
+                        f"reference network refused {kind}: {reason}",
+                        user_message=f"The reference network refused it: {reason}.",
+                    )
                 result: dict[str, Any] = await resp.json()
                 return result
         except aiohttp.ClientConnectionError as err:

@@ -129,6 +129,8 @@ class RemoteNetwork:
         kind = request.match_info["kind"]
         body = await request.json()
         result: dict[str, Any] = {}
+        if body.get("body") == "reject me":
+            return web.json_response({"error": "message refused by policy"}, status=400)
         if kind == "send":
             key = body["idempotency_key"]
             self.send_attempts[key] = self.send_attempts.get(key, 0) + 1

@@ -1,0 +1,97 @@
+# Shared setup for scripts/test.sh and scripts/run.sh. Source it; do not run it.
+# Every step is idempotent and cheap when the work is already done.
+
+PONTIS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$PONTIS_ROOT/.venv"
+SYNAPSE_VENV="${PONTIS_SYNAPSE_VENV:-$PONTIS_ROOT/.cache/synapse-venv}"
+# The Synapse the end-to-end tests were written against; bump deliberately.
+SYNAPSE_VERSION="1.163.2"
+
+# pip, minus the "Location 'file:///…' is ignored" noise a local extra index produces.
+quiet_pip() {
+    local pip="$1"
+    shift
+    { "$pip" install -q --disable-pip-version-check "$@" 2>&1; } \
+        | { grep -v "^WARNING: Location 'file://.*' is ignored" || true; }
+}
+
+step() {
+    printf '\n==> %s\n' "$*"
+}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "error: need root to run: $*" >&2
+        return 1
+    fi
+}
+
+# ensure_debian_packages PKG... : apt-get install the packages that dpkg does not report installed.
+ensure_debian_packages() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        echo "Debian packages present: $*"
+        return 0
+    fi
+    echo "Installing Debian packages: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+_stamp_of() {
+    # What an install depends on: the pyproject.toml content plus the requested extras.
+    { sha256sum "$PONTIS_ROOT/pyproject.toml" | cut -d' ' -f1; echo "$1"; } | sha256sum | cut -d' ' -f1
+}
+
+# setup_project_venv [EXTRAS] : .venv with Pontis installed editable (EXTRAS e.g. "test").
+setup_project_venv() {
+    local extras="${1:-}" spec="." stamp_file stamp
+    [ -n "$extras" ] && spec=".[$extras]"
+    stamp_file="$VENV/.pontis-install-${extras:-base}"
+    stamp="$(_stamp_of "$extras")"
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "Creating $VENV"
+        python3 -m venv "$VENV"
+    fi
+    if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ]; then
+        echo "Project venv up to date ($VENV)"
+        return 0
+    fi
+    echo "Installing Pontis into $VENV: pip install -e '$spec'"
+    quiet_pip "$VENV/bin/pip" -e "$PONTIS_ROOT/$spec"
+    echo "$stamp" >"$stamp_file"
+    # The test extras include everything the base install has.
+    [ -n "$extras" ] && _stamp_of "" >"$VENV/.pontis-install-base"
+    return 0
+}
+
+# setup_synapse_venv : matrix-synapse==$SYNAPSE_VERSION in its own venv; exports PONTIS_SYNAPSE_VENV.
+setup_synapse_venv() {
+    local stamp_file="$SYNAPSE_VENV/.pontis-synapse-version" installed
+    export PONTIS_SYNAPSE_VENV="$SYNAPSE_VENV"
+    if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$SYNAPSE_VERSION" ] \
+        && [ -x "$SYNAPSE_VENV/bin/python" ]; then
+        echo "Synapse $SYNAPSE_VERSION present ($SYNAPSE_VENV)"
+        return 0
+    fi
+    if [ ! -x "$SYNAPSE_VENV/bin/python" ]; then
+        echo "Creating $SYNAPSE_VENV"
+        mkdir -p "$(dirname "$SYNAPSE_VENV")"
+        python3 -m venv "$SYNAPSE_VENV"
+    fi
+    installed="$("$SYNAPSE_VENV/bin/pip" show matrix-synapse 2>/dev/null | sed -n 's/^Version: //p' || true)"
+    if [ "$installed" != "$SYNAPSE_VERSION" ]; then
+        echo "Installing matrix-synapse==$SYNAPSE_VERSION into $SYNAPSE_VENV (20-60 s)"
+        quiet_pip "$SYNAPSE_VENV/bin/pip" "matrix-synapse==$SYNAPSE_VERSION"
+    fi
+    echo "$SYNAPSE_VERSION" >"$stamp_file"
+}

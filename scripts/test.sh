@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The test command: ./scripts/test.sh [pytest args...]
+# Installs what the tests need (idempotent), then runs ruff, mypy and pytest.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+# Debian packages the tests need. Add "prosody" here for the XMPP tests; installing it then
+# needs a policy-rc.d guard (exit 101) so the packaged service does not start (see TESTING.md).
+DEBIAN_PACKAGES=(python3-venv)
+
+step "Debian packages"
+ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
+
+step "Project venv (.venv)"
+setup_project_venv test
+
+step "Synapse venv"
+setup_synapse_venv
+
+step "PostgreSQL at 127.0.0.1:5432"
+pg_ready() {
+    if command -v pg_isready >/dev/null 2>&1; then
+        pg_isready -q -h 127.0.0.1 -p 5432
+    else
+        (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
+    fi
+}
+if pg_ready; then
+    echo "PostgreSQL is accepting connections"
+elif command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    for version in $(ls /etc/postgresql); do
+        echo "Starting PostgreSQL cluster $version/main"
+        as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    done
+    for _ in $(seq 1 20); do pg_ready && break; sleep 0.5; done
+    if pg_ready; then echo "PostgreSQL is accepting connections"; else
+        echo "warning: PostgreSQL still not reachable; PostgreSQL tests will fail or skip" >&2
+    fi
+else
+    echo "warning: no PostgreSQL at 127.0.0.1:5432; PostgreSQL tests will fail or skip" >&2
+fi
+export PONTIS_TEST_POSTGRES="${PONTIS_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}"
+
+lint_dirs=()
+for dir in bridge tests bench; do
+    [ -d "$dir" ] && lint_dirs+=("$dir")
+done
+format_dirs=()
+for dir in bridge tests; do
+    [ -d "$dir" ] && format_dirs+=("$dir")
+done
+
+step "ruff check ${lint_dirs[*]}"
+.venv/bin/ruff check "${lint_dirs[@]}"
+
+step "ruff format --check ${format_dirs[*]}"
+.venv/bin/ruff format --check "${format_dirs[@]}"
+
+step "mypy"
+.venv/bin/mypy
+
+step "pytest $*"
+exec .venv/bin/pytest -q "$@"
