@@ -14,9 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge import __version__
-from bridge.core.connector import LoginProcess, NetworkConnector, SupportsLogout
+from bridge.core.connector import (
+    LoginProcess,
+    NetworkConnector,
+    SupportsLogout,
+    SupportsRoomBridging,
+)
 from bridge.core.errors import BridgeError
-from bridge.core.ids import NetworkID
+from bridge.core.ids import LoginID, NetworkID
 from bridge.core.matrix import MatrixAPI
 from bridge.core.permissions import Permissions
 from bridge.core.router import Router
@@ -33,6 +38,8 @@ HELP = """\
 - `login <network>` — connect your own account on a network
 - `logout <network>` — disconnect it
 - `cancel` — stop a login in progress
+- `bridge <network> <chat>` — in any room with the bot (prefix `{prefix}`): bridge it to a
+  chat on that network, e.g. `{prefix} bridge xmpp team@muc.example.org`
 
 Networks: {networks}"""
 
@@ -74,25 +81,29 @@ class CommandProcessor:
 
     async def handle(self, room_id: str, sender: str, event: dict[str, Any]) -> None:
         if event.get("type") == "m.room.member":
-            await self._invited(room_id, sender)
-            return
-        user = await self._store.get_user_by_management_room(room_id)
-        if user is None or user.mxid != sender:
+            await self._invited(room_id, sender, bool(event.get("content", {}).get("is_direct")))
             return
         content = event.get("content") or {}
         if content.get("msgtype") not in ("m.text", None) or "m.new_content" in content:
             return
         text = str(content.get("body", "")).strip()
+        user = await self._store.get_user_by_management_room(room_id)
+        in_management_room = user is not None and user.mxid == sender
+        if text.startswith(self._prefix):
+            text = text[len(self._prefix) :].strip()
+        elif not in_management_room:
+            return  # ordinary chatter in a room the bot is in
+        if self._permissions.level(sender) < Permissions.USER:
+            await self.reply(room_id, REFUSAL.format(mxid=sender))
+            return
         pending = self._pending.get(sender)
-        if pending is not None and text.lower() != "cancel":
+        if in_management_room and pending is not None and text.lower() != "cancel":
             if pending.secret:
                 await self._matrix.redact(
                     self._matrix.bot_mxid, room_id, event["event_id"], "login secret"
                 )
             await self._login_answer(room_id, sender, pending, text)
             return
-        if text.startswith(self._prefix):
-            text = text[len(self._prefix) :].strip()
         command, _, args = text.partition(" ")
         handler = {
             "help": self._help,
@@ -102,6 +113,7 @@ class CommandProcessor:
             "login": self._login,
             "logout": self._logout,
             "cancel": self._cancel,
+            "bridge": self._bridge,
         }.get(command.lower())
         if handler is None:
             await self.reply(room_id, f"Unknown command `{command}`. Send `help` for the list.")
@@ -122,12 +134,18 @@ class CommandProcessor:
         }
         await self._matrix.send(self._matrix.bot_mxid, room_id, content)
 
-    async def _invited(self, room_id: str, sender: str) -> None:
+    async def _invited(self, room_id: str, sender: str, is_direct: bool) -> None:
         await self._matrix.join(room_id)
         if self._permissions.level(sender) < Permissions.USER:
-            self._log.info("Refused management room for %s: not permitted", sender)
+            self._log.info("Refused invite to %s from %s: not permitted", room_id, sender)
             await self.reply(room_id, REFUSAL.format(mxid=sender))
             await self._matrix.leave(room_id, "not permitted to use this bridge")
+            return
+        if not is_direct:
+            await self.reply(
+                room_id,
+                f"Hello! To bridge this room, send `{self._prefix} bridge <network> <chat>`.",
+            )
             return
         await self._store.save_user(BridgeUser(mxid=sender, management_room=room_id))
         self._log.info("Management room for %s is %s", sender, room_id)
@@ -135,7 +153,7 @@ class CommandProcessor:
 
     def _help_text(self) -> str:
         networks = ", ".join(f"`{n}` ({c.info.display_name})" for n, c in self._connectors.items())
-        return HELP.format(networks=networks or "none enabled")
+        return HELP.format(networks=networks or "none enabled", prefix=self._prefix)
 
     async def _help(self, room_id: str, sender: str, args: str) -> None:
         await self.reply(room_id, self._help_text())
@@ -217,6 +235,34 @@ class CommandProcessor:
             await self._store.save_login(step.login)
             await self._load_login(step.login)
         await self.reply(room_id, step.instructions)
+
+    async def _bridge(self, room_id: str, sender: str, args: str) -> None:
+        network, _, remote_id = args.partition(" ")
+        connector = self._connector(network)
+        remote_id = remote_id.strip()
+        if not remote_id:
+            await self.reply(room_id, f"Usage: `{self._prefix} bridge {network} <chat>`")
+            return
+        if await self._store.get_portal_by_mxid(room_id) is not None:
+            await self.reply(room_id, "This room is already bridged.")
+            return
+        loaded = self._router.client_for(connector.info.id, LoginID(""), sender)
+        if not isinstance(loaded.client, SupportsRoomBridging):
+            await self.reply(
+                room_id,
+                f"{connector.info.display_name} chats cannot be bridged into existing rooms.",
+            )
+            return
+        key, info = await loaded.client.bridge_room(remote_id, sender)
+        existing = await self._store.get_portal(key)
+        if existing is not None and existing.mxid:
+            await self.reply(room_id, f"`{remote_id}` is already bridged to {existing.mxid}.")
+            return
+        await self._router.portals.adopt_room(key, room_id, info)
+        await self._store.add_portal_user(sender, key)
+        await self.reply(
+            room_id, f"This room is now bridged to {connector.info.display_name} `{key.remote_id}`."
+        )
 
     async def _cancel(self, room_id: str, sender: str, args: str) -> None:
         pending = self._pending.pop(sender, None)

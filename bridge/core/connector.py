@@ -26,7 +26,7 @@ talks to the homeserver itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from bridge.core.events import (
@@ -218,6 +218,29 @@ class SupportsBackfill(Protocol):
 
 
 @runtime_checkable
+class SupportsDirectChats(Protocol):
+    async def start_direct_chat(self, user: RemoteUserID, matrix_user: str) -> PortalKey:
+        """``matrix_user`` invited the ghost of ``user`` to a room: start a direct chat.
+
+        Return the key of the DM portal; the core maps the inviting room to it and the ghost
+        accepts. Raise :class:`bridge.core.errors.BridgeError` to refuse; the ghost then rejects
+        the invite with the error's ``user_message``.
+        """
+        ...
+
+
+@runtime_checkable
+class SupportsRoomBridging(Protocol):
+    async def bridge_room(self, remote_id: str, matrix_user: str) -> tuple[PortalKey, ChatInfo]:
+        """``matrix_user`` ran ``bridge <network> <remote_id>`` in an existing Matrix room.
+
+        Join or subscribe to the remote chat and return its portal key and metadata. ``remote_id``
+        is what the user typed and must be validated here.
+        """
+        ...
+
+
+@runtime_checkable
 class SupportsLogout(Protocol):
     async def logout_remote(self) -> None:
         """Invalidate the remote session (called by ``logout``; local state is removed anyway)."""
@@ -235,7 +258,8 @@ class ClientFeatures:
     receipts: bool = False
     room_metadata: bool = False
     backfill: bool = False
-    extra: dict[str, bool] = field(default_factory=dict)
+    direct_chats: bool = False
+    room_bridging: bool = False
 
     @classmethod
     def of(cls, client: NetworkClient) -> ClientFeatures:
@@ -247,4 +271,6 @@ class ClientFeatures:
             receipts=isinstance(client, SupportsReceipts),
             room_metadata=isinstance(client, SupportsRoomMetadata),
             backfill=isinstance(client, SupportsBackfill),
+            direct_chats=isinstance(client, SupportsDirectChats),
+            room_bridging=isinstance(client, SupportsRoomBridging),
         )

@@ -14,7 +14,12 @@ import aiohttp
 from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.appservice.state_store import ASStateStore
 from mautrix.client.state_store import MemoryStateStore
-from mautrix.errors import MatrixConnectionError, MatrixRequestError, MatrixStandardRequestError
+from mautrix.errors import (
+    IntentError,
+    MatrixConnectionError,
+    MatrixRequestError,
+    MatrixStandardRequestError,
+)
 from mautrix.types import ContentURI, EventID, EventType, RoomID, StateEvent, UserID
 
 from bridge.core.errors import PermanentError, TransientError
@@ -38,6 +43,8 @@ def deterministic_txn_id(*parts: str) -> str:
 def _wrap(err: Exception, action: str) -> Exception:
     if isinstance(err, MatrixConnectionError | aiohttp.ClientError | TimeoutError):
         return TransientError(f"{action}: homeserver unreachable: {err}")
+    if isinstance(err, IntentError):  # mautrix's own checks, e.g. missing power level
+        return PermanentError(f"{action}: {err}")
     if isinstance(err, MatrixRequestError):
         status = getattr(err, "http_status", 0)
         code = getattr(err, "errcode", "") if isinstance(err, MatrixStandardRequestError) else ""
@@ -195,9 +202,10 @@ class MatrixAPI:
             raise _wrap(err, "creating a portal room") from err
         return str(room_id)
 
-    async def invite(self, room_id: str, mxid: str) -> None:
+    async def invite(self, room_id: str, mxid: str, *, inviter: str | None = None) -> None:
+        intent = self.intent(inviter or self.bot_mxid)
         try:
-            await self.bot.invite_user(RoomID(room_id), UserID(mxid), check_cache=True)
+            await intent.invite_user(RoomID(room_id), UserID(mxid), check_cache=True)
         except MatrixStandardRequestError as err:
             if "already in the room" in err.message or "already joined" in err.message:
                 return
@@ -205,15 +213,16 @@ class MatrixAPI:
         except Exception as err:
             raise _wrap(err, f"inviting {mxid}") from err
 
-    async def join(self, room_id: str) -> None:
+    async def join(self, room_id: str, *, mxid: str | None = None) -> None:
         try:
-            await self.bot.join_room_by_id(RoomID(room_id))
+            await self.intent(mxid or self.bot_mxid).join_room_by_id(RoomID(room_id))
         except Exception as err:
             raise _wrap(err, f"joining {room_id}") from err
 
-    async def leave(self, room_id: str, reason: str = "") -> None:
+    async def leave(self, room_id: str, reason: str = "", *, mxid: str | None = None) -> None:
+        """Leave ``room_id``, or reject an invite to it, with ``reason`` shown to the members."""
         try:
-            await self.bot.leave_room(RoomID(room_id), reason or None)
+            await self.intent(mxid or self.bot_mxid).leave_room(RoomID(room_id), reason or None)
         except Exception as err:
             raise _wrap(err, f"leaving {room_id}") from err
 

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from bridge.core.connector import NetworkClient, NetworkInfo
+from bridge.core.errors import BridgeError
 from bridge.core.events import (
     ChatInfo,
     Media,
@@ -77,18 +78,7 @@ class PortalManager:
         )
         portal.name, portal.topic = info.name, info.topic
         portal.is_direct = bool(info.is_direct)
-        network = self._networks[key.network]
-        bridge_state = {
-            "bridgebot": self._matrix.bot_mxid,
-            "creator": self._matrix.bot_mxid,
-            "protocol": {
-                "id": network.id,
-                "displayname": network.display_name,
-                "external_url": network.url or None,
-            },
-            "channel": {"id": key.remote_id, "displayname": info.name},
-        }
-        state_key = f"{self._bridge_id}/{key.network}/{key.remote_id}"
+        state_key, bridge_state = self._bridge_state(key, info)
         initial_state: list[dict[str, Any]] = [
             {"type": t, "state_key": state_key, "content": bridge_state}
             for t in ("m.bridge", "uk.half-shot.bridge")
@@ -117,6 +107,39 @@ class PortalManager:
             ghost = await self.ensure_ghost(key.network, member, client, None)
             await self._matrix.ensure_joined(ghost.mxid, portal.mxid)
         return portal
+
+    async def adopt_room(self, key: PortalKey, room_id: str, info: ChatInfo) -> Portal:
+        """Make an existing Matrix room the portal of ``key`` (the ``bridge`` command)."""
+        portal = await self._store.get_portal(key) or Portal(
+            network=key.network, remote_id=key.remote_id, receiver=key.receiver
+        )
+        portal.mxid, portal.name, portal.topic = room_id, info.name, info.topic
+        await self._store.save_portal(portal)
+        self.room_keys[room_id] = key
+        state_key, content = self._bridge_state(key, info)
+        for event_type in ("m.bridge", "uk.half-shot.bridge"):
+            try:
+                await self._matrix.set_state(
+                    self._matrix.bot_mxid, room_id, event_type, content, state_key
+                )
+            except BridgeError as err:  # the room's owner did not give the bot power to do so
+                self._log.info("No bridge info state in %s: %s", room_id, err)
+                break
+        return portal
+
+    def _bridge_state(self, key: PortalKey, info: ChatInfo) -> tuple[str, dict[str, Any]]:
+        network = self._networks[key.network]
+        content = {
+            "bridgebot": self._matrix.bot_mxid,
+            "creator": self._matrix.bot_mxid,
+            "protocol": {
+                "id": network.id,
+                "displayname": network.display_name,
+                "external_url": network.url or None,
+            },
+            "channel": {"id": key.remote_id, "displayname": info.name},
+        }
+        return f"{self._bridge_id}/{key.network}/{key.remote_id}", content
 
     async def ensure_ghost(
         self,

@@ -20,6 +20,7 @@ from bridge.core.connector import (
     ClientFeatures,
     NetworkClient,
     NetworkConnector,
+    SupportsDirectChats,
     SupportsEdits,
     SupportsReactions,
     SupportsReceipts,
@@ -38,7 +39,7 @@ from bridge.core.events import (
     Media,
     RemoteEvent,
 )
-from bridge.core.ids import LoginID, NetworkID, RemoteMessageID
+from bridge.core.ids import LoginID, NetworkID, RemoteMessageID, RemoteUserID, parse_ghost_mxid
 from bridge.core.matrix import MatrixAPI, deterministic_txn_id
 from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
@@ -354,20 +355,10 @@ class Router:
         sender = str(event.get("sender", ""))
         if sender == self._matrix.bot_mxid:
             return None
-        if (
-            event.get("type") == "m.room.member"
-            and event.get("state_key") == self._matrix.bot_mxid
-            and event.get("content", {}).get("membership") == "invite"
-        ) or (
-            event.get("type") == "m.room.message"
-            and row.room_id is not None
-            and await self._store.get_user_by_management_room(row.room_id) is not None
-        ):
-            if self.command_handler is not None and not self._is_any_puppet(sender):
-                await self.command_handler(row.room_id or "", sender, event)
-            return None
         portal = await self._store.get_portal_by_mxid(row.room_id or "")
         if portal is None:
+            if row.room_id is not None and not self._is_any_puppet(sender):
+                return await self._handle_non_portal_event(row.room_id, sender, event)
             return None
         if self._is_own_puppet(portal.network, sender):
             return portal.network  # our own echo
@@ -378,6 +369,65 @@ class Router:
             return portal.network
         await self._handle_portal_event(portal, event)
         return portal.network
+
+    async def _handle_non_portal_event(
+        self, room_id: str, sender: str, event: dict[str, Any]
+    ) -> NetworkID | None:
+        """Invites of the bot or a ghost, and commands, in rooms that are not portals."""
+        etype = event.get("type")
+        target = str(event.get("state_key", ""))
+        invited = (
+            etype == "m.room.member" and event.get("content", {}).get("membership") == "invite"
+        )
+        if invited and target != self._matrix.bot_mxid:
+            for network in self._connectors:
+                remote_user = parse_ghost_mxid(network, target, self._domain)
+                if remote_user is not None:
+                    await self._ghost_invited(room_id, sender, network, target, remote_user)
+                    return network
+            return None
+        if (invited or etype == "m.room.message") and self.command_handler is not None:
+            await self.command_handler(room_id, sender, event)
+        return None
+
+    async def _ghost_invited(
+        self, room_id: str, inviter: str, network: NetworkID, ghost: str, remote_user: RemoteUserID
+    ) -> None:
+        """A Matrix user invited a ghost to a room: start a direct chat with that person."""
+        try:
+            if self._permissions.level(inviter) < Permissions.USER:
+                raise NotSupported(
+                    "not permitted", user_message="You may not start chats through this bridge."
+                )
+            loaded = self.client_for(network, LoginID(""), inviter)
+            if not loaded.features.direct_chats:
+                name = self._connectors[network].info.display_name
+                raise NotSupported(
+                    "no direct chats", user_message=f"{name} chats cannot be started from Matrix."
+                )
+            key = await cast(SupportsDirectChats, loaded.client).start_direct_chat(
+                remote_user, inviter
+            )
+            await self.portals.ensure_ghost(network, remote_user, loaded.client, None)
+        except BridgeError as err:
+            self._log.info("Refused chat with %s for %s: %s", ghost, inviter, err)
+            await self._matrix.leave(room_id, err.user_message, mxid=ghost)
+            return
+        await self._matrix.join(room_id, mxid=ghost)
+        portal = await self._store.get_portal(key) or Portal(
+            network=key.network, remote_id=key.remote_id, receiver=key.receiver
+        )
+        if portal.mxid and portal.mxid != room_id:
+            self._log.info("DM %s moves from %s to %s", key, portal.mxid, room_id)
+            self.portals.room_keys.pop(portal.mxid, None)
+        portal.mxid, portal.is_direct = room_id, True
+        await self._store.save_portal(portal)
+        await self._store.add_portal_user(inviter, key)
+        self.portals.room_keys[room_id] = key
+        # The bot joins too, so it can tell the user when a message cannot be delivered.
+        await self._matrix.invite(room_id, self._matrix.bot_mxid, inviter=ghost)
+        await self._matrix.join(room_id)
+        self._log.info("Started DM portal %s for %s in %s", key, inviter, room_id)
 
     async def _handle_portal_event(self, portal: Portal, event: dict[str, Any]) -> None:
         etype = event.get("type")

@@ -515,3 +515,71 @@ async def test_threads_reach_the_network_and_matrix(hub: Hub) -> None:
     event = await alice.wait_for(lambda e: _body(e) == "remote thread reply", room_id=room_id)
     relates = event["content"]["m.relates_to"]
     assert relates["rel_type"] == "m.thread" and relates["event_id"] == root
+
+
+async def test_inviting_a_ghost_starts_a_direct_chat(hub: Hub) -> None:
+    alice = await hub.user("alice")
+    hub.remote.users["frank"] = {"name": "Frank Remote"}
+    ghost = f"@reference_frank:{DOMAIN}"
+    room_id = await alice.create_room(invite=[ghost], is_direct=True)
+    await alice.wait_for(
+        lambda e: (
+            e["type"] == "m.room.member"
+            and e["state_key"] == ghost
+            and e["content"]["membership"] == "join"
+        ),
+        room_id=room_id,
+    )
+    sent = await alice.send_text(room_id, "Hi Frank, from Matrix")
+    action = await hub.remote.wait_action(
+        lambda a: a.kind == "send" and a.body["idempotency_key"] == sent
+    )
+    assert action.body["chat"] == "dm:frank"
+    assert hub.bridge.query("SELECT receiver, is_direct FROM portal WHERE mxid = ?", room_id) == [
+        (alice.mxid, 1)
+    ]
+
+    nobody = f"@reference_nobody:{DOMAIN}"
+    other = await alice.create_room(invite=[nobody], is_direct=True)
+    rejected = await alice.wait_for(
+        lambda e: (
+            e["type"] == "m.room.member"
+            and e["state_key"] == nobody
+            and e["content"]["membership"] == "leave"
+        ),
+        room_id=other,
+    )
+    assert "could not find" in rejected["content"].get("reason", "")
+
+
+async def test_bridge_command_bridges_an_existing_room(hub: Hub) -> None:
+    alice = await hub.user("alice")
+    chat = f"chat{next(_chats)}"
+    hub.remote.chats[chat] = {"name": "Existing chat"}
+    room_id = await alice.create_room(invite=[hub.bot])
+    await alice.wait_for(
+        lambda e: (
+            e["type"] == "m.room.member"
+            and e["state_key"] == hub.bot
+            and e["content"]["membership"] == "join"
+        ),
+        room_id=room_id,
+    )
+    await alice.send_text(room_id, "just chatting, not a command")
+    await alice.send_text(room_id, f"!pontis bridge reference {chat}")
+    await alice.wait_for(lambda e: "now bridged" in _body(e), room_id=room_id)
+    assert not alice.seen(
+        lambda e: e["sender"] == hub.bot and "Unknown command" in _body(e), room_id=room_id
+    )
+    sent = await alice.send_text(room_id, "into the existing chat")
+    action = await hub.remote.wait_action(
+        lambda a: a.kind == "send" and a.body["idempotency_key"] == sent
+    )
+    assert action.body["chat"] == chat
+    await hub.remote.push(
+        {"kind": "message", "chat": chat, "sender": "bob", "id": f"{chat}-x", "text": "welcome"}
+    )
+    await alice.wait_for(
+        lambda e: _body(e) == "welcome" and e["sender"] == f"@reference_bob:{DOMAIN}",
+        room_id=room_id,
+    )

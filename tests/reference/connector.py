@@ -213,6 +213,14 @@ class ReferenceClient:
         profile = await self._get(f"/users/{user}")
         return UserInfo(name=profile.get("name"))
 
+    async def start_direct_chat(self, user: RemoteUserID, matrix_user: str) -> PortalKey:
+        await self.get_user_info(user)  # raises NotFound for people who do not exist
+        return PortalKey(NETWORK, RemoteChatID(f"dm:{user}"), LoginID(matrix_user))
+
+    async def bridge_room(self, remote_id: str, matrix_user: str) -> tuple[PortalKey, ChatInfo]:
+        key = PortalKey(NETWORK, RemoteChatID(remote_id))
+        return key, await self.get_chat_info(key)
+
     # --- Matrix → network ----------------------------------------------------------------------
 
     async def _post(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
