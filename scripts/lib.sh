@@ -44,7 +44,33 @@ ensure_debian_packages() {
     fi
     echo "Installing Debian packages: ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # Packaged services (prosody would listen on 0.0.0.0:5222) must not start: a policy-rc.d
+    # that exits 101 forbids it. An existing one is left alone; ours is removed afterwards.
+    local policy=/usr/sbin/policy-rc.d created_policy=0 status=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# Pontis scripts/test.sh: no services start during apt-get install.\nexit 101\n' \
+            | as_root tee "$policy" >/dev/null
+        as_root chmod 755 "$policy"
+        created_policy=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${missing[@]}" || status=$?
+    if [ "$created_policy" -eq 1 ]; then
+        as_root rm -f "$policy"
+    fi
+    return "$status"
+}
+
+# stop_system_prosody : the tests run their own Prosody; stop the packaged daemon if it started
+# anyway (it would hold 0.0.0.0:5222). Never runs `prosody --version`: that starts a server.
+stop_system_prosody() {
+    local pidfile=/run/prosody/prosody.pid pid
+    if [ -f "$pidfile" ] && pid="$(cat "$pidfile")" && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        echo "Stopping the packaged Prosody daemon (pid $pid)"
+        as_root prosodyctl stop >/dev/null 2>&1 || as_root kill "$pid" || true
+        for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    fi
+    return 0
 }
 
 _stamp_of() {

@@ -6,12 +6,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-# Debian packages the tests need. Add "prosody" here for the XMPP tests; installing it then
-# needs a policy-rc.d guard (exit 101) so the packaged service does not start (see TESTING.md).
-DEBIAN_PACKAGES=(python3-venv)
+# Debian packages the tests need. prosody: the XMPP end-to-end tests run their own instance
+# (tests/e2e/prosody.py); ensure_debian_packages keeps the packaged service from starting.
+DEBIAN_PACKAGES=(python3-venv prosody)
 
 step "Debian packages"
 ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
+stop_system_prosody
 
 step "Project venv (.venv)"
 setup_project_venv test
