@@ -101,3 +101,25 @@ def test_generate_registration_keeps_comments_and_fills_tokens(tmp_path: Path) -
         again.returncode == 0
         and YAML().load(tmp_path / "reg2.yaml")["as_token"] == registration["as_token"]
     )
+
+
+def test_run_stops_on_sigterm_while_waiting_for_the_homeserver(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text((REPO / "config.example.yaml").read_text())
+    assert (
+        pontis(tmp_path, "-c", "config.yaml", "generate-registration", "-r", "reg.yaml").returncode
+        == 0
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PONTIS_")}
+    env |= {"PYTHONPATH": str(REPO), "PONTIS_HOMESERVER_ADDRESS": f"http://127.0.0.1:{free_port()}",
+            "PONTIS_APPSERVICE_PORT": str(free_port())}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "-c", "config.yaml", "run"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # wait until it is retrying the homeserver
+            if "not reachable" in line:
+                break
+        proc.terminate()
+        assert proc.wait(10) == 0
+    finally:
+        proc.kill()

@@ -88,20 +88,28 @@ def _run(config: Config, factories: Mapping[str, ConnectorFactory]) -> int:
 
 
 async def _serve(app: App) -> int:
+    log = logging.getLogger("pontis")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await app.start()
-    except Exception as err:
-        logging.getLogger("pontis").critical(
-            "Startup failed: %s", err, exc_info=logging.getLogger().isEnabledFor(logging.DEBUG)
-        )
+    # Start-up waits for the homeserver as long as it takes; a signal must still end it.
+    starting = asyncio.create_task(app.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        log.info("Stopped before start-up finished")
+        await app.stop()
+        return 0
+    if (err := starting.exception()) is not None:
+        log.critical("Startup failed: %s", err, exc_info=log.isEnabledFor(logging.DEBUG))
+        stopping.cancel()
         await app.stop()
         return 1
-    await stop.wait()
-    logging.getLogger("pontis").info("Stopping")
+    await stopping
+    log.info("Stopping")
     await app.stop()
     return 0
 

@@ -140,6 +140,17 @@ class RemoteReactionRemove(RemoteEvent):
 
 
 @dataclass(slots=True, kw_only=True)
+class RemoteReactionSync(RemoteEvent):
+    """The sender's complete set of reactions on a message (XMPP sends reactions this way);
+    the core adds and removes Matrix reactions to match."""
+
+    target: RemoteMessageID
+    emojis: set[str]
+    target_part: PartID = PartID("")
+    create_portal: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
 class RemoteTyping(RemoteEvent):
     typing: bool = True
     timeout_ms: int = 30_000
@@ -178,6 +189,8 @@ class MatrixMessage(MatrixEvent):
     msgtype: str = "m.text"
     media: Media | None = None
     reply_to: Message | None = None
+    reply_to_text: str | None = None
+    """Plain text of the message replied to, for networks that quote it as a fallback."""
     thread_root: Message | None = None
 
 

@@ -236,6 +236,16 @@ class MatrixAPI:
             name = None
         return name or mxid
 
+    async def get_event_text(self, room_id: str, event_id: str) -> str | None:
+        """The plain-text body of a message event, or None if it cannot be read."""
+        try:
+            event = await self.bot.get_event(RoomID(room_id), EventID(event_id))
+        except Exception as err:
+            self._log.debug("Could not read %s in %s: %s", event_id, room_id, err)
+            return None
+        body = getattr(event.content, "body", None)
+        return body if isinstance(body, str) else None
+
     async def upload(self, sender: str, data: bytes, mimetype: str, filename: str) -> str:
         try:
             mxc = await self.intent(sender).upload_media(

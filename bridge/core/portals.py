@@ -23,6 +23,7 @@ from bridge.core.events import (
     RemoteMessage,
     RemoteReaction,
     RemoteReactionRemove,
+    RemoteReactionSync,
     RemoteReceipt,
     RemoteRedaction,
     RemoteTyping,
@@ -214,6 +215,8 @@ class PortalManager:
                 if reaction is not None:
                     await self._matrix.redact(sender_mxid, portal.mxid, reaction.mxid)
                     await self._store.delete_reaction(reaction.mxid)
+            case RemoteReactionSync():
+                await self._reaction_sync(portal, sender_mxid, event)
             case RemoteTyping():
                 await self._matrix.set_typing(
                     sender_mxid, portal.mxid, event.typing, event.timeout_ms
@@ -321,8 +324,11 @@ class PortalManager:
                 "key": event.emoji,
             }
         }
+        # Without a remote timestamp, a reaction removed and added again must not reuse the
+        # transaction id, or the homeserver would hand back the redacted first one.
+        stamp = str(event.timestamp or time.time_ns())
         txn = deterministic_txn_id(
-            str(key), "reaction", event.target, sender_id, event.emoji, str(event.timestamp)
+            str(key), "reaction", event.target, sender_id, event.emoji, stamp
         )
         event_id = await self._matrix.send(
             sender,
@@ -346,6 +352,26 @@ class PortalManager:
                 timestamp=event.timestamp or _now(),
             )
         )
+
+    async def _reaction_sync(self, portal: Portal, sender: str, event: RemoteReactionSync) -> None:
+        assert portal.mxid is not None
+        sender_id = event.sender or ""
+        current = await self._store.list_reactions(portal.key, event.target, sender_id)
+        for reaction in current:
+            if reaction.part_id == event.target_part and reaction.emoji not in event.emojis:
+                await self._matrix.redact(sender, portal.mxid, reaction.mxid)
+                await self._store.delete_reaction(reaction.mxid)
+        have = {r.emoji for r in current if r.part_id == event.target_part}
+        for emoji in sorted(event.emojis - have):
+            add = RemoteReaction(
+                portal=event.portal,
+                sender=event.sender,
+                timestamp=event.timestamp,
+                target=event.target,
+                target_part=event.target_part,
+                emoji=emoji,
+            )
+            await self._reaction(portal, sender, add)
 
     async def _chat_info(self, portal: Portal, info: ChatInfo) -> None:
         assert portal.mxid is not None

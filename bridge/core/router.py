@@ -477,6 +477,7 @@ class Router:
             else None
         )
         reply_to = thread_root = None
+        reply_text: str | None = None
         reply_id = (relates.get("m.in_reply_to") or {}).get("event_id")
         if relates.get("rel_type") == "m.thread":
             thread_root = await self._store.get_message_by_mxid(str(relates.get("event_id")))
@@ -484,6 +485,8 @@ class Router:
                 reply_id = None
         if reply_id:
             reply_to = await self._store.get_message_by_mxid(str(reply_id))
+            if reply_to is not None and caps.replies:
+                reply_text = await self._matrix.get_event_text(portal.mxid or "", reply_to.mxid)
             body = _REPLY_FALLBACK.sub("", body, count=1)
             html = _HTML_REPLY_FALLBACK.sub("", html) if isinstance(html, str) else None
         media = None
@@ -514,6 +517,7 @@ class Router:
             msgtype=msgtype,
             media=media,
             reply_to=reply_to,
+            reply_to_text=reply_text,
             thread_root=thread_root,
         )
         remote_id = await loaded.client.handle_matrix_message(msg)

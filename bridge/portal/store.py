@@ -771,6 +771,13 @@ class NetworkStore:
         key = PortalKey(self._network, portal_remote_id, receiver)
         return await self._store.get_message(key, remote_id, part_id)
 
+    async def list_reactions(
+        self, portal: PortalKey, message_id: RemoteMessageID, sender_id: str | None = None
+    ) -> list[Reaction]:
+        if portal.network != self._network:
+            raise ValueError(f"portal {portal} is not of network {self._network!r}")
+        return await self._store.list_reactions(portal, message_id, sender_id)
+
     async def kv_get(self, key: str) -> str | None:
         return await self._store.kv_get(self._network, key)
 

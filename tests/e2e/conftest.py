@@ -17,13 +17,20 @@ from ruamel.yaml import YAML
 
 from tests.e2e.hub import BridgeProcess, free_port, install_reference_entry_point
 from tests.e2e.matrix_client import MatrixUser
+from tests.e2e.prosody import ProsodyServer
 from tests.e2e.synapse import SynapseServer
 from tests.reference.remote import RemoteNetwork
 
 DOMAIN = "hub.test"
 
 
-def write_config(path: Path, *, as_port: int, metrics_port: int, remote_url: str) -> None:
+XMPP_COMPONENT = "matrix.xmpp.test"
+XMPP_SECRET = "component-secret-for-tests"
+
+
+def write_config(
+    path: Path, *, as_port: int, metrics_port: int, remote_url: str, prosody: ProsodyServer
+) -> None:
     config = {
         "homeserver": {"address": "http://127.0.0.1:9", "domain": DOMAIN, "verify_ssl": False},
         "appservice": {
@@ -40,7 +47,21 @@ def write_config(path: Path, *, as_port: int, metrics_port: int, remote_url: str
             "permissions": {DOMAIN: "user", f"@outsider:{DOMAIN}": "relay"},
             "retry": {"attempts": 6, "backoff_seconds": 0.5},
         },
-        "connectors": {"reference": {"enabled": True, "url": remote_url}},
+        "connectors": {
+            "reference": {"enabled": True, "url": remote_url},
+            "xmpp": {
+                "enabled": True,
+                "component": {
+                    "jid": XMPP_COMPONENT,
+                    "host": "127.0.0.1",
+                    "port": prosody.component_port,
+                    "secret": XMPP_SECRET,
+                },
+                "rooms_domain": "rooms.xmpp.test",
+                "upload_service": prosody.upload_domain,
+                "history_on_join": 20,
+            },
+        },
         "metrics": {"enabled": True, "listen": f"127.0.0.1:{metrics_port}"},
         "logging": {"level": "DEBUG", "format": "text"},
     }
@@ -53,6 +74,7 @@ class Hub:
     synapse: SynapseServer
     bridge: BridgeProcess
     remote: RemoteNetwork
+    prosody: ProsodyServer
     workdir: Path
     as_port: int
     metrics_port: int
@@ -92,7 +114,15 @@ async def hub(tmp_path_factory, remote: RemoteNetwork) -> AsyncIterator[Hub]:  #
     install_reference_entry_point(site_dir)
     as_port, metrics_port = free_port(), free_port()
     config_path = workdir / "config.yaml"
-    write_config(config_path, as_port=as_port, metrics_port=metrics_port, remote_url=remote.url)
+    prosody = ProsodyServer(workdir / "prosody", components={XMPP_COMPONENT: XMPP_SECRET})
+    await prosody.start()
+    write_config(
+        config_path,
+        as_port=as_port,
+        metrics_port=metrics_port,
+        remote_url=remote.url,
+        prosody=prosody,
+    )
     bridge = BridgeProcess(workdir, config_path, site_dir, env={})
     result = bridge.cli("generate-registration", "-r", str(workdir / "registration.yaml"))
     assert result.returncode == 0, result.stderr
@@ -100,7 +130,7 @@ async def hub(tmp_path_factory, remote: RemoteNetwork) -> AsyncIterator[Hub]:  #
     await synapse.start()
     bridge.env["PONTIS_HOMESERVER_ADDRESS"] = synapse.base_url
     hs_token = YAML().load(config_path)["appservice"]["hs_token"]
-    hub = Hub(synapse, bridge, remote, workdir, as_port, metrics_port, hs_token)
+    hub = Hub(synapse, bridge, remote, prosody, workdir, as_port, metrics_port, hs_token)
     try:
         await bridge.start(as_port)
         yield hub
@@ -109,3 +139,4 @@ async def hub(tmp_path_factory, remote: RemoteNetwork) -> AsyncIterator[Hub]:  #
             await user.close()
         bridge.stop()
         await synapse.stop()
+        await prosody.stop()

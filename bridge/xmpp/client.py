@@ -1,0 +1,411 @@
+"""The XMPP component as the one client that serves every Matrix user.
+
+Matrix users speak as their own JIDs on the component domain; XMPP people become ghosts. DMs
+are portals per (XMPP user, Matrix user); bridged MUCs are joined by a listener, and a Matrix
+user who speaks there joins as their own occupant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal, cast
+
+from slixmpp import JID, Message, Presence
+
+from bridge.core import (
+    ChatInfo,
+    ConnectorContext,
+    LoginID,
+    MatrixEdit,
+    MatrixMessage,
+    MatrixReaction,
+    MatrixReactionRemove,
+    MatrixReceipt,
+    MatrixRedaction,
+    MatrixTyping,
+    NotFound,
+    NotSupported,
+    PermanentError,
+    PortalKey,
+    RemoteMessageID,
+    RemoteUserID,
+    TransientError,
+    UserInfo,
+)
+from bridge.portal.models import Message as StoredMessage
+from bridge.portal.models import Portal
+from bridge.xmpp import from_matrix
+from bridge.xmpp.component import Component, Stanza
+from bridge.xmpp.config import XmppConfig
+from bridge.xmpp.ids import (
+    dm_key,
+    message_id,
+    muc_key,
+    outgoing_id,
+    reverse_stanza_id_key,
+    stanza_id_key,
+)
+from bridge.xmpp.muc import MUC_NS, JoinError, MucTracker
+from bridge.xmpp.protocol.escaping import (
+    bare_jid,
+    is_valid_jid,
+    jid_to_mxid,
+    mxid_to_jid,
+    split_jid,
+)
+from bridge.xmpp.to_matrix import convert
+
+JOIN_TIMEOUT = 15
+MessageType = Literal["chat", "groupchat"]
+
+
+class XmppClient:
+    login_id = LoginID("")
+
+    def __init__(self, ctx: ConnectorContext, cfg: XmppConfig) -> None:
+        self._ctx = ctx
+        self._cfg = cfg
+        self._log = ctx.log
+        self.mucs = MucTracker()
+        self.component = Component(cfg, ctx.log, on_stanza=self._on_stanza, on_state=self._on_state)
+
+    # --- connection -------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self.component.start()
+
+    async def disconnect(self) -> None:
+        await self.component.stop()
+
+    async def _on_state(self, up: bool, message: str) -> None:
+        self._ctx.set_client_state(self.login_id, connected=up, message=message)
+        if not up:
+            self.mucs.forget_all()
+            return
+        # MUCs drop our occupants while we are away (status 333): rejoin and catch up from the
+        # room's history; messages already bridged are recognised by their ids.
+        for portal in await self._ctx.store.list_portals():
+            if not portal.is_direct:
+                self._ctx.background(
+                    self._rejoin(portal.remote_id), name=f"rejoin {portal.remote_id}"
+                )
+
+    async def _rejoin(self, room: str) -> None:
+        try:
+            await self._join(
+                room, self._cfg.listener_jid, self._cfg.muc_nick, history=self._cfg.history_on_join
+            )
+        except (JoinError, TimeoutError, TransientError) as err:
+            self._log.error(
+                "Could not rejoin %s: %s; its messages are not bridged until it works", room, err
+            )
+
+    async def _join(self, room: str, our_jid: str, nick: str, *, history: int = 0) -> str:
+        """Join ``room`` as ``our_jid``/``nick``; returns the full JID we joined with."""
+        self.component.require_up()
+        full = f"{our_jid}/pontis"
+        tracked = self.mucs.room(room)
+        if full in tracked.nicks:
+            return full
+        presence = self.component.xmpp.make_presence(pto=f"{room}/{nick}", pfrom=full)
+        x = presence.xml.makeelement(f"{{{MUC_NS}}}x", {})
+        x.append(x.makeelement(f"{{{MUC_NS}}}history", {"maxstanzas": str(history)}))
+        presence.xml.append(x)
+        joined = self.mucs.expect_join(room, full)
+        self.component.send(presence)
+        await asyncio.wait_for(joined, JOIN_TIMEOUT)
+        return full
+
+    async def _puppet_in(self, room: str, mxid: str, name: str) -> str:
+        """The full JID of ``mxid``'s occupant in ``room``, joining on first use."""
+        jid = mxid_to_jid(mxid, self._cfg.jid)
+        for nick in (name, f"{name} [matrix]", f"{name} [{mxid}]"):
+            try:
+                return await self._join(room, jid, nick)
+            except JoinError as err:
+                if err.condition != "conflict":
+                    raise PermanentError(
+                        str(err), user_message=f"Could not join {room}: {err.condition}."
+                    ) from err
+                self._log.info("Nick %r taken in %s; trying another", nick, room)
+        raise PermanentError(
+            f"no free nick for {mxid} in {room}", user_message="Your name is taken in that room."
+        )
+
+    # --- XMPP → Matrix ----------------------------------------------------------------------------
+
+    async def _on_stanza(self, stanza: Stanza) -> None:
+        if isinstance(stanza, Presence):
+            self.mucs.on_presence(stanza)
+            return
+        if stanza["type"] == "error":
+            error = stanza["error"]
+            self._log.warning("XMPP delivery of %s to %s failed: %s %s",
+                              stanza["id"], stanza["from"], error["condition"], error["text"])  # fmt: skip
+            return
+        if stanza["type"] == "groupchat":
+            await self._groupchat(stanza)
+        else:
+            await self._direct(stanza)
+
+    async def _direct(self, msg: Message) -> None:
+        sender = bare_jid(str(msg["from"]))
+        mxid = jid_to_mxid(msg["to"].bare, self._cfg.jid)
+        if mxid is None:
+            if msg["to"].user:
+                self._reply_error(msg, "item-not-found", "No such Matrix user")
+            return
+        key = dm_key(sender, mxid)
+        info = ChatInfo(is_direct=True, matrix_users=[mxid], members=[RemoteUserID(sender)])
+        event = await convert(
+            msg, key=key, sender=RemoteUserID(sender), sender_name=None, chat_info=info,
+            resolve=lambda ref: self._resolve(key, ref), http=self._ctx.http,
+            max_file_bytes=self._cfg.max_file_bytes,
+        )  # fmt: skip
+        if event is not None:
+            await self._ctx.queue_remote_event(event)
+
+    async def _groupchat(self, msg: Message) -> None:
+        room_jid, nick = msg["from"].bare, msg["from"].resource
+        if str(msg["to"]).split("/")[0] != self._cfg.listener_jid:
+            return  # every occupant of ours gets a copy; the listener's is the one we bridge
+        key = muc_key(room_jid)
+        room = self.mucs.room(room_jid)
+        stanza_id = msg["stanza_id"]["id"] if msg["stanza_id"]["by"] == room_jid else ""
+        if stanza_id:
+            ours = message_id(msg)
+            await self._ctx.store.kv_set(stanza_id_key(room_jid, stanza_id), ours)
+            await self._ctx.store.kv_set(reverse_stanza_id_key(room_jid, ours), stanza_id)
+        if not nick:
+            return
+        if room.is_ours(nick):
+            return  # the room reflecting what a Matrix user said
+        if msg["subject"] and not msg["body"]:
+            room.subject = msg["subject"]
+            return
+        real = room.occupants.get(nick)
+        sender = RemoteUserID(real or f"{room_jid}/{nick}")
+        event = await convert(
+            msg, key=key, sender=sender, sender_name=nick, chat_info=None,
+            resolve=lambda ref: self._resolve(key, ref), http=self._ctx.http,
+            max_file_bytes=self._cfg.max_file_bytes,
+        )  # fmt: skip
+        if event is not None:
+            await self._ctx.queue_remote_event(event)
+
+    async def _resolve(self, key: PortalKey, ref: str) -> RemoteMessageID:
+        if not key.receiver:  # MUC: references may use the room's stanza-id
+            mapped = await self._ctx.store.kv_get(stanza_id_key(key.remote_id, ref))
+            if mapped:
+                return RemoteMessageID(mapped)
+        return RemoteMessageID(ref)
+
+    async def _reference(self, portal: Portal, target: StoredMessage) -> str:
+        """The id XMPP clients know a message by: in a MUC its stanza-id, if the room gave one."""
+        if portal.is_direct:
+            return target.remote_id
+        mapped = await self._ctx.store.kv_get(
+            reverse_stanza_id_key(portal.remote_id, target.remote_id)
+        )
+        return mapped or target.remote_id
+
+    def _reply_error(self, msg: Message, condition: str, text: str) -> None:
+        if not self.component.up:
+            return
+        reply = msg.reply(clear=False)
+        reply["from"], reply["to"] = msg["to"], msg["from"]
+        reply["type"] = "error"
+        reply["error"]["condition"] = condition
+        reply["error"]["type"] = "cancel"
+        reply["error"]["text"] = text
+        reply.send()
+
+    # --- lookups ----------------------------------------------------------------------------------
+
+    async def get_chat_info(self, portal: PortalKey) -> ChatInfo:
+        if portal.receiver:
+            return ChatInfo(
+                is_direct=True,
+                matrix_users=[portal.receiver],
+                members=[RemoteUserID(portal.remote_id)],
+            )
+        room = self.mucs.room(portal.remote_id)
+        local, domain, _ = split_jid(portal.remote_id)
+        return ChatInfo(name=local or domain, topic=room.subject, is_direct=False)
+
+    async def get_user_info(self, user: RemoteUserID) -> UserInfo:
+        if not is_valid_jid(user):
+            raise NotFound(
+                f"{user!r} is not a JID", user_message=f"{user} is not a valid XMPP address."
+            )
+        local, domain, resource = split_jid(user)
+        return UserInfo(name=resource or local or domain)
+
+    async def start_direct_chat(self, user: RemoteUserID, matrix_user: str) -> PortalKey:
+        _, domain, resource = split_jid(user) if is_valid_jid(user) else (None, "", None)
+        if not domain or resource or domain in (self._cfg.jid, self._cfg.rooms_domain):
+            raise NotFound(
+                f"cannot chat with {user!r}",
+                user_message=f"{user} is not an XMPP address the bridge can reach.",
+            )
+        return dm_key(bare_jid(user), matrix_user)
+
+    async def bridge_room(self, remote_id: str, matrix_user: str) -> tuple[PortalKey, ChatInfo]:
+        room = remote_id.strip()
+        if not is_valid_jid(room) or split_jid(room)[2] is not None or split_jid(room)[0] is None:
+            raise NotFound(
+                f"bad MUC JID {room!r}",
+                user_message=f"`{room}` is not a room address like team@muc.example.org.",
+            )
+        room = bare_jid(room)
+        try:
+            await self._join(room, self._cfg.listener_jid, self._cfg.muc_nick, history=0)
+        except (JoinError, TimeoutError) as err:
+            raise NotFound(
+                str(err), user_message=f"The bridge could not join {room}: {err or 'no answer'}."
+            ) from err
+        key = muc_key(room)
+        return key, await self.get_chat_info(key)
+
+    # --- Matrix → XMPP ----------------------------------------------------------------------------
+
+    async def _sender(self, portal: Portal, mxid: str, name: str) -> tuple[str, str, str]:
+        """(from, to, type) for a stanza ``mxid`` sends into ``portal``."""
+        if portal.is_direct:
+            return mxid_to_jid(mxid, self._cfg.jid), portal.remote_id, "chat"
+        return await self._puppet_in(portal.remote_id, mxid, name), portal.remote_id, "groupchat"
+
+    def _message(self, mfrom: str, mto: str, mtype: str, stanza_id: str, body: str = "") -> Message:
+        msg = self.component.xmpp.make_message(
+            mto=JID(mto), mfrom=JID(mfrom), mtype=cast(MessageType, mtype), mbody=body or None
+        )
+        msg["id"] = stanza_id
+        msg["origin_id"]["id"] = stanza_id
+        return msg
+
+    async def handle_matrix_message(self, msg: MatrixMessage) -> RemoteMessageID:
+        self.component.require_up()
+        mfrom, mto, mtype = await self._sender(msg.portal, msg.sender, msg.sender_name)
+        stanza_id = outgoing_id(msg.event_id)
+        body = from_matrix.body(msg)
+        url = None
+        if msg.media is not None:
+            url = await self._upload(mxid_to_jid(msg.sender, self._cfg.jid), msg)
+            body = f"{body}\n{url}" if body else url
+        stanza = self._message(mfrom, mto, mtype, stanza_id, body)
+        if url is not None:
+            stanza["oob"]["url"] = url
+        if msg.reply_to is not None:
+            stanza["reply"]["id"] = await self._reference(msg.portal, msg.reply_to)
+            stanza["reply"]["to"] = self._author(msg.portal, msg.reply_to)
+            stanza["reply"].add_quoted_fallback(msg.reply_to_text or "…")
+        if mtype == "chat":
+            stanza["markable"]
+        self.component.send(stanza)
+        return RemoteMessageID(stanza_id)
+
+    def _author(self, portal: Portal, target: StoredMessage) -> str:
+        if target.sender_id.startswith("@"):
+            return mxid_to_jid(target.sender_id, self._cfg.jid)
+        return target.sender_id
+
+    async def _upload(self, uploader: str, msg: MatrixMessage) -> str:
+        media = msg.media
+        assert media is not None
+        if not self._cfg.upload_service:
+            raise NotSupported(
+                "no upload_service configured", user_message="Files cannot be sent to XMPP here."
+            )
+        data = await media.read()
+        try:
+            slot = await self.component.xmpp["xep_0363"].request_slot(
+                JID(self._cfg.upload_service),
+                media.filename,
+                len(data),
+                media.mimetype,
+                ifrom=JID(uploader),
+                timeout=30,
+            )
+        except Exception as err:
+            raise TransientError(f"upload slot request failed: {err}") from err
+        put = slot["http_upload_slot"]["put"]
+        headers = {h["name"]: h["value"] for h in put["headers"]} if put["headers"] else {}
+        headers["Content-Type"] = media.mimetype
+        async with self._ctx.http.put(put["url"], data=data, headers=headers) as resp:
+            if resp.status >= 400:
+                raise TransientError(f"upload of {media.filename} failed with HTTP {resp.status}")
+        return str(slot["http_upload_slot"]["get"]["url"])
+
+    async def handle_matrix_edit(self, edit: MatrixEdit) -> None:
+        mfrom, mto, mtype = await self._sender(edit.portal, edit.sender, edit.sender_name)
+        stanza = self._message(
+            mfrom, mto, mtype, outgoing_id(edit.event_id), from_matrix.edit_body(edit)
+        )
+        stanza["replace"]["id"] = edit.target.remote_id  # always the original (XEP-0308 §5)
+        self.component.send(stanza)
+
+    async def handle_matrix_redaction(self, redaction: MatrixRedaction) -> None:
+        mfrom, mto, mtype = await self._sender(
+            redaction.portal, redaction.sender, redaction.sender_name
+        )
+        stanza = self._message(
+            mfrom, mto, mtype, outgoing_id(redaction.event_id), from_matrix.RETRACTION_FALLBACK
+        )
+        stanza["retract"]["id"] = await self._reference(redaction.portal, redaction.target)
+        stanza["fallback"]["for"] = "urn:xmpp:message-retract:1"
+        stanza.enable("store")
+        self.component.send(stanza)
+
+    async def _send_reactions(self, portal: Portal, event_id: str, sender: str, name: str,
+                              target: StoredMessage, emojis: set[str]) -> None:  # fmt: skip
+        mfrom, mto, mtype = await self._sender(portal, sender, name)
+        stanza = self._message(mfrom, mto, mtype, outgoing_id(event_id, "react"))
+        stanza["reactions"]["id"] = await self._reference(portal, target)
+        stanza["reactions"].set_values(emojis, all_chars=True)
+        stanza.enable("store")
+        self.component.send(stanza)
+
+    async def _reactions_of(self, portal: Portal, target: RemoteMessageID, sender: str) -> set[str]:
+        return {r.emoji for r in await self._ctx.store.list_reactions(portal.key, target, sender)}
+
+    async def handle_matrix_reaction(self, reaction: MatrixReaction) -> None:
+        emojis = await self._reactions_of(
+            reaction.portal, reaction.target.remote_id, reaction.sender
+        )
+        await self._send_reactions(reaction.portal, reaction.event_id, reaction.sender, reaction.sender_name,
+                                   reaction.target, emojis | {reaction.emoji})  # fmt: skip
+
+    async def handle_matrix_reaction_remove(self, removal: MatrixReactionRemove) -> None:
+        target = await self._ctx.store.get_message(
+            removal.portal.remote_id,
+            removal.target.message_id,
+            removal.target.part_id,
+            removal.portal.receiver,
+        )
+        if target is None:
+            return
+        emojis = await self._reactions_of(removal.portal, target.remote_id, removal.sender)
+        await self._send_reactions(removal.portal, removal.event_id, removal.sender, removal.sender_name,
+                                   target, emojis - {removal.target.emoji})  # fmt: skip
+
+    async def handle_matrix_typing(self, typing: MatrixTyping) -> None:
+        if not typing.portal.is_direct or not self.component.up:
+            return  # chat states in MUCs would need a puppet join per typist; not worth it
+        mfrom = mxid_to_jid(typing.sender, self._cfg.jid)
+        stanza = self.component.xmpp.make_message(
+            mto=JID(typing.portal.remote_id), mfrom=JID(mfrom), mtype="chat"
+        )
+        stanza["chat_state"] = "composing" if typing.typing else "paused"
+        stanza.enable("no-store")
+        self.component.send(stanza)
+
+    async def handle_matrix_receipt(self, receipt: MatrixReceipt) -> None:
+        if not receipt.portal.is_direct or receipt.target.sender_id.startswith("@"):
+            return  # markers are for the other person's messages, and not sent into MUCs
+        mfrom = mxid_to_jid(receipt.sender, self._cfg.jid)
+        stanza = self.component.xmpp.make_message(
+            mto=JID(receipt.portal.remote_id), mfrom=JID(mfrom), mtype="chat"
+        )
+        stanza["displayed"]["id"] = receipt.target.remote_id
+        stanza.enable("store")
+        self.component.send(stanza)

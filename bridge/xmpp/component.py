@@ -1,0 +1,118 @@
+"""The XEP-0114 component stream, with the reconnect slixmpp does not do by itself.
+
+Inbound stanzas are put on one queue and handled one at a time, so a correction can never
+overtake the message it corrects on the way to the portal queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from slixmpp import ComponentXMPP, Message, Presence
+from slixmpp.xmlstream import StanzaBase
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import StanzaPath
+
+from bridge.core import TransientError
+from bridge.xmpp.config import XmppConfig
+
+PLUGINS = (
+    "xep_0030", "xep_0066", "xep_0085", "xep_0184", "xep_0199", "xep_0203", "xep_0308",
+    "xep_0333", "xep_0359", "xep_0363", "xep_0424", "xep_0428", "xep_0444", "xep_0461",
+)  # fmt: skip
+
+Stanza = Message | Presence
+
+
+class Component:
+    def __init__(
+        self,
+        cfg: XmppConfig,
+        log: logging.Logger,
+        *,
+        on_stanza: Callable[[Stanza], Awaitable[None]],
+        on_state: Callable[[bool, str], Awaitable[None]],
+    ) -> None:
+        self._cfg = cfg
+        self._log = log
+        self._on_stanza = on_stanza
+        self._on_state = on_state
+        self.xmpp = ComponentXMPP(cfg.jid, cfg.secret, cfg.host, cfg.port, fix_error_ns=True)
+        for plugin in PLUGINS:
+            self.xmpp.register_plugin(plugin)
+        self.xmpp["xep_0030"].add_identity(
+            category="gateway", itype="matrix", name="Matrix", jid=cfg.jid
+        )
+        self.xmpp.add_event_handler("session_start", self._session_start)
+        self.xmpp.add_event_handler("disconnected", self._disconnected)
+        # slixmpp's "message" event skips messages without a body (reactions, chat states,
+        # markers), so every message and presence stanza is taken straight from the stream.
+        self.xmpp.register_handler(Callback("pontis message", StanzaPath("message"), self._queue))
+        self.xmpp.register_handler(Callback("pontis presence", StanzaPath("presence"), self._queue))
+        self.up = False
+        self._stopping = False
+        self._inbound: asyncio.Queue[Stanza] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._stopping = False
+        self._worker = asyncio.create_task(self._consume(), name="xmpp-inbound")
+        self._log.info(
+            "Connecting component %s to %s:%d", self._cfg.jid, self._cfg.host, self._cfg.port
+        )
+        self.xmpp.connect()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self.up:
+            self.xmpp.disconnect()
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+
+    def require_up(self) -> None:
+        if not self.up:
+            raise TransientError(
+                "XMPP component not connected",
+                user_message="The XMPP server is not reachable right now; the bridge kept retrying.",
+            )
+
+    def send(self, stanza: Stanza) -> None:
+        """Send, never with a ``from`` outside our domain: the server would drop the stream."""
+        self.require_up()
+        sender = stanza["from"]
+        if sender.domain != self._cfg.jid:
+            raise ValueError(f"refusing to send a stanza from {sender!s}")
+        stanza.send()
+
+    def _queue(self, stanza: StanzaBase) -> None:
+        if isinstance(stanza, Message | Presence):
+            self._inbound.put_nowait(stanza)
+
+    async def _consume(self) -> None:
+        while True:
+            stanza = await self._inbound.get()
+            try:
+                await self._on_stanza(stanza)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._log.exception("Handling a stanza from %s failed", stanza["from"])
+
+    async def _session_start(self, _: object) -> None:
+        self.up = True
+        self._log.info("Component %s is connected", self._cfg.jid)
+        await self._on_state(True, "")
+
+    async def _disconnected(self, reason: object) -> None:
+        was_up, self.up = self.up, False
+        if was_up:
+            await self._on_state(False, f"disconnected: {reason}")
+        if not self._stopping:
+            self._log.warning(
+                "Component stream closed (%s); reconnecting", reason or "no reason given"
+            )
+            await asyncio.sleep(0.5)
+            self.xmpp.connect()

@@ -1,0 +1,46 @@
+"""The XMPP connector: one XEP-0114 component serving every Matrix user (issue #3)."""
+
+from __future__ import annotations
+
+from bridge.core import (
+    Capabilities,
+    ConnectorContext,
+    LoginFlow,
+    LoginProcess,
+    NetworkClient,
+    NetworkInfo,
+    NotSupported,
+)
+from bridge.portal.models import Login
+from bridge.xmpp.client import XmppClient
+from bridge.xmpp.config import EXAMPLE_CONFIG, XmppConfig
+from bridge.xmpp.ids import NETWORK
+
+
+class XmppConnector:
+    info = NetworkInfo(id=NETWORK, display_name="XMPP", url="https://xmpp.org")
+    example_config = EXAMPLE_CONFIG
+
+    def __init__(self) -> None:
+        self.client: XmppClient | None = None
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(replies=True, threads=False, media=True, html=True)
+
+    async def start(self, ctx: ConnectorContext) -> None:
+        self.client = XmppClient(ctx, XmppConfig.from_section(ctx.config))
+        ctx.add_client(self.client)
+        await self.client.connect()
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.disconnect()
+
+    def login_flows(self) -> list[LoginFlow]:
+        return []  # Matrix users need no XMPP account: they speak as JIDs of the component
+
+    async def start_login(self, user_mxid: str, flow_id: str) -> LoginProcess:
+        raise NotSupported("xmpp has no logins", user_message="XMPP needs no login.")
+
+    async def load_login(self, login: Login) -> NetworkClient:
+        raise NotSupported(f"unexpected xmpp login {login.login_id}")

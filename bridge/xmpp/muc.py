@@ -1,0 +1,86 @@
+"""MUC membership of the component's JIDs: the listener and one puppet per Matrix user.
+
+XMPP reflects every groupchat message to each of our occupants, so only the listener's copy is
+bridged; the nicks of our puppets identify echoes of what Matrix users said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from slixmpp import Presence
+
+MUC_NS = "http://jabber.org/protocol/muc"
+MUC_USER_NS = "http://jabber.org/protocol/muc#user"
+
+
+class JoinError(Exception):
+    def __init__(self, room: str, condition: str, text: str = "") -> None:
+        super().__init__(f"joining {room} failed: {condition}{f' ({text})' if text else ''}")
+        self.condition = condition
+
+
+@dataclass
+class Room:
+    jid: str
+    nicks: dict[str, str] = field(default_factory=dict)
+    """our full JID → our nick in the room (listener and puppets)."""
+    occupants: dict[str, str | None] = field(default_factory=dict)
+    """nick → real bare JID when the room reveals it."""
+    subject: str | None = None
+
+    def is_ours(self, nick: str) -> bool:
+        return nick in self.nicks.values()
+
+
+class MucTracker:
+    def __init__(self) -> None:
+        self.rooms: dict[str, Room] = {}
+        self._pending: dict[tuple[str, str], asyncio.Future[None]] = {}
+
+    def room(self, jid: str) -> Room:
+        return self.rooms.setdefault(jid, Room(jid))
+
+    def forget_all(self) -> None:
+        """The stream dropped: every occupant of ours is gone from every room."""
+        for room in self.rooms.values():
+            room.nicks.clear()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(JoinError("?", "remote-server-timeout", "disconnected"))
+        self._pending.clear()
+
+    def expect_join(self, room: str, our_jid: str) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending[(room, our_jid)] = future
+        return future
+
+    def on_presence(self, presence: Presence) -> None:
+        room_jid, nick = presence["from"].bare, presence["from"].resource
+        to = str(presence["to"])
+        room = self.rooms.get(room_jid)
+        if room is None or not nick:
+            return
+        pending = self._pending.get((room_jid, to))
+        if presence["type"] == "error":
+            if pending is not None and not pending.done():
+                error = presence["error"]
+                pending.set_exception(JoinError(room_jid, error["condition"], error["text"]))
+            return
+        item = presence.xml.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item")
+        statuses = {
+            s.get("code")
+            for s in presence.xml.findall(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}status")
+        }
+        real = item.get("jid") if item is not None else None
+        if presence["type"] == "unavailable":
+            room.occupants.pop(nick, None)
+            if "110" in statuses or room.nicks.get(to) == nick:
+                room.nicks.pop(to, None)  # we were removed (kicked, 333 after a bounce, …)
+            return
+        room.occupants[nick] = real.split("/")[0].lower() if real else None
+        if "110" in statuses:
+            room.nicks[to] = nick
+            if pending is not None and not pending.done():
+                pending.set_result(None)

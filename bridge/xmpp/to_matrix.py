@@ -1,0 +1,124 @@
+"""XMPP stanzas → Remote* events."""
+
+from __future__ import annotations
+
+import mimetypes
+import posixpath
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import aiohttp
+from slixmpp import Message
+
+from bridge.core import (
+    ChatInfo,
+    Media,
+    MessagePart,
+    NotSupported,
+    PortalKey,
+    RemoteEdit,
+    RemoteEvent,
+    RemoteMessage,
+    RemoteMessageID,
+    RemoteReactionSync,
+    RemoteReceipt,
+    RemoteRedaction,
+    RemoteTyping,
+    RemoteUserID,
+    UserInfo,
+)
+from bridge.xmpp.ids import message_id
+from bridge.xmpp.protocol.styling import styling_to_html
+
+ResolveId = Callable[[str], Awaitable[RemoteMessageID]]
+"""Turns an id a stanza refers to (in a MUC, possibly the room's stanza-id) into ours."""
+
+
+def _timestamp(msg: Message) -> int | None:
+    stamp = msg["delay"]["stamp"] if msg.xml.find("{urn:xmpp:delay}delay") is not None else None
+    return int(stamp.timestamp() * 1000) if isinstance(stamp, datetime) else None
+
+
+def fetcher(http: aiohttp.ClientSession, url: str, limit: int) -> Callable[[], Awaitable[bytes]]:
+    """Download an OOB URL lazily, refusing anything but http(s) and anything over ``limit``."""
+
+    async def fetch() -> bytes:
+        if urlparse(url).scheme not in ("http", "https"):
+            raise NotSupported(
+                f"refusing to fetch {url!r}", user_message="A file link used an unsupported scheme."
+            )
+        too_large = NotSupported(
+            f"{url} is larger than {limit} bytes", user_message="A file was too large to bridge."
+        )
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=120)) as resp:
+            resp.raise_for_status()
+            if (resp.content_length or 0) > limit:
+                raise too_large
+            data = bytearray()
+            async for chunk in resp.content.iter_chunked(64 * 1024):
+                data += chunk
+                if len(data) > limit:
+                    raise too_large
+            return bytes(data)
+
+    return fetch
+
+
+def _media(msg: Message, http: aiohttp.ClientSession, limit: int) -> Media | None:
+    url = msg["oob"]["url"] if msg.xml.find("{jabber:x:oob}x") is not None else ""
+    if not url:
+        return None
+    filename = posixpath.basename(unquote(urlparse(url).path)) or "file"
+    mimetype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    return Media(fetch=fetcher(http, url, limit), filename=filename, mimetype=mimetype)
+
+
+async def convert(
+    msg: Message,
+    *,
+    key: PortalKey,
+    sender: RemoteUserID,
+    sender_name: str | None,
+    chat_info: ChatInfo | None,
+    resolve: ResolveId,
+    http: aiohttp.ClientSession,
+    max_file_bytes: int,
+) -> RemoteEvent | None:
+    """The Remote* event ``msg`` stands for, or ``None`` if it carries nothing to bridge."""
+    common: dict[str, Any] = {
+        "portal": key,
+        "sender": sender,
+        "timestamp": _timestamp(msg),
+        "sender_info": UserInfo(name=sender_name) if sender_name else None,
+        "chat_info": chat_info,
+    }
+    xml = msg.xml
+    if xml.find("{urn:xmpp:message-retract:1}retract") is not None:
+        return RemoteRedaction(**common, target=await resolve(msg["retract"]["id"]))
+    if xml.find("{urn:xmpp:reactions:0}reactions") is not None:
+        emojis = msg["reactions"].get_values()
+        return RemoteReactionSync(
+            **common, target=await resolve(msg["reactions"]["id"]), emojis=emojis
+        )
+    body = msg["body"]
+    if xml.find("{urn:xmpp:message-correct:0}replace") is not None and body:
+        part = MessagePart(text=body, html=styling_to_html(body))
+        return RemoteEdit(**common, target=await resolve(msg["replace"]["id"]), parts=[part])
+    media = _media(msg, http, max_file_bytes)
+    if body or media is not None:
+        reply_to = None
+        if xml.find("{urn:xmpp:reply:0}reply") is not None and msg["reply"]["id"]:
+            reply_to = await resolve(msg["reply"]["id"])
+            body = msg["reply"].strip_fallback_content()
+        if media is not None and body.strip() == msg["oob"]["url"]:
+            body = ""  # the URL is the fallback for clients without OOB, not a caption
+        part = MessagePart(text=body, html=styling_to_html(body) if body else None, media=media)
+        return RemoteMessage(**common, id=message_id(msg), parts=[part], reply_to=reply_to)
+    state = msg["chat_state"]
+    if state in ("composing", "paused", "active", "inactive", "gone"):
+        return RemoteTyping(**common, typing=state == "composing", create_portal=False)
+    if xml.find("{urn:xmpp:chat-markers:0}displayed") is not None:
+        return RemoteReceipt(**common, up_to=await resolve(msg["displayed"]["id"]))
+    return None

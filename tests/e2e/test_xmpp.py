@@ -1,0 +1,252 @@
+"""XMPP ↔ Matrix through the component, against a real Prosody and a real Synapse."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from tests.e2e.conftest import DOMAIN, XMPP_COMPONENT, Hub
+from tests.e2e.hub import eventually
+from tests.e2e.matrix_client import MatrixUser
+from tests.e2e.xmpp_client import XmppUser
+
+pytestmark = pytest.mark.e2e
+_names = itertools.count(1)
+
+
+def _body(event: dict[str, Any]) -> str:
+    return str(event.get("content", {}).get("body", ""))
+
+
+def jid_of(user: MatrixUser) -> str:
+    local, server = user.mxid[1:].split(":", 1)
+    return f"{local}\\3a{server}@{XMPP_COMPONENT}"
+
+
+def ghost_of(jid: str) -> str:
+    return "@xmpp_" + jid.replace("@", "=40") + f":{DOMAIN}"
+
+
+@pytest_asyncio.fixture
+async def xmpp_user(hub: Hub) -> AsyncIterator[XmppUser]:
+    name = f"xuser{next(_names)}"
+    jid = hub.prosody.register(name)
+    user = XmppUser(jid, "pw", hub.prosody.c2s_port)
+    await user.connect()
+    yield user
+    await user.close()
+
+
+async def _dm(hub: Hub, xmpp_user: XmppUser) -> tuple[MatrixUser, str, str, str]:
+    """An XMPP user writes to a Matrix user; returns (matrix user, room, stanza id, event id)."""
+    alice = await hub.user("alice")
+    stanza_id = xmpp_user.send_chat(jid_of(alice), "Hello from XMPP")
+    room_id = await alice.wait_for_invite(timeout=20)
+    await alice.join(room_id)
+    event = await alice.wait_for(lambda e: _body(e) == "Hello from XMPP", room_id=room_id)
+    assert event["sender"] == ghost_of(xmpp_user.jid)
+    return alice, room_id, stanza_id, event["event_id"]
+
+
+def _from(user: MatrixUser) -> Any:
+    return lambda m: m["from"].bare == jid_of(user).lower()
+
+
+async def test_dm_from_xmpp_with_reply_edit_reaction_retraction(
+    hub: Hub, xmpp_user: XmppUser
+) -> None:
+    alice, room_id, stanza_id, event_id = await _dm(hub, xmpp_user)
+    ghost = ghost_of(xmpp_user.jid)
+
+    reply = await alice.send_text(room_id, "Reply from Matrix", reply_to=event_id)
+    got = await xmpp_user.wait_for_message(
+        lambda m: _from(alice)(m) and "Reply from Matrix" in m["body"]
+    )
+    assert got["reply"]["id"] == stanza_id
+    assert got["reply"].strip_fallback_content() == "Reply from Matrix"
+    assert "Hello from XMPP" in got["body"]  # XEP-0428 fallback quotes the original
+
+    await alice.edit(room_id, reply, "Corrected reply")
+    corrected = await xmpp_user.wait_for_message(lambda m: m["replace"]["id"] == got["id"])
+    assert corrected["body"] == "Corrected reply"
+
+    reaction = await alice.react(room_id, event_id, "👍")
+    reacted = await xmpp_user.wait_for_message(lambda m: m["reactions"]["id"] == stanza_id)
+    assert reacted["reactions"].get_values() == {"👍"}
+    await alice.redact(room_id, reaction)
+    await xmpp_user.wait_for_message(
+        lambda m: m["reactions"]["id"] == stanza_id and not m["reactions"].get_values()
+    )
+
+    await alice.redact(room_id, reply)
+    retracted = await xmpp_user.wait_for_message(lambda m: m["retract"]["id"] == got["id"])
+    assert _from(alice)(retracted)
+
+    xmpp_user.correct(jid_of(alice), stanza_id, "Hello, corrected on XMPP")
+    edit = await alice.wait_for(
+        lambda e: (
+            e["sender"] == ghost
+            and e["content"].get("m.relates_to", {}).get("rel_type") == "m.replace"
+        ),
+        room_id=room_id,
+    )
+    assert edit["content"]["m.relates_to"]["event_id"] == event_id
+    assert edit["content"]["m.new_content"]["body"] == "Hello, corrected on XMPP"
+
+    xmpp_user.react(jid_of(alice), stanza_id, {"🎉"})
+    matrix_reaction = await alice.wait_for(
+        lambda e: e["type"] == "m.reaction" and e["sender"] == ghost, room_id=room_id
+    )
+    assert matrix_reaction["content"]["m.relates_to"] == {
+        "rel_type": "m.annotation",
+        "event_id": event_id,
+        "key": "🎉",
+    }
+    xmpp_user.react(jid_of(alice), stanza_id, set())
+    await alice.wait_for(lambda e: e["type"] == "m.room.redaction" and matrix_reaction["event_id"] in
+                         (e.get("redacts"), e["content"].get("redacts")), room_id=room_id)  # fmt: skip
+
+    xmpp_user.retract(jid_of(alice), stanza_id)
+    await alice.wait_for(lambda e: e["type"] == "m.room.redaction" and event_id in
+                         (e.get("redacts"), e["content"].get("redacts")), room_id=room_id)  # fmt: skip
+
+
+async def test_dm_typing_markers_and_formatting(hub: Hub, xmpp_user: XmppUser) -> None:
+    alice, room_id, stanza_id, event_id = await _dm(hub, xmpp_user)
+    ghost = ghost_of(xmpp_user.jid)
+
+    xmpp_user.chat_state(jid_of(alice), "composing")
+    await alice.wait_for_ephemeral(
+        lambda e: e["type"] == "m.typing" and ghost in e["content"]["user_ids"], room_id=room_id
+    )
+    await alice.typing(room_id, True)
+    await xmpp_user.wait_for_message(lambda m: _from(alice)(m) and m["chat_state"] == "composing")
+
+    mine = await alice.send_text(room_id, "bold move", html="<strong>bold</strong> move")
+    got = await xmpp_user.wait_for_message(lambda m: _from(alice)(m) and "move" in m["body"])
+    assert got["body"] == "*bold* move"
+    xmpp_user.displayed_marker(jid_of(alice), got["id"])
+    await alice.wait_for_ephemeral(lambda e: e["type"] == "m.receipt" and ghost in e["content"].get(mine, {}).get("m.read", {}),
+                                   room_id=room_id)  # fmt: skip
+    await alice.read_receipt(room_id, event_id)
+    await xmpp_user.wait_for_message(lambda m: m["displayed"]["id"] == stanza_id)
+
+    xmpp_user.send_chat(jid_of(alice), "this is *strong* and _emphasised_")
+    styled = await alice.wait_for(lambda e: "strong" in _body(e), room_id=room_id)
+    assert "<strong>strong</strong>" in styled["content"]["formatted_body"]
+    assert "<em>emphasised</em>" in styled["content"]["formatted_body"]
+
+
+async def test_files_both_ways(hub: Hub, xmpp_user: XmppUser) -> None:
+    alice, room_id, _, _ = await _dm(hub, xmpp_user)
+    picture = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64
+    url = await xmpp_user.upload_file(picture, "holiday.png", "image/png")
+    xmpp_user.send_chat(jid_of(alice), url, oob_url=url)
+    event = await alice.wait_for(
+        lambda e: e["content"].get("msgtype") == "m.image", room_id=room_id
+    )
+    assert event["content"]["body"] == "holiday.png"
+    assert await alice.download(event["content"]["url"]) == picture
+
+    report = b"%PDF-1.4 minutes of the meeting" * 50
+    mxc = await alice.upload(report, "application/pdf", "minutes.pdf")
+    await alice.send_event(room_id, "m.room.message", {"msgtype": "m.file", "body": "minutes.pdf", "url": mxc,
+                                                        "info": {"mimetype": "application/pdf"}})  # fmt: skip
+    got = await xmpp_user.wait_for_message(lambda m: _from(alice)(m) and bool(m["oob"]["url"]))
+    async with aiohttp.ClientSession() as http, http.get(got["oob"]["url"]) as resp:
+        assert await resp.read() == report
+
+
+async def test_dm_started_from_matrix_by_inviting_the_ghost(hub: Hub, xmpp_user: XmppUser) -> None:
+    alice = await hub.user("alice")
+    ghost = ghost_of(xmpp_user.jid)
+    room_id = await alice.create_room(invite=[ghost], is_direct=True)
+    await alice.wait_for(lambda e: e["type"] == "m.room.member" and e["state_key"] == ghost
+                         and e["content"]["membership"] == "join", room_id=room_id)  # fmt: skip
+    await alice.send_text(room_id, "Hi, starting from Matrix")
+    got = await xmpp_user.wait_for_message(lambda m: m["body"] == "Hi, starting from Matrix")
+    assert _from(alice)(got) and got["type"] == "chat"
+    xmpp_user.send_chat(jid_of(alice), "Answer from XMPP")
+    answer = await alice.wait_for(lambda e: _body(e) == "Answer from XMPP", room_id=room_id)
+    assert answer["sender"] == ghost
+
+
+async def test_message_to_unknown_matrix_address_bounces(hub: Hub, xmpp_user: XmppUser) -> None:
+    xmpp_user.send_chat(f"not-a-matrix-id@{XMPP_COMPONENT}", "anyone there?")
+    bounce = await xmpp_user.wait_for_message(lambda m: m["type"] == "error")
+    assert bounce["error"]["condition"] == "item-not-found"
+
+
+async def test_muc_bridged_into_matrix_room(hub: Hub) -> None:
+    room = f"team{next(_names)}@{hub.prosody.muc_domain}"
+    occupants = []
+    for nick in ("Xena", "Xavier"):
+        user = XmppUser(
+            hub.prosody.register(nick.lower() + str(next(_names))), "pw", hub.prosody.c2s_port
+        )
+        await user.connect()
+        await user.join_muc(room, nick)
+        occupants.append(user)
+    xena, xavier = occupants
+    try:
+        alice, bob = await hub.user("alice"), await hub.user("bob")
+        room_id = await alice.create_room(invite=[hub.bot, bob.mxid])
+        await bob.join(room_id)
+        await alice.wait_for(lambda e: e["type"] == "m.room.member" and e["state_key"] == hub.bot
+                             and e["content"]["membership"] == "join", room_id=room_id)  # fmt: skip
+        await alice.send_text(room_id, f"!pontis bridge xmpp {room}")
+        await alice.wait_for(lambda e: "now bridged" in _body(e), room_id=room_id)
+
+        xena.send_groupchat(room, "Hello from Xena")
+        xavier.send_groupchat(room, "Hello from Xavier")
+        from_xena = await bob.wait_for(lambda e: _body(e) == "Hello from Xena", room_id=room_id)
+        from_xavier = await bob.wait_for(lambda e: _body(e) == "Hello from Xavier", room_id=room_id)
+        assert from_xena["sender"] != from_xavier["sender"]
+        assert (await bob.get_profile(from_xena["sender"]))["displayname"] == "Xena"
+
+        await alice.send_text(room_id, "Hello from Alice")
+        await bob.send_text(room_id, "Hello from Bob")
+
+        def said(nick: str, text: str) -> Any:
+            return lambda m: (
+                m["type"] == "groupchat" and m["from"].resource == nick and m["body"] == text
+            )
+
+        alice_nick, bob_nick = (
+            u.mxid[1:].split(":")[0].capitalize() for u in (alice, bob)
+        )  # display names
+        await xena.wait_for_message(said(alice_nick, "Hello from Alice"))
+        await xena.wait_for_message(said(bob_nick, "Hello from Bob"))
+        await xavier.wait_for_message(said(alice_nick, "Hello from Alice"))
+        # The MUC reflects Alice's message to her own occupant: it must not come back as a ghost.
+        await eventually(lambda: len(alice.seen(lambda e: _body(e) == "Hello from Alice", room_id=room_id)) == 1,
+                         "exactly one copy of Alice's message")  # fmt: skip
+        assert len(bob.seen(lambda e: _body(e) == "Hello from Xena", room_id=room_id)) == 1
+    finally:
+        for user in occupants:
+            await user.close()
+
+
+async def test_prosody_restart_loses_nothing(hub: Hub, xmpp_user: XmppUser) -> None:
+    alice, room_id, _, _ = await _dm(hub, xmpp_user)
+    await hub.prosody.stop()
+    sent = await alice.send_text(room_id, "sent while XMPP was down")
+    await hub.prosody.start()
+    reconnected = XmppUser(xmpp_user.jid, "pw", hub.prosody.c2s_port, resource="again")
+    await reconnected.connect()
+    try:
+        got = await reconnected.wait_for_message(
+            lambda m: m["body"] == "sent while XMPP was down", timeout=40
+        )
+        assert _from(alice)(got)
+        await alice.send_text(room_id, "after the restart")
+        await reconnected.wait_for_message(lambda m: m["body"] == "after the restart", timeout=20)
+        copies = [m for m in reconnected.messages if m["body"] == "sent while XMPP was down"]
+        assert len(copies) == 1, sent
+    finally:
+        await reconnected.close()
