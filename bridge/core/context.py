@@ -37,6 +37,8 @@ class CoreServices(Protocol):
         self, network: NetworkID, login_id: LoginID, *, connected: bool, message: str
     ) -> None: ...
 
+    async def matrix_profile(self, mxid: str) -> tuple[str | None, bytes | None, str]: ...
+
 
 class ConnectorContext:
     def __init__(
@@ -93,6 +95,11 @@ class ConnectorContext:
     def set_client_state(self, login_id: LoginID, *, connected: bool, message: str = "") -> None:
         """Report a client's connection state (metrics, ``list`` command, readiness)."""
         self._core.set_client_state(self.network, login_id, connected=connected, message=message)
+
+    async def matrix_profile(self, mxid: str) -> tuple[str | None, bytes | None, str]:
+        """A Matrix user's (display name, avatar bytes, avatar mime type), for networks that
+        show Matrix users as contacts (vCards). ``(None, None, "")`` if there is no profile."""
+        return await self._core.matrix_profile(mxid)
 
     def background(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run ``coro`` until the connector stops; an unexpected exception is logged."""

@@ -236,6 +236,24 @@ class MatrixAPI:
             name = None
         return name or mxid
 
+    async def get_profile(self, mxid: str) -> tuple[str | None, bytes | None, str]:
+        """(display name, avatar bytes, avatar mime type); avatars over 1 MiB are left out."""
+        try:
+            profile = await self.bot.get_profile(UserID(mxid))
+        except Exception as err:
+            self._log.debug("No profile for %s: %s", mxid, err)
+            return None, None, ""
+        avatar, mimetype = None, ""
+        if profile.avatar_url:
+            try:
+                data = await self.bot.download_media(profile.avatar_url)
+            except Exception as err:
+                self._log.debug("Avatar of %s unreadable: %s", mxid, err)
+            else:
+                if len(data) <= 1024 * 1024:
+                    avatar, mimetype = data, _sniff_image(data)
+        return profile.displayname, avatar, mimetype
+
     async def get_event_text(self, room_id: str, event_id: str) -> str | None:
         """The plain-text body of a message event, or None if it cannot be read."""
         try:
@@ -267,3 +285,11 @@ class MatrixAPI:
             await self.state_store.update_state(StateEvent.deserialize(cast(Any, event)))
         except Exception:  # a malformed state event must not stop processing
             self._log.debug("Could not cache state event %s", event.get("event_id"))
+
+
+def _sniff_image(data: bytes) -> str:
+    for magic, mimetype in ((b"\x89PNG", "image/png"), (b"\xff\xd8", "image/jpeg"), (b"GIF8", "image/gif"),
+                            (b"RIFF", "image/webp")):  # fmt: skip
+        if data.startswith(magic):
+            return mimetype
+    return "application/octet-stream"

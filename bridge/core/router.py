@@ -139,6 +139,9 @@ class Router:
             f": {message}" if message else "",
         )
 
+    async def matrix_profile(self, mxid: str) -> tuple[str | None, bytes | None, str]:
+        return await self._matrix.get_profile(mxid)
+
     def client_for(self, network: NetworkID, login: LoginID, user_mxid: str | None) -> LoadedClient:
         """The client to act with: the login named, else the user's own, else the shared one."""
         candidates = [c for (net, _), c in self.clients.items() if net == network]

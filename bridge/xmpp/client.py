@@ -37,6 +37,7 @@ from bridge.portal.models import Portal
 from bridge.xmpp import from_matrix
 from bridge.xmpp.component import Component, Stanza
 from bridge.xmpp.config import XmppConfig
+from bridge.xmpp.identity import Identity
 from bridge.xmpp.ids import (
     dm_key,
     message_id,
@@ -68,6 +69,7 @@ class XmppClient:
         self._log = ctx.log
         self.mucs = MucTracker()
         self.component = Component(cfg, ctx.log, on_stanza=self._on_stanza, on_state=self._on_state)
+        self.identity = Identity(self.component.xmpp, cfg, ctx)
 
     # --- connection -------------------------------------------------------------------------------
 
