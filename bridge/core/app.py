@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
+from typing import cast
 
 import aiohttp
 from aiohttp import web
@@ -18,10 +19,10 @@ from bridge import __version__
 from bridge.core.appservice import AppServiceAPI
 from bridge.core.commands import CommandProcessor
 from bridge.core.config import Config, ConfigError, ConfigProblem
-from bridge.core.connector import NetworkConnector
+from bridge.core.connector import NetworkConnector, SupportsRoomBridging
 from bridge.core.context import ConnectorContext
 from bridge.core.errors import BridgeError
-from bridge.core.ids import NetworkID, parse_ghost_mxid
+from bridge.core.ids import LoginID, NetworkID, parse_ghost_mxid, unescape_localpart
 from bridge.core.matrix import MatrixAPI
 from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
@@ -162,6 +163,7 @@ class App:
             metrics=self.metrics,
             on_stored=self.router.notify_inbox,
             query_user=self.query_user,
+            query_alias=self.query_alias,
             log=self.log.getChild("appservice"),
         ).add_routes(app)
         app.router.add_get("/_pontis/health", self._health)
@@ -238,11 +240,40 @@ class App:
             if remote_id is None:
                 continue
             try:
-                loaded = self.router.client_for(network, "", None)  # type: ignore[arg-type]
+                loaded = self.router.client_for(network, LoginID(""), None)
                 info = await loaded.client.get_user_info(remote_id)
                 await self.router.portals.ensure_ghost(network, remote_id, loaded.client, info)
             except BridgeError as err:
                 self.log.info("User query for %s: %s", mxid, err)
+                return False
+            return True
+        return False
+
+    async def query_alias(self, alias: str) -> bool:
+        """``#<network>_<escaped chat id>:<domain>``: bridge that chat into a room with this alias."""
+        suffix = f":{self.config.domain}"
+        for network in self.connectors:
+            prefix = f"#{network}_"
+            if not (alias.startswith(prefix) and alias.endswith(suffix)):
+                continue
+            try:
+                remote_id = unescape_localpart(alias[len(prefix) : -len(suffix)])
+                loaded = self.router.client_for(network, LoginID(""), None)
+                if not loaded.features.room_bridging:
+                    return False
+                key, info = await cast(SupportsRoomBridging, loaded.client).bridge_room(
+                    remote_id, ""
+                )
+                localpart = alias[1 : -len(suffix)]
+                portal = await self.store.get_portal(key)
+                if portal is not None and portal.mxid:
+                    await self.matrix.add_alias(portal.mxid, localpart)
+                else:
+                    await self.router.portals.ensure_portal(
+                        key, loaded.client, info, alias_localpart=localpart
+                    )
+            except (BridgeError, ValueError, UnicodeDecodeError) as err:
+                self.log.info("Room alias query for %s: %s", alias, err)
                 return False
             return True
         return False

@@ -98,6 +98,7 @@ class AppServiceAPI:
         metrics: Metrics,
         on_stored: Callable[[], None],
         query_user: UserQuery,
+        query_alias: UserQuery,
         log: logging.Logger,
     ) -> None:
         self._hs_token = hs_token
@@ -105,6 +106,7 @@ class AppServiceAPI:
         self._metrics = metrics
         self._on_stored = on_stored
         self._query_user = query_user
+        self._query_alias = query_alias
         self._log = log
 
     def add_routes(self, app: web.Application) -> None:
@@ -177,7 +179,15 @@ class AppServiceAPI:
     async def get_room_alias(self, request: web.Request) -> web.Response:
         if (denied := self._check_token(request)) is not None:
             return denied
-        return _error(404, "M_NOT_FOUND", "No room alias is provided by this bridge")
+        alias = request.match_info["alias"]
+        try:
+            exists = await self._query_alias(alias)
+        except Exception:
+            self._log.exception("Room alias query for %s failed", alias)
+            exists = False
+        if exists:
+            return web.json_response({})
+        return _error(404, "M_NOT_FOUND", f"{alias} is not a room this bridge can create")
 
     async def ping(self, request: web.Request) -> web.Response:
         if (denied := self._check_token(request)) is not None:

@@ -17,10 +17,18 @@ import aiohttp
 
 from bridge.core.connector import NetworkClient
 from bridge.core.events import RemoteEvent
-from bridge.core.ids import LoginID, NetworkID, RemoteUserID, ghost_mxid, parse_ghost_mxid
+from bridge.core.ids import (
+    LoginID,
+    NetworkID,
+    PortalKey,
+    RemoteUserID,
+    ghost_mxid,
+    parse_ghost_mxid,
+)
 from bridge.core.metrics import Metrics
 
 if TYPE_CHECKING:
+    from bridge.portal.models import Portal
     from bridge.portal.store import NetworkStore
 
 
@@ -38,6 +46,10 @@ class CoreServices(Protocol):
     ) -> None: ...
 
     async def matrix_profile(self, mxid: str) -> tuple[str | None, bytes | None, str]: ...
+
+    async def adopt_matrix_room(self, key: PortalKey, alias: str) -> Portal | None: ...
+
+    async def matrix_members(self, room_id: str) -> dict[str, str]: ...
 
 
 class ConnectorContext:
@@ -100,6 +112,16 @@ class ConnectorContext:
         """A Matrix user's (display name, avatar bytes, avatar mime type), for networks that
         show Matrix users as contacts (vCards). ``(None, None, "")`` if there is no profile."""
         return await self._core.matrix_profile(mxid)
+
+    async def adopt_matrix_room(self, key: PortalKey, alias: str) -> Portal | None:
+        """Make the Matrix room ``alias`` the portal of ``key`` (a room the network offers to
+        its users, like an XMPP MUC hosted by the bridge). The bot joins it; ``None`` if the
+        alias does not exist or the room is not open to the bot."""
+        return await self._core.adopt_matrix_room(key, alias)
+
+    async def matrix_members(self, room_id: str) -> dict[str, str]:
+        """mxid → display name of a portal room's Matrix members (ghosts left out)."""
+        return await self._core.matrix_members(room_id)
 
     def background(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run ``coro`` until the connector stops; an unexpected exception is logged."""

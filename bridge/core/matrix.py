@@ -20,7 +20,16 @@ from mautrix.errors import (
     MatrixRequestError,
     MatrixStandardRequestError,
 )
-from mautrix.types import ContentURI, EventID, EventType, RoomID, StateEvent, UserID
+from mautrix.types import (
+    ContentURI,
+    EventID,
+    EventType,
+    RoomAlias,
+    RoomCreatePreset,
+    RoomID,
+    StateEvent,
+    UserID,
+)
 
 from bridge.core.errors import PermanentError, TransientError
 
@@ -189,9 +198,14 @@ class MatrixAPI:
         is_direct: bool,
         invite: list[str],
         initial_state: list[dict[str, Any]],
+        alias_localpart: str | None = None,
     ) -> str:
+        """Create a room as the bot. With an alias, anyone who knows it may join (the room is
+        still not listed in the directory)."""
         try:
             room_id = await self.bot.create_room(
+                alias_localpart=alias_localpart,
+                preset=RoomCreatePreset.PUBLIC if alias_localpart else RoomCreatePreset.PRIVATE,
                 name=name,
                 topic=topic,
                 is_direct=is_direct,
@@ -253,6 +267,43 @@ class MatrixAPI:
                 if len(data) <= 1024 * 1024:
                     avatar, mimetype = data, _sniff_image(data)
         return profile.displayname, avatar, mimetype
+
+    async def add_alias(self, room_id: str, alias_localpart: str) -> None:
+        try:
+            await self.bot.add_room_alias(RoomID(room_id), alias_localpart, override=False)
+        except Exception as err:
+            raise _wrap(err, f"adding alias {alias_localpart} to {room_id}") from err
+
+    async def resolve_alias(self, alias: str) -> str | None:
+        try:
+            info = await self.bot.resolve_room_alias(RoomAlias(alias))
+        except MatrixStandardRequestError as err:
+            if err.http_status == 404:
+                return None
+            raise _wrap(err, f"resolving {alias}") from err
+        except Exception as err:
+            raise _wrap(err, f"resolving {alias}") from err
+        return str(info.room_id)
+
+    async def room_name_and_topic(self, room_id: str) -> tuple[str | None, str | None]:
+        values: list[str | None] = []
+        for event_type, field in ((EventType.ROOM_NAME, "name"), (EventType.ROOM_TOPIC, "topic")):
+            try:
+                content = await self.bot.get_state_event(RoomID(room_id), event_type)
+            except Exception:
+                values.append(None)
+                continue
+            value = getattr(content, field, None)
+            values.append(value if isinstance(value, str) and value else None)
+        return values[0], values[1]
+
+    async def joined_members(self, room_id: str) -> dict[str, str]:
+        """mxid → display name of the room's joined members, as the bot sees them."""
+        try:
+            members = await self.bot.get_joined_members(RoomID(room_id))
+        except Exception as err:
+            raise _wrap(err, f"listing members of {room_id}") from err
+        return {str(mxid): member.displayname or str(mxid) for mxid, member in members.items()}
 
     async def get_event_text(self, room_id: str, event_id: str) -> str | None:
         """The plain-text body of a message event, or None if it cannot be read."""

@@ -67,7 +67,12 @@ class PortalManager:
         return portal
 
     async def ensure_portal(
-        self, key: PortalKey, client: NetworkClient, info: ChatInfo | None
+        self,
+        key: PortalKey,
+        client: NetworkClient,
+        info: ChatInfo | None,
+        *,
+        alias_localpart: str | None = None,
     ) -> Portal:
         portal = await self.find_portal(key)
         if portal is not None and portal.mxid:
@@ -98,6 +103,7 @@ class PortalManager:
             is_direct=portal.is_direct,
             invite=list(info.matrix_users or []),
             initial_state=initial_state,
+            alias_localpart=alias_localpart,
         )
         await self._store.save_portal(portal)
         for mxid in info.matrix_users or []:
@@ -226,7 +232,7 @@ class PortalManager:
                 if parts:
                     await self._matrix.mark_read(sender_mxid, portal.mxid, parts[-1].mxid)
             case RemoteChatInfo():
-                await self._chat_info(portal, event.info)
+                await self._chat_info(portal, event.info, client)
             case _:
                 raise TypeError(f"unknown remote event {type(event).__name__}")
 
@@ -373,7 +379,7 @@ class PortalManager:
             )
             await self._reaction(portal, sender, add)
 
-    async def _chat_info(self, portal: Portal, info: ChatInfo) -> None:
+    async def _chat_info(self, portal: Portal, info: ChatInfo, client: NetworkClient) -> None:
         assert portal.mxid is not None
         bot = self._matrix.bot_mxid
         if info.name is not None and info.name != portal.name:
@@ -390,6 +396,9 @@ class PortalManager:
         for mxid in info.matrix_users or []:
             await self._matrix.invite(portal.mxid, mxid)
             await self._store.add_portal_user(mxid, portal.key)
+        for member in info.members or []:
+            ghost = await self.ensure_ghost(portal.network, member, client, None)
+            await self._matrix.ensure_joined(ghost.mxid, portal.mxid)
 
 
 def _relation(reply: Message | None, root: Message | None) -> dict[str, Any] | None:

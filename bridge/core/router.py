@@ -29,6 +29,7 @@ from bridge.core.connector import (
 )
 from bridge.core.errors import BridgeError, NotSupported, PermanentError, TransientError
 from bridge.core.events import (
+    ChatInfo,
     MatrixEdit,
     MatrixMessage,
     MatrixReaction,
@@ -39,7 +40,14 @@ from bridge.core.events import (
     Media,
     RemoteEvent,
 )
-from bridge.core.ids import LoginID, NetworkID, RemoteMessageID, RemoteUserID, parse_ghost_mxid
+from bridge.core.ids import (
+    LoginID,
+    NetworkID,
+    PortalKey,
+    RemoteMessageID,
+    RemoteUserID,
+    parse_ghost_mxid,
+)
 from bridge.core.matrix import MatrixAPI, deterministic_txn_id
 from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
@@ -141,6 +149,29 @@ class Router:
 
     async def matrix_profile(self, mxid: str) -> tuple[str | None, bytes | None, str]:
         return await self._matrix.get_profile(mxid)
+
+    async def adopt_matrix_room(self, key: PortalKey, alias: str) -> Portal | None:
+        room_id = await self._matrix.resolve_alias(alias)
+        if room_id is None:
+            return None
+        existing = await self._store.get_portal(key)
+        if existing is not None and existing.mxid == room_id:
+            return existing
+        try:
+            await self._matrix.join(room_id)
+        except BridgeError as err:
+            self._log.info(
+                "Cannot join %s (%s) to offer it on %s: %s", alias, room_id, key.network, err
+            )
+            return None
+        name, topic = await self._matrix.room_name_and_topic(room_id)
+        return await self.portals.adopt_room(
+            key, room_id, ChatInfo(name=name or alias, topic=topic)
+        )
+
+    async def matrix_members(self, room_id: str) -> dict[str, str]:
+        members = await self._matrix.joined_members(room_id)
+        return {mxid: name for mxid, name in members.items() if not self._is_any_puppet(mxid)}
 
     def client_for(self, network: NetworkID, login: LoginID, user_mxid: str | None) -> LoadedClient:
         """The client to act with: the login named, else the user's own, else the shared one."""

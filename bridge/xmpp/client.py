@@ -8,7 +8,8 @@ user who speaks there joins as their own occupant.
 from __future__ import annotations
 
 import asyncio
-from typing import Literal, cast
+from collections.abc import Callable
+from typing import Literal
 
 from slixmpp import JID, Message, Presence
 
@@ -37,6 +38,7 @@ from bridge.portal.models import Portal
 from bridge.xmpp import from_matrix
 from bridge.xmpp.component import Component, Stanza
 from bridge.xmpp.config import XmppConfig
+from bridge.xmpp.hosted import HostedRooms
 from bridge.xmpp.identity import Identity
 from bridge.xmpp.ids import (
     dm_key,
@@ -68,16 +70,23 @@ class XmppClient:
         self._cfg = cfg
         self._log = ctx.log
         self.mucs = MucTracker()
-        self.component = Component(cfg, ctx.log, on_stanza=self._on_stanza, on_state=self._on_state)
+        self.component = Component(
+            cfg.jid, cfg, ctx.log, on_stanza=self._on_stanza, on_state=self._on_state
+        )
         self.identity = Identity(self.component.xmpp, cfg, ctx)
+        self.hosted = HostedRooms(cfg, ctx) if cfg.rooms_domain else None
 
     # --- connection -------------------------------------------------------------------------------
 
     async def connect(self) -> None:
         self.component.start()
+        if self.hosted is not None:
+            self.hosted.component.start()
 
     async def disconnect(self) -> None:
         await self.component.stop()
+        if self.hosted is not None:
+            await self.hosted.component.stop()
 
     async def _on_state(self, up: bool, message: str) -> None:
         self._ctx.set_client_state(self.login_id, connected=up, message=message)
@@ -271,39 +280,70 @@ class XmppClient:
 
     # --- Matrix → XMPP ----------------------------------------------------------------------------
 
-    async def _sender(self, portal: Portal, mxid: str, name: str) -> tuple[str, str, str]:
-        """(from, to, type) for a stanza ``mxid`` sends into ``portal``."""
+    async def _routes(
+        self, portal: Portal, mxid: str, name: str
+    ) -> list[tuple[Component, str, str, MessageType]]:
+        """(component, from, to, type) of each stanza that carries what ``mxid`` does in ``portal``."""
         if portal.is_direct:
-            return mxid_to_jid(mxid, self._cfg.jid), portal.remote_id, "chat"
-        return await self._puppet_in(portal.remote_id, mxid, name), portal.remote_id, "groupchat"
+            return [(self.component, mxid_to_jid(mxid, self._cfg.jid), portal.remote_id, "chat")]
+        if self.hosted is not None and self.hosted.hosts(portal.remote_id):
+            return [(self.hosted.component, f"{portal.remote_id}/{name}", occupant, "groupchat")
+                    for occupant in self.hosted.occupants(portal.remote_id)]  # fmt: skip
+        return [
+            (
+                self.component,
+                await self._puppet_in(portal.remote_id, mxid, name),
+                portal.remote_id,
+                "groupchat",
+            )
+        ]
 
-    def _message(self, mfrom: str, mto: str, mtype: str, stanza_id: str, body: str = "") -> Message:
-        msg = self.component.xmpp.make_message(
-            mto=JID(mto), mfrom=JID(mfrom), mtype=cast(MessageType, mtype), mbody=body or None
-        )
-        msg["id"] = stanza_id
-        msg["origin_id"]["id"] = stanza_id
-        return msg
+    async def _send(
+        self,
+        portal: Portal,
+        mxid: str,
+        name: str,
+        stanza_id: str,
+        body: str = "",
+        decorate: Callable[[Message], object] | None = None,
+    ) -> None:
+        self.component.require_up()
+        hosted = self.hosted is not None and self.hosted.hosts(portal.remote_id)
+        for component, mfrom, mto, mtype in await self._routes(portal, mxid, name):
+            stanza = component.xmpp.make_message(
+                mto=JID(mto), mfrom=JID(mfrom), mtype=mtype, mbody=body or None
+            )
+            stanza["id"] = stanza_id
+            stanza["origin_id"]["id"] = stanza_id
+            if hosted:  # we are the room: we assign its stanza-ids
+                stanza["stanza_id"]["id"], stanza["stanza_id"]["by"] = stanza_id, portal.remote_id
+            if decorate is not None:
+                decorate(stanza)
+            component.send(stanza)
 
     async def handle_matrix_message(self, msg: MatrixMessage) -> RemoteMessageID:
         self.component.require_up()
-        mfrom, mto, mtype = await self._sender(msg.portal, msg.sender, msg.sender_name)
         stanza_id = outgoing_id(msg.event_id)
         body = from_matrix.body(msg)
         url = None
         if msg.media is not None:
             url = await self._upload(mxid_to_jid(msg.sender, self._cfg.jid), msg)
             body = f"{body}\n{url}" if body else url
-        stanza = self._message(mfrom, mto, mtype, stanza_id, body)
-        if url is not None:
-            stanza["oob"]["url"] = url
-        if msg.reply_to is not None:
-            stanza["reply"]["id"] = await self._reference(msg.portal, msg.reply_to)
-            stanza["reply"]["to"] = self._author(msg.portal, msg.reply_to)
-            stanza["reply"].add_quoted_fallback(msg.reply_to_text or "…")
-        if mtype == "chat":
-            stanza["markable"]
-        self.component.send(stanza)
+        reply_id = (
+            await self._reference(msg.portal, msg.reply_to) if msg.reply_to is not None else None
+        )
+
+        def decorate(stanza: Message) -> None:
+            if url is not None:
+                stanza["oob"]["url"] = url
+            if msg.reply_to is not None and reply_id is not None:
+                stanza["reply"]["id"] = reply_id
+                stanza["reply"]["to"] = self._author(msg.portal, msg.reply_to)
+                stanza["reply"].add_quoted_fallback(msg.reply_to_text or "…")
+            if stanza["type"] == "chat":
+                stanza["markable"]
+
+        await self._send(msg.portal, msg.sender, msg.sender_name, stanza_id, body, decorate)
         return RemoteMessageID(stanza_id)
 
     def _author(self, portal: Portal, target: StoredMessage) -> str:
@@ -339,33 +379,35 @@ class XmppClient:
         return str(slot["http_upload_slot"]["get"]["url"])
 
     async def handle_matrix_edit(self, edit: MatrixEdit) -> None:
-        mfrom, mto, mtype = await self._sender(edit.portal, edit.sender, edit.sender_name)
-        stanza = self._message(
-            mfrom, mto, mtype, outgoing_id(edit.event_id), from_matrix.edit_body(edit)
+        def decorate(stanza: Message) -> None:
+            stanza["replace"]["id"] = edit.target.remote_id  # always the original (XEP-0308 §5)
+
+        body = from_matrix.edit_body(edit)
+        await self._send(
+            edit.portal, edit.sender, edit.sender_name, outgoing_id(edit.event_id), body, decorate
         )
-        stanza["replace"]["id"] = edit.target.remote_id  # always the original (XEP-0308 §5)
-        self.component.send(stanza)
 
     async def handle_matrix_redaction(self, redaction: MatrixRedaction) -> None:
-        mfrom, mto, mtype = await self._sender(
-            redaction.portal, redaction.sender, redaction.sender_name
-        )
-        stanza = self._message(
-            mfrom, mto, mtype, outgoing_id(redaction.event_id), from_matrix.RETRACTION_FALLBACK
-        )
-        stanza["retract"]["id"] = await self._reference(redaction.portal, redaction.target)
-        stanza["fallback"]["for"] = "urn:xmpp:message-retract:1"
-        stanza.enable("store")
-        self.component.send(stanza)
+        target = await self._reference(redaction.portal, redaction.target)
+
+        def decorate(stanza: Message) -> None:
+            stanza["retract"]["id"] = target
+            stanza["fallback"]["for"] = "urn:xmpp:message-retract:1"
+            stanza.enable("store")
+
+        await self._send(redaction.portal, redaction.sender, redaction.sender_name,
+                         outgoing_id(redaction.event_id), from_matrix.RETRACTION_FALLBACK, decorate)  # fmt: skip
 
     async def _send_reactions(self, portal: Portal, event_id: str, sender: str, name: str,
                               target: StoredMessage, emojis: set[str]) -> None:  # fmt: skip
-        mfrom, mto, mtype = await self._sender(portal, sender, name)
-        stanza = self._message(mfrom, mto, mtype, outgoing_id(event_id, "react"))
-        stanza["reactions"]["id"] = await self._reference(portal, target)
-        stanza["reactions"].set_values(emojis, all_chars=True)
-        stanza.enable("store")
-        self.component.send(stanza)
+        reference = await self._reference(portal, target)
+
+        def decorate(stanza: Message) -> None:
+            stanza["reactions"]["id"] = reference
+            stanza["reactions"].set_values(emojis, all_chars=True)
+            stanza.enable("store")
+
+        await self._send(portal, sender, name, outgoing_id(event_id, "react"), decorate=decorate)
 
     async def _reactions_of(self, portal: Portal, target: RemoteMessageID, sender: str) -> set[str]:
         return {r.emoji for r in await self._ctx.store.list_reactions(portal.key, target, sender)}
@@ -378,16 +420,14 @@ class XmppClient:
                                    reaction.target, emojis | {reaction.emoji})  # fmt: skip
 
     async def handle_matrix_reaction_remove(self, removal: MatrixReactionRemove) -> None:
+        portal = removal.portal
         target = await self._ctx.store.get_message(
-            removal.portal.remote_id,
-            removal.target.message_id,
-            removal.target.part_id,
-            removal.portal.receiver,
+            portal.remote_id, removal.target.message_id, removal.target.part_id, portal.receiver
         )
         if target is None:
             return
-        emojis = await self._reactions_of(removal.portal, target.remote_id, removal.sender)
-        await self._send_reactions(removal.portal, removal.event_id, removal.sender, removal.sender_name,
+        emojis = await self._reactions_of(portal, target.remote_id, removal.sender)
+        await self._send_reactions(portal, removal.event_id, removal.sender, removal.sender_name,
                                    target, emojis - {removal.target.emoji})  # fmt: skip
 
     async def handle_matrix_typing(self, typing: MatrixTyping) -> None:

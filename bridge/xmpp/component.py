@@ -29,22 +29,21 @@ Stanza = Message | Presence
 class Component:
     def __init__(
         self,
+        domain: str,
         cfg: XmppConfig,
         log: logging.Logger,
         *,
         on_stanza: Callable[[Stanza], Awaitable[None]],
         on_state: Callable[[bool, str], Awaitable[None]],
     ) -> None:
+        self.domain = domain
         self._cfg = cfg
         self._log = log
         self._on_stanza = on_stanza
         self._on_state = on_state
-        self.xmpp = ComponentXMPP(cfg.jid, cfg.secret, cfg.host, cfg.port, fix_error_ns=True)
+        self.xmpp = ComponentXMPP(domain, cfg.secret, cfg.host, cfg.port, fix_error_ns=True)
         for plugin in PLUGINS:
             self.xmpp.register_plugin(plugin)
-        self.xmpp["xep_0030"].add_identity(
-            category="gateway", itype="matrix", name="Matrix", jid=cfg.jid
-        )
         self.xmpp.add_event_handler("session_start", self._session_start)
         self.xmpp.add_event_handler("disconnected", self._disconnected)
         # slixmpp's "message" event skips messages without a body (reactions, chat states,
@@ -60,7 +59,7 @@ class Component:
         self._stopping = False
         self._worker = asyncio.create_task(self._consume(), name="xmpp-inbound")
         self._log.info(
-            "Connecting component %s to %s:%d", self._cfg.jid, self._cfg.host, self._cfg.port
+            "Connecting component %s to %s:%d", self.domain, self._cfg.host, self._cfg.port
         )
         self.xmpp.connect()
 
@@ -79,11 +78,11 @@ class Component:
                 user_message="The XMPP server is not reachable right now; the bridge kept retrying.",
             )
 
-    def send(self, stanza: Stanza) -> None:
+    def send(self, stanza: StanzaBase) -> None:
         """Send, never with a ``from`` outside our domain: the server would drop the stream."""
         self.require_up()
         sender = stanza["from"]
-        if sender.domain != self._cfg.jid:
+        if sender.domain != self.domain:
             raise ValueError(f"refusing to send a stanza from {sender!s}")
         stanza.send()
 
@@ -103,7 +102,7 @@ class Component:
 
     async def _session_start(self, _: object) -> None:
         self.up = True
-        self._log.info("Component %s is connected", self._cfg.jid)
+        self._log.info("Component %s is connected", self.domain)
         await self._on_state(True, "")
 
     async def _disconnected(self, reason: object) -> None:

@@ -25,6 +25,7 @@ DOMAIN = "hub.test"
 
 
 XMPP_COMPONENT = "matrix.xmpp.test"
+XMPP_ROOMS = "rooms.xmpp.test"
 XMPP_SECRET = "component-secret-for-tests"
 
 
@@ -57,7 +58,7 @@ def write_config(
                     "port": prosody.component_port,
                     "secret": XMPP_SECRET,
                 },
-                "rooms_domain": "rooms.xmpp.test",
+                "rooms_domain": XMPP_ROOMS,
                 "upload_service": prosody.upload_domain,
                 "history_on_join": 20,
             },
@@ -114,7 +115,9 @@ async def hub(tmp_path_factory, remote: RemoteNetwork) -> AsyncIterator[Hub]:  #
     install_reference_entry_point(site_dir)
     as_port, metrics_port = free_port(), free_port()
     config_path = workdir / "config.yaml"
-    prosody = ProsodyServer(workdir / "prosody", components={XMPP_COMPONENT: XMPP_SECRET})
+    prosody = ProsodyServer(
+        workdir / "prosody", components={XMPP_COMPONENT: XMPP_SECRET, XMPP_ROOMS: XMPP_SECRET}
+    )
     await prosody.start()
     write_config(
         config_path,

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from slixmpp.exceptions import PresenceError
 
 from tests.e2e.conftest import DOMAIN, XMPP_COMPONENT, Hub
 from tests.e2e.hub import eventually
@@ -250,3 +251,66 @@ async def test_prosody_restart_loses_nothing(hub: Hub, xmpp_user: XmppUser) -> N
         assert len(copies) == 1, sent
     finally:
         await reconnected.close()
+
+
+async def test_muc_joined_from_matrix_through_its_alias(hub: Hub) -> None:
+    room = f"club{next(_names)}@{hub.prosody.muc_domain}"
+    xena = XmppUser(hub.prosody.register(f"xena{next(_names)}"), "pw", hub.prosody.c2s_port)
+    await xena.connect()
+    try:
+        await xena.join_muc(room, "Xena")
+        alice = await hub.user("alice")
+        room_id = await alice.join(f"#xmpp_{room.replace('@', '=40')}:{DOMAIN}")
+        xena.send_groupchat(room, "Anyone from Matrix?")
+        event = await alice.wait_for(lambda e: _body(e) == "Anyone from Matrix?", room_id=room_id)
+        assert event["sender"] == ghost_of(f"{room}/xena")
+        await alice.send_text(room_id, "Yes, me")
+        nick = alice.mxid[1:].split(":")[0].capitalize()
+        await xena.wait_for_message(lambda m: m["type"] == "groupchat" and m["from"].resource == nick
+                                    and m["body"] == "Yes, me")  # fmt: skip
+    finally:
+        await xena.close()
+
+
+async def test_matrix_room_joined_from_xmpp_as_a_muc(hub: Hub) -> None:
+    alice = await hub.user("alice")
+    nick = alice.mxid[1:].split(":")[0].capitalize()
+    localpart = f"lobby{next(_names)}"
+    room_id = await alice.create_room(
+        preset="public_chat", room_alias_name=localpart, topic="Matrix lobby"
+    )
+    muc = f"{localpart}\\3ahub.test@rooms.xmpp.test"
+    xeno = XmppUser(hub.prosody.register(f"xeno{next(_names)}"), "pw", hub.prosody.c2s_port)
+    await xeno.connect()
+    try:
+        await xeno.join_muc(muc, "Xeno")
+        assert xeno.seen(lambda m: m["type"] == "groupchat" and m["subject"] == "Matrix lobby")
+        await xeno.wait_for_presence(
+            lambda p: p["from"].resource == nick
+        )  # the Matrix member is an occupant
+
+        xeno.send_groupchat(muc, "Hello Matrix room")
+        event = await alice.wait_for(
+            lambda e: _body(e) == "Hello Matrix room", room_id=room_id, timeout=20
+        )
+        assert event["sender"] == ghost_of(xeno.jid)
+        await xeno.wait_for_message(
+            lambda m: m["body"] == "Hello Matrix room" and m["from"].resource == "Xeno"
+        )
+
+        await alice.send_text(room_id, "Welcome, Xeno")
+        got = await xeno.wait_for_message(lambda m: m["body"] == "Welcome, Xeno")
+        assert (
+            got["from"].bare == muc and got["from"].resource == nick and got["type"] == "groupchat"
+        )
+
+        rival = XmppUser(hub.prosody.register(f"rival{next(_names)}"), "pw", hub.prosody.c2s_port)
+        await rival.connect()
+        try:
+            with pytest.raises(PresenceError) as refused:
+                await rival.join_muc(muc, nick, timeout=5)  # Alice's display name is taken
+            assert refused.value.condition == "conflict"
+        finally:
+            await rival.close()
+    finally:
+        await xeno.close()
