@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiohttp
 
 from bridge.core.connector import NetworkClient
+from bridge.core.errors import BridgeError
 from bridge.core.events import RemoteEvent
 from bridge.core.ids import (
     LoginID,
@@ -50,6 +51,10 @@ class CoreServices(Protocol):
     async def adopt_matrix_room(self, key: PortalKey, alias: str) -> Portal | None: ...
 
     async def matrix_members(self, room_id: str) -> dict[str, str]: ...
+
+    async def delivery_failed(
+        self, network: NetworkID, event_id: str, err: BridgeError
+    ) -> None: ...
 
 
 class ConnectorContext:
@@ -122,6 +127,11 @@ class ConnectorContext:
     async def matrix_members(self, room_id: str) -> dict[str, str]:
         """mxid → display name of a portal room's Matrix members (ghosts left out)."""
         return await self._core.matrix_members(room_id)
+
+    async def delivery_failed(self, event_id: str, err: BridgeError) -> None:
+        """The network bounced a message after ``handle_matrix_*`` had returned (an XMPP error
+        stanza, a mail bounce): the sender gets a notice in the room."""
+        await self._core.delivery_failed(self.network, event_id, err)
 
     def background(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run ``coro`` until the connector stops; an unexpected exception is logged."""

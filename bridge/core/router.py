@@ -348,23 +348,36 @@ class Router:
     async def _failure_notice(self, row: InboxRow, err: Exception) -> None:
         if row.kind != "pdu" or row.room_id is None or row.event_id is None:
             return
-        sender = row.payload.get("sender", "")
+        await self.notify_failure(
+            row.room_id, row.event_id, str(row.payload.get("sender", "")), err
+        )
+
+    async def notify_failure(
+        self, room_id: str, event_id: str, sender: str, err: Exception
+    ) -> None:
+        """Tell ``sender`` in the room, as a reply to their event, that it was not delivered."""
         text = f"{sender}: your message was not delivered. {_user_message(err)}"
         content = {
             "msgtype": "m.notice",
             "body": text,
-            "m.relates_to": {"m.in_reply_to": {"event_id": row.event_id}},
+            "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
             "m.mentions": {"user_ids": [sender]},
         }
         try:
-            await self._matrix.send(
-                self._matrix.bot_mxid,
-                row.room_id,
-                content,
-                txn_id=deterministic_txn_id("notice", row.event_id),
-            )
+            txn = deterministic_txn_id("notice", event_id)
+            await self._matrix.send(self._matrix.bot_mxid, room_id, content, txn_id=txn)
         except BridgeError as notice_err:
-            self._log.error("Could not send failure notice to %s: %s", row.room_id, notice_err)
+            self._log.error("Could not send failure notice to %s: %s", room_id, notice_err)
+
+    async def delivery_failed(self, network: NetworkID, event_id: str, err: BridgeError) -> None:
+        message = await self._store.get_message_by_mxid(event_id)
+        if message is None or message.network != network:
+            self._log.warning("Delivery failure for unknown event %s: %s", event_id, err)
+            return
+        self._log.warning(
+            "Delivery of %s to %s failed after it was sent: %s", event_id, network, err
+        )
+        await self.notify_failure(message.room_id, event_id, message.sender_id, err)
 
     # --- Matrix → network: one event --------------------------------------------------------------
 

@@ -8,7 +8,10 @@ user who speaks there joins as their own occupant.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
+from copy import copy
+from dataclasses import dataclass
 from typing import Literal
 
 from slixmpp import JID, Message, Presence
@@ -41,6 +44,7 @@ from bridge.xmpp.config import XmppConfig
 from bridge.xmpp.hosted import HostedRooms
 from bridge.xmpp.identity import Identity
 from bridge.xmpp.ids import (
+    NETWORK,
     dm_key,
     message_id,
     muc_key,
@@ -56,10 +60,22 @@ from bridge.xmpp.protocol.escaping import (
     mxid_to_jid,
     split_jid,
 )
-from bridge.xmpp.to_matrix import convert
+from bridge.xmpp.to_matrix import MAX_BODY_BYTES, convert, too_large
 
 JOIN_TIMEOUT = 15
+MAX_RESENDS = 3
+TRACKED_STANZAS = 2000
 MessageType = Literal["chat", "groupchat"]
+
+
+@dataclass(slots=True)
+class _Sent:
+    """A stanza we sent for a Matrix event, kept in case the network bounces it."""
+
+    event_id: str
+    stanza: Message
+    component: Component
+    attempts: int = 0
 
 
 class XmppClient:
@@ -75,6 +91,7 @@ class XmppClient:
         )
         self.identity = Identity(self.component.xmpp, cfg, ctx)
         self.hosted = HostedRooms(cfg, ctx) if cfg.rooms_domain else None
+        self._sent: OrderedDict[str, _Sent] = OrderedDict()
 
     # --- connection -------------------------------------------------------------------------------
 
@@ -150,18 +167,69 @@ class XmppClient:
             self.mucs.on_presence(stanza)
             return
         if stanza["type"] == "error":
-            error = stanza["error"]
-            self._log.warning("XMPP delivery of %s to %s failed: %s %s",
-                              stanza["id"], stanza["from"], error["condition"], error["text"])  # fmt: skip
+            await self._bounced(stanza)
             return
         if stanza["type"] == "groupchat":
             await self._groupchat(stanza)
         else:
             await self._direct(stanza)
 
+    async def _bounced(self, error_stanza: Message) -> None:
+        """An error for something we sent: retry what may heal, tell the sender about the rest."""
+        error = error_stanza["error"]
+        condition, text = error["condition"], error["text"]
+        sent = self._sent.get(error_stanza["id"])
+        if sent is None:
+            self._log.info("Error %s from %s for %s, which we no longer track", condition, error_stanza["from"],
+                           error_stanza["id"])  # fmt: skip
+            return
+        if error["type"] == "wait" and sent.attempts < MAX_RESENDS:
+            sent.attempts += 1
+            delay = 2.0**sent.attempts
+            self._log.warning(
+                "XMPP bounced %s (%s); resending in %.0f s", error_stanza["id"], condition, delay
+            )
+            self._ctx.background(self._resend(sent, delay), name=f"resend {error_stanza['id']}")
+            return
+        del self._sent[error_stanza["id"]]
+        reason = f"{condition}: {text}" if text else condition
+        await self._ctx.delivery_failed(
+            sent.event_id,
+            PermanentError(
+                f"XMPP error {reason}",
+                user_message=f"The XMPP server did not deliver it ({reason}).",
+            ),
+        )
+
+    async def _resend(self, sent: _Sent, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            sent.component.send(copy(sent.stanza))
+        except TransientError:
+            await self._ctx.delivery_failed(
+                sent.event_id, TransientError("XMPP down while resending")
+            )
+
+    def _track(self, stanza_id: str, event_id: str, stanza: Message, component: Component) -> None:
+        self._sent[stanza_id] = _Sent(event_id, copy(stanza), component)
+        while len(self._sent) > TRACKED_STANZAS:
+            self._sent.popitem(last=False)
+
+    def _refuse_if_too_large(self, msg: Message) -> bool:
+        if not too_large(msg):
+            return False
+        self._reply_error(
+            msg, "not-acceptable", f"Messages to Matrix are limited to {MAX_BODY_BYTES} bytes"
+        )
+        return True
+
     async def _direct(self, msg: Message) -> None:
+        if self._refuse_if_too_large(msg):
+            return
         sender = bare_jid(str(msg["from"]))
         mxid = jid_to_mxid(msg["to"].bare, self._cfg.jid)
+        if mxid is not None and mxid.startswith(f"@{NETWORK}_"):
+            mxid = None  # an XMPP person's own ghost: writing to it would loop back to XMPP
         if mxid is None:
             if msg["to"].user:
                 self._reply_error(msg, "item-not-found", "No such Matrix user")
@@ -191,6 +259,13 @@ class XmppClient:
             return
         if room.is_ours(nick):
             return  # the room reflecting what a Matrix user said
+        if too_large(msg):
+            self._log.warning(
+                "Dropped a %d-byte message from %s: too large for Matrix",
+                len(msg["body"]),
+                msg["from"],
+            )
+            return
         if msg["subject"] and not msg["body"]:
             room.subject = msg["subject"]
             return
@@ -303,13 +378,15 @@ class XmppClient:
         portal: Portal,
         mxid: str,
         name: str,
+        event_id: str,
         stanza_id: str,
         body: str = "",
         decorate: Callable[[Message], object] | None = None,
     ) -> None:
         self.component.require_up()
         hosted = self.hosted is not None and self.hosted.hosts(portal.remote_id)
-        for component, mfrom, mto, mtype in await self._routes(portal, mxid, name):
+        routes = await self._routes(portal, mxid, name)
+        for component, mfrom, mto, mtype in routes:
             stanza = component.xmpp.make_message(
                 mto=JID(mto), mfrom=JID(mfrom), mtype=mtype, mbody=body or None
             )
@@ -319,6 +396,8 @@ class XmppClient:
                 stanza["stanza_id"]["id"], stanza["stanza_id"]["by"] = stanza_id, portal.remote_id
             if decorate is not None:
                 decorate(stanza)
+            if not hosted:
+                self._track(stanza_id, event_id, stanza, component)
             component.send(stanza)
 
     async def handle_matrix_message(self, msg: MatrixMessage) -> RemoteMessageID:
@@ -343,7 +422,9 @@ class XmppClient:
             if stanza["type"] == "chat":
                 stanza["markable"]
 
-        await self._send(msg.portal, msg.sender, msg.sender_name, stanza_id, body, decorate)
+        await self._send(
+            msg.portal, msg.sender, msg.sender_name, msg.event_id, stanza_id, body, decorate
+        )
         return RemoteMessageID(stanza_id)
 
     def _author(self, portal: Portal, target: StoredMessage) -> str:
@@ -383,9 +464,8 @@ class XmppClient:
             stanza["replace"]["id"] = edit.target.remote_id  # always the original (XEP-0308 §5)
 
         body = from_matrix.edit_body(edit)
-        await self._send(
-            edit.portal, edit.sender, edit.sender_name, outgoing_id(edit.event_id), body, decorate
-        )
+        await self._send(edit.portal, edit.sender, edit.sender_name, edit.event_id,
+                         outgoing_id(edit.event_id), body, decorate)  # fmt: skip
 
     async def handle_matrix_redaction(self, redaction: MatrixRedaction) -> None:
         target = await self._reference(redaction.portal, redaction.target)
@@ -395,7 +475,7 @@ class XmppClient:
             stanza["fallback"]["for"] = "urn:xmpp:message-retract:1"
             stanza.enable("store")
 
-        await self._send(redaction.portal, redaction.sender, redaction.sender_name,
+        await self._send(redaction.portal, redaction.sender, redaction.sender_name, redaction.event_id,
                          outgoing_id(redaction.event_id), from_matrix.RETRACTION_FALLBACK, decorate)  # fmt: skip
 
     async def _send_reactions(self, portal: Portal, event_id: str, sender: str, name: str,
@@ -407,7 +487,9 @@ class XmppClient:
             stanza["reactions"].set_values(emojis, all_chars=True)
             stanza.enable("store")
 
-        await self._send(portal, sender, name, outgoing_id(event_id, "react"), decorate=decorate)
+        await self._send(
+            portal, sender, name, event_id, outgoing_id(event_id, "react"), decorate=decorate
+        )
 
     async def _reactions_of(self, portal: Portal, target: RemoteMessageID, sender: str) -> set[str]:
         return {r.emoji for r in await self._ctx.store.list_reactions(portal.key, target, sender)}

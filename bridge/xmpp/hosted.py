@@ -22,7 +22,7 @@ from bridge.xmpp.config import XmppConfig
 from bridge.xmpp.ids import muc_key
 from bridge.xmpp.muc import MUC_NS, MUC_USER_NS
 from bridge.xmpp.protocol.escaping import bare_jid, muc_to_room_alias, mxid_to_jid
-from bridge.xmpp.to_matrix import convert
+from bridge.xmpp.to_matrix import MAX_BODY_BYTES, convert, too_large
 
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 FEATURES = (DISCO_INFO, MUC_NS, "muc_open", "muc_public", "muc_nonanonymous", "muc_persistent",
@@ -167,6 +167,14 @@ class HostedRooms:
             return
         if not nicks:
             self._error(msg, "not-acceptable", "Join the room before sending to it", "modify")
+            return
+        if too_large(msg):
+            self._error(
+                msg,
+                "not-acceptable",
+                f"Messages to Matrix are limited to {MAX_BODY_BYTES} bytes",
+                "modify",
+            )
             return
         nick = nicks[0]
         key = muc_key(room)

@@ -75,6 +75,14 @@ def _media(msg: Message, http: aiohttp.ClientSession, limit: int) -> Media | Non
     return Media(fetch=fetcher(http, url, limit), filename=filename, mimetype=mimetype)
 
 
+MAX_BODY_BYTES = 60_000
+"""Matrix events are limited to 64 KiB in all; longer bodies are refused at the door."""
+
+
+def too_large(msg: Message) -> bool:
+    return len(msg["body"].encode()) > MAX_BODY_BYTES
+
+
 async def convert(
     msg: Message,
     *,

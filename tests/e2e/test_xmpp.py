@@ -314,3 +314,63 @@ async def test_matrix_room_joined_from_xmpp_as_a_muc(hub: Hub) -> None:
             await rival.close()
     finally:
         await xeno.close()
+
+
+async def test_bounced_message_becomes_a_notice(hub: Hub) -> None:
+    alice = await hub.user("alice")
+    ghost = ghost_of(f"nobody{next(_names)}@xmpp.test")  # no such account on the XMPP server
+    room_id = await alice.create_room(invite=[ghost], is_direct=True)
+    await alice.wait_for(lambda e: e["type"] == "m.room.member" and e["state_key"] == ghost
+                         and e["content"]["membership"] == "join", room_id=room_id)  # fmt: skip
+    sent = await alice.send_text(room_id, "Is anybody there?")
+    notice = await alice.wait_for(
+        lambda e: e["sender"] == hub.bot and "not delivered" in _body(e), room_id=room_id
+    )
+    assert notice["content"]["m.relates_to"] == {"m.in_reply_to": {"event_id": sent}}
+    assert "XMPP server did not deliver it" in _body(notice)
+
+
+async def test_oversized_message_is_refused_with_an_error(hub: Hub, xmpp_user: XmppUser) -> None:
+    alice, room_id, _, _ = await _dm(hub, xmpp_user)
+    xmpp_user.send_chat(jid_of(alice), "x" * 70_000)
+    error = await xmpp_user.wait_for_message(lambda m: m["type"] == "error")
+    assert error["error"]["condition"] == "not-acceptable"
+    xmpp_user.send_chat(jid_of(alice), "a normal one")
+    await alice.wait_for(lambda e: _body(e) == "a normal one", room_id=room_id)
+    assert not alice.seen(lambda e: _body(e).startswith("xxxx"), room_id=room_id)
+
+
+async def test_bridged_muc_catches_up_after_a_bridge_restart(hub: Hub) -> None:
+    room = f"ops{next(_names)}@{hub.prosody.muc_domain}"
+    xena = XmppUser(hub.prosody.register(f"xena{next(_names)}"), "pw", hub.prosody.c2s_port)
+    await xena.connect()
+    try:
+        await xena.join_muc(room, "Xena")
+        alice = await hub.user("alice")
+        room_id = await alice.join(f"#xmpp_{room.replace('@', '=40')}:{DOMAIN}")
+        xena.send_groupchat(room, "before the restart")
+        await alice.wait_for(lambda e: _body(e) == "before the restart", room_id=room_id)
+        hub.bridge.stop()
+        xena.send_groupchat(room, "while the bridge was away 1")
+        xena.send_groupchat(room, "while the bridge was away 2")
+        await hub.bridge.start(hub.as_port)
+        await alice.wait_for(
+            lambda e: _body(e) == "while the bridge was away 2", room_id=room_id, timeout=30
+        )
+        xena.send_groupchat(room, "after the restart")
+        await alice.wait_for(lambda e: _body(e) == "after the restart", room_id=room_id, timeout=30)
+        for text in (
+            "before the restart",
+            "while the bridge was away 1",
+            "while the bridge was away 2",
+        ):
+            assert len(alice.seen(lambda e, t=text: _body(e) == t, room_id=room_id)) == 1, text
+    finally:
+        await xena.close()
+
+
+async def test_writing_to_an_xmpp_ghost_address_is_refused(hub: Hub, xmpp_user: XmppUser) -> None:
+    looped = f"xmpp_someone=40xmpp.test\\3a{DOMAIN}@{XMPP_COMPONENT}"
+    xmpp_user.send_chat(looped, "hello myself")
+    bounce = await xmpp_user.wait_for_message(lambda m: m["type"] == "error")
+    assert bounce["error"]["condition"] == "item-not-found"
