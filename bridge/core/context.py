@@ -56,6 +56,8 @@ class CoreServices(Protocol):
         self, network: NetworkID, event_id: str, err: BridgeError
     ) -> None: ...
 
+    async def matrix_history(self, room_id: str, limit: int) -> list[tuple[str, str, str, int]]: ...
+
 
 class ConnectorContext:
     def __init__(
@@ -132,6 +134,11 @@ class ConnectorContext:
         """The network bounced a message after ``handle_matrix_*`` had returned (an XMPP error
         stanza, a mail bounce): the sender gets a notice in the room."""
         await self._core.delivery_failed(self.network, event_id, err)
+
+    async def matrix_history(self, room_id: str, limit: int) -> list[tuple[str, str, str, int]]:
+        """The portal room's last ``limit`` messages, oldest first, as (event id, sender display
+        name, plain body, timestamp in ms): for networks that show history on join."""
+        return await self._core.matrix_history(room_id, limit)
 
     def background(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run ``coro`` until the connector stops; an unexpected exception is logged."""

@@ -24,6 +24,7 @@ from mautrix.types import (
     ContentURI,
     EventID,
     EventType,
+    PaginationDirection,
     RoomAlias,
     RoomCreatePreset,
     RoomID,
@@ -296,6 +297,25 @@ class MatrixAPI:
             value = getattr(content, field, None)
             values.append(value if isinstance(value, str) and value else None)
         return values[0], values[1]
+
+    async def recent_messages(self, room_id: str, limit: int) -> list[tuple[str, str, str, int]]:
+        """The last ``limit`` text messages, oldest first: (event id, sender, body, timestamp)."""
+        try:
+            page = await self.bot.get_messages(
+                RoomID(room_id), PaginationDirection.BACKWARD, limit=limit,
+                filter_json={"types": ["m.room.message"]},
+            )  # fmt: skip
+        except Exception as err:
+            raise _wrap(err, f"reading history of {room_id}") from err
+        messages = []
+        events: list[Any] = page.events  # type: ignore[attr-defined]  # functional NamedTuple
+        for event in reversed(events):
+            body = getattr(event.content, "body", None)
+            if isinstance(body, str) and body:
+                messages.append(
+                    (str(event.event_id), str(event.sender), body, int(event.timestamp))
+                )
+        return messages
 
     async def joined_members(self, room_id: str) -> dict[str, str]:
         """mxid → display name of the room's joined members, as the bot sees them."""

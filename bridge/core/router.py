@@ -169,6 +169,13 @@ class Router:
             key, room_id, ChatInfo(name=name or alias, topic=topic)
         )
 
+    async def matrix_history(self, room_id: str, limit: int) -> list[tuple[str, str, str, int]]:
+        names = await self._matrix.joined_members(room_id)
+        return [
+            (event_id, names.get(sender, sender), body, ts)
+            for event_id, sender, body, ts in await self._matrix.recent_messages(room_id, limit)
+        ]
+
     async def matrix_members(self, room_id: str) -> dict[str, str]:
         members = await self._matrix.joined_members(room_id)
         return {mxid: name for mxid, name in members.items() if not self._is_any_puppet(mxid)}

@@ -8,6 +8,9 @@ user who speaks there joins as their own occupant.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from copy import copy
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from slixmpp import JID, Message, Presence
+from slixmpp.exceptions import IqError, IqTimeout
 
 from bridge.core import (
     ChatInfo,
@@ -27,6 +31,7 @@ from bridge.core import (
     MatrixReceipt,
     MatrixRedaction,
     MatrixTyping,
+    Media,
     NotFound,
     NotSupported,
     PermanentError,
@@ -64,6 +69,8 @@ from bridge.xmpp.to_matrix import MAX_BODY_BYTES, convert, too_large
 
 JOIN_TIMEOUT = 15
 MAX_RESENDS = 3
+VCARD_NS = "vcard-temp"
+VCARD_TIMEOUT = 5
 TRACKED_STANZAS = 2000
 MessageType = Literal["chat", "groupchat"]
 
@@ -325,7 +332,38 @@ class XmppClient:
                 f"{user!r} is not a JID", user_message=f"{user} is not a valid XMPP address."
             )
         local, domain, resource = split_jid(user)
-        return UserInfo(name=resource or local or domain)
+        fallback = UserInfo(name=resource or local or domain)
+        if resource or not self.component.up:
+            return fallback  # a MUC occupant known only by nick
+        return await self._vcard(user) or fallback
+
+    async def _vcard(self, user: str) -> UserInfo | None:
+        """Name and avatar from the person's vCard (XEP-0054), if they published one."""
+        iq = self.component.xmpp.make_iq_get(ito=JID(user), ifrom=JID(self._cfg.jid))
+        iq.xml.append(iq.xml.makeelement(f"{{{VCARD_NS}}}vCard", {}))
+        try:
+            result = await iq.send(timeout=VCARD_TIMEOUT)
+        except (IqError, IqTimeout) as err:
+            self._log.debug("No vCard for %s: %s", user, err)
+            return None
+        card = result.xml.find(f"{{{VCARD_NS}}}vCard")
+        if card is None:
+            return None
+        name = (
+            card.findtext(f"{{{VCARD_NS}}}NICKNAME") or card.findtext(f"{{{VCARD_NS}}}FN") or None
+        )
+        avatar = None
+        binval = card.findtext(f"{{{VCARD_NS}}}PHOTO/{{{VCARD_NS}}}BINVAL")
+        if binval:
+            try:
+                data = base64.b64decode("".join(binval.split()), validate=True)
+            except binascii.Error:
+                data = b""
+            if data:
+                mimetype = card.findtext(f"{{{VCARD_NS}}}PHOTO/{{{VCARD_NS}}}TYPE") or "image/png"
+                avatar = Media(data=data, mimetype=mimetype, filename="avatar",
+                               avatar_id=hashlib.sha1(data).hexdigest())  # fmt: skip
+        return UserInfo(name=name.strip() if name else None, avatar=avatar)
 
     async def start_direct_chat(self, user: RemoteUserID, matrix_user: str) -> PortalKey:
         _, domain, resource = split_jid(user) if is_valid_jid(user) else (None, "", None)

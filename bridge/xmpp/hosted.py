@@ -10,13 +10,21 @@ out through their self-ping (XEP-0410) and rejoin.
 from __future__ import annotations
 
 from copy import deepcopy
+from datetime import UTC, datetime
 
 from slixmpp import JID, Iq, Message, Presence
 from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from bridge.core import ChatInfo, ConnectorContext, RemoteChatInfo, RemoteMessageID, RemoteUserID
+from bridge.core import (
+    BridgeError,
+    ChatInfo,
+    ConnectorContext,
+    RemoteChatInfo,
+    RemoteMessageID,
+    RemoteUserID,
+)
 from bridge.xmpp.component import Component, Stanza
 from bridge.xmpp.config import XmppConfig
 from bridge.xmpp.ids import muc_key
@@ -143,6 +151,7 @@ class HostedRooms:
                 self.component.send(self._occupant_presence(room, nick, other, occupant))
         self.component.send(self._occupant_presence(room, nick, occupant, occupant, own=True))
         if not joined_before:
+            await self._send_history(room, portal.mxid, occupant)
             subject = self.component.xmpp.make_message(
                 mto=JID(occupant), mfrom=JID(room), mtype="groupchat"
             )
@@ -154,6 +163,21 @@ class HostedRooms:
                     portal=muc_key(room), info=ChatInfo(members=[member]), create_portal=False
                 )
             )
+
+    async def _send_history(self, room: str, room_id: str, occupant: str) -> None:
+        """Recent messages, marked as delayed (XEP-0203), before the subject as XEP-0045 orders."""
+        try:
+            history = await self._ctx.matrix_history(room_id, self._cfg.history_on_join)
+        except BridgeError as err:
+            self._log.warning("No history for %s: %s", room, err)
+            return
+        for event_id, name, body, ts in history:
+            msg = self.component.xmpp.make_message(mto=JID(occupant), mfrom=JID(f"{room}/{name}"),
+                                                   mtype="groupchat", mbody=body)  # fmt: skip
+            msg["id"] = event_id
+            msg["delay"]["stamp"] = datetime.fromtimestamp(ts / 1000, tz=UTC)
+            msg["delay"]["from"] = JID(room)
+            self.component.send(msg)
 
     async def _message(self, msg: Message) -> None:
         room, occupant = msg["to"].bare, str(msg["from"])

@@ -124,7 +124,7 @@ class ProsodyServer:
             f"data_path = {_lua(str(self.data_path))}",
             f"certificates = {_lua(str(self.rundir / 'certs'))}",
             # mod_posix (pidfile, root check) is loaded automatically on POSIX systems.
-            'modules_enabled = { "disco"; "roster"; "saslauth"; "ping"; "time"; "version" }',
+            'modules_enabled = { "disco"; "roster"; "saslauth"; "ping"; "time"; "version"; "vcard" }',
             # No mod_limits: the Debian default config throttles c2s to 10 kb/s.
             'modules_disabled = { "limits" }',
             f"c2s_ports = {{ {self.c2s_port} }}",

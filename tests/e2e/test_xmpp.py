@@ -279,12 +279,16 @@ async def test_matrix_room_joined_from_xmpp_as_a_muc(hub: Hub) -> None:
     room_id = await alice.create_room(
         preset="public_chat", room_alias_name=localpart, topic="Matrix lobby"
     )
+    await alice.send_text(room_id, "Said before Xeno came")
     muc = f"{localpart}\\3ahub.test@rooms.xmpp.test"
     xeno = XmppUser(hub.prosody.register(f"xeno{next(_names)}"), "pw", hub.prosody.c2s_port)
     await xeno.connect()
     try:
         await xeno.join_muc(muc, "Xeno")
         assert xeno.seen(lambda m: m["type"] == "groupchat" and m["subject"] == "Matrix lobby")
+        history = [m for m in xeno.messages if m["body"] == "Said before Xeno came"]
+        assert len(history) == 1 and history[0]["from"].resource == nick
+        assert history[0].xml.find("{urn:xmpp:delay}delay") is not None
         await xeno.wait_for_presence(
             lambda p: p["from"].resource == nick
         )  # the Matrix member is an occupant
@@ -374,3 +378,25 @@ async def test_writing_to_an_xmpp_ghost_address_is_refused(hub: Hub, xmpp_user: 
     xmpp_user.send_chat(looped, "hello myself")
     bounce = await xmpp_user.wait_for_message(lambda m: m["type"] == "error")
     assert bounce["error"]["condition"] == "item-not-found"
+
+
+async def test_ghost_takes_name_and_avatar_from_the_vcard(hub: Hub) -> None:
+    user = XmppUser(hub.prosody.register(f"xander{next(_names)}"), "pw", hub.prosody.c2s_port)
+    await user.connect()
+    try:
+        avatar = b"\x89PNG\r\n\x1a\n" + b"avatar-pixels" * 50
+        vcard = user.client.plugin["xep_0054"].make_vcard()
+        vcard["NICKNAME"] = "Xander the Great"
+        vcard["PHOTO"]["TYPE"] = "image/png"
+        vcard["PHOTO"]["BINVAL"] = avatar
+        await user.client.plugin["xep_0054"].publish_vcard(vcard)
+        alice = await hub.user("alice")
+        user.send_chat(jid_of(alice), "Do you like my picture?")
+        room_id = await alice.wait_for_invite(timeout=20)
+        await alice.join(room_id)
+        await alice.wait_for(lambda e: _body(e) == "Do you like my picture?", room_id=room_id)
+        profile = await alice.get_profile(ghost_of(user.jid))
+        assert profile["displayname"] == "Xander the Great"
+        assert await alice.download(profile["avatar_url"]) == avatar
+    finally:
+        await user.close()
