@@ -21,6 +21,7 @@ from slixmpp import JID, Message, Presence
 from slixmpp.exceptions import IqError, IqTimeout
 
 from bridge.core import (
+    BridgeError,
     ChatInfo,
     ConnectorContext,
     LoginID,
@@ -248,8 +249,25 @@ class XmppClient:
             resolve=lambda ref: self._resolve(key, ref), http=self._ctx.http,
             max_file_bytes=self._cfg.max_file_bytes,
         )  # fmt: skip
-        if event is not None:
+        if event is None:
+            return
+        if msg.xml.find("{urn:xmpp:receipts}request") is None:
             await self._ctx.queue_remote_event(event)
+            return
+        # XEP-0184: confirm only once the message is safely on the homeserver.
+        try:
+            await self._ctx.deliver_remote_event(event)
+        except BridgeError as err:
+            self._reply_error(
+                msg, "recipient-unavailable", f"Not delivered to Matrix: {err.user_message}"
+            )
+            return
+        if self.component.up:
+            receipt = self.component.xmpp.make_message(
+                mto=msg["from"], mfrom=msg["to"], mtype="chat"
+            )
+            receipt["receipt"] = msg["id"]
+            receipt.send()
 
     async def _groupchat(self, msg: Message) -> None:
         room_jid, nick = msg["from"].bare, msg["from"].resource

@@ -44,6 +44,8 @@ class Component:
         self.xmpp = ComponentXMPP(domain, cfg.secret, cfg.host, cfg.port, fix_error_ns=True)
         for plugin in PLUGINS:
             self.xmpp.register_plugin(plugin)
+        # Delivery receipts are sent by the client once the message is on Matrix, not on arrival.
+        self.xmpp["xep_0184"].auto_ack = False
         self.xmpp.add_event_handler("session_start", self._session_start)
         self.xmpp.add_event_handler("disconnected", self._disconnected)
         # slixmpp's "message" event skips messages without a body (reactions, chat states,

@@ -400,3 +400,15 @@ async def test_ghost_takes_name_and_avatar_from_the_vcard(hub: Hub) -> None:
         assert await alice.download(profile["avatar_url"]) == avatar
     finally:
         await user.close()
+
+
+async def test_delivery_receipt_only_after_the_message_is_on_matrix(
+    hub: Hub, xmpp_user: XmppUser
+) -> None:
+    alice, room_id, _, _ = await _dm(hub, xmpp_user)
+    stanza_id = xmpp_user.send_chat(jid_of(alice), "please confirm", receipt=True)
+    receipt = await xmpp_user.wait_for_message(lambda m: m["receipt"] == stanza_id)
+    assert _from(alice)(receipt)
+    assert alice.seen(
+        lambda e: _body(e) == "please confirm", room_id=room_id
+    ) or await alice.wait_for(lambda e: _body(e) == "please confirm", room_id=room_id)
