@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -238,6 +239,7 @@ async def test_prosody_restart_loses_nothing(hub: Hub, xmpp_user: XmppUser) -> N
     await hub.prosody.stop()
     sent = await alice.send_text(room_id, "sent while XMPP was down")
     await hub.prosody.start()
+    restarted = time.monotonic()
     reconnected = XmppUser(xmpp_user.jid, "pw", hub.prosody.c2s_port, resource="again")
     await reconnected.connect()
     try:
@@ -245,6 +247,7 @@ async def test_prosody_restart_loses_nothing(hub: Hub, xmpp_user: XmppUser) -> N
             lambda m: m["body"] == "sent while XMPP was down", timeout=40
         )
         assert _from(alice)(got)
+        assert time.monotonic() - restarted < 15, "the bridge should be back within seconds"
         await alice.send_text(room_id, "after the restart")
         await reconnected.wait_for_message(lambda m: m["body"] == "after the restart", timeout=20)
         copies = [m for m in reconnected.messages if m["body"] == "sent while XMPP was down"]
