@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from tests.e2e.hub import REPO, free_port
+from tests.e2e.hub import REPO
+from tests.e2e.process import free_port
 
 
 def pontis(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

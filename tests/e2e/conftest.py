@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest_asyncio
 from ruamel.yaml import YAML
 
-from tests.e2e.hub import BridgeProcess, free_port, install_reference_entry_point
+from tests.e2e.hub import BridgeProcess, install_reference_entry_point
 from tests.e2e.matrix_client import MatrixUser
+from tests.e2e.process import free_port
 from tests.e2e.prosody import ProsodyServer
 from tests.e2e.synapse import SynapseServer
 from tests.reference.remote import RemoteNetwork

@@ -24,25 +24,18 @@ import atexit
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+from tests.e2e.process import ServerProcess, free_port
 
 START_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
 PROSODY = "/usr/bin/prosody"
 PROSODYCTL = "/usr/bin/prosodyctl"
 UPLOAD_SIZE_LIMIT = 16 * 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:
@@ -60,7 +53,7 @@ def prosody_installed() -> bool:
     return Path(PROSODY).exists() and Path(PROSODYCTL).exists()
 
 
-class ProsodyServer:
+class ProsodyServer(ServerProcess):
     """One Prosody process: ``domain`` plus MUC, upload and external components, on loopback.
 
     ``components`` maps external component domains (XEP-0114) to their secrets. The ports are
@@ -99,7 +92,6 @@ class ProsodyServer:
         self.pid_path = self.rundir / "prosody.pid"
         self.startup_seconds: float | None = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -204,12 +196,12 @@ class ProsodyServer:
         if self.running:
             raise RuntimeError("Prosody is already running")
         self.write_config()
-        self._log = self.log_path.open("ab")
+        self._output = self.log_path.open("ab")
         self._process = subprocess.Popen(
             self._as_prosody([PROSODY, "-F", "--config", str(self.config_path)]),
             cwd=self.rundir,
             stdin=subprocess.DEVNULL,
-            stdout=self._log,
+            stdout=self._output,
             stderr=subprocess.STDOUT,
             env=self._env(),
         )
@@ -242,31 +234,6 @@ class ProsodyServer:
                 )
             await asyncio.sleep(0.05)
         self.startup_seconds = time.monotonic() - began
-
-    def _kill(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGKILL)
-            self._process.wait()
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        atexit.unregister(self._kill)
-        self._process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    async def stop(self) -> None:
-        """SIGTERM (Prosody closes its streams cleanly), then SIGKILL after STOP_TIMEOUT."""
-        proc = self._process
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-        self._kill()
 
     async def kill(self) -> None:
         """SIGKILL: the streams drop without a closing ``</stream:stream>``."""

@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -28,11 +27,12 @@ from typing import Any
 
 import aiohttp
 
+from tests.e2e.process import STOP_TIMEOUT, ServerProcess, free_port
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SYNAPSE_VENV = REPO / ".cache" / "synapse-venv"
 
 START_TIMEOUT = 60.0
-STOP_TIMEOUT = 10.0
 
 # Rate limits that exist in Synapse 1.163 (``synapse/config/ratelimiting.py``), all raised far
 # beyond anything a test does. Synapse ignores top-level keys it does not know, so keys from
@@ -72,12 +72,6 @@ def synapse_python() -> Path:
     return python
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _log_config(log_path: Path) -> dict[str, Any]:
     return {
         "version": 1,
@@ -104,7 +98,7 @@ def _log_config(log_path: Path) -> dict[str, Any]:
     }
 
 
-class SynapseServer:
+class SynapseServer(ServerProcess):
     """One Synapse process: ``server_name`` on ``127.0.0.1:<free port>``, files in ``workdir``.
 
     Use ``await start()`` / ``await stop()`` from async code (or ``async with``), or
@@ -132,7 +126,6 @@ class SynapseServer:
         self.shared_secret = secrets.token_hex(16)
         self.startup_seconds: float | None = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._stdout: Any = None
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -227,14 +220,14 @@ class SynapseServer:
         if self.running:
             raise RuntimeError("Synapse is already running")
         self.write_config()
-        self._stdout = self.stdout_path.open("ab")
+        self._output = self.stdout_path.open("ab")
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)
         self._process = subprocess.Popen(
             [str(synapse_python()), "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
             cwd=self.workdir,
             stdin=subprocess.DEVNULL,
-            stdout=self._stdout,
+            stdout=self._output,
             stderr=subprocess.STDOUT,
             env=env,
         )
@@ -294,30 +287,6 @@ class SynapseServer:
                 raise self._timed_out()
             time.sleep(0.1)
         self.startup_seconds = time.monotonic() - began
-
-    def _kill(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGKILL)
-            self._process.wait()
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        atexit.unregister(self._kill)
-        self._process = None
-        if self._stdout is not None:
-            self._stdout.close()
-            self._stdout = None
-
-    async def stop(self) -> None:
-        proc = self._process
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-        self._kill()
 
     def stop_blocking(self) -> None:
         proc = self._process

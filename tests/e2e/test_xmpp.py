@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -36,12 +37,33 @@ def ghost_of(jid: str) -> str:
 
 @pytest_asyncio.fixture
 async def xmpp_user(hub: Hub) -> AsyncIterator[XmppUser]:
-    name = f"xuser{next(_names)}"
-    jid = hub.prosody.register(name)
-    user = XmppUser(jid, "pw", hub.prosody.c2s_port)
+    async with xmpp_account(hub, "xuser") as user:
+        yield user
+
+
+@contextlib.asynccontextmanager
+async def xmpp_account(hub: Hub, name: str) -> AsyncIterator[XmppUser]:
+    """A fresh XMPP account on the test server, logged in."""
+    user = XmppUser(
+        hub.prosody.register(f"{name.lower()}{next(_names)}"), "pw", hub.prosody.c2s_port
+    )
     await user.connect()
-    yield user
-    await user.close()
+    try:
+        yield user
+    finally:
+        await user.close()
+
+
+@contextlib.asynccontextmanager
+async def muc_occupant(hub: Hub, room: str, nick: str) -> AsyncIterator[XmppUser]:
+    """A fresh XMPP account sitting in ``room`` as ``nick``."""
+    async with xmpp_account(hub, nick) as user:
+        await user.join_muc(room, nick)
+        yield user
+
+
+def muc_alias(room: str) -> str:
+    return f"#xmpp_{room.replace('@', '=40')}:{DOMAIN}"
 
 
 async def _dm(hub: Hub, xmpp_user: XmppUser) -> tuple[MatrixUser, str, str, str]:
@@ -186,16 +208,7 @@ async def test_message_to_unknown_matrix_address_bounces(hub: Hub, xmpp_user: Xm
 
 async def test_muc_bridged_into_matrix_room(hub: Hub) -> None:
     room = f"team{next(_names)}@{hub.prosody.muc_domain}"
-    occupants = []
-    for nick in ("Xena", "Xavier"):
-        user = XmppUser(
-            hub.prosody.register(nick.lower() + str(next(_names))), "pw", hub.prosody.c2s_port
-        )
-        await user.connect()
-        await user.join_muc(room, nick)
-        occupants.append(user)
-    xena, xavier = occupants
-    try:
+    async with muc_occupant(hub, room, "Xena") as xena, muc_occupant(hub, room, "Xavier") as xavier:
         alice, bob = await hub.user("alice"), await hub.user("bob")
         room_id = await alice.create_room(invite=[hub.bot, bob.mxid])
         await bob.join(room_id)
@@ -229,9 +242,6 @@ async def test_muc_bridged_into_matrix_room(hub: Hub) -> None:
         await eventually(lambda: len(alice.seen(lambda e: _body(e) == "Hello from Alice", room_id=room_id)) == 1,
                          "exactly one copy of Alice's message")  # fmt: skip
         assert len(bob.seen(lambda e: _body(e) == "Hello from Xena", room_id=room_id)) == 1
-    finally:
-        for user in occupants:
-            await user.close()
 
 
 async def test_prosody_restart_loses_nothing(hub: Hub, xmpp_user: XmppUser) -> None:
@@ -258,12 +268,9 @@ async def test_prosody_restart_loses_nothing(hub: Hub, xmpp_user: XmppUser) -> N
 
 async def test_muc_joined_from_matrix_through_its_alias(hub: Hub) -> None:
     room = f"club{next(_names)}@{hub.prosody.muc_domain}"
-    xena = XmppUser(hub.prosody.register(f"xena{next(_names)}"), "pw", hub.prosody.c2s_port)
-    await xena.connect()
-    try:
-        await xena.join_muc(room, "Xena")
+    async with muc_occupant(hub, room, "Xena") as xena:
         alice = await hub.user("alice")
-        room_id = await alice.join(f"#xmpp_{room.replace('@', '=40')}:{DOMAIN}")
+        room_id = await alice.join(muc_alias(room))
         xena.send_groupchat(room, "Anyone from Matrix?")
         event = await alice.wait_for(lambda e: _body(e) == "Anyone from Matrix?", room_id=room_id)
         assert event["sender"] == ghost_of(f"{room}/xena")
@@ -271,8 +278,6 @@ async def test_muc_joined_from_matrix_through_its_alias(hub: Hub) -> None:
         nick = alice.mxid[1:].split(":")[0].capitalize()
         await xena.wait_for_message(lambda m: m["type"] == "groupchat" and m["from"].resource == nick
                                     and m["body"] == "Yes, me")  # fmt: skip
-    finally:
-        await xena.close()
 
 
 async def test_matrix_room_joined_from_xmpp_as_a_muc(hub: Hub) -> None:
@@ -284,17 +289,14 @@ async def test_matrix_room_joined_from_xmpp_as_a_muc(hub: Hub) -> None:
     )
     await alice.send_text(room_id, "Said before Xeno came")
     muc = f"{localpart}\\3ahub.test@rooms.xmpp.test"
-    xeno = XmppUser(hub.prosody.register(f"xeno{next(_names)}"), "pw", hub.prosody.c2s_port)
-    await xeno.connect()
-    try:
+    async with xmpp_account(hub, "xeno") as xeno:
         await xeno.join_muc(muc, "Xeno")
         assert xeno.seen(lambda m: m["type"] == "groupchat" and m["subject"] == "Matrix lobby")
         history = [m for m in xeno.messages if m["body"] == "Said before Xeno came"]
         assert len(history) == 1 and history[0]["from"].resource == nick
         assert history[0].xml.find("{urn:xmpp:delay}delay") is not None
-        await xeno.wait_for_presence(
-            lambda p: p["from"].resource == nick
-        )  # the Matrix member is an occupant
+        # The Matrix member is an occupant.
+        await xeno.wait_for_presence(lambda p: p["from"].resource == nick)
 
         xeno.send_groupchat(muc, "Hello Matrix room")
         event = await alice.wait_for(
@@ -311,16 +313,10 @@ async def test_matrix_room_joined_from_xmpp_as_a_muc(hub: Hub) -> None:
             got["from"].bare == muc and got["from"].resource == nick and got["type"] == "groupchat"
         )
 
-        rival = XmppUser(hub.prosody.register(f"rival{next(_names)}"), "pw", hub.prosody.c2s_port)
-        await rival.connect()
-        try:
+        async with xmpp_account(hub, "rival") as rival:
             with pytest.raises(PresenceError) as refused:
                 await rival.join_muc(muc, nick, timeout=5)  # Alice's display name is taken
             assert refused.value.condition == "conflict"
-        finally:
-            await rival.close()
-    finally:
-        await xeno.close()
 
 
 async def test_bounced_message_becomes_a_notice(hub: Hub) -> None:
@@ -349,12 +345,9 @@ async def test_oversized_message_is_refused_with_an_error(hub: Hub, xmpp_user: X
 
 async def test_bridged_muc_catches_up_after_a_bridge_restart(hub: Hub) -> None:
     room = f"ops{next(_names)}@{hub.prosody.muc_domain}"
-    xena = XmppUser(hub.prosody.register(f"xena{next(_names)}"), "pw", hub.prosody.c2s_port)
-    await xena.connect()
-    try:
-        await xena.join_muc(room, "Xena")
+    async with muc_occupant(hub, room, "Xena") as xena:
         alice = await hub.user("alice")
-        room_id = await alice.join(f"#xmpp_{room.replace('@', '=40')}:{DOMAIN}")
+        room_id = await alice.join(muc_alias(room))
         xena.send_groupchat(room, "before the restart")
         await alice.wait_for(lambda e: _body(e) == "before the restart", room_id=room_id)
         hub.bridge.stop()
@@ -372,8 +365,6 @@ async def test_bridged_muc_catches_up_after_a_bridge_restart(hub: Hub) -> None:
             "while the bridge was away 2",
         ):
             assert len(alice.seen(lambda e, t=text: _body(e) == t, room_id=room_id)) == 1, text
-    finally:
-        await xena.close()
 
 
 async def test_writing_to_an_xmpp_ghost_address_is_refused(hub: Hub, xmpp_user: XmppUser) -> None:
@@ -384,9 +375,7 @@ async def test_writing_to_an_xmpp_ghost_address_is_refused(hub: Hub, xmpp_user: 
 
 
 async def test_ghost_takes_name_and_avatar_from_the_vcard(hub: Hub) -> None:
-    user = XmppUser(hub.prosody.register(f"xander{next(_names)}"), "pw", hub.prosody.c2s_port)
-    await user.connect()
-    try:
+    async with xmpp_account(hub, "xander") as user:
         avatar = b"\x89PNG\r\n\x1a\n" + b"avatar-pixels" * 50
         vcard = user.client.plugin["xep_0054"].make_vcard()
         vcard["NICKNAME"] = "Xander the Great"
@@ -401,8 +390,6 @@ async def test_ghost_takes_name_and_avatar_from_the_vcard(hub: Hub) -> None:
         profile = await alice.get_profile(ghost_of(user.jid))
         assert profile["displayname"] == "Xander the Great"
         assert await alice.download(profile["avatar_url"]) == avatar
-    finally:
-        await user.close()
 
 
 async def test_delivery_receipt_only_after_the_message_is_on_matrix(
