@@ -1,0 +1,113 @@
+"""One Synapse, the reference network and the real bridge process, wired like the e2e tests.
+
+This mirrors the session fixture in ``tests/e2e/conftest.py`` as a plain async context manager
+and reuses the harness's parts (:class:`SynapseServer`, :class:`BridgeProcess`); the config is
+the benchmark's own (:mod:`bench.config`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.config import DOMAIN, write_config
+from bench.source import snapshot
+from bench.timing import TimedMatrixUser, TimedRemoteNetwork
+from tests.e2e.hub import BridgeProcess, install_reference_entry_point
+from tests.e2e.process import free_port
+from tests.e2e.synapse import SynapseServer
+
+
+async def stop_bridge(bridge: BridgeProcess) -> None:
+    """``bridge.stop()`` without blocking the event loop: the bridge's shutdown talks to
+    servers that run in this process (the reference network, the PostgreSQL proxy)."""
+    await asyncio.to_thread(bridge.stop)
+
+
+@dataclass
+class BenchHub:
+    synapse: SynapseServer
+    bridge: BridgeProcess
+    remote: TimedRemoteNetwork
+    workdir: Path
+    config_path: Path
+    site_dir: Path
+    as_port: int
+    revision: str
+    users: list[TimedMatrixUser] = field(default_factory=list)
+    _chats: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def bridge_pid(self) -> int:
+        assert self.bridge.proc is not None, "the bridge is not running"
+        return self.bridge.proc.pid
+
+    @property
+    def synapse_pid(self) -> int:
+        # SynapseServer keeps its Popen private and Synapse writes no pid file in the foreground.
+        process = self.synapse._process
+        assert process is not None, "Synapse is not running"
+        return process.pid
+
+    async def user(self, localpart: str, *, sync: bool = True) -> TimedMatrixUser:
+        mxid, token = await self.synapse.register_user(localpart, displayname=localpart.title())
+        user = TimedMatrixUser(mxid, token, self.synapse.base_url)
+        if sync:
+            await user.start_sync()
+        self.users.append(user)
+        return user
+
+    def chat_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._chats)}"
+
+    def other_bridge(self, name: str, database_url: str) -> BridgeProcess:
+        """A bridge process with the same config and registration on another database.
+
+        Start it on ``as_port`` only while the main bridge is stopped.
+        """
+        workdir = self.workdir / name
+        workdir.mkdir(exist_ok=True)
+        env = {**self.bridge.env, "PONTIS_DATABASE": database_url}
+        return BridgeProcess(workdir, self.config_path, self.site_dir, env=env)
+
+    async def close(self) -> None:
+        for user in self.users:
+            await user.close()
+        await stop_bridge(self.bridge)
+        await self.synapse.stop()
+        await self.remote.stop()
+
+
+@asynccontextmanager
+async def running_hub(workdir: Path, source: str) -> AsyncIterator[BenchHub]:
+    """Everything started; the bridge runs the code of ``source`` (see :mod:`bench.source`),
+    whose revision ends up in ``hub.revision``."""
+    remote = TimedRemoteNetwork()
+    await remote.start()
+    site_dir = workdir / "site"
+    revision = snapshot(site_dir, source)
+    install_reference_entry_point(site_dir)
+    as_port, metrics_port = free_port(), free_port()
+    config_path = workdir / "config.yaml"
+    connectors = {"reference": {"enabled": True, "url": remote.url}}
+    write_config(config_path, as_port=as_port, metrics_port=metrics_port, connectors=connectors)
+    bridge = BridgeProcess(workdir, config_path, site_dir, env={})
+    registration = workdir / "registration.yaml"
+    result = bridge.cli("generate-registration", "-r", str(registration))
+    if result.returncode != 0:
+        await remote.stop()
+        raise RuntimeError(f"generate-registration failed:\n{result.stderr}")
+    synapse = SynapseServer(DOMAIN, workdir / "synapse", [registration])
+    hub = BenchHub(synapse, bridge, remote, workdir, config_path, site_dir, as_port, revision)
+    try:
+        await synapse.start()
+        bridge.env["PONTIS_HOMESERVER_ADDRESS"] = synapse.base_url
+        await bridge.start(as_port)
+        await remote.wait_connected()
+        yield hub
+    finally:
+        await hub.close()
