@@ -164,6 +164,7 @@ class App:
             on_stored=self.router.notify_inbox,
             query_user=self.query_user,
             query_alias=self.query_alias,
+            is_echo=self.router.is_own_echo,
             log=self.log.getChild("appservice"),
         ).add_routes(app)
         app.router.add_get("/_pontis/health", self._health)

@@ -21,6 +21,7 @@ from bridge.portal.models import InboxItem
 from bridge.portal.store import Store
 
 UserQuery = Callable[[str], Awaitable[bool]]
+EchoCheck = Callable[[dict[str, Any]], bool]
 
 # Transaction fields and the inbox kind they are stored as. Unstable prefixes are what Synapse
 # sends today for MSC2409 (ephemeral, to-device) and MSC3202 (device lists, key counts).
@@ -49,8 +50,12 @@ def _error(status: int, errcode: str, message: str) -> web.Response:
     return web.json_response({"errcode": errcode, "error": message}, status=status)
 
 
-def parse_transaction(body: Any) -> list[InboxItem]:
-    """Validate a transaction body and turn it into inbox items (raises :class:`BadTransaction`)."""
+def parse_transaction(body: Any, is_echo: EchoCheck = lambda _: False) -> list[InboxItem]:
+    """Validate a transaction body and turn it into inbox items (raises :class:`BadTransaction`).
+
+    Timeline events for which ``is_echo`` is true (the bridge's own sends coming back) are
+    validated but not stored: they would cost the inbox a write and a delete for nothing.
+    """
     if not isinstance(body, dict):
         raise BadTransaction("transaction body must be a JSON object")
     items: list[InboxItem] = []
@@ -73,6 +78,8 @@ def parse_transaction(body: Any) -> list[InboxItem]:
                 for key in ("event_id", "room_id", "type", "sender"):
                     if not isinstance(event.get(key), str):
                         raise BadTransaction(f"{field}[{index}].{key} must be a string")
+            if kind == "pdu" and is_echo(event):
+                continue
             items.append(
                 InboxItem(kind, event_id, room_id if isinstance(room_id, str) else None, event)
             )
@@ -99,6 +106,7 @@ class AppServiceAPI:
         on_stored: Callable[[], None],
         query_user: UserQuery,
         query_alias: UserQuery,
+        is_echo: EchoCheck,
         log: logging.Logger,
     ) -> None:
         self._hs_token = hs_token
@@ -107,6 +115,7 @@ class AppServiceAPI:
         self._on_stored = on_stored
         self._query_user = query_user
         self._query_alias = query_alias
+        self._is_echo = is_echo
         self._log = log
 
     def add_routes(self, app: web.Application) -> None:
@@ -142,7 +151,7 @@ class AppServiceAPI:
             self._metrics.transactions.labels("malformed").inc()
             return _error(400, "M_NOT_JSON", f"Transaction {txn_id} is not valid JSON: {err}")
         try:
-            items = parse_transaction(body)
+            items = parse_transaction(body, self._is_echo)
         except BadTransaction as err:
             self._metrics.transactions.labels("malformed").inc()
             self._log.warning("Rejected malformed transaction %s: %s", txn_id, err)

@@ -34,6 +34,8 @@ from mautrix.types import (
 
 from bridge.core.errors import PermanentError, TransientError
 
+INTENT_CACHE = 4096
+
 
 class _StateStore(MemoryStateStore, ASStateStore):
     """Room state and registration cache in memory; rebuilt lazily after a restart."""
@@ -89,9 +91,16 @@ class MatrixAPI:
             default_retry_count=2,
         )
         self.bot = IntentAPI(UserID(bot_mxid), self._api, state_store=self.state_store)
+        self._intents: dict[str, IntentAPI] = {}
 
     def intent(self, mxid: str) -> IntentAPI:
-        return self.bot if mxid == self.bot_mxid else self.bot.user(UserID(mxid))
+        if mxid == self.bot_mxid:
+            return self.bot
+        intent = self._intents.pop(mxid, None) or self.bot.user(UserID(mxid))
+        self._intents[mxid] = intent  # most recently used last
+        if len(self._intents) > INTENT_CACHE:
+            del self._intents[next(iter(self._intents))]
+        return intent
 
     async def ping_homeserver(self) -> int:
         """Ask the homeserver to ping us back; on Synapse this also makes it retry queued

@@ -59,6 +59,7 @@ from bridge.portal.store import Store
 CommandHandler = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 """(room_id, sender, event) for messages in a management room and invites of the bot."""
 
+INBOX_BATCH = 500
 _MEDIA_MSGTYPES = {"m.image", "m.file", "m.audio", "m.video"}
 _REPLY_FALLBACK = re.compile(r"^(> .*\n)+\n", re.MULTILINE)
 _HTML_REPLY_FALLBACK = re.compile(r"<mx-reply>.*?</mx-reply>", re.DOTALL)
@@ -268,18 +269,27 @@ class Router:
         while True:
             self._inbox_wakeup.clear()
             try:
-                rows = await self._store.pending_inbox(after_id=last_id)
-                self._metrics.inbox_depth.set(await self._store.inbox_depth())
+                rows = await self._store.pending_inbox(after_id=last_id, limit=INBOX_BATCH)
             except Exception:
                 self._log.exception("Reading the inbox failed; retrying in 5 s")
                 await asyncio.sleep(5)
                 continue
-            if not rows:
-                await self._inbox_wakeup.wait()
-                continue
             for row in rows:
                 await self.queues.put(await self._queue_key(row), self._inbox_job(row))
                 last_id = row.id
+            if len(rows) < INBOX_BATCH:  # drained; new rows set the wake-up flag
+                await self._inbox_wakeup.wait()
+
+    def is_own_echo(self, event: dict[str, Any]) -> bool:
+        """An event the bridge itself caused (the bot, or a ghost in a portal of its own
+        network), recognised before it is stored. Other networks' ghosts are relayed."""
+        sender = event.get("sender")
+        if sender == self._matrix.bot_mxid:
+            return True
+        key = self.portals.room_keys.get(str(event.get("room_id")))
+        return (
+            key is not None and isinstance(sender, str) and self._is_own_puppet(key.network, sender)
+        )
 
     async def _queue_key(self, row: InboxRow) -> str:
         if row.room_id is None:

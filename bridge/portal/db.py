@@ -55,6 +55,10 @@ async def _upgrade(db: Database, table: UpgradeTable) -> None:
         ) from e
 
 
+async def _keep_session(conn: object) -> None:
+    return None
+
+
 async def open_database(
     url: str,
     *,
@@ -69,9 +73,14 @@ async def open_database(
     :class:`StoreError` for a database that is newer than this code or owned by another program.
     """
     _check_url(url)
+    args = dict(db_args or {})
+    if url.startswith(("postgres://", "postgresql://")):
+        # asyncpg resets every connection returned to the pool (UNLISTEN, RESET ALL, advisory
+        # unlocks): a round trip per store call, for session state the store never sets.
+        args.setdefault("reset", _keep_session)
     db = Database.create(
         url,
-        db_args=dict(db_args or {}),
+        db_args=args,
         upgrade_table=build_upgrade_table(_trace_logger(log, "db.upgrade")),
         log=_trace_logger(log, "db"),
         owner_name="pontis",
