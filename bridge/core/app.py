@@ -266,7 +266,7 @@ class App:
                     remote_id, ""
                 )
                 localpart = alias[1 : -len(suffix)]
-                portal = await self.store.get_portal(key)
+                portal = await self.router.portals.find_portal(key)
                 if portal is not None and portal.mxid:
                     await self.matrix.add_alias(portal.mxid, localpart)
                 else:

@@ -243,7 +243,7 @@ class CommandProcessor:
         if not remote_id:
             await self.reply(room_id, f"Usage: `{self._prefix} bridge {network} <chat>`")
             return
-        if await self._store.get_portal_by_mxid(room_id) is not None:
+        if await self._router.portals.portal_by_room(room_id) is not None:
             await self.reply(room_id, "This room is already bridged.")
             return
         loaded = self._router.client_for(connector.info.id, LoginID(""), sender)
@@ -254,7 +254,7 @@ class CommandProcessor:
             )
             return
         key, info = await loaded.client.bridge_room(remote_id, sender)
-        existing = await self._store.get_portal(key)
+        existing = await self._router.portals.find_portal(key)
         if existing is not None and existing.mxid:
             await self.reply(room_id, f"`{remote_id}` is already bridged to {existing.mxid}.")
             return

@@ -57,14 +57,42 @@ class PortalManager:
         self._log = log
         self.room_keys: dict[str, PortalKey] = {}
         """room id → portal key, for routing Matrix events to the portal's queue."""
+        # Every message needs its portal and its sender's ghost; all writes go through here,
+        # so these caches are never stale. Bounded: cleared when full, refilled on demand.
+        self._portals: dict[PortalKey, Portal] = {}
+        self._rooms: dict[str, PortalKey | None] = {}
+        self._ghosts: dict[tuple[NetworkID, RemoteUserID], Ghost] = {}
 
     # --- portals and ghosts ---------------------------------------------------------------------
 
     async def find_portal(self, key: PortalKey) -> Portal | None:
-        portal = await self._store.get_portal(key)
-        if portal is not None and portal.mxid:
-            self.room_keys[portal.mxid] = key
+        portal = self._portals.get(key)
+        if portal is None:
+            portal = await self._store.get_portal(key)
+            if portal is not None:
+                self._remember(portal)
         return portal
+
+    async def portal_by_room(self, room_id: str) -> Portal | None:
+        if room_id in self._rooms:
+            key = self._rooms[room_id]
+            return None if key is None else await self.find_portal(key)
+        portal = await self._store.get_portal_by_mxid(room_id)
+        if portal is None:
+            _bounded_set(self._rooms, room_id, None)
+        else:
+            self._remember(portal)
+        return portal
+
+    async def save_portal(self, portal: Portal) -> None:
+        await self._store.save_portal(portal)
+        self._remember(portal)
+
+    def _remember(self, portal: Portal) -> None:
+        _bounded_set(self._portals, portal.key, portal)
+        if portal.mxid:
+            _bounded_set(self._rooms, portal.mxid, portal.key)
+            self.room_keys[portal.mxid] = portal.key
 
     async def ensure_portal(
         self,
@@ -105,7 +133,7 @@ class PortalManager:
             initial_state=initial_state,
             alias_localpart=alias_localpart,
         )
-        await self._store.save_portal(portal)
+        await self.save_portal(portal)
         for mxid in info.matrix_users or []:
             await self._store.add_portal_user(mxid, key)
         self.room_keys[portal.mxid] = key
@@ -117,11 +145,11 @@ class PortalManager:
 
     async def adopt_room(self, key: PortalKey, room_id: str, info: ChatInfo) -> Portal:
         """Make an existing Matrix room the portal of ``key`` (the ``bridge`` command)."""
-        portal = await self._store.get_portal(key) or Portal(
+        portal = await self.find_portal(key) or Portal(
             network=key.network, remote_id=key.remote_id, receiver=key.receiver
         )
         portal.mxid, portal.name, portal.topic = room_id, info.name, info.topic
-        await self._store.save_portal(portal)
+        await self.save_portal(portal)
         self.room_keys[room_id] = key
         state_key, content = self._bridge_state(key, info)
         for event_type in ("m.bridge", "uk.half-shot.bridge"):
@@ -155,7 +183,10 @@ class PortalManager:
         client: NetworkClient,
         info: UserInfo | None,
     ) -> Ghost:
-        ghost = await self._store.get_ghost(network, remote_id)
+        ghost = self._ghosts.get((network, remote_id)) or await self._store.get_ghost(
+            network, remote_id
+        )
+        is_new = ghost is None
         if ghost is None:
             ghost = Ghost(
                 network=network,
@@ -166,6 +197,7 @@ class PortalManager:
             if info is None:
                 info = await client.get_user_info(remote_id)
         elif info is None:
+            _bounded_set(self._ghosts, (network, remote_id), ghost)
             return ghost
         changed = False
         if info.name is not None and info.name != ghost.name:
@@ -177,8 +209,9 @@ class PortalManager:
             mxc = await self._upload(ghost.mxid, info.avatar)
             await self._matrix.set_profile(ghost.mxid, name=None, avatar_mxc=mxc)
             ghost.avatar_mxc, ghost.avatar_id, changed = mxc, info.avatar.avatar_id, True
-        if changed or await self._store.get_ghost(network, remote_id) is None:
+        if changed or is_new:
             await self._store.save_ghost(ghost)
+        _bounded_set(self._ghosts, (network, remote_id), ghost)
         return ghost
 
     async def _upload(self, sender: str, media: Media) -> str:
@@ -392,7 +425,7 @@ class PortalManager:
             mxc = await self._upload(bot, info.avatar)
             await self._matrix.set_state(bot, portal.mxid, "m.room.avatar", {"url": mxc})
             portal.avatar_mxc = mxc
-        await self._store.save_portal(portal)
+        await self.save_portal(portal)
         for mxid in info.matrix_users or []:
             await self._matrix.invite(portal.mxid, mxid)
             await self._store.add_portal_user(mxid, portal.key)
@@ -417,3 +450,12 @@ def _relation(reply: Message | None, root: Message | None) -> dict[str, Any] | N
 
 def _now() -> int:
     return int(time.time() * 1000)
+
+
+CACHE_LIMIT = 50_000
+
+
+def _bounded_set(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= CACHE_LIMIT and key not in cache:
+        cache.clear()
+    cache[key] = value

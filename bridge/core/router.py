@@ -155,7 +155,7 @@ class Router:
         room_id = await self._matrix.resolve_alias(alias)
         if room_id is None:
             return None
-        existing = await self._store.get_portal(key)
+        existing = await self.portals.find_portal(key)
         if existing is not None and existing.mxid == room_id:
             return existing
         try:
@@ -238,7 +238,7 @@ class Router:
         await self.portals.handle(event, loaded.client)
 
     async def _remote_failure_notice(self, event: RemoteEvent, err: Exception) -> None:
-        portal = await self._store.get_portal(event.portal)
+        portal = await self.portals.find_portal(event.portal)
         if portal is None or not portal.mxid:
             return
         text = f"A message from the remote side could not be bridged: {_user_message(err)}"
@@ -296,7 +296,7 @@ class Router:
             return "global"
         key = self.portals.room_keys.get(row.room_id)
         if key is None:
-            portal = await self._store.get_portal_by_mxid(row.room_id)
+            portal = await self.portals.portal_by_room(row.room_id)
             if portal is None:
                 return f"room:{row.room_id}"
             key = self.portals.room_keys[row.room_id] = portal.key
@@ -419,7 +419,7 @@ class Router:
         sender = str(event.get("sender", ""))
         if sender == self._matrix.bot_mxid:
             return None
-        portal = await self._store.get_portal_by_mxid(row.room_id or "")
+        portal = await self.portals.portal_by_room(row.room_id or "")
         if portal is None:
             if row.room_id is not None and not self._is_any_puppet(sender):
                 return await self._handle_non_portal_event(row.room_id, sender, event)
@@ -478,14 +478,14 @@ class Router:
             await self._matrix.leave(room_id, err.user_message, mxid=ghost)
             return
         await self._matrix.join(room_id, mxid=ghost)
-        portal = await self._store.get_portal(key) or Portal(
+        portal = await self.portals.find_portal(key) or Portal(
             network=key.network, remote_id=key.remote_id, receiver=key.receiver
         )
         if portal.mxid and portal.mxid != room_id:
             self._log.info("DM %s moves from %s to %s", key, portal.mxid, room_id)
             self.portals.room_keys.pop(portal.mxid, None)
         portal.mxid, portal.is_direct = room_id, True
-        await self._store.save_portal(portal)
+        await self.portals.save_portal(portal)
         await self._store.add_portal_user(inviter, key)
         self.portals.room_keys[room_id] = key
         # The bot joins too, so it can tell the user when a message cannot be delivered.
@@ -690,7 +690,7 @@ class Router:
         room_id = event.get("room_id")
         if not isinstance(room_id, str):
             return None
-        portal = await self._store.get_portal_by_mxid(room_id)
+        portal = await self.portals.portal_by_room(room_id)
         if portal is None:
             return None
         content = event.get("content") or {}
