@@ -50,15 +50,19 @@ def _error(status: int, errcode: str, message: str) -> web.Response:
     return web.json_response({"errcode": errcode, "error": message}, status=status)
 
 
-def parse_transaction(body: Any, is_echo: EchoCheck = lambda _: False) -> list[InboxItem]:
+def parse_transaction(
+    body: Any, is_echo: EchoCheck = lambda _: False
+) -> tuple[list[InboxItem], int]:
     """Validate a transaction body and turn it into inbox items (raises :class:`BadTransaction`).
 
     Timeline events for which ``is_echo`` is true (the bridge's own sends coming back) are
     validated but not stored: they would cost the inbox a write and a delete for nothing.
+    Returns the items and how many echoes were left out.
     """
     if not isinstance(body, dict):
         raise BadTransaction("transaction body must be a JSON object")
     items: list[InboxItem] = []
+    echoes = 0
     seen_kinds: set[tuple[str, str]] = set()
     for field, kind in _LIST_FIELDS.items():
         value = body.get(field)
@@ -79,6 +83,7 @@ def parse_transaction(body: Any, is_echo: EchoCheck = lambda _: False) -> list[I
                     if not isinstance(event.get(key), str):
                         raise BadTransaction(f"{field}[{index}].{key} must be a string")
             if kind == "pdu" and is_echo(event):
+                echoes += 1
                 continue
             items.append(
                 InboxItem(kind, event_id, room_id if isinstance(room_id, str) else None, event)
@@ -93,7 +98,7 @@ def parse_transaction(body: Any, is_echo: EchoCheck = lambda _: False) -> list[I
         items.append(InboxItem(kind, None, None, value))
     if "events" not in body:
         raise BadTransaction("events is required")
-    return items
+    return items, echoes
 
 
 class AppServiceAPI:
@@ -151,11 +156,15 @@ class AppServiceAPI:
             self._metrics.transactions.labels("malformed").inc()
             return _error(400, "M_NOT_JSON", f"Transaction {txn_id} is not valid JSON: {err}")
         try:
-            items = parse_transaction(body, self._is_echo)
+            items, echoes = parse_transaction(body, self._is_echo)
         except BadTransaction as err:
             self._metrics.transactions.labels("malformed").inc()
             self._log.warning("Rejected malformed transaction %s: %s", txn_id, err)
             return _error(400, "M_BAD_JSON", f"Transaction {txn_id}: {err}")
+        self._metrics.echoes_dropped.inc(echoes)
+        if not items:  # only our own echoes: nothing to keep, so a replay is harmless too
+            self._metrics.transactions.labels("echo_only").inc()
+            return web.json_response({})
         try:
             stored = await self._store.store_transaction(txn_id, items)
         except Exception:

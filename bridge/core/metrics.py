@@ -14,6 +14,11 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.echoes_dropped = Counter(
+            "pontis_echoes_dropped",
+            "The bridge's own events coming back from the homeserver, dropped before storing",
+            registry=self.registry,
+        )
         self.matrix_events = Counter(
             "pontis_matrix_events",
             "Matrix events processed, by event type, network and outcome",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
@@ -584,3 +585,36 @@ async def test_bridge_command_bridges_an_existing_room(hub: Hub) -> None:
         lambda e: _body(e) == "welcome" and e["sender"] == f"@reference_bob:{DOMAIN}",
         room_id=room_id,
     )
+
+
+async def _metric(hub: Hub, name: str) -> float:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{hub.metrics_port}/metrics") as resp,
+    ):
+        found = re.search(rf"^{name} (\S+)$", await resp.text(), re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_the_bridges_own_echoes_are_dropped_before_the_inbox(hub: Hub) -> None:
+    alice = await hub.user("alice")
+    chat, room_id, _ = await _portal(hub, alice)
+    before = await _metric(hub, "pontis_echoes_dropped_total")
+    for n in range(3):
+        await hub.remote.push(
+            {
+                "kind": "message",
+                "chat": chat,
+                "sender": "bob",
+                "id": f"{chat}-e{n}",
+                "text": f"echo {n}",
+            }
+        )
+    await alice.wait_for(lambda e: _body(e) == "echo 2", room_id=room_id)
+    for _ in range(100):
+        if await _metric(hub, "pontis_echoes_dropped_total") >= before + 3:
+            break
+        await asyncio.sleep(0.05)
+    assert await _metric(hub, "pontis_echoes_dropped_total") >= before + 3
+    # and they were never bridged back to the network
+    assert not [a for a in hub.remote.actions if a.kind == "send" and a.body["chat"] == chat]
