@@ -124,3 +124,20 @@ def test_run_stops_on_sigterm_while_waiting_for_the_homeserver(tmp_path: Path) -
         assert proc.wait(10) == 0
     finally:
         proc.kill()
+
+
+def test_enabled_connector_with_placeholder_secret_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text((REPO / "config.example.yaml").read_text())
+    assert (
+        pontis(tmp_path, "-c", "config.yaml", "generate-registration", "-r", "reg.yaml").returncode
+        == 0
+    )
+    config = YAML().load(tmp_path / "config.yaml")
+    config["connectors"]["xmpp"]["enabled"] = True
+    with (tmp_path / "config.yaml").open("w") as f:
+        YAML().dump(config, f)
+    lines = assert_clean_failure(pontis(tmp_path, "-c", "config.yaml", "check"))
+    assert any(
+        line.startswith("pontis: connectors.xmpp.component.secret: still the placeholder")
+        for line in lines
+    )

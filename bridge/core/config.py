@@ -202,6 +202,24 @@ def _kind(template_value: Any) -> tuple[str, Callable[[Any], bool]] | None:
     return None
 
 
+def _placeholder_secrets(section: Any, path: str) -> list[ConfigProblem]:
+    """Secrets an enabled connector still has at the template's ``generate`` placeholder."""
+    if not isinstance(section, Mapping) or section.get("enabled") is not True:
+        return []
+    problems: list[ConfigProblem] = []
+
+    def walk(node: Mapping[Any, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping):
+                walk(value, _join(prefix, key))
+            elif _is_secret_key(str(key)) and value == PLACEHOLDER:
+                problems.append(ConfigProblem(_join(prefix, key), "still the placeholder 'generate'; set the "
+                                              "shared secret configured on the other side"))  # fmt: skip
+
+    walk(section, path)
+    return problems
+
+
 def _is_secret_key(key: str) -> bool:
     return any(word in key.lower() for word in _SECRET_WORDS)
 
@@ -684,6 +702,7 @@ class Config:
         problems += [
             ConfigProblem(name, "no such config key") for name in self._pending_env.get(network, [])
         ]
+        problems += _placeholder_secrets(self._effective["connectors"][network], path)
         return problems
 
     # -- writing ------------------------------------------------------------------------------
