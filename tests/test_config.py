@@ -389,7 +389,13 @@ def test_validate_connector_merges_example_defaults_into_saved_file(tmp_path: Pa
     example = "enabled: false\ncomponent:\n  jid: x\n  host: h\n  port: 1\n  secret: s\n"
     example += "resource: pontis\n"
     assert "rooms_domain" in config.section("connectors", "xmpp")
-    assert config.validate_connector("xmpp", example) == []
+    assert config.validate_connector("xmpp", example) == [
+        # GOOD enables xmpp without setting the component secret the core template defaults to
+        ConfigProblem(
+            "connectors.xmpp.component.secret",
+            "still the placeholder 'generate'; set the shared secret configured on the other side",
+        )
+    ]
     assert config.connector_section("xmpp")["resource"] == "pontis"
     config.save()
     assert (
