@@ -11,49 +11,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from bridge.core.clients import ClientRegistry, LoadedClient
 from bridge.core.connector import (
-    ClientFeatures,
     NetworkClient,
     NetworkConnector,
     SupportsDirectChats,
-    SupportsEdits,
-    SupportsReactions,
-    SupportsReceipts,
-    SupportsRedactions,
-    SupportsTyping,
 )
 from bridge.core.errors import BridgeError, NotSupported, PermanentError, TransientError
 from bridge.core.events import (
     ChatInfo,
-    MatrixEdit,
-    MatrixMessage,
-    MatrixReaction,
-    MatrixReactionRemove,
-    MatrixReceipt,
-    MatrixRedaction,
-    MatrixTyping,
-    Media,
     RemoteEvent,
 )
 from bridge.core.ids import (
     LoginID,
     NetworkID,
     PortalKey,
-    RemoteMessageID,
     RemoteUserID,
     parse_ghost_mxid,
 )
 from bridge.core.matrix import MatrixAPI, deterministic_txn_id
+from bridge.core.matrix_events import MatrixEventHandler
 from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
 from bridge.core.portals import PortalManager
 from bridge.core.queue import OrderedQueues
-from bridge.portal.models import InboxRow, Message, Portal, Reaction
+from bridge.portal.models import InboxRow, Portal
 from bridge.portal.store import Store
 
 CommandHandler = Callable[[str, str, dict[str, Any]], Awaitable[None]]
@@ -63,17 +49,6 @@ INBOX_BATCH = 500
 _MEDIA_MSGTYPES = {"m.image", "m.file", "m.audio", "m.video"}
 _REPLY_FALLBACK = re.compile(r"^(> .*\n)+\n", re.MULTILINE)
 _HTML_REPLY_FALLBACK = re.compile(r"<mx-reply>.*?</mx-reply>", re.DOTALL)
-
-
-@dataclass(slots=True)
-class LoadedClient:
-    network: NetworkID
-    client: NetworkClient
-    features: ClientFeatures
-    user_mxid: str | None
-    """The Matrix user this login belongs to; ``None`` for a shared client."""
-    connected: bool = False
-    state_message: str = "connecting"
 
 
 @dataclass(slots=True)
@@ -111,42 +86,35 @@ class Router:
         self._retry = retry
         self._domain = domain
         self._log = log
-        self.clients: dict[tuple[NetworkID, LoginID], LoadedClient] = {}
+        self.clients = ClientRegistry(connectors, metrics, log)
+        self._events = MatrixEventHandler(
+            store=store, matrix=matrix, connectors=connectors, clients=self.clients,
+            is_puppet=self._is_any_puppet,
+        )  # fmt: skip
         self.queues = OrderedQueues(
             maxsize=queue_size, log=log.getChild("queue"), observe_wait=metrics.queue_wait.observe
         )
         self.command_handler: CommandHandler | None = None
         self._inbox_wakeup = asyncio.Event()
         self._inbox_task: asyncio.Task[None] | None = None
-        self._typing: dict[str, set[str]] = {}
 
     # --- clients (CoreServices for ConnectorContext) --------------------------------------------
 
     def add_client(
         self, network: NetworkID, client: NetworkClient, user_mxid: str | None = None
     ) -> LoadedClient:
-        loaded = LoadedClient(network, client, ClientFeatures.of(client), user_mxid)
-        self.clients[(network, client.login_id)] = loaded
-        return loaded
+        return self.clients.add(network, client, user_mxid)
 
     def remove_client(self, network: NetworkID, login_id: LoginID) -> LoadedClient | None:
-        return self.clients.pop((network, login_id), None)
+        return self.clients.remove(network, login_id)
 
     def set_client_state(
         self, network: NetworkID, login_id: LoginID, *, connected: bool, message: str
     ) -> None:
-        loaded = self.clients.get((network, login_id))
-        if loaded is not None:
-            loaded.connected, loaded.state_message = connected, message
-        self._metrics.client_state.labels(network, login_id or "shared").set(int(connected))
-        log = self._log.info if connected else self._log.warning
-        log(
-            "Client %s/%s %s%s",
-            network,
-            login_id or "shared",
-            "connected" if connected else "disconnected",
-            f": {message}" if message else "",
-        )
+        self.clients.set_state(network, login_id, connected=connected, message=message)
+
+    def client_for(self, network: NetworkID, login: LoginID, user_mxid: str | None) -> LoadedClient:
+        return self.clients.client_for(network, login, user_mxid)
 
     async def matrix_profile(self, mxid: str) -> tuple[str | None, bytes | None, str]:
         return await self._matrix.get_profile(mxid)
@@ -180,27 +148,6 @@ class Router:
     async def matrix_members(self, room_id: str) -> dict[str, str]:
         members = await self._matrix.joined_members(room_id)
         return {mxid: name for mxid, name in members.items() if not self._is_any_puppet(mxid)}
-
-    def client_for(self, network: NetworkID, login: LoginID, user_mxid: str | None) -> LoadedClient:
-        """The client to act with: the login named, else the user's own, else the shared one."""
-        candidates = [c for (net, _), c in self.clients.items() if net == network]
-        exact = self.clients.get((network, login))
-        if exact is not None and (login or exact.user_mxid is None):
-            return exact
-        if user_mxid is not None:
-            for loaded in candidates:
-                if loaded.user_mxid == user_mxid:
-                    return loaded
-        for loaded in candidates:
-            if loaded.user_mxid is None:
-                return loaded
-        name = (
-            self._connectors[network].info.display_name if network in self._connectors else network
-        )
-        raise NotSupported(
-            f"no {network} client for {user_mxid or 'remote event'}",
-            user_message=f"You are not logged in to {name}. Send `login {network}` to the bridge bot.",
-        )
 
     # --- network → Matrix -----------------------------------------------------------------------
 
@@ -410,7 +357,14 @@ class Router:
 
     async def _handle_inbox_row(self, row: InboxRow) -> NetworkID | None:
         if row.kind == "ephemeral":
-            return await self._handle_ephemeral(row.payload)
+            room_id = row.payload.get("room_id")
+            portal = (
+                await self.portals.portal_by_room(room_id) if isinstance(room_id, str) else None
+            )
+            if portal is None:
+                return None
+            await self._events.handle_ephemeral(portal, row.payload)
+            return portal.network
         if row.kind != "pdu":
             return None  # to-device and key data: kept in the inbox for encryption (DESIGN §7)
         event = row.payload
@@ -431,7 +385,7 @@ class Router:
                 "Ignoring %s from %s in %s: not permitted", event.get("type"), sender, portal.mxid
             )
             return portal.network
-        await self._handle_portal_event(portal, event)
+        await self._events.handle(portal, event)
         return portal.network
 
     async def _handle_non_portal_event(
@@ -492,246 +446,6 @@ class Router:
         await self._matrix.invite(room_id, self._matrix.bot_mxid, inviter=ghost)
         await self._matrix.join(room_id)
         self._log.info("Started DM portal %s for %s in %s", key, inviter, room_id)
-
-    async def _handle_portal_event(self, portal: Portal, event: dict[str, Any]) -> None:
-        etype = event.get("type")
-        content = event.get("content") or {}
-        if not isinstance(content, dict):
-            return
-        sender = str(event["sender"])
-        if await self._store.get_message_by_mxid(event["event_id"]) is not None:
-            return  # already bridged before a crash
-        loaded = self.client_for(portal.network, portal.receiver, sender)
-        base = {
-            "portal": portal,
-            "event_id": event["event_id"],
-            "sender": sender,
-            "sender_name": await self._matrix.get_displayname(portal.mxid or "", sender),
-            "timestamp": int(event.get("origin_server_ts") or time.time() * 1000),
-        }
-        relates = content.get("m.relates_to") or {}
-        if etype in ("m.room.message", "m.sticker"):
-            if relates.get("rel_type") == "m.replace":
-                await self._edit(loaded, base, content, relates)
-            else:
-                await self._message(loaded, base, content, relates, sticker=etype == "m.sticker")
-        elif etype == "m.reaction":
-            await self._reaction(loaded, base, relates)
-        elif etype == "m.room.redaction":
-            redacts = event.get("redacts") or content.get("redacts")
-            if isinstance(redacts, str):
-                await self._redaction(loaded, base, redacts)
-
-    async def _message(
-        self,
-        loaded: LoadedClient,
-        base: dict[str, Any],
-        content: dict[str, Any],
-        relates: dict[str, Any],
-        *,
-        sticker: bool,
-    ) -> None:
-        portal: Portal = base["portal"]
-        caps = self._connectors[portal.network].capabilities()
-        msgtype = "m.image" if sticker else str(content.get("msgtype", "m.text"))
-        body = str(content.get("body", ""))
-        html = (
-            content.get("formatted_body")
-            if content.get("format") == "org.matrix.custom.html"
-            else None
-        )
-        reply_to = thread_root = None
-        reply_text: str | None = None
-        reply_id = (relates.get("m.in_reply_to") or {}).get("event_id")
-        if relates.get("rel_type") == "m.thread":
-            thread_root = await self._store.get_message_by_mxid(str(relates.get("event_id")))
-            if relates.get("is_falling_back"):
-                reply_id = None
-        if reply_id:
-            reply_to = await self._store.get_message_by_mxid(str(reply_id))
-            if reply_to is not None and caps.replies:
-                reply_text = await self._matrix.get_event_text(portal.mxid or "", reply_to.mxid)
-            body = _REPLY_FALLBACK.sub("", body, count=1)
-            html = _HTML_REPLY_FALLBACK.sub("", html) if isinstance(html, str) else None
-        media = None
-        if msgtype in _MEDIA_MSGTYPES:
-            if not caps.media:
-                raise NotSupported(
-                    "media not supported", user_message="This network cannot carry files."
-                )
-            url = content.get("url")
-            if not isinstance(url, str) or not url.startswith("mxc://"):
-                raise PermanentError(
-                    "media without mxc url", user_message="The file could not be read."
-                )
-            info = content.get("info") or {}
-            media = Media(
-                data=await self._matrix.download(url),
-                mimetype=str(info.get("mimetype") or "application/octet-stream"),
-                filename=str(content.get("filename") or body or "file"),
-            )
-            if not content.get("filename") or content.get("filename") == body:
-                body = ""  # no caption
-        if thread_root is not None and not caps.threads:
-            thread_root = None  # still delivered, as a plain message (or reply below)
-        msg = MatrixMessage(
-            **base,
-            body=body,
-            html=html if isinstance(html, str) else None,
-            msgtype=msgtype,
-            media=media,
-            reply_to=reply_to,
-            reply_to_text=reply_text,
-            thread_root=thread_root,
-        )
-        remote_id = await loaded.client.handle_matrix_message(msg)
-        await self._remember(portal, base, remote_id, reply_to, thread_root)
-
-    async def _remember(
-        self,
-        portal: Portal,
-        base: dict[str, Any],
-        remote_id: RemoteMessageID,
-        reply_to: Message | None,
-        thread_root: Message | None,
-    ) -> None:
-        await self._store.add_message(
-            Message(
-                network=portal.network,
-                portal_id=portal.remote_id,
-                receiver=portal.receiver,
-                remote_id=remote_id,
-                mxid=base["event_id"],
-                room_id=portal.mxid or "",
-                sender_id=base["sender"],
-                timestamp=base["timestamp"],
-                reply_to_id=reply_to.remote_id if reply_to else None,
-                thread_root_id=thread_root.remote_id if thread_root else None,
-            )
-        )
-
-    async def _edit(
-        self,
-        loaded: LoadedClient,
-        base: dict[str, Any],
-        content: dict[str, Any],
-        relates: dict[str, Any],
-    ) -> None:
-        target = await self._store.get_message_by_mxid(str(relates.get("event_id")))
-        if target is None:
-            return
-        if not loaded.features.edits:
-            raise NotSupported(
-                "edits not supported", user_message="This network cannot edit messages."
-            )
-        new = content.get("m.new_content") or {}
-        html = new.get("formatted_body") if new.get("format") == "org.matrix.custom.html" else None
-        edit = MatrixEdit(
-            **base,
-            target=target,
-            body=str(new.get("body", "")),
-            html=html if isinstance(html, str) else None,
-        )
-        await cast(SupportsEdits, loaded.client).handle_matrix_edit(edit)
-        await self._store.bump_edit_count(target.mxid)
-
-    async def _reaction(
-        self, loaded: LoadedClient, base: dict[str, Any], relates: dict[str, Any]
-    ) -> None:
-        if relates.get("rel_type") != "m.annotation":
-            return
-        target = await self._store.get_message_by_mxid(str(relates.get("event_id")))
-        if target is None:
-            return
-        if not loaded.features.reactions:
-            raise NotSupported(
-                "reactions not supported", user_message="This network has no reactions."
-            )
-        emoji = str(relates.get("key", ""))
-        await cast(SupportsReactions, loaded.client).handle_matrix_reaction(
-            MatrixReaction(**base, target=target, emoji=emoji)
-        )
-        portal: Portal = base["portal"]
-        await self._store.add_reaction(
-            Reaction(
-                network=portal.network,
-                portal_id=portal.remote_id,
-                receiver=portal.receiver,
-                message_id=target.remote_id,
-                part_id=target.part_id,
-                sender_id=base["sender"],
-                emoji=emoji,
-                mxid=base["event_id"],
-                room_id=portal.mxid or "",
-                timestamp=base["timestamp"],
-            )
-        )
-
-    async def _redaction(self, loaded: LoadedClient, base: dict[str, Any], redacts: str) -> None:
-        message = await self._store.get_message_by_mxid(redacts)
-        if message is not None:
-            if not loaded.features.redactions:
-                raise NotSupported(
-                    "redactions not supported", user_message="This network cannot delete messages."
-                )
-            await cast(SupportsRedactions, loaded.client).handle_matrix_redaction(
-                MatrixRedaction(**base, target=message)
-            )
-            await self._store.delete_message_parts(message.portal_key, message.remote_id)
-            return
-        reaction = await self._store.get_reaction_by_mxid(redacts)
-        if reaction is not None and loaded.features.reactions:
-            await cast(SupportsReactions, loaded.client).handle_matrix_reaction_remove(
-                MatrixReactionRemove(**base, target=reaction)
-            )
-            await self._store.delete_reaction(redacts)
-
-    async def _handle_ephemeral(self, event: dict[str, Any]) -> NetworkID | None:
-        room_id = event.get("room_id")
-        if not isinstance(room_id, str):
-            return None
-        portal = await self.portals.portal_by_room(room_id)
-        if portal is None:
-            return None
-        content = event.get("content") or {}
-        if event.get("type") == "m.typing":
-            now = {
-                u
-                for u in content.get("user_ids", [])
-                if isinstance(u, str) and not self._is_any_puppet(u)
-            }
-            before = self._typing.get(room_id, set())
-            self._typing[room_id] = now
-            for user in now ^ before:
-                loaded = self._client_or_none(portal, user)
-                if loaded is not None and loaded.features.typing:
-                    typing = MatrixTyping(portal=portal, sender=user, typing=user in now)
-                    await cast(SupportsTyping, loaded.client).handle_matrix_typing(typing)
-        elif event.get("type") == "m.receipt":
-            for event_id, receipts in content.items():
-                for user in (receipts or {}).get("m.read", {}):
-                    if self._is_any_puppet(user):
-                        continue
-                    target = await self._store.get_message_by_mxid(event_id)
-                    loaded = self._client_or_none(portal, user)
-                    if target is None or loaded is None or not loaded.features.receipts:
-                        continue
-                    receipt = MatrixReceipt(
-                        portal=portal,
-                        event_id=event_id,
-                        sender=user,
-                        target=target,
-                        sender_name=await self._matrix.get_displayname(room_id, user),
-                        timestamp=int(time.time() * 1000),
-                    )
-                    await cast(SupportsReceipts, loaded.client).handle_matrix_receipt(receipt)
-        return portal.network
-
-    def _client_or_none(self, portal: Portal, user: str) -> LoadedClient | None:
-        try:
-            return self.client_for(portal.network, portal.receiver, user)
-        except NotSupported:
-            return None
 
 
 def _user_message(err: Exception) -> str:

@@ -1,0 +1,289 @@
+"""Matrix events in portal rooms → connector calls.
+
+By the time a connector's ``handle_matrix_*`` runs, the core has found the stored messages a
+reply, edit, reaction or redaction points at, stripped reply fallbacks, downloaded media and
+checked that the connector supports the action at all.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from bridge.core.clients import ClientRegistry, LoadedClient
+from bridge.core.connector import (
+    NetworkConnector,
+    SupportsEdits,
+    SupportsReactions,
+    SupportsReceipts,
+    SupportsRedactions,
+    SupportsTyping,
+)
+from bridge.core.errors import NotSupported, PermanentError
+from bridge.core.events import (
+    MatrixEdit,
+    MatrixMessage,
+    MatrixReaction,
+    MatrixReactionRemove,
+    MatrixReceipt,
+    MatrixRedaction,
+    MatrixTyping,
+    Media,
+)
+from bridge.core.ids import NetworkID, RemoteMessageID
+from bridge.core.matrix import MatrixAPI
+from bridge.portal.models import Message, Portal, Reaction
+from bridge.portal.store import Store
+
+_MEDIA_MSGTYPES = {"m.image", "m.file", "m.audio", "m.video"}
+_REPLY_FALLBACK = re.compile(r"^(> .*\n)+\n", re.MULTILINE)
+_HTML_REPLY_FALLBACK = re.compile(r"<mx-reply>.*?</mx-reply>", re.DOTALL)
+
+
+class MatrixEventHandler:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        matrix: MatrixAPI,
+        connectors: dict[NetworkID, NetworkConnector],
+        clients: ClientRegistry,
+        is_puppet: Callable[[str], bool],
+    ) -> None:
+        self._store = store
+        self._matrix = matrix
+        self._connectors = connectors
+        self._clients = clients
+        self._is_puppet = is_puppet
+        self._typing: dict[str, set[str]] = {}
+
+    async def handle(self, portal: Portal, event: dict[str, Any]) -> None:
+        etype = event.get("type")
+        content = event.get("content") or {}
+        if not isinstance(content, dict):
+            return
+        sender = str(event["sender"])
+        if await self._store.get_message_by_mxid(event["event_id"]) is not None:
+            return  # already bridged before a crash
+        loaded = self._clients.client_for(portal.network, portal.receiver, sender)
+        base = {
+            "portal": portal,
+            "event_id": event["event_id"],
+            "sender": sender,
+            "sender_name": await self._matrix.get_displayname(portal.mxid or "", sender),
+            "timestamp": int(event.get("origin_server_ts") or time.time() * 1000),
+        }
+        relates = content.get("m.relates_to") or {}
+        if etype in ("m.room.message", "m.sticker"):
+            if relates.get("rel_type") == "m.replace":
+                await self._edit(loaded, base, content, relates)
+            else:
+                await self._message(loaded, base, content, relates, sticker=etype == "m.sticker")
+        elif etype == "m.reaction":
+            await self._reaction(loaded, base, relates)
+        elif etype == "m.room.redaction":
+            redacts = event.get("redacts") or content.get("redacts")
+            if isinstance(redacts, str):
+                await self._redaction(loaded, base, redacts)
+
+    async def _message(
+        self,
+        loaded: LoadedClient,
+        base: dict[str, Any],
+        content: dict[str, Any],
+        relates: dict[str, Any],
+        *,
+        sticker: bool,
+    ) -> None:
+        portal: Portal = base["portal"]
+        caps = self._connectors[portal.network].capabilities()
+        msgtype = "m.image" if sticker else str(content.get("msgtype", "m.text"))
+        body = str(content.get("body", ""))
+        html = (
+            content.get("formatted_body")
+            if content.get("format") == "org.matrix.custom.html"
+            else None
+        )
+        reply_to = thread_root = None
+        reply_text: str | None = None
+        reply_id = (relates.get("m.in_reply_to") or {}).get("event_id")
+        if relates.get("rel_type") == "m.thread":
+            thread_root = await self._store.get_message_by_mxid(str(relates.get("event_id")))
+            if relates.get("is_falling_back"):
+                reply_id = None
+        if reply_id:
+            reply_to = await self._store.get_message_by_mxid(str(reply_id))
+            if reply_to is not None and caps.replies:
+                reply_text = await self._matrix.get_event_text(portal.mxid or "", reply_to.mxid)
+            body = _REPLY_FALLBACK.sub("", body, count=1)
+            html = _HTML_REPLY_FALLBACK.sub("", html) if isinstance(html, str) else None
+        media = None
+        if msgtype in _MEDIA_MSGTYPES:
+            if not caps.media:
+                raise NotSupported(
+                    "media not supported", user_message="This network cannot carry files."
+                )
+            url = content.get("url")
+            if not isinstance(url, str) or not url.startswith("mxc://"):
+                raise PermanentError(
+                    "media without mxc url", user_message="The file could not be read."
+                )
+            info = content.get("info") or {}
+            media = Media(
+                data=await self._matrix.download(url),
+                mimetype=str(info.get("mimetype") or "application/octet-stream"),
+                filename=str(content.get("filename") or body or "file"),
+            )
+            if not content.get("filename") or content.get("filename") == body:
+                body = ""  # no caption
+        if thread_root is not None and not caps.threads:
+            thread_root = None  # still delivered, as a plain message (or reply below)
+        msg = MatrixMessage(
+            **base,
+            body=body,
+            html=html if isinstance(html, str) else None,
+            msgtype=msgtype,
+            media=media,
+            reply_to=reply_to,
+            reply_to_text=reply_text,
+            thread_root=thread_root,
+        )
+        remote_id = await loaded.client.handle_matrix_message(msg)
+        await self._remember(portal, base, remote_id, reply_to, thread_root)
+
+    async def _remember(
+        self,
+        portal: Portal,
+        base: dict[str, Any],
+        remote_id: RemoteMessageID,
+        reply_to: Message | None,
+        thread_root: Message | None,
+    ) -> None:
+        await self._store.add_message(
+            Message(
+                network=portal.network,
+                portal_id=portal.remote_id,
+                receiver=portal.receiver,
+                remote_id=remote_id,
+                mxid=base["event_id"],
+                room_id=portal.mxid or "",
+                sender_id=base["sender"],
+                timestamp=base["timestamp"],
+                reply_to_id=reply_to.remote_id if reply_to else None,
+                thread_root_id=thread_root.remote_id if thread_root else None,
+            )
+        )
+
+    async def _edit(
+        self,
+        loaded: LoadedClient,
+        base: dict[str, Any],
+        content: dict[str, Any],
+        relates: dict[str, Any],
+    ) -> None:
+        target = await self._store.get_message_by_mxid(str(relates.get("event_id")))
+        if target is None:
+            return
+        if not loaded.features.edits:
+            raise NotSupported(
+                "edits not supported", user_message="This network cannot edit messages."
+            )
+        new = content.get("m.new_content") or {}
+        html = new.get("formatted_body") if new.get("format") == "org.matrix.custom.html" else None
+        edit = MatrixEdit(
+            **base,
+            target=target,
+            body=str(new.get("body", "")),
+            html=html if isinstance(html, str) else None,
+        )
+        await cast(SupportsEdits, loaded.client).handle_matrix_edit(edit)
+        await self._store.bump_edit_count(target.mxid)
+
+    async def _reaction(
+        self, loaded: LoadedClient, base: dict[str, Any], relates: dict[str, Any]
+    ) -> None:
+        if relates.get("rel_type") != "m.annotation":
+            return
+        target = await self._store.get_message_by_mxid(str(relates.get("event_id")))
+        if target is None:
+            return
+        if not loaded.features.reactions:
+            raise NotSupported(
+                "reactions not supported", user_message="This network has no reactions."
+            )
+        emoji = str(relates.get("key", ""))
+        await cast(SupportsReactions, loaded.client).handle_matrix_reaction(
+            MatrixReaction(**base, target=target, emoji=emoji)
+        )
+        portal: Portal = base["portal"]
+        await self._store.add_reaction(
+            Reaction(
+                network=portal.network,
+                portal_id=portal.remote_id,
+                receiver=portal.receiver,
+                message_id=target.remote_id,
+                part_id=target.part_id,
+                sender_id=base["sender"],
+                emoji=emoji,
+                mxid=base["event_id"],
+                room_id=portal.mxid or "",
+                timestamp=base["timestamp"],
+            )
+        )
+
+    async def _redaction(self, loaded: LoadedClient, base: dict[str, Any], redacts: str) -> None:
+        message = await self._store.get_message_by_mxid(redacts)
+        if message is not None:
+            if not loaded.features.redactions:
+                raise NotSupported(
+                    "redactions not supported", user_message="This network cannot delete messages."
+                )
+            await cast(SupportsRedactions, loaded.client).handle_matrix_redaction(
+                MatrixRedaction(**base, target=message)
+            )
+            await self._store.delete_message_parts(message.portal_key, message.remote_id)
+            return
+        reaction = await self._store.get_reaction_by_mxid(redacts)
+        if reaction is not None and loaded.features.reactions:
+            await cast(SupportsReactions, loaded.client).handle_matrix_reaction_remove(
+                MatrixReactionRemove(**base, target=reaction)
+            )
+            await self._store.delete_reaction(redacts)
+
+    async def handle_ephemeral(self, portal: Portal, event: dict[str, Any]) -> None:
+        """Typing notifications and read receipts in a portal room."""
+        room_id = portal.mxid or ""
+        content = event.get("content") or {}
+        if event.get("type") == "m.typing":
+            now = {
+                u
+                for u in content.get("user_ids", [])
+                if isinstance(u, str) and not self._is_puppet(u)
+            }
+            before = self._typing.get(room_id, set())
+            self._typing[room_id] = now
+            for user in now ^ before:
+                loaded = self._clients.client_or_none(portal, user)
+                if loaded is not None and loaded.features.typing:
+                    typing = MatrixTyping(portal=portal, sender=user, typing=user in now)
+                    await cast(SupportsTyping, loaded.client).handle_matrix_typing(typing)
+        elif event.get("type") == "m.receipt":
+            for event_id, receipts in content.items():
+                for user in (receipts or {}).get("m.read", {}):
+                    if self._is_puppet(user):
+                        continue
+                    target = await self._store.get_message_by_mxid(event_id)
+                    loaded = self._clients.client_or_none(portal, user)
+                    if target is None or loaded is None or not loaded.features.receipts:
+                        continue
+                    receipt = MatrixReceipt(
+                        portal=portal,
+                        event_id=event_id,
+                        sender=user,
+                        target=target,
+                        sender_name=await self._matrix.get_displayname(room_id, user),
+                        timestamp=int(time.time() * 1000),
+                    )
+                    await cast(SupportsReceipts, loaded.client).handle_matrix_receipt(receipt)
