@@ -23,6 +23,7 @@ from bench.measure import measure_paths
 from bench.paths import MessagePath
 from bench.paths.baseline import matrix_to_matrix
 from bench.paths.reference import reference_paths
+from bench.paths.xmpp import xmpp_paths
 from bench.pgwire import Tally
 from bench.postgres import DEFAULT_ADMIN_URL, server_version, temporary_database
 from bench.procfs import memory_mb
@@ -131,12 +132,15 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
         alice = await hub.user("alice")
         baseline = await matrix_to_matrix(hub, alice)
         inbound, outbound = await reference_paths(hub, alice)
+        xmpp_in, xmpp_out = await xmpp_paths(hub, alice)
+        bridged_paths: list[MessagePath] = [inbound, outbound, xmpp_in, xmpp_out]
         log.info("measuring latency and throughput (N=%d per phase)", settings.messages)
         results = await measure_paths(
-            [baseline, inbound, outbound],
+            [baseline, *bridged_paths],
             settings,
             bridge_pid=hub.bridge_pid,
             synapse_pid=hub.synapse_pid,
+            prosody_pid=hub.prosody_pid,
         )
         base, bridged = results[0], results[1:]
         burst_result = None
@@ -144,7 +148,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
             log.info("burst: %d portals x %d", settings.burst_portals, settings.burst_messages)
             burst_result = await burst(hub, alice, settings.burst_portals, settings.burst_messages)
         peak_rss = memory_mb(hub.bridge_pid)[1]
-        profile = await _profile(hub, [inbound, outbound], settings) if args.profile else None
+        profile = await _profile(hub, bridged_paths, settings) if args.profile else None
         await stop_bridge(hub.bridge)  # the following bridges take its port
 
         startups: list[StartupResult] = []
@@ -193,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
+    logging.getLogger("slixmpp").setLevel(logging.WARNING)  # the XMPP client's connection chatter
     workdir = Path(tempfile.mkdtemp(prefix="pontis-bench-"))
     log.info("working directory %s", workdir)
     try:

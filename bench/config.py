@@ -1,7 +1,8 @@
 """The bridge config a benchmark runs with.
 
 Like the end-to-end tests' config (``tests/e2e/conftest.py``), but with only the connectors
-under measurement enabled and logging at INFO, the production default, instead of DEBUG.
+under measurement enabled (the reference network and XMPP) and logging at INFO, the production
+default, instead of DEBUG.
 """
 
 from __future__ import annotations
@@ -12,6 +13,27 @@ from typing import Any
 from ruamel.yaml import YAML
 
 DOMAIN = "bench.test"
+
+XMPP_COMPONENT = "matrix.xmpp.test"
+"""The bridge's XEP-0114 component: Matrix users are JIDs on it."""
+XMPP_ROOMS = "rooms.xmpp.test"
+XMPP_SECRET = "component-secret-for-the-benchmark"
+
+
+def xmpp_connector(*, component_port: int, upload_service: str) -> dict[str, Any]:
+    """The ``connectors.xmpp`` section for a Prosody that has both components with
+    :data:`XMPP_SECRET`, as in ``tests/e2e/conftest.py``."""
+    return {
+        "enabled": True,
+        "component": {
+            "jid": XMPP_COMPONENT,
+            "host": "127.0.0.1",
+            "port": component_port,
+            "secret": XMPP_SECRET,
+        },
+        "rooms_domain": XMPP_ROOMS,
+        "upload_service": upload_service,
+    }
 
 
 def write_config(

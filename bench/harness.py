@@ -1,25 +1,40 @@
-"""One Synapse, the reference network and the real bridge process, wired like the e2e tests.
+"""One Synapse, one Prosody, the reference network and the real bridge process, wired like the
+e2e tests.
 
 This mirrors the session fixture in ``tests/e2e/conftest.py`` as a plain async context manager
-and reuses the harness's parts (:class:`SynapseServer`, :class:`BridgeProcess`); the config is
-the benchmark's own (:mod:`bench.config`).
+and reuses the harness's parts (:class:`SynapseServer`, :class:`ProsodyServer`,
+:class:`BridgeProcess`); the config is the benchmark's own (:mod:`bench.config`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.config import DOMAIN, write_config
+import aiohttp
+
+from bench.config import (
+    DOMAIN,
+    XMPP_COMPONENT,
+    XMPP_ROOMS,
+    XMPP_SECRET,
+    write_config,
+    xmpp_connector,
+)
 from bench.source import snapshot
-from bench.timing import TimedMatrixUser, TimedRemoteNetwork
+from bench.timing import TimedMatrixUser, TimedRemoteNetwork, TimedXmppUser
 from tests.e2e.hub import BridgeProcess, install_reference_entry_point
 from tests.e2e.process import free_port
+from tests.e2e.prosody import ProsodyServer
 from tests.e2e.synapse import SynapseServer
+
+XMPP_CLIENT = "xmpp/shared"
+"""The XMPP connector's shared client in ``/_pontis/health``."""
 
 
 async def stop_bridge(bridge: BridgeProcess) -> None:
@@ -28,17 +43,36 @@ async def stop_bridge(bridge: BridgeProcess) -> None:
     await asyncio.to_thread(bridge.stop)
 
 
+async def wait_component(as_port: int, wait_seconds: float = 30) -> None:
+    """Until the bridge's health report says its XMPP component is connected to Prosody (the
+    bridge is ready before that: the component connects in the background)."""
+    deadline = time.monotonic() + wait_seconds
+    url = f"http://127.0.0.1:{as_port}/_pontis/health"
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(url) as resp:
+                    if (await resp.json()).get("clients", {}).get(XMPP_CLIENT):
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"the bridge's XMPP component did not connect within {wait_seconds} s")
+
+
 @dataclass
 class BenchHub:
     synapse: SynapseServer
     bridge: BridgeProcess
     remote: TimedRemoteNetwork
+    prosody: ProsodyServer
     workdir: Path
     config_path: Path
     site_dir: Path
     as_port: int
     revision: str
     users: list[TimedMatrixUser] = field(default_factory=list)
+    xmpp_users: list[TimedXmppUser] = field(default_factory=list)
     _chats: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -53,12 +87,26 @@ class BenchHub:
         assert process is not None, "Synapse is not running"
         return process.pid
 
+    @property
+    def prosody_pid(self) -> int:
+        # Like Synapse: the Popen is private. As root it is setpriv, which execs Prosody.
+        process = self.prosody._process
+        assert process is not None, "Prosody is not running"
+        return process.pid
+
     async def user(self, localpart: str, *, sync: bool = True) -> TimedMatrixUser:
         mxid, token = await self.synapse.register_user(localpart, displayname=localpart.title())
         user = TimedMatrixUser(mxid, token, self.synapse.base_url)
         if sync:
             await user.start_sync()
         self.users.append(user)
+        return user
+
+    async def xmpp_user(self, localpart: str) -> TimedXmppUser:
+        """A new account on Prosody, logged in (initial presence sent)."""
+        user = TimedXmppUser(self.prosody.register(localpart), "pw", self.prosody.c2s_port)
+        await user.connect()
+        self.xmpp_users.append(user)
         return user
 
     def chat_id(self, prefix: str) -> str:
@@ -77,8 +125,11 @@ class BenchHub:
     async def close(self) -> None:
         for user in self.users:
             await user.close()
+        for xmpp_user in self.xmpp_users:
+            await xmpp_user.close()
         await stop_bridge(self.bridge)
         await self.synapse.stop()
+        await self.prosody.stop()
         await self.remote.stop()
 
 
@@ -88,12 +139,23 @@ async def running_hub(workdir: Path, source: str) -> AsyncIterator[BenchHub]:
     whose revision ends up in ``hub.revision``."""
     remote = TimedRemoteNetwork()
     await remote.start()
+    # INFO, not the e2e default DEBUG: Prosody would otherwise spend its time logging stanzas.
+    prosody = ProsodyServer(
+        workdir / "prosody",
+        components={XMPP_COMPONENT: XMPP_SECRET, XMPP_ROOMS: XMPP_SECRET},
+        log_level="info",
+    )
     site_dir = workdir / "site"
     revision = snapshot(site_dir, source)
     install_reference_entry_point(site_dir)
     as_port, metrics_port = free_port(), free_port()
     config_path = workdir / "config.yaml"
-    connectors = {"reference": {"enabled": True, "url": remote.url}}
+    connectors = {
+        "reference": {"enabled": True, "url": remote.url},
+        "xmpp": xmpp_connector(
+            component_port=prosody.component_port, upload_service=prosody.upload_domain
+        ),
+    }
     write_config(config_path, as_port=as_port, metrics_port=metrics_port, connectors=connectors)
     bridge = BridgeProcess(workdir, config_path, site_dir, env={})
     registration = workdir / "registration.yaml"
@@ -102,12 +164,16 @@ async def running_hub(workdir: Path, source: str) -> AsyncIterator[BenchHub]:
         await remote.stop()
         raise RuntimeError(f"generate-registration failed:\n{result.stderr}")
     synapse = SynapseServer(DOMAIN, workdir / "synapse", [registration])
-    hub = BenchHub(synapse, bridge, remote, workdir, config_path, site_dir, as_port, revision)
+    hub = BenchHub(
+        synapse, bridge, remote, prosody, workdir, config_path, site_dir, as_port, revision
+    )
     try:
+        await prosody.start()  # before the bridge, whose component connects to it
         await synapse.start()
         bridge.env["PONTIS_HOMESERVER_ADDRESS"] = synapse.base_url
         await bridge.start(as_port)
         await remote.wait_connected()
+        await wait_component(as_port)
         yield hub
     finally:
         await hub.close()

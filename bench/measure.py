@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from bench.driver import Run, closed_loop
@@ -21,8 +22,18 @@ class _Tally:
     path: MessagePath
     bridge: CpuMeter
     synapse: CpuMeter
+    prosody: CpuMeter | None
     single: list[Run] = field(default_factory=list)
     loaded: list[Run] = field(default_factory=list)
+
+    @contextmanager
+    def measure(self) -> Iterator[None]:
+        """CPU of every process metered, around one phase."""
+        with ExitStack() as stack:
+            for meter in (self.bridge, self.synapse, self.prosody):
+                if meter is not None:
+                    stack.enter_context(meter.measure())
+            yield
 
     def result(self) -> PathResult:
         runs = self.single + self.loaded
@@ -37,15 +48,30 @@ class _Tally:
             seconds=sum(run.seconds for run in runs),
             bridge_cpu=self.bridge.seconds,
             synapse_cpu=self.synapse.seconds,
+            prosody_cpu=None if self.prosody is None else self.prosody.seconds,
         )
 
 
 async def measure_paths(
-    paths: Sequence[MessagePath], settings: Settings, *, bridge_pid: int, synapse_pid: int
+    paths: Sequence[MessagePath],
+    settings: Settings,
+    *,
+    bridge_pid: int,
+    synapse_pid: int,
+    prosody_pid: int | None = None,
 ) -> list[PathResult]:
     """Per round, each path sends its share of N with one message in flight (latency), then
-    with ``settings.window`` in flight (throughput)."""
-    tallies = [_Tally(p, CpuMeter(bridge_pid), CpuMeter(synapse_pid)) for p in paths]
+    with ``settings.window`` in flight (throughput). Prosody's CPU is metered for every path
+    when ``prosody_pid`` is given (it idles through the paths that do not use it)."""
+    tallies = [
+        _Tally(
+            p,
+            CpuMeter(bridge_pid),
+            CpuMeter(synapse_pid),
+            None if prosody_pid is None else CpuMeter(prosody_pid),
+        )
+        for p in paths
+    ]
     for tally in tallies:
         tokens = [f"bench {tally.path.key} warmup {i}" for i in range(settings.warmup)]
         await closed_loop(tally.path.send, tally.path.arrivals, tokens, window=1)
@@ -58,7 +84,7 @@ async def measure_paths(
             ):
                 key = tally.path.key
                 tokens = [f"bench {key} r{round_no} {phase} {i}" for i in range(per_round)]
-                with tally.bridge.measure(), tally.synapse.measure():
+                with tally.measure():
                     run = await closed_loop(
                         tally.path.send, tally.path.arrivals, tokens, window=window
                     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from bench.machine import Machine
 from bench.paths.pending import PENDING
 from bench.paths.reference import NOTE as REFERENCE_NOTE
+from bench.paths.xmpp import NOTE as XMPP_NOTE
 from bench.pgwire import Tally
 from bench.results import BurstResult, PathResult, RoundTripResult, Skipped, StartupResult
 from bench.settings import Settings
@@ -105,17 +106,24 @@ def _latency(r: Report) -> str:
         "throughput vs baseline",
     ]
     return (
-        f"Bridged rows: {REFERENCE_NOTE}.\n\n"
+        f"Reference network rows: {REFERENCE_NOTE}. XMPP rows: {XMPP_NOTE}.\n\n"
         + _table(header, rows)
         + "\n\n"
         + f"Latency (p50, p99) is measured with one message in flight, from just before the send "
-        f"to the moment the receiving side has it: the recipient's `/sync` response, or the "
-        f"reference network's HTTP handler. Throughput is measured separately with {s.window} "
+        f"(the Matrix `PUT /send` request, the reference network's push, the XMPP client's "
+        f"stanza write) to the moment the receiving side has it: the recipient's `/sync` "
+        f"response, the reference network's HTTP handler, or the XMPP client's stanza handler. "
+        f"Throughput is measured separately with {s.window} "
         f"messages in flight (closed loop), from the first send to the last arrival. Each path "
         f"sends N messages per phase, split into {s.rounds} rounds that interleave the paths, "
         f"after {s.warmup} unmeasured warm-up messages. *Added* latency is the path's "
         f"percentile minus the baseline's."
     )
+
+
+def _prosody_ms(p: PathResult) -> str:
+    cpu = p.prosody_cpu_ms_per_message
+    return "—" if cpu is None else f"{cpu:.2f} ms"
 
 
 def _cost(r: Report) -> str:
@@ -127,6 +135,7 @@ def _cost(r: Report) -> str:
                 str(p.messages),
                 "(idle)" if p is r.baseline else f"{p.bridge_cpu_ms_per_message:.2f} ms",
                 f"{p.synapse_cpu_ms_per_message:.1f} ms",
+                _prosody_ms(p),
             ]
         )
     if r.burst is not None:
@@ -137,14 +146,18 @@ def _cost(r: Report) -> str:
                 str(b.delivered),
                 f"{1000 * b.bridge_cpu / max(b.delivered, 1):.2f} ms",
                 f"{1000 * b.synapse_cpu / max(b.delivered, 1):.1f} ms",
+                "—",
             ]
         )
+    header = ["Path", "Messages", "Bridge CPU / message", "Synapse CPU / message"]
     return (
-        _table(["Path", "Messages", "Bridge CPU / message", "Synapse CPU / message"], rows)
+        _table([*header, "Prosody CPU / message"], rows)
         + "\n\n"
         + f"CPU is user + system time from `/proc/<pid>/stat` of each process around the "
         f"measured phases, divided by the messages sent (10 ms clock ticks, so short runs are "
-        f"coarse). While only the baseline ran, the idle bridge used "
+        f"coarse). Prosody's column is for information (no target); it is metered on every "
+        f"path, and on the paths that do not use it shows what it spends idle. The XMPP client "
+        f"runs in the benchmark process and is not metered. While only the baseline ran, the idle bridge used "
         f"{r.bridge_idle_cpu_ms_per_s:.1f} ms of CPU per second. Peak RSS (VmHWM) of the bridge "
         f"after the latency, throughput and burst runs: **{r.bridge_peak_rss_mb:.0f} MB**."
     )
@@ -183,7 +196,8 @@ def _scale(r: Report) -> str:
         + "Start-up runs from spawning `python -m bridge -c config.yaml run` to `GET "
         "/_pontis/health` answering 200 (polled every 0.1 s), against the running Synapse; it "
         "includes interpreter start, imports, opening the store, the homeserver and bot checks, "
-        "starting the connector and the appservice ping. Peak RSS is VmHWM a few seconds after "
+        "starting the connectors (reference and XMPP; the XMPP component's handshake with "
+        "Prosody finishes in the background, after ready) and the appservice ping. Peak RSS is VmHWM a few seconds after "
         "ready. The store is filled with batched `executemany` into the schema the bridge's own "
         "migrations created."
     )
@@ -293,9 +307,9 @@ def render(r: Report) -> str:
         )
     parts.append(
         "## How to read this\n\n"
-        "- Everything runs on one machine: Synapse (on SQLite), the bridge, PostgreSQL and the "
-        "benchmark driver (Matrix clients and the in-process reference network) share the "
-        "cores. Synapse spends far more CPU per message than the bridge, so it is the "
+        "- Everything runs on one machine: Synapse (on SQLite), Prosody, the bridge, "
+        "PostgreSQL and the benchmark driver (Matrix clients, the XMPP client and the "
+        "in-process reference network) share the cores. Synapse spends far more CPU per message than the bridge, so it is the "
         "bottleneck for throughput; ratios against the baseline measured in the same run are "
         "what carry over to other machines, not absolute numbers.\n"
         "- The reference network answers at once and in-process, so its rows measure what the "
@@ -305,6 +319,12 @@ def render(r: Report) -> str:
         "to the recipient) plus the bridge. Matrix → reference network starts like the "
         "baseline but ends with Synapse's appservice transaction to the bridge and the "
         "bridge's call to the network instead of the recipient's `/sync`, so its added "
-        "latency compares two different last legs and can even be negative."
+        "latency compares two different last legs and can even be negative.\n"
+        "- The XMPP rows are the same two shapes with a real protocol stack instead of the "
+        "reference network: XMPP → Matrix adds the client's c2s stream, Prosody's routing to "
+        "the component and the connector's stanza parsing; Matrix → XMPP ends with the "
+        "component stream, Prosody's delivery to the client and slixmpp's parsing in the "
+        "benchmark process. The XMPP client shares the benchmark's event loop with the Matrix "
+        "clients, as the reference network does."
     )
     return "\n\n".join(parts) + "\n"

@@ -27,6 +27,8 @@ class PathResult:
     bridge_cpu: float
     """Seconds of bridge CPU while the path's messages were measured."""
     synapse_cpu: float
+    prosody_cpu: float | None = None
+    """Seconds of Prosody CPU in the same phases, when Prosody ran."""
 
     @property
     def rate(self) -> float:
@@ -40,6 +42,10 @@ class PathResult:
     @property
     def synapse_cpu_ms_per_message(self) -> float:
         return 1000 * self.synapse_cpu / self.messages
+
+    @property
+    def prosody_cpu_ms_per_message(self) -> float | None:
+        return None if self.prosody_cpu is None else 1000 * self.prosody_cpu / self.messages
 
 
 @dataclass

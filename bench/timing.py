@@ -2,7 +2,8 @@
 
 Messages carry a unique token as their body. :class:`Arrivals` maps a token to the
 ``time.perf_counter()`` of the moment the receiving side first saw it; the timed subclasses of
-the end-to-end harness's :class:`MatrixUser` and :class:`RemoteNetwork` feed it.
+the end-to-end harness's :class:`MatrixUser`, :class:`RemoteNetwork` and :class:`XmppUser` feed
+it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from slixmpp import Message
+
 from tests.e2e.matrix_client import MatrixUser
+from tests.e2e.xmpp_client import XmppUser
 from tests.reference.remote import RemoteNetwork
 
 
@@ -72,3 +76,22 @@ class TimedRemoteNetwork(RemoteNetwork):
                 self.arrivals.arrived(action.body["body"], now)
         self._timed = len(self.actions)
         await super()._notify()
+
+
+class TimedXmppUser(XmppUser):
+    """An :class:`XmppUser` that timestamps the body of every message stanza it receives.
+
+    slixmpp fires ``message`` for each ``<message>`` with a ``<body>`` as soon as the stanza is
+    parsed, in this event loop; the handler only reads the clock.
+    """
+
+    def __init__(self, jid: str, password: str, port: int) -> None:
+        super().__init__(jid, password, port)
+        self.arrivals = Arrivals()
+        self.client.add_event_handler("message", self._timestamp)
+
+    def _timestamp(self, msg: Message) -> None:
+        now = time.perf_counter()
+        body = msg["body"]
+        if body:
+            self.arrivals.arrived(str(body), now)
