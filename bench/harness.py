@@ -18,17 +18,10 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.config import (
-    DOMAIN,
-    XMPP_COMPONENT,
-    XMPP_ROOMS,
-    XMPP_SECRET,
-    write_config,
-    xmpp_connector,
-)
+from bench.config import DOMAIN, XMPP_SECRET, write_config, xmpp_connector
 from bench.source import snapshot
 from bench.timing import TimedMatrixUser, TimedRemoteNetwork, TimedXmppUser
-from tests.e2e.hub import BridgeProcess, install_reference_entry_point
+from tests.e2e.hub import XMPP_COMPONENT, XMPP_ROOMS, BridgeProcess, install_reference_entry_point
 from tests.e2e.process import free_port
 from tests.e2e.prosody import ProsodyServer
 from tests.e2e.synapse import SynapseServer

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.config import XMPP_COMPONENT
 from bench.harness import BenchHub
 from bench.timing import Arrivals, TimedMatrixUser, TimedXmppUser
+from tests.e2e.hub import XMPP_COMPONENT
 
 NOTE = (
     "real Prosody on loopback, the bridge as its XEP-0114 component, the XMPP user a slixmpp "

@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest_asyncio
 from ruamel.yaml import YAML
 
-from tests.e2e.hub import BridgeProcess, install_reference_entry_point
+from tests.e2e.hub import (
+    XMPP_COMPONENT,
+    XMPP_ROOMS,
+    BridgeProcess,
+    install_reference_entry_point,
+    write_bridge_config,
+    xmpp_section,
+)
 from tests.e2e.matrix_client import MatrixUser
 from tests.e2e.process import free_port
 from tests.e2e.prosody import ProsodyServer
@@ -25,50 +32,32 @@ from tests.reference.remote import RemoteNetwork
 DOMAIN = "hub.test"
 
 
-XMPP_COMPONENT = "matrix.xmpp.test"
-XMPP_ROOMS = "rooms.xmpp.test"
 XMPP_SECRET = "component-secret-for-tests"
 
 
 def write_config(
     path: Path, *, as_port: int, metrics_port: int, remote_url: str, prosody: ProsodyServer
 ) -> None:
-    config = {
-        "homeserver": {"address": "http://127.0.0.1:9", "domain": DOMAIN, "verify_ssl": False},
-        "appservice": {
-            "id": "pontis",
-            "address": f"http://127.0.0.1:{as_port}",
-            "hostname": "127.0.0.1",
-            "port": as_port,
-            "bot_username": "pontis",
-            "as_token": "generate",
-            "hs_token": "generate",
+    xmpp = xmpp_section(
+        component_port=prosody.component_port,
+        secret=XMPP_SECRET,
+        upload_service=prosody.upload_domain,
+    )
+    write_bridge_config(
+        path,
+        domain=DOMAIN,
+        as_port=as_port,
+        metrics_port=metrics_port,
+        connectors={
+            "reference": {"enabled": True, "url": remote_url},
+            "xmpp": xmpp | {"history_on_join": 20},
         },
-        "database": "sqlite:pontis.db",
-        "bridge": {
+        bridge={
             "permissions": {DOMAIN: "user", f"@outsider:{DOMAIN}": "relay"},
             "retry": {"attempts": 6, "backoff_seconds": 0.5},
         },
-        "connectors": {
-            "reference": {"enabled": True, "url": remote_url},
-            "xmpp": {
-                "enabled": True,
-                "component": {
-                    "jid": XMPP_COMPONENT,
-                    "host": "127.0.0.1",
-                    "port": prosody.component_port,
-                    "secret": XMPP_SECRET,
-                },
-                "rooms_domain": XMPP_ROOMS,
-                "upload_service": prosody.upload_domain,
-                "history_on_join": 20,
-            },
-        },
-        "metrics": {"enabled": True, "listen": f"127.0.0.1:{metrics_port}"},
-        "logging": {"level": "DEBUG", "format": "text"},
-    }
-    with path.open("w") as f:
-        YAML().dump(config, f)
+        log_level="DEBUG",
+    )
 
 
 @dataclass

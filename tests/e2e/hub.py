@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -124,3 +125,51 @@ async def eventually(check: Callable[[], bool], what: str, timeout: float = 15) 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+XMPP_COMPONENT = "matrix.xmpp.test"
+"""The bridge's XEP-0114 component in tests: Matrix users are JIDs on it."""
+XMPP_ROOMS = "rooms.xmpp.test"
+
+
+def xmpp_section(*, component_port: int, secret: str, upload_service: str) -> dict[str, Any]:
+    """``connectors.xmpp`` for a test Prosody that has both components with ``secret``."""
+    return {
+        "enabled": True,
+        "component": {
+            "jid": XMPP_COMPONENT,
+            "host": "127.0.0.1",
+            "port": component_port,
+            "secret": secret,
+        },
+        "rooms_domain": XMPP_ROOMS,
+        "upload_service": upload_service,
+    }
+
+
+def write_bridge_config(
+    path: Path,
+    *,
+    domain: str,
+    as_port: int,
+    metrics_port: int,
+    connectors: dict[str, dict[str, Any]],
+    bridge: dict[str, Any],
+    log_level: str,
+) -> None:
+    """The config an operator would write, on loopback; tokens are filled in by
+    ``generate-registration`` and the homeserver address comes from ``PONTIS_HOMESERVER_ADDRESS``."""
+    config = {
+        "homeserver": {"address": "http://127.0.0.1:9", "domain": domain, "verify_ssl": False},
+        "appservice": {
+            "id": "pontis", "address": f"http://127.0.0.1:{as_port}", "hostname": "127.0.0.1",
+            "port": as_port, "bot_username": "pontis", "as_token": "generate", "hs_token": "generate",
+        },
+        "database": "sqlite:pontis.db",
+        "bridge": bridge,
+        "connectors": connectors,
+        "metrics": {"enabled": True, "listen": f"127.0.0.1:{metrics_port}"},
+        "logging": {"level": log_level, "format": "text"},
+    }  # fmt: skip
+    with path.open("w") as f:
+        YAML().dump(config, f)
