@@ -8,6 +8,7 @@ an operator would do it; the homeserver address is then given to the bridge thro
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,9 +99,9 @@ async def remote() -> AsyncIterator[RemoteNetwork]:
     await network.stop()
 
 
-@pytest_asyncio.fixture(scope="session")
-async def hub(tmp_path_factory, remote: RemoteNetwork) -> AsyncIterator[Hub]:  # type: ignore[no-untyped-def]
-    workdir: Path = tmp_path_factory.mktemp("hub")
+async def start_hub(workdir: Path, remote: RemoteNetwork) -> Hub:
+    """Prosody, then the registration, then Synapse, then the bridge; stops what it started if
+    a later step fails."""
     site_dir = workdir / "site"
     install_reference_entry_point(site_dir)
     as_port, metrics_port = free_port(), free_port()
@@ -108,28 +109,45 @@ async def hub(tmp_path_factory, remote: RemoteNetwork) -> AsyncIterator[Hub]:  #
     prosody = ProsodyServer(
         workdir / "prosody", components={XMPP_COMPONENT: XMPP_SECRET, XMPP_ROOMS: XMPP_SECRET}
     )
-    await prosody.start()
-    write_config(
-        config_path,
-        as_port=as_port,
-        metrics_port=metrics_port,
-        remote_url=remote.url,
-        prosody=prosody,
-    )
     bridge = BridgeProcess(workdir, config_path, site_dir, env={})
-    result = bridge.cli("generate-registration", "-r", str(workdir / "registration.yaml"))
-    assert result.returncode == 0, result.stderr
     synapse = SynapseServer(DOMAIN, workdir / "synapse", [workdir / "registration.yaml"])
-    await synapse.start()
-    bridge.env["PONTIS_HOMESERVER_ADDRESS"] = synapse.base_url
-    hs_token = YAML().load(config_path)["appservice"]["hs_token"]
-    hub = Hub(synapse, bridge, remote, prosody, workdir, as_port, metrics_port, hs_token)
     try:
+        await prosody.start()
+        write_config(
+            config_path,
+            as_port=as_port,
+            metrics_port=metrics_port,
+            remote_url=remote.url,
+            prosody=prosody,
+        )
+        result = bridge.cli("generate-registration", "-r", str(workdir / "registration.yaml"))
+        assert result.returncode == 0, result.stderr
+        await synapse.start()
+        bridge.env["PONTIS_HOMESERVER_ADDRESS"] = synapse.base_url
         await bridge.start(as_port)
+    except BaseException:
+        bridge.stop()
+        await synapse.stop()
+        await prosody.stop()
+        raise
+    hs_token = YAML().load(config_path)["appservice"]["hs_token"]
+    return Hub(synapse, bridge, remote, prosody, workdir, as_port, metrics_port, hs_token)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def hub(tmp_path_factory, remote: RemoteNetwork) -> AsyncIterator[Hub]:  # type: ignore[no-untyped-def]
+    try:
+        hub = await start_hub(tmp_path_factory.mktemp("hub"), remote)
+    except Exception as err:
+        # Ports are picked free and bound a moment later by another process; on a busy machine
+        # one can be taken in between. Once, with fresh ports; the reason stays visible.
+        warnings.warn(f"starting the test hub failed once, retrying: {err}", stacklevel=1)
+        hub = await start_hub(tmp_path_factory.mktemp("hub"), remote)
+    try:
         yield hub
     finally:
         for user in hub.users:
             await user.close()
-        bridge.stop()
-        await synapse.stop()
-        await prosody.stop()
+        hub.bridge.stop()
+        await hub.synapse.stop()
+        await hub.prosody.stop()
