@@ -20,6 +20,7 @@ import aiohttp
 from bridge import __version__
 from bridge.core.app import App, ConnectorFactory, build_connectors, discover_connectors
 from bridge.core.config import Config, ConfigError, make_registration, write_registration
+from bridge.core.connector import SupportsCheck
 from bridge.core.logs import setup_logging
 from bridge.portal.store import Store
 
@@ -117,9 +118,13 @@ async def _serve(app: App) -> int:
 async def _check(config: Config, factories: Mapping[str, ConnectorFactory]) -> int:
     problems: list[str] = []
     try:
-        build_connectors(config, factories)
+        connectors = build_connectors(config, factories)
     except ConfigError as err:
         problems += [str(p) for p in err.problems]
+        connectors = {}
+    for network, connector in connectors.items():
+        if isinstance(connector, SupportsCheck):
+            problems += await connector.check(config.connector_section(network))
     try:
         store = await Store.open(config.database_url)
         await store.close()
@@ -128,7 +133,7 @@ async def _check(config: Config, factories: Mapping[str, ConnectorFactory]) -> i
     problems += await _check_homeserver(config)
     if problems:
         return _fail(problems)
-    print("Configuration, database and homeserver are OK.")
+    print("Configuration, database, homeserver and enabled networks are OK.")
     return 0
 
 

@@ -27,7 +27,7 @@ talks to the homeserver itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from bridge.core.events import (
     ChatInfo,
@@ -168,6 +168,17 @@ class NetworkConnector(Protocol):
 
     async def load_login(self, login: Login) -> NetworkClient:
         """Build the client for a stored login. Must be fast and must not connect."""
+        ...
+
+
+@runtime_checkable
+class SupportsCheck(Protocol):
+    """Optional on a :class:`NetworkConnector`: used by ``pontis check``."""
+
+    async def check(self, section: dict[str, Any]) -> list[str]:
+        """Try the upstream with the validated ``connectors.<id>`` section and return one line
+        per problem (``connectors.xmpp.component.secret: the XMPP server refused it``). Must not
+        keep any connection open."""
         ...
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bridge.core import (
     Capabilities,
     ConnectorContext,
@@ -15,6 +17,7 @@ from bridge.portal.models import Login
 from bridge.xmpp.client import XmppClient
 from bridge.xmpp.config import EXAMPLE_CONFIG, XmppConfig
 from bridge.xmpp.ids import NETWORK
+from bridge.xmpp.protocol.handshake import component_handshake
 
 
 class XmppConnector:
@@ -35,6 +38,16 @@ class XmppConnector:
     async def stop(self) -> None:
         if self.client is not None:
             await self.client.disconnect()
+
+    async def check(self, section: dict[str, Any]) -> list[str]:
+        cfg = XmppConfig.from_section(section)
+        problems = []
+        for domain, key in ((cfg.jid, "component"), (cfg.rooms_domain, "rooms_domain")):
+            if domain and (
+                problem := await component_handshake(cfg.host, cfg.port, domain, cfg.secret)
+            ):
+                problems.append(f"connectors.xmpp.{key}: {domain}: {problem}")
+        return problems
 
     def login_flows(self) -> list[LoginFlow]:
         return []  # Matrix users need no XMPP account: they speak as JIDs of the component
