@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from bridge.core.events import (
     ChatInfo,
     MatrixEdit,
+    MatrixMembership,
     MatrixMessage,
     MatrixReaction,
     MatrixReactionRemove,
@@ -213,6 +214,13 @@ class SupportsReceipts(Protocol):
 
 
 @runtime_checkable
+class SupportsMembership(Protocol):
+    async def handle_matrix_membership(self, change: MatrixMembership) -> None:
+        """A Matrix user joined or left a portal room (networks that show members, like MUCs)."""
+        ...
+
+
+@runtime_checkable
 class SupportsRoomMetadata(Protocol):
     async def handle_matrix_room_info(self, portal: Portal, info: ChatInfo) -> None:
         """A Matrix user renamed the room or changed its topic or avatar."""
@@ -271,6 +279,7 @@ class ClientFeatures:
     backfill: bool = False
     direct_chats: bool = False
     room_bridging: bool = False
+    membership: bool = False
 
     @classmethod
     def of(cls, client: NetworkClient) -> ClientFeatures:
@@ -284,4 +293,5 @@ class ClientFeatures:
             backfill=isinstance(client, SupportsBackfill),
             direct_chats=isinstance(client, SupportsDirectChats),
             room_bridging=isinstance(client, SupportsRoomBridging),
+            membership=isinstance(client, SupportsMembership),
         )

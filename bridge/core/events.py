@@ -218,6 +218,13 @@ class MatrixReactionRemove(MatrixEvent):
 
 
 @dataclass(slots=True, kw_only=True)
+class MatrixMembership(MatrixEvent):
+    """``sender`` joined or left the portal room (``membership`` is ``join`` or ``leave``)."""
+
+    membership: str
+
+
+@dataclass(slots=True, kw_only=True)
 class MatrixTyping:
     portal: Portal
     sender: str

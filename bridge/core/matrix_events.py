@@ -16,6 +16,7 @@ from bridge.core.clients import ClientRegistry, LoadedClient
 from bridge.core.connector import (
     NetworkConnector,
     SupportsEdits,
+    SupportsMembership,
     SupportsReactions,
     SupportsReceipts,
     SupportsRedactions,
@@ -24,6 +25,7 @@ from bridge.core.connector import (
 from bridge.core.errors import NotSupported, PermanentError
 from bridge.core.events import (
     MatrixEdit,
+    MatrixMembership,
     MatrixMessage,
     MatrixReaction,
     MatrixReactionRemove,
@@ -65,6 +67,9 @@ class MatrixEventHandler:
         if not isinstance(content, dict):
             return
         sender = str(event["sender"])
+        if etype == "m.room.member":
+            await self._membership(portal, event, content)
+            return
         if await self._store.get_message_by_mxid(event["event_id"]) is not None:
             return  # already bridged before a crash
         loaded = self._clients.client_for(portal.network, portal.receiver, sender)
@@ -87,6 +92,24 @@ class MatrixEventHandler:
             redacts = event.get("redacts") or content.get("redacts")
             if isinstance(redacts, str):
                 await self._redaction(loaded, base, redacts)
+
+    async def _membership(
+        self, portal: Portal, event: dict[str, Any], content: dict[str, Any]
+    ) -> None:
+        sender = str(event["sender"])
+        membership = content.get("membership")
+        if event.get("state_key") != sender or membership not in ("join", "leave"):
+            return  # invites, kicks and bans by others are not shown on the network
+        loaded = self._clients.client_or_none(portal, sender)
+        if loaded is None or not loaded.features.membership:
+            return
+        name = content.get("displayname") if membership == "join" else None
+        change = MatrixMembership(
+            portal=portal, event_id=str(event["event_id"]), sender=sender,
+            sender_name=name if isinstance(name, str) and name else await self._matrix.get_displayname(portal.mxid or "", sender),
+            timestamp=int(event.get("origin_server_ts") or time.time() * 1000), membership=str(membership),
+        )  # fmt: skip
+        await cast(SupportsMembership, loaded.client).handle_matrix_membership(change)
 
     async def _message(
         self,

@@ -26,6 +26,7 @@ from bridge.core import (
     ConnectorContext,
     LoginID,
     MatrixEdit,
+    MatrixMembership,
     MatrixMessage,
     MatrixReaction,
     MatrixReactionRemove,
@@ -567,6 +568,24 @@ class XmppClient:
         emojis = await self._reactions_of(portal, target.remote_id, removal.sender)
         await self._send_reactions(portal, removal.event_id, removal.sender, removal.sender_name,
                                    target, emojis - {removal.target.emoji})  # fmt: skip
+
+    async def handle_matrix_membership(self, change: MatrixMembership) -> None:
+        room = change.portal.remote_id
+        if change.portal.is_direct or not self.component.up:
+            return
+        if self.hosted is not None and self.hosted.hosts(room):
+            self.hosted.member_changed(
+                room, change.sender, change.sender_name, joined=change.membership == "join"
+            )
+            return
+        if change.membership == "leave":  # their occupant leaves the bridged MUC too
+            full = f"{mxid_to_jid(change.sender, self._cfg.jid)}/pontis"
+            nick = self.mucs.room(room).nicks.get(full)
+            if nick is not None:
+                leave = self.component.xmpp.make_presence(
+                    pto=JID(f"{room}/{nick}"), pfrom=JID(full), ptype="unavailable"
+                )
+                self.component.send(leave)
 
     async def handle_matrix_typing(self, typing: MatrixTyping) -> None:
         if not typing.portal.is_direct or not self.component.up:

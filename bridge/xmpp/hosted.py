@@ -55,6 +55,24 @@ class HostedRooms:
         )
         self._rooms: dict[str, dict[str, str]] = {}
         """room JID → nick → occupant's full JID."""
+        self._members: dict[str, dict[str, str]] = {}
+        """room JID → Matrix member → the nick occupants know them by."""
+
+    def member_changed(self, room: str, mxid: str, name: str, *, joined: bool) -> None:
+        """A Matrix user joined or left: occupants see them arrive or go (a rename is a leave
+        under the old nick and a join under the new one)."""
+        names = self._members.setdefault(room, {})
+        old = names.pop(mxid, None)
+        jid = mxid_to_jid(mxid, self._cfg.jid)
+        for occupant in self.occupants(room):
+            if old is not None and (not joined or old != name):
+                self.component.send(
+                    self._occupant_presence(room, old, occupant, jid, unavailable=True)
+                )
+            if joined and old != name:
+                self.component.send(self._occupant_presence(room, name, occupant, jid))
+        if joined:
+            names[mxid] = name
 
     def hosts(self, room: str) -> bool:
         return room.endswith(f"@{self._cfg.rooms_domain}")
@@ -141,6 +159,7 @@ class HostedRooms:
         joined_before = occupant in occupants.values()
         occupants[nick] = occupant
         if not joined_before:
+            self._members[room] = dict(members)
             for mxid, name in sorted(members.items()):
                 self.component.send(
                     self._occupant_presence(room, name, occupant, mxid_to_jid(mxid, self._cfg.jid))

@@ -401,3 +401,35 @@ async def test_delivery_receipt_only_after_the_message_is_on_matrix(
     assert _from(alice)(receipt)
     # The receipt is sent after the homeserver accepted the event, so it is there to be read.
     await alice.wait_for(lambda e: _body(e) == "please confirm", room_id=room_id)
+
+
+async def test_matrix_members_coming_and_going_are_shown_to_xmpp(hub: Hub) -> None:
+    alice, bob = await hub.user("alice"), await hub.user("bob")
+    bob_nick = bob.mxid[1:].split(":")[0].capitalize()
+    localpart = f"hall{next(_names)}"
+    room_id = await alice.create_room(preset="public_chat", room_alias_name=localpart)
+    hosted = f"{localpart}\\3ahub.test@rooms.xmpp.test"
+    async with xmpp_account(hub, "xeno") as xeno:
+        await xeno.join_muc(hosted, "Xeno")
+        await bob.join(room_id)
+        await xeno.wait_for_presence(
+            lambda p: p["from"].resource == bob_nick and p["type"] != "unavailable"
+        )
+        await bob.leave(room_id)
+        await xeno.wait_for_presence(
+            lambda p: p["from"].resource == bob_nick and p["type"] == "unavailable"
+        )
+
+    muc = f"desk{next(_names)}@{hub.prosody.muc_domain}"
+    async with muc_occupant(hub, muc, "Xena") as xena:
+        carol = await hub.user("carol")
+        carol_nick = carol.mxid[1:].split(":")[0].capitalize()
+        bridged = await carol.join(muc_alias(muc))
+        await carol.send_text(bridged, "hello, then goodbye")
+        await xena.wait_for_message(
+            lambda m: m["body"] == "hello, then goodbye" and m["from"].resource == carol_nick
+        )
+        await carol.leave(bridged)
+        await xena.wait_for_presence(
+            lambda p: p["from"].resource == carol_nick and p["type"] == "unavailable"
+        )
