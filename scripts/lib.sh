@@ -31,6 +31,8 @@ as_root() {
 }
 
 # ensure_debian_packages PKG... : apt-get install the packages that dpkg does not report installed.
+# Debconf answers in the array DEBCONF_SELECTIONS (debconf-set-selections lines, e.g.
+# "postfix postfix/main_mailer_type select No configuration") are set first, so no package asks.
 ensure_debian_packages() {
     local missing=() pkg
     for pkg in "$@"; do
@@ -43,6 +45,9 @@ ensure_debian_packages() {
         return 0
     fi
     echo "Installing Debian packages: ${missing[*]}"
+    if [ -n "${DEBCONF_SELECTIONS+set}" ] && [ "${#DEBCONF_SELECTIONS[@]}" -gt 0 ]; then
+        printf '%s\n' "${DEBCONF_SELECTIONS[@]}" | as_root debconf-set-selections
+    fi
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
     # Packaged services (prosody would listen on 0.0.0.0:5222) must not start: a policy-rc.d
     # that exits 101 forbids it. An existing one is left alone; ours is removed afterwards.
@@ -70,6 +75,30 @@ stop_system_prosody() {
         as_root prosodyctl stop >/dev/null 2>&1 || as_root kill "$pid" || true
         for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     fi
+    return 0
+}
+
+# stop_system_mail : the tests run their own Postfix and Dovecot (tests/e2e/mail.py); stop the
+# packaged daemons if they started anyway (they would hold ports 25, 143, 993...).
+stop_system_mail() {
+    local pidfile pid
+    for pidfile in /var/spool/postfix/pid/master.pid /run/dovecot/master.pid; do
+        [ -f "$pidfile" ] || continue
+        # Postfix pads its pid file with spaces.
+        pid="$(tr -d ' \n' <"$pidfile" 2>/dev/null || true)"
+        [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || continue
+        case "$pidfile" in
+            /var/spool/*)
+                echo "Stopping the packaged Postfix daemon (pid $pid)"
+                as_root postfix stop >/dev/null 2>&1 || as_root kill "$pid" || true
+                ;;
+            *)
+                echo "Stopping the packaged Dovecot daemon (pid $pid)"
+                as_root doveadm stop >/dev/null 2>&1 || as_root kill "$pid" || true
+                ;;
+        esac
+        for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    done
     return 0
 }
 

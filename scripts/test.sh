@@ -7,12 +7,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 
 # Debian packages the tests need. prosody: the XMPP end-to-end tests run their own instance
-# (tests/e2e/prosody.py); ensure_debian_packages keeps the packaged service from starting.
-DEBIAN_PACKAGES=(python3-venv prosody)
+# (tests/e2e/prosody.py); postfix, dovecot-imapd and dovecot-lmtpd: the email end-to-end tests
+# run their own mail servers (tests/e2e/mail.py). ensure_debian_packages keeps the packaged
+# services from starting; postfix's installer is told not to configure the system's mail.
+DEBIAN_PACKAGES=(python3-venv prosody postfix dovecot-imapd dovecot-lmtpd)
+DEBCONF_SELECTIONS=("postfix postfix/main_mailer_type select No configuration")
 
 step "Debian packages"
 ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
 stop_system_prosody
+stop_system_mail
 
 step "Project venv (.venv)"
 setup_project_venv test

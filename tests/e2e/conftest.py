@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from ruamel.yaml import YAML
 
@@ -24,6 +25,7 @@ from tests.e2e.hub import (
     write_bridge_config,
     xmpp_section,
 )
+from tests.e2e.mail import MailServers
 from tests.e2e.matrix_client import MatrixUser
 from tests.e2e.process import free_port
 from tests.e2e.prosody import ProsodyServer
@@ -151,3 +153,38 @@ async def hub(tmp_path_factory, remote: RemoteNetwork) -> AsyncIterator[Hub]:  #
         hub.bridge.stop()
         await hub.synapse.stop()
         await hub.prosody.stop()
+
+
+MAIL_DOMAIN = "hub-mail.test"
+
+
+@pytest_asyncio.fixture(scope="session")
+async def mail_servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[MailServers]:
+    """Postfix and Dovecot (tests/e2e/mail.py): mailboxes at ``agency.test``, and mail for the
+    bridge's domain ``hub-mail.test`` relayed over LMTP to ``mail_servers.bridge_lmtp_port``.
+
+    That port is picked here because Postfix must know it when it starts; nothing listens on it
+    until the bridge (or a test) does, and mail for the bridge waits in the queue meanwhile.
+    """
+    bridge_lmtp_port = free_port()
+
+    async def start() -> MailServers:
+        servers = MailServers(
+            tmp_path_factory.mktemp("mail"),
+            bridge_domain=MAIL_DOMAIN,
+            bridge_lmtp_port=bridge_lmtp_port,
+        )
+        await servers.start()
+        return servers
+
+    try:
+        servers = await start()
+    except Exception as err:
+        # As for the hub: a free port can be taken before the server binds it. Once more, with
+        # fresh ports (start() stops what it started); the reason stays visible.
+        warnings.warn(f"starting the mail servers failed once, retrying: {err}", stacklevel=1)
+        servers = await start()
+    try:
+        yield servers
+    finally:
+        await servers.stop()
