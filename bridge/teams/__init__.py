@@ -1,0 +1,1 @@
+"""The Microsoft Teams connector, and the Graph emulator its tests and demos run against."""
