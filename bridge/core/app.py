@@ -20,7 +20,7 @@ from bridge.core.appservice import AppServiceAPI
 from bridge.core.commands import CommandProcessor
 from bridge.core.config import Config, ConfigError, ConfigProblem
 from bridge.core.connector import NetworkConnector, SupportsRoomBridging
-from bridge.core.context import ConnectorContext
+from bridge.core.context import ConnectorContext, ConnectorRoutes
 from bridge.core.errors import BridgeError
 from bridge.core.ids import LoginID, NetworkID, parse_ghost_mxid, unescape_localpart
 from bridge.core.matrix import MatrixAPI
@@ -168,6 +168,8 @@ class App:
             log=self.log.getChild("appservice"),
         ).add_routes(app)
         app.router.add_get("/_pontis/health", self._health)
+        self._routes = ConnectorRoutes(self.connectors)
+        self._routes.add_to(app)
         await self._serve(app, cfg.hostname, cfg.port)
         if cfg.metrics_enabled:
             metrics_app = web.Application()
@@ -212,6 +214,7 @@ class App:
             http=self.http,
             metrics=self.metrics,
             core=self.router,
+            routes=self._routes,
         )
         self._contexts[network] = ctx
         await connector.start(ctx)

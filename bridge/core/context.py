@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
+from aiohttp import web
 
 from bridge.core.connector import NetworkClient
 from bridge.core.errors import BridgeError
@@ -59,6 +60,38 @@ class CoreServices(Protocol):
     async def matrix_history(self, room_id: str, limit: int) -> list[tuple[str, str, str, int]]: ...
 
 
+HttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ConnectorRoutes:
+    """``/_pontis/<network>/<path>`` on the bridge's HTTP port: endpoints a connector serves to
+    its network (Graph change notifications arrive at ``/_pontis/teams/notifications``).
+
+    The port opens before connectors start, so a request for an enabled network that has not
+    claimed the path yet gets ``503`` and a retry-minded sender (Graph) comes back later.
+    """
+
+    def __init__(self, networks: Collection[str] = ()) -> None:
+        self._networks = set(networks)
+        self._handlers: dict[tuple[str, str], HttpHandler] = {}
+
+    def add(self, network: NetworkID, path: str, handler: HttpHandler) -> None:
+        self._handlers[(network, path.strip("/"))] = handler
+
+    def add_to(self, app: web.Application) -> None:
+        app.router.add_route("*", "/_pontis/{network}/{path:.*}", self._dispatch)
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        key = (request.match_info["network"], request.match_info["path"].strip("/"))
+        handler = self._handlers.get(key)
+        if handler is None:
+            starting = key[0] in self._networks and not any(n == key[0] for n, _ in self._handlers)
+            return web.json_response(
+                {"error": "starting" if starting else "not found"}, status=503 if starting else 404
+            )
+        return await handler(request)
+
+
 class ConnectorContext:
     def __init__(
         self,
@@ -71,6 +104,7 @@ class ConnectorContext:
         http: aiohttp.ClientSession,
         metrics: Metrics,
         core: CoreServices,
+        routes: ConnectorRoutes | None = None,
     ) -> None:
         self.network = network
         self.config = config
@@ -82,6 +116,7 @@ class ConnectorContext:
         self.http = http
         self.metrics = metrics
         self._core = core
+        self._routes = routes or ConnectorRoutes()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def ghost_mxid(self, user: RemoteUserID) -> str:
@@ -139,6 +174,11 @@ class ConnectorContext:
         """The portal room's last ``limit`` messages, oldest first, as (event id, sender display
         name, plain body, timestamp in ms): for networks that show history on join."""
         return await self._core.matrix_history(room_id, limit)
+
+    def add_http_handler(self, path: str, handler: HttpHandler) -> None:
+        """Serve ``handler`` at ``/_pontis/<network>/<path>`` on the bridge's HTTP port (any
+        method). The handler authenticates its caller itself (a webhook's client state)."""
+        self._routes.add(self.network, path, handler)
 
     def background(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run ``coro`` until the connector stops; an unexpected exception is logged."""
