@@ -249,6 +249,18 @@ class SupportsDirectChats(Protocol):
 
 
 @runtime_checkable
+class SupportsInvites(Protocol):
+    async def handle_matrix_invite(self, portal: Portal, inviter: str, user: RemoteUserID) -> None:
+        """``inviter`` invited the ghost of ``user`` into the portal room: add that person to
+        the remote chat (email: they receive the room's mail from now on).
+
+        Raise :class:`bridge.core.errors.BridgeError` to refuse; the ghost then rejects the
+        invite with the error's ``user_message``.
+        """
+        ...
+
+
+@runtime_checkable
 class SupportsRoomBridging(Protocol):
     async def bridge_room(self, remote_id: str, matrix_user: str) -> tuple[PortalKey, ChatInfo]:
         """``matrix_user`` ran ``bridge <network> <remote_id>`` in an existing Matrix room.
@@ -280,6 +292,7 @@ class ClientFeatures:
     direct_chats: bool = False
     room_bridging: bool = False
     membership: bool = False
+    invites: bool = False
 
     @classmethod
     def of(cls, client: NetworkClient) -> ClientFeatures:
@@ -294,4 +307,5 @@ class ClientFeatures:
             direct_chats=isinstance(client, SupportsDirectChats),
             room_bridging=isinstance(client, SupportsRoomBridging),
             membership=isinstance(client, SupportsMembership),
+            invites=isinstance(client, SupportsInvites),
         )

@@ -20,6 +20,7 @@ from bridge.core.connector import (
     NetworkClient,
     NetworkConnector,
     SupportsDirectChats,
+    SupportsInvites,
 )
 from bridge.core.errors import BridgeError, NotSupported, PermanentError, TransientError
 from bridge.core.events import (
@@ -31,6 +32,7 @@ from bridge.core.ids import (
     NetworkID,
     PortalKey,
     RemoteUserID,
+    ghost_mxid,
     parse_ghost_mxid,
 )
 from bridge.core.matrix import MatrixAPI, deterministic_txn_id
@@ -385,8 +387,42 @@ class Router:
                 "Ignoring %s from %s in %s: not permitted", event.get("type"), sender, portal.mxid
             )
             return portal.network
+        if (invited := self._invited_ghost(portal.network, event)) is not None:
+            await self._ghost_invited_to_portal(portal, sender, invited)
+            return portal.network
         await self._events.handle(portal, event)
         return portal.network
+
+    def _invited_ghost(self, network: NetworkID, event: dict[str, Any]) -> RemoteUserID | None:
+        if event.get("type") != "m.room.member":
+            return None
+        if event.get("content", {}).get("membership") != "invite":
+            return None
+        return parse_ghost_mxid(network, str(event.get("state_key", "")), self._domain)
+
+    async def _ghost_invited_to_portal(
+        self, portal: Portal, inviter: str, remote_user: RemoteUserID
+    ) -> None:
+        """A Matrix user invited a ghost into a portal room: add that person to the chat."""
+        assert portal.mxid is not None
+        ghost = ghost_mxid(portal.network, remote_user, self._domain)
+        try:
+            loaded = self.client_for(portal.network, portal.receiver, inviter)
+            if not loaded.features.invites:
+                name = self._connectors[portal.network].info.display_name
+                raise NotSupported(
+                    "no invites",
+                    user_message=f"People cannot be added to {name} chats from Matrix.",
+                )
+            await cast(SupportsInvites, loaded.client).handle_matrix_invite(
+                portal, inviter, remote_user
+            )
+            await self.portals.ensure_ghost(portal.network, remote_user, loaded.client, None)
+        except BridgeError as err:
+            self._log.info("Refused adding %s to %s: %s", ghost, portal.key, err)
+            await self._matrix.leave(portal.mxid, err.user_message, mxid=ghost)
+            return
+        await self._matrix.join(portal.mxid, mxid=ghost)
 
     async def _handle_non_portal_event(
         self, room_id: str, sender: str, event: dict[str, Any]
