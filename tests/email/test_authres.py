@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.email.protocol.authres import (
+    AuthVerdict,
+    read_authentication_results,
+    sender_verified,
+)
+from bridge.email.protocol.parse import parse_mail
+from tests.email.mails import load
+
+MX = "mx.agency.example"
+
+
+def verdict(*values: str) -> AuthVerdict:
+    return read_authentication_results(list(values), MX)
+
+
+def test_rspamd_style_single_header() -> None:
+    result = verdict(
+        "mx.agency.example; dkim=pass header.d=example.org header.s=s1 header.b=AbCd;"
+        " spf=pass (mx.agency.example: domain of bounces@example.org designates 192.0.2.1"
+        " as permitted sender) smtp.mailfrom=bounces@example.org;"
+        " dmarc=pass (policy=reject) header.from=example.org"
+    )
+    assert result == AuthVerdict(
+        dmarc="pass",
+        dmarc_from="example.org",
+        dkim=[("pass", "example.org")],
+        spf=("pass", "example.org"),
+    )
+
+
+def test_one_header_per_milter() -> None:
+    mail = parse_mail(load("gmail-reply.eml"))
+    result = read_authentication_results(mail.authentication_results, MX)
+    assert result.dkim == [("pass", "gmail.com")]
+    assert result.spf == ("pass", "gmail.com")
+    assert (result.dmarc, result.dmarc_from) == ("pass", "gmail.com")
+    assert sender_verified(result, "gmail.com", "dmarc")
+
+
+def test_headers_from_other_authserv_ids_are_ignored() -> None:
+    # The sender writes its own "pass" under another id, or under no id at all.
+    forged = [
+        "evil.example; dmarc=pass header.from=agency.example; dkim=pass header.d=agency.example",
+        "dmarc=pass header.from=agency.example",
+        "mx.agency.example.evil.example; spf=pass smtp.mailfrom=agency.example",
+    ]
+    assert verdict(*forged) == AuthVerdict()
+    real = "mx.agency.example; dmarc=fail (p=reject) header.from=agency.example"
+    result = verdict(forged[0], real, forged[1])
+    assert (result.dmarc, result.dkim) == ("fail", [])
+    assert not sender_verified(result, "agency.example", "aligned")
+
+
+def test_authserv_id_is_case_insensitive_and_may_carry_a_version() -> None:
+    assert verdict("MX.Agency.Example 1; spf=pass smtp.mailfrom=example.org").spf == (
+        "pass",
+        "example.org",
+    )
+    assert verdict('"mx.agency.example"; spf=pass smtp.mailfrom=example.org').spf is not None
+
+
+def test_comments_and_quoted_strings_may_contain_separators() -> None:
+    result = verdict(
+        "mx.agency.example (version 3.2; built (nested; comment)); "
+        'dkim=pass (good signature; key=2048 bits) header.d=example.org header.b="ab;cd=ef"; '
+        "dmarc=pass header.from=(the From domain; evaluated) example.org"
+    )
+    assert result.dkim == [("pass", "example.org")]
+    assert (result.dmarc, result.dmarc_from) == ("pass", "example.org")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["mx.agency.example; none", "mx.agency.example;none (no checks)", "mx.agency.example", ""],
+)
+def test_no_results(value: str) -> None:
+    assert verdict(value) == AuthVerdict()
+
+
+def test_several_signatures_and_the_first_result_wins() -> None:
+    result = verdict(
+        "mx.agency.example; dkim=fail header.d=example.org; dkim=PASS header.i=@Lists.Example.NET;"
+        " dkim=none; spf=softfail smtp.helo=mail.example.org",
+        "mx.agency.example; spf=pass smtp.mailfrom=example.org; dmarc=none header.from=example.org",
+        "mx.agency.example; dmarc=pass header.from=example.org",
+    )
+    assert result.dkim == [("fail", "example.org"), ("pass", "lists.example.net"), ("none", "")]
+    assert result.spf == ("softfail", "mail.example.org")
+    assert (result.dmarc, result.dmarc_from) == ("none", "example.org")
+
+
+def test_method_versions_and_reasons() -> None:
+    result = verdict(
+        'mx.agency.example; dkim/1=pass reason="good" header.d=example.org;'
+        " spf = pass smtp . mailfrom = example.org"
+    )
+    assert result.dkim == [("pass", "example.org")]
+    assert result.spf == ("pass", "example.org")
+
+
+def test_an_empty_trusted_id_trusts_nothing() -> None:
+    assert read_authentication_results(["; dmarc=pass header.from=x.org"], "") == AuthVerdict()
+
+
+def test_hostile_headers_are_read_in_linear_time() -> None:
+    started = time.monotonic()
+    for junk in ["a" * 100_000, '"' + "a" * 100_000, "a=" * 50_000, "(" * 100_000, "a/" * 50_000]:
+        read_authentication_results([f"{MX}; {junk}"], MX)
+    assert time.monotonic() - started < 2
+
+
+@settings(max_examples=60)
+@given(st.lists(st.text(max_size=120)), st.text(max_size=20))
+def test_arbitrary_headers_never_raise(values: list[str], authserv_id: str) -> None:
+    read_authentication_results(values, authserv_id)
+
+
+# --- sender_verified ------------------------------------------------------------------------
+
+DMARC_PASS = AuthVerdict(dmarc="pass", dmarc_from="example.org")
+DMARC_PASS_UNNAMED = AuthVerdict(dmarc="pass")
+DMARC_FAIL_DKIM_PASS = AuthVerdict(dmarc="fail", dkim=[("pass", "example.org")])
+
+
+@pytest.mark.parametrize(
+    ("result", "from_domain", "require", "verified"),
+    [
+        (DMARC_PASS, "example.org", "dmarc", True),
+        (DMARC_PASS, "Example.ORG.", "dmarc", True),
+        (DMARC_PASS_UNNAMED, "example.org", "dmarc", True),
+        # The MTA evaluated another From than we read: a parser-ambiguity spoof.
+        (DMARC_PASS, "agency.example", "dmarc", False),
+        (DMARC_PASS, "agency.example", "aligned", False),
+        (AuthVerdict(dmarc="fail", dmarc_from="example.org"), "example.org", "dmarc", False),
+        (AuthVerdict(), "example.org", "dmarc", False),
+        (DMARC_FAIL_DKIM_PASS, "example.org", "dmarc", False),
+        (DMARC_FAIL_DKIM_PASS, "example.org", "aligned", True),
+        (AuthVerdict(dkim=[("pass", "example.org")]), "mail.example.org", "aligned", True),
+        # A subdomain's key does not vouch for its parent, nor a look-alike for another domain.
+        (AuthVerdict(dkim=[("pass", "evil.example.org")]), "example.org", "aligned", False),
+        (AuthVerdict(dkim=[("pass", "example.org")]), "notexample.org", "aligned", False),
+        (AuthVerdict(dkim=[("fail", "example.org")]), "example.org", "aligned", False),
+        (AuthVerdict(dkim=[("pass", "")]), "example.org", "aligned", False),
+        (AuthVerdict(spf=("pass", "example.org")), "example.org", "aligned", True),
+        (AuthVerdict(spf=("pass", "bounces.example.net")), "example.org", "aligned", False),
+        (AuthVerdict(spf=("softfail", "example.org")), "example.org", "aligned", False),
+        (AuthVerdict(spf=("pass", "example.org")), "example.org", "dmarc", False),
+        (AuthVerdict(), "example.org", "none", True),
+    ],
+)
+def test_sender_verified(
+    result: AuthVerdict, from_domain: str, require: str, verified: bool
+) -> None:
+    assert sender_verified(result, from_domain, require) is verified
+
+
+def test_unknown_requirement_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown sender verification 'strict'"):
+        sender_verified(DMARC_PASS, "example.org", "strict")
