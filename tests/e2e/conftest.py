@@ -12,6 +12,7 @@ import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -36,10 +37,20 @@ DOMAIN = "hub.test"
 
 
 XMPP_SECRET = "component-secret-for-tests"
+MAIL_DOMAIN = "hub-mail.test"
+"""The bridge's mail domain: Postfix hands its mail to the bridge over LMTP."""
+MAIL_AUTHSERV_ID = "mx.agency.test"
+"""The authserv-id the bridge trusts, as if the agency's MX ran a DMARC milter."""
 
 
 def write_config(
-    path: Path, *, as_port: int, metrics_port: int, remote_url: str, prosody: ProsodyServer
+    path: Path,
+    *,
+    as_port: int,
+    metrics_port: int,
+    remote_url: str,
+    prosody: ProsodyServer,
+    mail: MailServers,
 ) -> None:
     xmpp = xmpp_section(
         component_port=prosody.component_port,
@@ -54,6 +65,7 @@ def write_config(
         connectors={
             "reference": {"enabled": True, "url": remote_url},
             "xmpp": xmpp | {"history_on_join": 20},
+            "email": email_section(mail),
         },
         bridge={
             "permissions": {DOMAIN: "user", f"@outsider:{DOMAIN}": "relay"},
@@ -63,12 +75,24 @@ def write_config(
     )
 
 
+def email_section(mail: MailServers) -> dict[str, Any]:
+    return {
+        "enabled": True,
+        "domain": MAIL_DOMAIN,
+        "inbound": {"protocol": "lmtp", "host": "127.0.0.1", "port": mail.bridge_lmtp_port},
+        "outbound": {"host": "127.0.0.1", "port": mail.smtp_port, "security": "none"},
+        "trusted_authserv_id": MAIL_AUTHSERV_ID,
+        "sender_verification": "dmarc",
+    }
+
+
 @dataclass
 class Hub:
     synapse: SynapseServer
     bridge: BridgeProcess
     remote: RemoteNetwork
     prosody: ProsodyServer
+    mail: MailServers
     workdir: Path
     as_port: int
     metrics_port: int
@@ -102,8 +126,8 @@ async def remote() -> AsyncIterator[RemoteNetwork]:
 
 
 async def start_hub(workdir: Path, remote: RemoteNetwork) -> Hub:
-    """Prosody, then the registration, then Synapse, then the bridge; stops what it started if
-    a later step fails."""
+    """Prosody and the mail servers, then the registration, then Synapse, then the bridge;
+    stops what it started if a later step fails."""
     site_dir = workdir / "site"
     install_reference_entry_point(site_dir)
     as_port, metrics_port = free_port(), free_port()
@@ -111,16 +135,19 @@ async def start_hub(workdir: Path, remote: RemoteNetwork) -> Hub:
     prosody = ProsodyServer(
         workdir / "prosody", components={XMPP_COMPONENT: XMPP_SECRET, XMPP_ROOMS: XMPP_SECRET}
     )
+    mail = MailServers(workdir / "mail", bridge_domain=MAIL_DOMAIN, bridge_lmtp_port=free_port())
     bridge = BridgeProcess(workdir, config_path, site_dir, env={})
     synapse = SynapseServer(DOMAIN, workdir / "synapse", [workdir / "registration.yaml"])
     try:
         await prosody.start()
+        await mail.start()
         write_config(
             config_path,
             as_port=as_port,
             metrics_port=metrics_port,
             remote_url=remote.url,
             prosody=prosody,
+            mail=mail,
         )
         result = bridge.cli("generate-registration", "-r", str(workdir / "registration.yaml"))
         assert result.returncode == 0, result.stderr
@@ -131,9 +158,12 @@ async def start_hub(workdir: Path, remote: RemoteNetwork) -> Hub:
         bridge.stop()
         await synapse.stop()
         await prosody.stop()
+        await mail.stop()
         raise
     hs_token = YAML().load(config_path)["appservice"]["hs_token"]
-    return Hub(synapse, bridge, remote, prosody, workdir, as_port, metrics_port, hs_token)
+    return Hub(
+        synapse, bridge, remote, prosody, mail, workdir, as_port, metrics_port, hs_token
+    )
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -153,9 +183,7 @@ async def hub(tmp_path_factory, remote: RemoteNetwork) -> AsyncIterator[Hub]:  #
         hub.bridge.stop()
         await hub.synapse.stop()
         await hub.prosody.stop()
-
-
-MAIL_DOMAIN = "hub-mail.test"
+        await hub.mail.stop()
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -344,7 +344,11 @@ async def test_health_and_metrics(hub: Hub) -> None:
         async with http.get(f"http://127.0.0.1:{hub.metrics_port}/metrics") as resp:
             metrics = await resp.text()
     assert health["ready"] is True
-    assert health["clients"] == {"reference/shared": True, "xmpp/shared": True}
+    assert health["clients"] == {
+        "reference/shared": True,
+        "xmpp/shared": True,
+        "email/shared": True,
+    }
     stored = re.search(
         r'^pontis_appservice_transactions_total\{outcome="stored"\} (\S+)$', metrics, re.M
     )

@@ -1,0 +1,85 @@
+"""The listener the mail server delivers to: LMTP (or SMTP) on the bridge's own event loop.
+
+Recipients are checked at ``RCPT`` time, so mail for an address that is not a portal is refused
+by the mail server before it is accepted from the sender (no backscatter). After ``DATA`` each
+recipient gets its own answer (LMTP, RFC 2033), and a ``250`` only once the message is on the
+homeserver: the mail server keeps and retries anything that got a ``4xx``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from bridge.email.config import EmailConfig
+from bridge.email.protocol.addresses import InvalidAddress, normalize_address, split_address
+
+
+class Receiver(Protocol):
+    async def is_portal_address(self, address: str) -> bool: ...
+
+    async def receive(self, mail_from: str, recipients: list[str], raw: bytes) -> list[str]:
+        """One SMTP answer line per recipient, in order."""
+        ...
+
+
+class _Handler:
+    """aiosmtpd handler hooks (``handle_RCPT``, ``handle_DATA``)."""
+
+    def __init__(self, receiver: Receiver, cfg: EmailConfig) -> None:
+        self._receiver = receiver
+        self._cfg = cfg
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        try:
+            address = normalize_address(address)
+        except InvalidAddress as err:
+            return f"553 5.1.3 Bad recipient address: {err}"
+        if split_address(address)[1] != self._cfg.domain:
+            return "550 5.1.2 This bridge does not receive mail for that domain"
+        if len(envelope.rcpt_tos) >= self._cfg.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        if not await self._receiver.is_portal_address(address):
+            return "550 5.1.1 No room has this address"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        answers = await self._receiver.receive(envelope.mail_from or "", envelope.rcpt_tos, raw)
+        if isinstance(server, LMTP):
+            for answer in answers[:-1]:
+                await server.push(answer)
+            return answers[-1]
+        # SMTP has one answer for the whole mail: defer it if any recipient failed. Delivering
+        # again to the others is harmless, the bridge recognises a Message-ID it has bridged.
+        failed = [a for a in answers if not a.startswith("2")]
+        return failed[0] if failed else answers[0]
+
+
+async def start_listener(receiver: Receiver, cfg: EmailConfig) -> asyncio.Server:
+    handler = _Handler(receiver, cfg)
+    protocol = LMTP if cfg.protocol == "lmtp" else SMTP
+
+    def factory() -> SMTP:
+        return protocol(
+            handler,
+            data_size_limit=cfg.max_message_bytes,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=cfg.domain,
+            ident="Pontis",
+        )
+
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(factory, cfg.listen_host, cfg.listen_port)
