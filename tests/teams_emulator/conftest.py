@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestServer
 from msgraph import GraphServiceClient
 
 from bridge.teams.emulator import EmulatorConfig, create_app
-from bridge.teams.emulator.sdk import OAuthTokenProvider, graph_client
 from bridge.teams.emulator.services import SERVICES, Services
+from bridge.teams.protocol import OAuthTokenProvider, graph_client
 
 # Scopes the bridge asks for when it signs a user in.
 USER_SCOPES = [

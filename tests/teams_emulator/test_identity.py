@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
-from bridge.teams.emulator.sdk import (
+from bridge.teams.protocol import (
     OAuthTokenProvider,
     TokenError,
     poll_device_code,

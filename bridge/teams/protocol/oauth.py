@@ -1,11 +1,10 @@
-"""Pointing the unmodified msgraph-sdk at the emulator.
+"""Tokens from the Microsoft identity platform, for the unmodified msgraph-sdk.
 
 azure-identity and MSAL refuse an authority that is not https (``normalize_authority`` raises
 "must be a TLS protected (https) URL"; MSAL wants "an https url with hostname"), so they cannot
-fetch tokens from ``http://127.0.0.1:PORT``. This module gives kiota an
+fetch tokens from the Graph emulator at ``http://127.0.0.1:PORT``. This module gives kiota an
 :class:`OAuthTokenProvider` that speaks the identity platform's token endpoint directly over
-aiohttp. It works against any authority (the emulator or login.microsoftonline.com) and imports
-nothing else from the emulator, so the Teams connector can use it as it is.
+aiohttp. It works against any authority (the emulator or login.microsoftonline.com).
 
 Kiota sends a token only to ``allowed_hosts`` and, outside localhost/127.0.0.1/::1, only
 over https.
@@ -20,15 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
-import httpx
-from kiota_abstractions.authentication import (
-    AccessTokenProvider,
-    AllowedHostsValidator,
-    BaseBearerTokenAuthenticationProvider,
-)
-from msgraph import GraphRequestAdapter, GraphServiceClient
-from msgraph.graph_request_adapter import options as sdk_options
-from msgraph_core import GraphClientFactory
+from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsValidator
 
 
 class TokenError(Exception):
@@ -181,24 +172,6 @@ class OAuthTokenProvider(AccessTokenProvider):
 
     def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
         return self._hosts
-
-
-def graph_client(
-    base_url: str, provider: AccessTokenProvider, http_client: httpx.AsyncClient | None = None
-) -> GraphServiceClient:
-    """A GraphServiceClient on ``base_url`` (e.g. ``http://127.0.0.1:8765/v1.0``).
-
-    The base URL must be set on the adapter before the client is built: the client copies it
-    into its path parameters at construction. Pass ``http_client`` to own (and close) the
-    connection pool; it gets the SDK's default middleware (retry, redirect, /me rewriting)."""
-    client = None
-    if http_client is not None:
-        client = GraphClientFactory.create_with_default_middleware(
-            client=http_client, options=sdk_options
-        )
-    adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(provider), client)
-    adapter.base_url = base_url.rstrip("/")
-    return GraphServiceClient(request_adapter=adapter)
 
 
 async def start_device_code(
