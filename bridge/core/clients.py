@@ -66,10 +66,13 @@ class ClientRegistry:
         )
 
     def client_for(self, network: NetworkID, login: LoginID, user_mxid: str | None) -> LoadedClient:
-        """The client to act with: the login named, else the user's own, else the shared one."""
+        """The client to act with: the login named, else the user's own, else the shared one.
+
+        ``login`` is ``""`` for portals every Matrix user shares; there a user's own login
+        wins over the shared client, so they act as themselves where the network can tell."""
         candidates = [c for (net, _), c in self._clients.items() if net == network]
-        exact = self._clients.get((network, login))
-        if exact is not None and (login or exact.user_mxid is None):
+        exact = self._clients.get((network, login)) if login else None
+        if exact is not None:
             return exact
         if user_mxid is not None:
             for loaded in candidates:
