@@ -1,0 +1,249 @@
+"""The clients that act on Teams for Matrix users.
+
+- :class:`TeamsSharedClient` (login id ``""``) reads chats and people with each tenant's app
+  token and posts for Matrix users without a Teams login through the tenant's relay account,
+  with the sender's name in front. Without a relay account those users are asked to log in.
+- :class:`TeamsUserClient` acts as one Matrix user's own Teams account (delegated token from
+  their device-code login): messages, edits, deletions and reactions appear as theirs.
+
+Graph allows sending, editing, deleting and reacting only with delegated tokens, which is why
+the app token alone cannot post (Graph answers 403 outside migration mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from msgraph import GraphServiceClient
+from msgraph.generated.chats.item.messages.item.set_reaction.set_reaction_post_request_body import (
+    SetReactionPostRequestBody,
+)
+from msgraph.generated.chats.item.messages.item.unset_reaction.unset_reaction_post_request_body import (
+    UnsetReactionPostRequestBody,
+)
+from msgraph.generated.models.chat_type import ChatType
+
+from bridge.core import (
+    ChatInfo,
+    LoginID,
+    MatrixEdit,
+    MatrixMessage,
+    MatrixReaction,
+    MatrixReactionRemove,
+    MatrixRedaction,
+    NotSupported,
+    PortalKey,
+    RemoteMessageID,
+    RemoteUserID,
+    TransientError,
+    UserInfo,
+)
+from bridge.portal.models import Login
+from bridge.teams.errors import as_bridge_error, graph_call
+from bridge.teams.from_matrix import body_html, chat_message, edited_message, relayed
+from bridge.teams.ids import user_id
+from bridge.teams.network import TeamsNetwork
+from bridge.teams.protocol import OAuthTokenProvider, TokenError
+
+T = TypeVar("T")
+
+NEEDS_LOGIN = "Your Teams account is needed for this: send `login teams` to the bridge bot."
+
+
+class _TeamsActions:
+    """Matrix → Teams for one acting account; subclasses say which account that is."""
+
+    login_id: LoginID
+    net: TeamsNetwork
+    delegated = True
+
+    async def _acting(self, chat_id: str, sender_name: str) -> tuple[GraphServiceClient, bool]:
+        """The Graph client to act with and whether it is a relay (prefix the sender)."""
+        raise NotImplementedError
+
+    async def handle_matrix_message(self, msg: MatrixMessage) -> RemoteMessageID:
+        chat_id = msg.portal.remote_id
+        graph, relay = await self._acting(chat_id, msg.sender_name)
+        content = body_html(msg.body, msg.html) if msg.media is None else ""
+        image = None
+        if msg.media is not None:
+            if not msg.media.mimetype.startswith("image/"):
+                raise NotSupported(
+                    f"file {msg.media.mimetype} to Teams",
+                    user_message="Teams chats take pictures from Matrix, not other files yet.",
+                )
+            image = (await msg.media.read(), msg.media.mimetype)
+        if relay:
+            content = relayed(msg.sender_name, content)
+        body = chat_message(
+            content, reply_to=msg.reply_to, reply_text=msg.reply_to_text, image=image
+        )
+        sent = await self._call(
+            f"send to {chat_id}", graph.chats.by_chat_id(chat_id).messages.post(body)
+        )
+        if sent is None or not sent.id:
+            raise TransientError(f"Graph accepted a message in {chat_id} without an id")
+        self.net.sent.add(sent.id)
+        return RemoteMessageID(sent.id)
+
+    async def handle_matrix_edit(self, edit: MatrixEdit) -> None:
+        chat_id = edit.portal.remote_id
+        graph, relay = await self._acting(chat_id, edit.sender_name)
+        content = body_html(edit.body, edit.html)
+        if relay:
+            content = relayed(edit.sender_name, content)
+        item = graph.chats.by_chat_id(chat_id).messages.by_chat_message_id(edit.target.remote_id)
+        await self._call(f"edit {edit.target.remote_id}", item.patch(edited_message(content)))
+
+    async def handle_matrix_redaction(self, redaction: MatrixRedaction) -> None:
+        chat_id = redaction.portal.remote_id
+        graph, _ = await self._acting(chat_id, redaction.sender_name)
+        target = redaction.target.remote_id
+        item = graph.chats.by_chat_id(chat_id).messages.by_chat_message_id(target)
+        await self._call(f"delete {target}", item.soft_delete.post())
+
+    async def handle_matrix_reaction(self, reaction: MatrixReaction) -> None:
+        graph = await self._own(reaction.portal.remote_id)
+        target = reaction.target.remote_id
+        item = graph.chats.by_chat_id(reaction.portal.remote_id).messages.by_chat_message_id(target)
+        body = SetReactionPostRequestBody(reaction_type=reaction.emoji)
+        await self._call(f"react to {target}", item.set_reaction.post(body))
+
+    async def handle_matrix_reaction_remove(self, removal: MatrixReactionRemove) -> None:
+        graph = await self._own(removal.portal.remote_id)
+        target = removal.target.message_id
+        item = graph.chats.by_chat_id(removal.portal.remote_id).messages.by_chat_message_id(target)
+        body = UnsetReactionPostRequestBody(reaction_type=removal.target.emoji)
+        await self._call(f"unreact on {target}", item.unset_reaction.post(body))
+
+    async def _own(self, chat_id: str) -> GraphServiceClient:
+        graph, relay = await self._acting(chat_id, "")
+        if relay:
+            raise NotSupported("reaction through the relay account", user_message=NEEDS_LOGIN)
+        return graph
+
+    async def _call(self, what: str, call: Awaitable[T]) -> T:
+        try:
+            return await graph_call(what, call, delegated=self.delegated)
+        finally:
+            await self._after_call()
+
+    async def _after_call(self) -> None:
+        return None
+
+    # --- reading, with the tenant's app token ----------------------------------------------
+
+    async def get_chat_info(self, portal: PortalKey) -> ChatInfo:
+        chat_id = portal.remote_id
+        link = await self.net.tenant_for_chat(chat_id)
+        chat = await graph_call(f"read chat {chat_id}", link.app.chats.by_chat_id(chat_id).get())
+        members = await graph_call(
+            f"read members of {chat_id}", link.app.chats.by_chat_id(chat_id).members.get()
+        )
+        logins = await self.net.logged_in()
+        relays = self.net.relay_ids()
+        matrix_users: list[str] = []
+        ghosts: list[RemoteUserID] = []
+        for member in (members.value if members is not None else None) or []:
+            raw = getattr(member, "user_id", None) or (member.additional_data or {}).get("userId")
+            if not raw:
+                continue
+            aad = user_id(str(raw))
+            if aad in logins:
+                matrix_users.append(logins[aad])
+            elif aad not in relays:
+                ghosts.append(aad)
+        direct = chat is not None and chat.chat_type == ChatType.OneOnOne
+        return ChatInfo(
+            name=None if chat is None or direct else chat.topic,
+            is_direct=direct,
+            matrix_users=matrix_users,
+            members=ghosts,
+        )
+
+    async def get_user_info(self, user: RemoteUserID) -> UserInfo:
+        for link in self.net.tenants.values():
+            try:
+                found = await graph_call(f"read user {user}", link.app.users.by_user_id(user).get())
+            except Exception:
+                continue
+            if found is not None:
+                return UserInfo(name=found.display_name)
+        return UserInfo()
+
+
+class TeamsSharedClient(_TeamsActions):
+    login_id = LoginID("")
+    delegated = False
+
+    def __init__(self, net: TeamsNetwork) -> None:
+        self.net = net
+
+    async def connect(self) -> None:
+        problems = []
+        for link in self.net.tenants.values():
+            try:
+                await link.app_tokens.get_authorization_token(self.net.cfg.graph_url)
+            except Exception as err:
+                problems.append(f"tenant {link.id}: {as_bridge_error(err, 'app token')}")
+        self.net.ctx.set_client_state(
+            self.login_id, connected=not problems, message="; ".join(problems)
+        )
+
+    async def disconnect(self) -> None:
+        return None
+
+    async def _acting(self, chat_id: str, sender_name: str) -> tuple[GraphServiceClient, bool]:
+        link = await self.net.tenant_for_chat(chat_id)
+        if link.relay is None:
+            raise NotSupported(f"no relay account for tenant {link.id}", user_message=NEEDS_LOGIN)
+        return link.relay, True
+
+
+class TeamsUserClient(_TeamsActions):
+    def __init__(self, net: TeamsNetwork, login: Login) -> None:
+        self.net = net
+        self.login = login
+        self.login_id = login.login_id
+        tenant_id = str(login.metadata.get("tenant_id", ""))
+        link = net.tenant(tenant_id) or next(iter(net.tenants.values()))
+        self._tokens = OAuthTokenProvider.refresh_token(
+            net.ctx.http,
+            net.cfg.authority,
+            link.id,
+            link.tenant.client_id,
+            str(login.metadata.get("refresh_token", "")),
+            allowed_hosts=net.cfg.allowed_hosts,
+            client_secret=link.tenant.client_secret,
+        )
+        self._graph = link.graph(self._tokens)
+
+    async def connect(self) -> None:
+        try:
+            await self._tokens.get_authorization_token(self.net.cfg.graph_url)
+        except TokenError as err:
+            message = f"login expired ({err.error}): send `login teams` again"
+            self.net.ctx.set_client_state(self.login_id, connected=False, message=message)
+            return
+        except Exception as err:
+            self.net.ctx.set_client_state(self.login_id, connected=False, message=str(err))
+            return
+        await self._save_refresh_token()
+        self.net.ctx.set_client_state(self.login_id, connected=True)
+
+    async def disconnect(self) -> None:
+        return None
+
+    async def _acting(self, chat_id: str, sender_name: str) -> tuple[GraphServiceClient, bool]:
+        return self._graph, False
+
+    async def _after_call(self) -> None:
+        await self._save_refresh_token()
+
+    async def _save_refresh_token(self) -> None:
+        """Refresh tokens rotate: keep the newest, or the login dies at the next restart."""
+        token = self._tokens.refresh_token_value
+        if token and token != self.login.metadata.get("refresh_token"):
+            self.login.metadata["refresh_token"] = token
+            await self.net.ctx.store.save_login(self.login)

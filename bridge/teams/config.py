@@ -1,0 +1,143 @@
+"""The ``connectors.teams`` section: defaults and types (validated by the core)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+EXAMPLE_CONFIG = """\
+enabled: false
+# One entry per Microsoft Entra ID (Azure AD) tenant, each with its own app registration
+# (see docs/teams.md for the permissions it needs and the admin consent it must have).
+tenants: []
+#   - tenant_id: 00000000-0000-0000-0000-000000000000   # Directory (tenant) ID
+#     client_id: 00000000-0000-0000-0000-000000000000   # Application (client) ID
+#     client_secret: ""                                   # the secret's Value, not its ID
+#     # Optional relay account: a licensed Teams user that posts for Matrix users who have not
+#     # logged in ("**Alice**: hello"). Without it, those users are asked to `login teams`.
+#     # Signs in with its password (no MFA possible for this account).
+#     relay_username: pontis.relay@contoso.onmicrosoft.com
+#     relay_password: ""
+# Microsoft Graph. National clouds: https://graph.microsoft.us/v1.0,
+# https://microsoftgraph.chinacloudapi.cn/v1.0, …
+graph_url: https://graph.microsoft.com/v1.0
+# The identity platform that issues tokens (https://login.microsoftonline.us, …).
+authority: https://login.microsoftonline.com
+# Graph change notifications (webhooks).
+webhook:
+    # Public HTTPS base URL through which Microsoft reaches this bridge's HTTP port; Graph
+    # POSTs to <public_url>/_pontis/teams/notifications. E.g. https://bridge.example.org
+    public_url: ""
+    # Minutes a subscription lives before the bridge renews it (Graph allows at most 4320).
+    subscription_minutes: 4320
+# Messages of each known chat fetched after a restart or a gap in notifications.
+catch_up_messages: 20
+"""
+
+DELEGATED_SCOPES = ["Chat.ReadWrite", "ChatMessage.Send", "User.Read"]
+"""What a Matrix user's own login (device code) and the relay account ask for."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantConfig:
+    tenant_id: str
+    client_id: str
+    client_secret: str
+    relay_username: str
+    relay_password: str
+
+    @property
+    def has_relay(self) -> bool:
+        return bool(self.relay_username and self.relay_password)
+
+
+@dataclass(frozen=True, slots=True)
+class TeamsConfig:
+    tenants: list[TenantConfig]
+    graph_url: str
+    authority: str
+    public_url: str
+    subscription_minutes: int
+    catch_up_messages: int
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any]) -> TeamsConfig:
+        tenants = [
+            TenantConfig(
+                tenant_id=str(t.get("tenant_id", "")).strip().lower(),
+                client_id=str(t.get("client_id", "")).strip(),
+                client_secret=str(t.get("client_secret", "")),
+                relay_username=str(t.get("relay_username", "") or "").strip(),
+                relay_password=str(t.get("relay_password", "") or ""),
+            )
+            for t in section.get("tenants") or []
+            if isinstance(t, dict)
+        ]
+        webhook = section.get("webhook") or {}
+        return cls(
+            tenants=tenants,
+            graph_url=str(section.get("graph_url", "https://graph.microsoft.com/v1.0")).rstrip("/"),
+            authority=str(section.get("authority", "https://login.microsoftonline.com")).rstrip(
+                "/"
+            ),
+            public_url=str(webhook.get("public_url", "")).rstrip("/"),
+            subscription_minutes=int(webhook.get("subscription_minutes", 4320)),
+            catch_up_messages=int(section.get("catch_up_messages", 20)),
+        )
+
+    @property
+    def notification_url(self) -> str:
+        return f"{self.public_url}/_pontis/teams/notifications"
+
+    @property
+    def lifecycle_url(self) -> str:
+        return f"{self.public_url}/_pontis/teams/lifecycle"
+
+    @property
+    def allowed_hosts(self) -> list[str]:
+        """The hosts that get a token: Graph's only, never the identity platform or others."""
+        return [urlparse(self.graph_url).hostname or ""]
+
+    def tenant(self, tenant_id: str) -> TenantConfig | None:
+        return next((t for t in self.tenants if t.tenant_id == tenant_id.lower()), None)
+
+    def problems(self, section: dict[str, Any]) -> list[str]:
+        """What is wrong with the values, one line per problem, each naming its key."""
+        problems = []
+        raw = section.get("tenants") or []
+        if not raw:
+            problems.append("connectors.teams.tenants: add at least one tenant")
+        for index, entry in enumerate(raw):
+            where = f"connectors.teams.tenants[{index}]"
+            if not isinstance(entry, dict):
+                problems.append(f"{where}: expected a mapping with tenant_id, client_id, …")
+                continue
+            for key in ("tenant_id", "client_id", "client_secret"):
+                if not str(entry.get(key) or "").strip():
+                    problems.append(f"{where}.{key}: required")
+            tenant_id = str(entry.get("tenant_id") or "")
+            if tenant_id and not _is_guid(tenant_id):
+                problems.append(f"{where}.tenant_id: expected the directory id (a GUID)")
+            if bool(entry.get("relay_username")) != bool(entry.get("relay_password")):
+                problems.append(f"{where}: relay_username and relay_password go together")
+        for key, url in (("graph_url", self.graph_url), ("authority", self.authority)):
+            if urlparse(url).scheme not in ("http", "https") or not urlparse(url).hostname:
+                problems.append(f"connectors.teams.{key}: expected an http(s) URL")
+        if urlparse(self.public_url).scheme not in ("http", "https"):
+            problems.append(
+                "connectors.teams.webhook.public_url: the https URL through which Graph reaches"
+                " the bridge, e.g. https://bridge.example.org"
+            )
+        if not 1 <= self.subscription_minutes <= 4320:
+            problems.append("connectors.teams.webhook.subscription_minutes: between 1 and 4320")
+        return problems
+
+
+def _is_guid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,138 @@
+"""The Microsoft Teams connector: Graph change notifications in, delegated Graph calls out."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+import aiohttp
+
+from bridge.core import (
+    Capabilities,
+    ConnectorContext,
+    LoginFlow,
+    LoginProcess,
+    NetworkClient,
+    NetworkInfo,
+    PermanentError,
+)
+from bridge.portal.models import Login
+from bridge.teams.client import TeamsSharedClient, TeamsUserClient
+from bridge.teams.config import EXAMPLE_CONFIG, TeamsConfig
+from bridge.teams.errors import as_bridge_error
+from bridge.teams.ids import NETWORK
+from bridge.teams.inbound import Inbound
+from bridge.teams.login import DeviceCodeLogin
+from bridge.teams.network import TeamsNetwork
+from bridge.teams.protocol import OAuthTokenProvider, TokenError, preload_models
+from bridge.teams.store import TeamsStore
+from bridge.teams.tenant import TenantLink
+from bridge.teams.webhook import NotificationEndpoint
+
+
+class TeamsConnector:
+    info = NetworkInfo(
+        id=NETWORK, display_name="Microsoft Teams", url="https://teams.microsoft.com"
+    )
+    example_config = EXAMPLE_CONFIG
+
+    def __init__(self) -> None:
+        self._net: TeamsNetwork | None = None
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(replies=True, media=True, html=True, max_text_length=28_000)
+
+    async def start(self, ctx: ConnectorContext) -> None:
+        cfg = TeamsConfig.from_section(ctx.config)
+        if problems := cfg.problems(ctx.config):
+            raise PermanentError("; ".join(problems))
+        store = TeamsStore(ctx.store.database)
+        await store.upgrade()
+        client_state = await ctx.store.kv_get("client_state")
+        if client_state is None:
+            client_state = secrets.token_urlsafe(48)
+            await ctx.store.kv_set("client_state", client_state)
+        links = [TenantLink(cfg, t, ctx.http, ctx.store, ctx.log) for t in cfg.tenants]
+        net = self._net = TeamsNetwork(ctx, cfg, links)
+        shared = TeamsSharedClient(net)
+        inbound = Inbound(net, store, shared)
+        inbound.set_client_state(client_state)
+        endpoint = NotificationEndpoint(
+            client_state, store.add_notifications, inbound.wake, ctx.log
+        )
+        ctx.add_http_handler("notifications", endpoint.handle)
+        ctx.add_http_handler("lifecycle", endpoint.handle)
+        ctx.add_client(shared)
+        ctx.background(shared.connect(), name="app-tokens")
+        ctx.background(self._run(ctx, inbound, links, client_state), name="start")
+        ctx.log.info(
+            "Teams: %d tenant(s); Graph notifications expected at %s",
+            len(links),
+            cfg.notification_url,
+        )
+
+    @staticmethod
+    async def _run(
+        ctx: ConnectorContext, inbound: Inbound, links: list[TenantLink], client_state: str
+    ) -> None:
+        # Notifications are stored meanwhile; only bridging them waits for the SDK's imports.
+        await asyncio.to_thread(preload_models)
+        ctx.background(inbound.run(), name="notifications")
+        ctx.background(inbound.catch_up(), name="catch-up")
+        for link in links:
+            ctx.background(link.keep_subscribed(client_state), name=f"subscription-{link.id}")
+
+    async def stop(self) -> None:
+        if self._net is not None:
+            for link in self._net.tenants.values():
+                await link.close()
+
+    async def check(self, section: dict[str, Any]) -> list[str]:
+        cfg = TeamsConfig.from_section(section)
+        problems = cfg.problems(section)
+        async with aiohttp.ClientSession() as http:
+            for index, tenant in enumerate(cfg.tenants):
+                provider = OAuthTokenProvider.client_credentials(
+                    http, cfg.authority, tenant.tenant_id, tenant.client_id, tenant.client_secret,
+                    allowed_hosts=cfg.allowed_hosts,
+                )  # fmt: skip
+                try:
+                    await provider.get_authorization_token(cfg.graph_url)
+                except TokenError as err:
+                    problems.append(f"connectors.teams.tenants[{index}]: {_explain(err)}")
+                except Exception as err:
+                    reason = as_bridge_error(err, "token")
+                    problems.append(
+                        f"connectors.teams.authority: cannot reach {cfg.authority} ({reason})"
+                    )
+        return problems
+
+    def login_flows(self) -> list[LoginFlow]:
+        return [
+            LoginFlow(
+                id="device-code",
+                name="Device code",
+                description="Sign in with your Teams account in a browser, with a one-time code",
+            )
+        ]
+
+    async def start_login(self, user_mxid: str, flow_id: str) -> LoginProcess:
+        assert self._net is not None, "start_login before start"
+        return DeviceCodeLogin(self._net, user_mxid)
+
+    async def load_login(self, login: Login) -> NetworkClient:
+        assert self._net is not None, "load_login before start"
+        return TeamsUserClient(self._net, login)
+
+
+def _explain(err: TokenError) -> str:
+    """An identity-platform refusal in words an operator can act on (no secrets)."""
+    description = err.description.split("\r\n")[0].split(" Trace ID")[0]
+    if "AADSTS7000215" in err.description or err.error == "invalid_client":
+        return f"the client secret is wrong or expired ({description})"
+    if "AADSTS90002" in err.description or (err.status == 400 and "tenant" in description.lower()):
+        return f"unknown tenant ({description})"
+    if "AADSTS700016" in err.description:
+        return f"unknown client_id in this tenant ({description})"
+    return f"the identity platform refused the app ({err.error}: {description})"

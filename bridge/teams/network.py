@@ -1,0 +1,72 @@
+"""State the Teams clients share: the tenants, which tenant a chat belongs to, which Matrix
+user each Teams account belongs to, and the ids of messages the bridge has just sent."""
+
+from __future__ import annotations
+
+import time
+
+from kiota_abstractions.api_error import APIError
+
+from bridge.core import ConnectorContext
+from bridge.teams.config import TeamsConfig
+from bridge.teams.tenant import TenantLink
+
+
+class RecentIds:
+    """Ids seen in the last ``ttl`` seconds: Graph's notification of a message the bridge
+    sent can arrive before the core has stored the id that the send returned."""
+
+    def __init__(self, ttl: float = 600.0) -> None:
+        self._ttl = ttl
+        self._ids: dict[str, float] = {}
+
+    def add(self, remote_id: str) -> None:
+        now = time.monotonic()
+        self._ids = {k: t for k, t in self._ids.items() if t > now}
+        self._ids[remote_id] = now + self._ttl
+
+    def __contains__(self, remote_id: object) -> bool:
+        expiry = self._ids.get(str(remote_id))
+        return expiry is not None and expiry > time.monotonic()
+
+
+class TeamsNetwork:
+    def __init__(self, ctx: ConnectorContext, cfg: TeamsConfig, tenants: list[TenantLink]) -> None:
+        self.ctx = ctx
+        self.cfg = cfg
+        self.tenants = {t.id: t for t in tenants}
+        self.sent = RecentIds()
+        self._chat_tenants: dict[str, str] = {}
+
+    def tenant(self, tenant_id: str) -> TenantLink | None:
+        return self.tenants.get(tenant_id.lower())
+
+    async def remember_chat(self, chat_id: str, tenant_id: str) -> None:
+        if self._chat_tenants.get(chat_id) != tenant_id:
+            self._chat_tenants[chat_id] = tenant_id
+            await self.ctx.store.kv_set(f"chat:{chat_id}", tenant_id)
+
+    async def tenant_for_chat(self, chat_id: str) -> TenantLink:
+        """The tenant whose app reads ``chat_id``: remembered from its notifications, else the
+        only tenant, else the first whose app can see the chat."""
+        known = self._chat_tenants.get(chat_id) or await self.ctx.store.kv_get(f"chat:{chat_id}")
+        if known and (link := self.tenant(known)) is not None:
+            self._chat_tenants[chat_id] = link.id
+            return link
+        links = list(self.tenants.values())
+        if len(links) > 1:
+            for link in links:
+                try:
+                    await link.app.chats.by_chat_id(chat_id).get()
+                except APIError:
+                    continue
+                await self.remember_chat(chat_id, link.id)
+                return link
+        return links[0]
+
+    async def logged_in(self) -> dict[str, str]:
+        """AAD object id → Matrix user, for every Teams login of a Matrix user."""
+        return {login.login_id: login.user_mxid for login in await self.ctx.store.list_logins()}
+
+    def relay_ids(self) -> set[str]:
+        return {t.relay_user_id for t in self.tenants.values() if t.relay_user_id}

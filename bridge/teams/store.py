@@ -1,0 +1,89 @@
+"""The Teams connector's own table: change notifications accepted but not yet bridged.
+
+Graph gets its ``202`` only after a notification is in ``teams_notification``; a worker then
+bridges the rows in order and deletes each one when its message is on Matrix. A crash between
+the two loses nothing: the rows are still there at the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mautrix.util.async_db import Connection, Database, Scheme
+
+from bridge.portal import connector_upgrade_table, upgrade_connector_tables
+
+
+async def _create_tables(conn: Connection, scheme: Scheme) -> None:
+    serial = (
+        "INTEGER PRIMARY KEY AUTOINCREMENT" if scheme == Scheme.SQLITE else "BIGSERIAL PRIMARY KEY"
+    )
+    await conn.execute(
+        f"""CREATE TABLE teams_notification (
+            id           {serial},
+            tenant_id    TEXT   NOT NULL,
+            payload      TEXT   NOT NULL,
+            received_at  BIGINT NOT NULL,
+            attempts     INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+
+
+@dataclass(slots=True)
+class StoredNotification:
+    id: int
+    tenant_id: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+class TeamsStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def upgrade(self) -> None:
+        table = connector_upgrade_table("teams")
+        table.register(_create_tables, description="create the Teams connector's tables")
+        await upgrade_connector_tables(self._db, table)
+
+    async def add_notifications(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """Store (tenant id, notification) pairs in one transaction."""
+        now = int(time.time() * 1000)
+        conn: Connection
+        async with self._db.acquire() as conn, conn.transaction():
+            for tenant_id, payload in items:
+                await conn.execute(
+                    "INSERT INTO teams_notification (tenant_id, payload, received_at)"
+                    " VALUES ($1, $2, $3)",
+                    tenant_id,
+                    json.dumps(payload),
+                    now,
+                )
+
+    async def pending_notifications(self, limit: int = 200) -> list[StoredNotification]:
+        rows = await self._db.fetch(
+            "SELECT id, tenant_id, payload, attempts FROM teams_notification ORDER BY id LIMIT $1",
+            limit,
+        )
+        return [
+            StoredNotification(r["id"], r["tenant_id"], json.loads(r["payload"]), r["attempts"])
+            for r in rows
+        ]
+
+    async def finish_notification(self, row_id: int) -> None:
+        await self._db.execute("DELETE FROM teams_notification WHERE id=$1", row_id)
+
+    async def count_notifications(self) -> int:
+        return int(await self._db.fetchval("SELECT COUNT(*) FROM teams_notification") or 0)
+
+    async def record_attempt(self, row_id: int) -> int:
+        await self._db.execute(
+            "UPDATE teams_notification SET attempts=attempts+1 WHERE id=$1", row_id
+        )
+        return int(
+            await self._db.fetchval("SELECT attempts FROM teams_notification WHERE id=$1", row_id)
+            or 0
+        )

@@ -1,0 +1,51 @@
+"""Matrix → Teams bodies."""
+
+from __future__ import annotations
+
+import json
+
+from msgraph.generated.models.body_type import BodyType
+
+from bridge.core import NetworkID, RemoteChatID, RemoteMessageID
+from bridge.portal.models import Message
+from bridge.teams.from_matrix import body_html, chat_message, relayed
+
+
+def test_text_is_escaped_and_keeps_line_breaks() -> None:
+    assert body_html("a <b>\nc", None) == "a &lt;b&gt;<br>c"
+
+
+def test_html_loses_the_reply_fallback() -> None:
+    html = "<mx-reply><blockquote>old</blockquote></mx-reply>new <em>text</em>"
+    assert body_html("> old\n\nnew text", html) == "new <em>text</em>"
+
+
+def test_relay_names_the_sender_safely() -> None:
+    assert relayed("Eve <script>", "hi") == "<b>Eve &lt;script&gt;</b>: hi"
+
+
+def test_reply_quotes_the_teams_message() -> None:
+    target = Message(
+        network=NetworkID("teams"),
+        portal_id=RemoteChatID("19:x"),
+        remote_id=RemoteMessageID("1700"),
+        mxid="$e",
+        room_id="!r",
+        sender_id="a1b2",
+    )
+    msg = chat_message("<p>yes</p>", reply_to=target, reply_text="the question")
+    assert msg.body is not None and msg.body.content_type == BodyType.Html
+    assert msg.body.content == '<attachment id="1700"></attachment><p>yes</p>'
+    (attachment,) = msg.attachments or []
+    assert attachment.content_type == "messageReference" and attachment.id == "1700"
+    reference = json.loads(attachment.content or "")
+    assert reference["messagePreview"] == "the question"
+    assert reference["messageSender"]["user"]["id"] == "a1b2"
+
+
+def test_image_goes_as_hosted_content() -> None:
+    msg = chat_message("", image=(b"\x89PNG", "image/png"))
+    assert msg.body is not None and 'src="../hostedContents/1/$value"' in (msg.body.content or "")
+    (hosted,) = msg.hosted_contents or []
+    assert hosted.content_bytes == b"\x89PNG"
+    assert hosted.additional_data["@microsoft.graph.temporaryId"] == "1"
