@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 from ruamel.yaml import YAML
 
+from tests.e2e.graph import GraphEmulator
 from tests.e2e.hub import (
     XMPP_COMPONENT,
     XMPP_ROOMS,
@@ -51,6 +52,7 @@ def write_config(
     remote_url: str,
     prosody: ProsodyServer,
     mail: MailServers,
+    graph: GraphEmulator,
 ) -> None:
     xmpp = xmpp_section(
         component_port=prosody.component_port,
@@ -66,6 +68,8 @@ def write_config(
             "reference": {"enabled": True, "url": remote_url},
             "xmpp": xmpp | {"history_on_join": 20},
             "email": email_section(mail),
+            # Graph reaches the webhook on the bridge's own port, as a reverse proxy would.
+            "teams": graph.teams_section(f"http://127.0.0.1:{as_port}"),
         },
         bridge={
             "permissions": {DOMAIN: "user", f"@outsider:{DOMAIN}": "relay"},
@@ -93,6 +97,7 @@ class Hub:
     remote: RemoteNetwork
     prosody: ProsodyServer
     mail: MailServers
+    graph: GraphEmulator
     workdir: Path
     as_port: int
     metrics_port: int
@@ -126,8 +131,8 @@ async def remote() -> AsyncIterator[RemoteNetwork]:
 
 
 async def start_hub(workdir: Path, remote: RemoteNetwork) -> Hub:
-    """Prosody and the mail servers, then the registration, then Synapse, then the bridge;
-    stops what it started if a later step fails."""
+    """Prosody, the mail servers and the Graph emulator, then the registration, then Synapse,
+    then the bridge; stops what it started if a later step fails."""
     site_dir = workdir / "site"
     install_reference_entry_point(site_dir)
     as_port, metrics_port = free_port(), free_port()
@@ -136,11 +141,13 @@ async def start_hub(workdir: Path, remote: RemoteNetwork) -> Hub:
         workdir / "prosody", components={XMPP_COMPONENT: XMPP_SECRET, XMPP_ROOMS: XMPP_SECRET}
     )
     mail = MailServers(workdir / "mail", bridge_domain=MAIL_DOMAIN, bridge_lmtp_port=free_port())
+    graph = GraphEmulator()
     bridge = BridgeProcess(workdir, config_path, site_dir, env={})
     synapse = SynapseServer(DOMAIN, workdir / "synapse", [workdir / "registration.yaml"])
     try:
         await prosody.start()
         await mail.start()
+        await graph.start()
         write_config(
             config_path,
             as_port=as_port,
@@ -148,6 +155,7 @@ async def start_hub(workdir: Path, remote: RemoteNetwork) -> Hub:
             remote_url=remote.url,
             prosody=prosody,
             mail=mail,
+            graph=graph,
         )
         result = bridge.cli("generate-registration", "-r", str(workdir / "registration.yaml"))
         assert result.returncode == 0, result.stderr
@@ -159,10 +167,11 @@ async def start_hub(workdir: Path, remote: RemoteNetwork) -> Hub:
         await synapse.stop()
         await prosody.stop()
         await mail.stop()
+        await graph.stop()
         raise
     hs_token = YAML().load(config_path)["appservice"]["hs_token"]
     return Hub(
-        synapse, bridge, remote, prosody, mail, workdir, as_port, metrics_port, hs_token
+        synapse, bridge, remote, prosody, mail, graph, workdir, as_port, metrics_port, hs_token
     )
 
 
@@ -184,6 +193,7 @@ async def hub(tmp_path_factory, remote: RemoteNetwork) -> AsyncIterator[Hub]:  #
         await hub.synapse.stop()
         await hub.prosody.stop()
         await hub.mail.stop()
+        await hub.graph.stop()
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -348,6 +348,7 @@ async def test_health_and_metrics(hub: Hub) -> None:
         "reference/shared": True,
         "xmpp/shared": True,
         "email/shared": True,
+        "teams/shared": True,
     }
     stored = re.search(
         r'^pontis_appservice_transactions_total\{outcome="stored"\} (\S+)$', metrics, re.M
@@ -359,6 +360,7 @@ async def test_health_and_metrics(hub: Hub) -> None:
     assert "pontis_inbox_depth" in metrics
     assert hub.hs_token not in metrics and hub.hs_token not in json.dumps(health)
     assert hub.hs_token not in hub.bridge.log_path.read_text()
+    assert hub.graph.app["clientSecret"] not in hub.bridge.log_path.read_text()
 
 
 async def test_bot_is_registered_with_its_display_name(hub: Hub) -> None:
