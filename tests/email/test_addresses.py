@@ -84,7 +84,7 @@ def test_invalid_address_is_a_value_error() -> None:
         normalize_address("nobody")
 
 
-@settings(max_examples=60)
+@settings(max_examples=40)
 @given(st.text(max_size=80) | st.emails())
 def test_normalize_either_refuses_or_returns_a_canonical_address(text: str) -> None:
     try:
@@ -97,7 +97,7 @@ def test_normalize_either_refuses_or_returns_a_canonical_address(text: str) -> N
     assert address.isascii() and address.isprintable() and " " not in address
 
 
-@settings(max_examples=30)
+@settings(max_examples=20)
 @given(st.emails())
 def test_every_ascii_email_from_hypothesis_is_accepted(address: str) -> None:
     # Hypothesis' emails() are RFC 5322 dot-atoms with ASCII host names: our subset, but for

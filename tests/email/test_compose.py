@@ -325,7 +325,7 @@ def header_text(max_size: int) -> st.SearchStrategy[str]:
     ) | st.text(max_size=max_size)
 
 
-@settings(max_examples=60)
+@settings(max_examples=50)
 @given(
     name=header_text(80),
     subject=header_text(200),

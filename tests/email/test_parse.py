@@ -445,7 +445,7 @@ def parses_or_refuses(data: bytes) -> ParsedMail | None:
         return None
 
 
-@settings(max_examples=100)
+@settings(max_examples=80)
 @given(st.binary(max_size=2000))
 def test_arbitrary_bytes_never_raise_anything_else(data: bytes) -> None:
     parses_or_refuses(data)
@@ -495,7 +495,7 @@ def mutated_mails(draw: st.DrawFn) -> bytes:
     return bytes(mail)
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_mails())
 def test_mutated_mails_never_raise_anything_else(data: bytes) -> None:
     parses_or_refuses(data)
@@ -510,7 +510,7 @@ header_text = st.lists(
 ).map("".join)
 
 
-@settings(max_examples=80)
+@settings(max_examples=60)
 @given(name=header_text, subject=header_text, ids=header_text, recipients=header_text)
 def test_arbitrary_header_values_never_raise_anything_else(
     name: str, subject: str, ids: str, recipients: str
