@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from bridge.teams.emulator import EmulatorConfig, create_app
 from bridge.teams.emulator.services import SERVICES, Services
+from tests.teams_emulator.seeded import SeededEmulator
 
 TENANT = "Contoso"
 DOMAIN = "contoso.onmicrosoft.com"
@@ -38,7 +39,7 @@ SEED: dict[str, Any] = {
 }  # fmt: skip
 
 
-class GraphEmulator:
+class GraphEmulator(SeededEmulator):
     def __init__(self) -> None:
         self.config = EmulatorConfig(
             retry_delays=(0.2, 0.5),
@@ -75,30 +76,11 @@ class GraphEmulator:
         return str(self._server.make_url("")).rstrip("/")
 
     @property
-    def graph_url(self) -> str:
-        return self.base + "/v1.0"
-
-    async def control(self, method: str, path: str, body: object | None = None) -> Any:
+    def http(self) -> aiohttp.ClientSession:
         assert self._session is not None
-        url = self.base + "/_emulator" + path
-        async with self._session.request(method, url, json=body) as response:
-            data = await response.json(content_type=None) if response.status != 204 else None
-            assert response.status < 300, (method, path, response.status, data)
-            return data
+        return self._session
 
     # --- the seeded tenant -----------------------------------------------------------------
-
-    @property
-    def tenant_id(self) -> str:
-        return str(self.seeded["tenants"][0]["id"])
-
-    @property
-    def app(self) -> dict[str, str]:
-        return dict(self.seeded["tenants"][0]["apps"][0])
-
-    def user(self, first_name: str) -> dict[str, Any]:
-        users = self.seeded["tenants"][0]["users"]
-        return next(u for u in users if u["givenName"].lower() == first_name.lower())
 
     def teams_section(self, public_url: str) -> dict[str, Any]:
         """``connectors.teams`` for a bridge whose HTTP port is ``public_url``."""

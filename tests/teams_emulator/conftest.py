@@ -19,6 +19,7 @@ from msgraph import GraphServiceClient
 from bridge.teams.emulator import EmulatorConfig, create_app
 from bridge.teams.emulator.services import SERVICES, Services
 from bridge.teams.protocol import OAuthTokenProvider, graph_client
+from tests.teams_emulator.seeded import SeededEmulator
 
 # Scopes the bridge asks for when it signs a user in.
 USER_SCOPES = [
@@ -71,7 +72,7 @@ SEED: dict[str, Any] = {
 
 
 @dataclass
-class Emulator:
+class Emulator(SeededEmulator):
     server: TestServer
     services: Services
     session: aiohttp.ClientSession
@@ -83,33 +84,8 @@ class Emulator:
         return str(self.server.make_url("")).rstrip("/")
 
     @property
-    def graph_url(self) -> str:
-        return self.base + "/v1.0"
-
-    async def control(self, method: str, path: str, body: object | None = None) -> Any:
-        async with self.session.request(
-            method, self.base + "/_emulator" + path, json=body
-        ) as response:
-            data = await response.json(content_type=None) if response.status != 204 else None
-            assert response.status < 300, (response.status, data)
-            return data
-
-    # -- the seeded tenant ---------------------------------------------------------------------
-
-    @property
-    def tenant_id(self) -> str:
-        return str(self.seeded["tenants"][0]["id"])
-
-    @property
-    def app(self) -> dict[str, str]:
-        return dict(self.seeded["tenants"][0]["apps"][0])
-
-    def user(self, first_name: str) -> dict[str, Any]:
-        users = self.seeded["tenants"][0]["users"]
-        return next(u for u in users if u["givenName"].lower() == first_name.lower())
-
-    def chat(self, index: int) -> str:
-        return str(self.seeded["tenants"][0]["chats"][index]["id"])
+    def http(self) -> aiohttp.ClientSession:
+        return self.session
 
     # -- SDK clients ----------------------------------------------------------------------------
 
