@@ -225,11 +225,3 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield holder[0]
     finally:
         await server.close()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # msgraph-sdk warns about its own generated request-configuration classes on every call.
-    config.addinivalue_line("filterwarnings", "ignore:This class is deprecated:DeprecationWarning")
-    config.addinivalue_line(
-        "filterwarnings", "ignore:GetQueryParameters is deprecated:DeprecationWarning"
-    )
