@@ -51,4 +51,6 @@ def setup_logging(level: str, fmt: str, secrets: Iterable[str]) -> None:
     root.setLevel(level)
     # aiohttp's access log and mautrix's per-request logs drown an operator at INFO.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # httpx (under msgraph-sdk) logs every request at INFO: noise for operators, CPU per message.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("pontis.matrix.api").setLevel(max(logging.getLevelName(level), logging.INFO))

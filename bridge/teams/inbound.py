@@ -116,10 +116,21 @@ class Inbound:
             return
         chat_id, msg_id = parsed
         await self.net.remember_chat(chat_id, link.id)
-        msg = await self._fetch(link, chat_id, msg_id)
         change = str(item.get("changeType", "updated"))
+        if change == "created" and await self._known(chat_id, msg_id):
+            return  # the echo of a message sent from Matrix, or one caught up already
+        msg = await self._fetch(link, chat_id, msg_id)
         for event in await self.events_for(chat_id, msg_id, change, msg, link):
             await self._ctx.deliver_remote_event(event)
+
+    async def _known(self, chat_id: str, msg_id: str) -> bool:
+        """Whether a new message needs no Graph read: the bridge sent it or has bridged it."""
+        if msg_id in self.net.sent:
+            return True
+        stored = await self._ctx.store.get_message(
+            portal_key(chat_id).remote_id, message_id(msg_id)
+        )
+        return stored is not None
 
     async def _fetch(self, link: TenantLink, chat_id: str, msg_id: str) -> ChatMessage | None:
         try:
