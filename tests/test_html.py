@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.core.html import sanitize_html
+from bridge.core.html import MAX_DEPTH, MAX_HTML_CHARS, bound_html, sanitize_html
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,65 @@ def test_allowed_formatting_survives() -> None:
         'start="3"',
     ):
         assert kept in cleaned
+
+
+# --- hostile size and shape: the largest HTML a Matrix event can carry ----------------------
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "<a" * (MAX_HTML_CHARS // 2),
+        "<!--" * (MAX_HTML_CHARS // 4),
+        "</" * (MAX_HTML_CHARS // 2),
+        "&#" * (MAX_HTML_CHARS // 2),
+    ],
+)
+def test_unterminated_markup_of_a_whole_event_gives_no_markup(hostile: str) -> None:
+    cleaned = sanitize_html(hostile)
+    assert "<a" not in cleaned and "<!--" not in cleaned
+
+
+@pytest.mark.parametrize("tag", ["div", "ul", "pre", "blockquote", "details", "b", "span"])
+def test_deep_nesting_is_cut_at_max_depth_and_keeps_the_text(tag: str) -> None:
+    deep = (MAX_HTML_CHARS - 9) // (2 * len(tag) + 5)  # as deep as fits in one event
+    cleaned = sanitize_html(f"<{tag}>" * deep + "deep" + f"</{tag}>" * deep + "after")
+    assert cleaned.count(f"<{tag}>") <= MAX_DEPTH
+    assert "deep" in cleaned and cleaned.endswith("after")
+
+
+@pytest.mark.parametrize(
+    "unit",
+    # html5ever re-opens every unclosed formatting element in each new block: unbounded, this
+    # took 17 s and produced 69 MB from 64 KiB.
+    ["<p><b id={k}>x", "<div><b id={k}>x</div>", "<span><div></span>", "<li><ul>"],
+)
+def test_formatting_reopened_in_every_block_is_bounded(unit: str) -> None:
+    hostile = "".join(unit.format(k=k) for k in range(MAX_HTML_CHARS // len(unit)))
+    assert len(sanitize_html(hostile)) < 10 * MAX_HTML_CHARS
+
+
+def test_html_longer_than_an_event_is_cut_before_a_split_tag() -> None:
+    html = "<p>" + "x" * (MAX_HTML_CHARS - 10) + '<a href="https://example.org/">link</a></p>'
+    bounded = bound_html(html)
+    assert bounded == html[: MAX_HTML_CHARS - 7]
+    assert sanitize_html(html) == f"<p>{'x' * (MAX_HTML_CHARS - 10)}</p>"
+
+
+def test_ordinary_html_is_not_changed_by_the_bounds() -> None:
+    html = (
+        "<blockquote><p>quote <b>bold <i>both</i></b></p></blockquote><ul><li>one<li>two</ul>"
+        '<p>a<br>b<!-- note --><a title="x>y" href="https://example.org/">l</a></p><div><span>'
+        "sloppy</div>"
+    )
+    assert bound_html(html) == html
+    nested = "<div>" * MAX_DEPTH + "x" + "</div>" * MAX_DEPTH
+    assert bound_html(nested) == nested
+    assert bound_html("<div>" * (MAX_DEPTH + 1)) == "<div>" * MAX_DEPTH
+
+
+def test_tags_in_comments_and_attribute_values_do_not_close_anything() -> None:
+    # Otherwise "<div><!--</div>-->" would look flat while html5ever nests every div.
+    for unit in ("<div><!--</div>-->", "<div title='</div>'>", "<div><!x</div>"):
+        bounded = bound_html(unit * 1000)
+        assert bounded.count("<div") == MAX_DEPTH

@@ -59,6 +59,7 @@ from bridge.core.events import (
     RemoteTyping,
     UserInfo,
 )
+from bridge.core.html import bound_html, sanitize_html
 from bridge.core.ids import (
     LoginID,
     NetworkID,
@@ -128,6 +129,8 @@ __all__ = [
     "SupportsTyping",
     "TransientError",
     "UserInfo",
+    "bound_html",
     "escape_localpart",
+    "sanitize_html",
     "unescape_localpart",
 ]
