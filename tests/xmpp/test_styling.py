@@ -261,9 +261,34 @@ def test_hostile_html(hostile: str, expected: str) -> None:
     assert html_to_styling(hostile) == expected
 
 
-def test_parser_failure_falls_back_to_text() -> None:
-    # html.parser raises AssertionError on an unknown marked-section keyword.
-    assert html_to_styling("<b>bold &amp; x</b> <![foo[") == "bold & x "
+def test_malformed_declarations_no_longer_cost_the_formatting() -> None:
+    # html.parser raised AssertionError on the unknown marked section, and the whole message
+    # fell back to plain text; now it only ever sees complete tags.
+    assert html_to_styling("<b>bold &amp; x</b> <![foo[") == "*bold & x* <![foo["
+    assert html_to_styling("<b>bold</b> <![foo[x]>") == "*bold* "
+
+
+# The largest formatted_body a Matrix event can carry.
+_EVENT_SIZE = 65_536
+
+
+@pytest.mark.parametrize(
+    ("unit", "text"),
+    [
+        ("<a", "<a" * (_EVENT_SIZE // 2)),  # was 8.9 s
+        ("<!--", ""),  # was 3.7 s; an unterminated comment hides the rest
+        ("</", "</" * (_EVENT_SIZE // 2)),
+        ("<!", "<!" * (_EVENT_SIZE // 2)),
+        ('<a b="', '<a b="' * (_EVENT_SIZE // 6)),
+    ],
+)
+def test_unterminated_markup_of_a_whole_event_reads_as_text(unit: str, text: str) -> None:
+    assert html_to_styling(unit * (_EVENT_SIZE // len(unit))) == text
+
+
+def test_a_whole_event_of_nested_divs_keeps_its_text() -> None:
+    hostile = "<div>" * 13_000 + "deep" + "</div>" * 13_000 + "<b>after</b>"
+    assert html_to_styling(hostile).split() == ["deep", "*after*"]
 
 
 def test_deep_nesting_is_bounded() -> None:

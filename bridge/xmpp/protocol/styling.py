@@ -8,7 +8,9 @@ styled plain-text body.
 
 Both functions take hostile input: every text run is HTML-escaped on the way out, the HTML
 parser is the stdlib's and its failures fall back to plain text, and span matching uses
-pre-computed closing positions so a line full of unmatched directives stays linear-ish.
+pre-computed closing positions so a line full of unmatched directives stays linear-ish. The
+stdlib parser takes quadratic time on unterminated markup (60 KiB of ``<a`` took 9 s), so it
+only ever reads complete tags (see ``_complete_tags_only``).
 
 Nothing here imports from ``bridge``: this is the protocol layer.
 """
@@ -180,6 +182,10 @@ _MATRIX_TO_USER = "https://matrix.to/#/@"
 _TAG = re.compile(r"<[^>]*>?")
 # Deeper nesting is treated as text, which keeps hostile markup from costing quadratic time.
 _MAX_DEPTH = 50
+# A start or end tag with balanced quotes; declarations and processing instructions. The
+# alternatives start with different characters and stop at "<", so matching never backtracks
+# far and never reads past the next "<".
+_COMPLETE_TAG = re.compile(r"""</?[A-Za-z](?:[^<>"']|"[^"<>]*"|'[^'<>]*')*>|<[!?][^<>]*>""")
 
 
 @dataclass
@@ -403,6 +409,30 @@ def _link_text(text: str, href: str | None) -> str:
     return f"{text} ({href})" if text.strip() else href
 
 
+def _complete_tags_only(html_body: str) -> str:
+    """``html_body`` with comments, declarations and processing instructions removed and every
+    ``<`` that does not open a complete tag escaped, in one pass: then html.parser never looks
+    ahead for the end of a construct that has none, which is what makes it quadratic."""
+    out: list[str] = []
+    pos = 0
+    while (start := html_body.find("<", pos)) >= 0:
+        out.append(html_body[pos:start])
+        if html_body.startswith("<!--", start):
+            end = html_body.find("-->", start + 4)
+            if end < 0:
+                return "".join(out)  # an unterminated comment runs to the end, as in browsers
+            pos = end + 3
+        elif (tag := _COMPLETE_TAG.match(html_body, start)) is None:
+            out.append("&lt;")
+            pos = start + 1
+        else:
+            if tag.group()[1] not in "!?":
+                out.append(tag.group())
+            pos = tag.end()
+    out.append(html_body[pos:])
+    return "".join(out)
+
+
 def html_to_styling(html_body: str) -> str:
     """Flatten Matrix HTML into a XEP-0393 styled plain-text body.
 
@@ -414,7 +444,7 @@ def html_to_styling(html_body: str) -> str:
     """
     writer = _StylingWriter()
     try:
-        writer.feed(html_body)
+        writer.feed(_complete_tags_only(html_body))
         writer.close()
         return writer.result()
     except Exception:
