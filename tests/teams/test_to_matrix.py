@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from msgraph.generated.models.body_type import BodyType
 from msgraph.generated.models.chat_message import ChatMessage
 from msgraph.generated.models.chat_message_attachment import ChatMessageAttachment
@@ -135,3 +136,23 @@ def test_notification_resources() -> None:
         "1700",
     )
     assert parse_message_resource("teams('t')/channels('c')/messages('1')") is None
+
+
+# The largest body Pontis reads: what one Matrix event can carry (Graph's own limit is lower).
+_EVENT_SIZE = 65_536
+
+
+@pytest.mark.parametrize("unit", ["<a", "<!--", "</", "<!"])
+def test_unterminated_markup_of_a_whole_event_reads_as_no_text(unit: str) -> None:
+    # html5ever reads each of these as one unfinished tag or comment, as browsers do.
+    assert html_to_text(unit * (_EVENT_SIZE // len(unit))) == ""
+
+
+def test_a_whole_event_of_nested_divs_keeps_its_text_and_breaks() -> None:
+    deep = (_EVENT_SIZE - 20) // 11
+    assert html_to_text("<div>" * deep + "deep" + "</div>" * deep + "after") == "deep\n\nafter"
+
+
+def test_a_body_longer_than_an_event_is_read_up_to_the_event_size() -> None:
+    text = html_to_text("<p>" + "x" * _EVENT_SIZE + "</p><p>lost</p>")
+    assert text == "x" * (_EVENT_SIZE - 3)
