@@ -15,7 +15,7 @@ from email.message import EmailMessage
 
 import nh3
 
-from bridge.core import MatrixMessage
+from bridge.core import MatrixMessage, bound_html
 from bridge.email.protocol.compose import (
     OutgoingAttachment,
     compose_mail,
@@ -86,7 +86,7 @@ def _content(msg: MatrixMessage) -> tuple[str, str | None]:
     text = msg.body
     # The sender's HTML goes into other people's mail readers: clean it the same way ammonia
     # cleans untrusted HTML for the web, not with Matrix's narrower allow-list.
-    html = nh3.clean(msg.html) if msg.html else None
+    html = nh3.clean(bound_html(msg.html)) if msg.html else None
     if msg.msgtype == "m.emote":
         text = f"* {msg.sender_name} {text}"
         html = None

@@ -13,13 +13,18 @@ import html as htmllib
 
 from mautrix.util.formatter import parse_html
 
-from bridge.core import Media, MessagePart, PartID
+from bridge.core import Media, MessagePart, PartID, bound_html, sanitize_html
 from bridge.email.protocol.parse import ParsedMail
 from bridge.email.protocol.quotes import strip_quoted_html, strip_quoted_text
 
 # Leaves room in the 65,536-byte event for the JSON around body and formatted_body.
 MAX_TEXT_BYTES = 24_000
 EMPTY_TEXT = "(empty mail)"
+# Mail HTML is read only up to here (and its nesting capped) before anything parses it. Longer
+# mail is cut to MAX_TEXT_BYTES and attached whole anyway; reading it costs the event loop about
+# 4 s per MiB (quote stripping and parse_html are html.parser underneath). Five times the text
+# limit, so that an HTML-only mail that is mostly markup still fills the event.
+MAX_HTML_CHARS = 131_072
 
 
 async def mail_parts(
@@ -27,12 +32,14 @@ async def mail_parts(
 ) -> list[MessagePart]:
     text, html = await _body(mail, show_subject=show_subject, strip_quotes=strip_quotes)
     parts = []
-    truncated = len(text.encode()) > MAX_TEXT_BYTES or len((html or "").encode()) > MAX_TEXT_BYTES
+    truncated = (
+        len(text.encode()) > MAX_TEXT_BYTES
+        or len((html or "").encode()) > MAX_TEXT_BYTES
+        or len(mail.html or "") > MAX_HTML_CHARS
+    )
     if truncated:
-        text = (
-            _cut(text, MAX_TEXT_BYTES)
-            + "\n\n[The mail is too long for one message: see message.eml]"
-        )
+        notice = "[The mail is too long for one message: see message.eml]"
+        text = f"{_cut(text, MAX_TEXT_BYTES)}\n\n{notice}" if text else notice
         html = None
     if text or html or not mail.attachments:
         parts.append(MessagePart(text=text or EMPTY_TEXT, html=html, notice=mail.auto_submitted))
@@ -58,11 +65,13 @@ async def _body(
     """(plain text, HTML or None) of the mail's new content, with the subject if shown."""
     quoted_html: str | None = None
     if mail.html is not None:
-        new_html, quoted_html = strip_quoted_html(mail.html) if strip_quotes else (mail.html, None)
+        source = bound_html(mail.html, MAX_HTML_CHARS)
+        new_html, quoted_html = strip_quoted_html(source) if strip_quotes else (source, None)
         if mail.text is not None:
             text = strip_quoted_text(mail.text)[0] if strip_quotes else mail.text
         else:
-            text = await parse_html(new_html)
+            # parse_html is built on html.parser: give it only well-formed markup.
+            text = await parse_html(sanitize_html(new_html, MAX_HTML_CHARS))
         html: str | None = new_html
     else:
         source = mail.text or ""

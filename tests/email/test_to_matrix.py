@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from email.message import EmailMessage
 
+import pytest
+
 from bridge.email.protocol.parse import parse_mail
-from bridge.email.to_matrix import MAX_TEXT_BYTES, mail_parts
+from bridge.email.to_matrix import MAX_HTML_CHARS, MAX_TEXT_BYTES, mail_parts
 
 
 def _raw(text: str, *, html: str | None = None, subject: str = "Budget", **headers: str) -> bytes:
@@ -79,3 +81,55 @@ async def test_a_mail_too_long_for_one_event_is_cut_and_attached_whole() -> None
     assert len(text.text.encode()) < MAX_TEXT_BYTES + 200 and "message.eml" in text.text
     assert eml.media is not None and eml.media.filename == "message.eml"
     assert await eml.media.read() == raw
+
+
+def _html_only(html: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["Subject"] = "bob@example.org", "Hi"
+    msg.set_content(html, subtype="html")
+    return msg.as_bytes()
+
+
+_MIB = 1 << 20
+
+
+async def test_a_hostile_html_only_mail_gives_its_text_and_the_whole_mail() -> None:
+    # 1 MiB of nested divs took 700 s and then failed with RecursionError in parse_html.
+    deep = _MIB // 11
+    raw = _html_only("<p>Dear all,</p>" + "<div>" * deep + "deep" + "</div>" * deep)
+    text, eml = await mail_parts(parse_mail(raw), raw, show_subject=False, strip_quotes=True)
+    assert text.text == "Dear all,\n\n[The mail is too long for one message: see message.eml]"
+    assert text.html is None
+    assert eml.media is not None and await eml.media.read() == raw
+
+
+@pytest.mark.parametrize(
+    ("unit", "letters"),
+    # Each of the first three reads as one unfinished tag or comment, as in browsers; the last
+    # makes html5ever re-open every earlier <b> in each new paragraph.
+    [("<a", ""), ("<!--", ""), ("</", ""), ("<p><b id={k}>x", "x")],
+)
+async def test_hostile_markup_in_an_html_only_mail_gives_sane_text(unit: str, letters: str) -> None:
+    raw = _html_only("".join(unit.format(k=k) for k in range(_MIB // len(unit))))
+    text, eml = await mail_parts(parse_mail(raw), raw, show_subject=False, strip_quotes=True)
+    content, _ = text.text.rsplit("[The mail is too long", 1)
+    assert set("".join(content.replace("*", "").split())) == set(letters)
+    assert len(text.text.encode()) < MAX_TEXT_BYTES + 200
+    assert eml.media is not None and eml.media.filename == "message.eml"
+
+
+async def test_a_long_html_only_mail_is_read_far_enough_to_fill_the_event() -> None:
+    paragraph = '<p style="margin:0"><span style="font-family:Calibri">Hello world.</span></p>\n'
+    raw = _html_only(paragraph * (_MIB // len(paragraph)))
+    text, _ = await mail_parts(parse_mail(raw), raw, show_subject=False, strip_quotes=True)
+    assert text.text.count("Hello world.") > 1_500
+    assert len(text.text.encode()) < MAX_TEXT_BYTES + 200 and "message.eml" in text.text
+
+
+async def test_a_cut_quote_still_says_the_mail_is_attached_whole() -> None:
+    history = "<p>earlier words</p>" * (MAX_HTML_CHARS // 20)
+    html = f'<p>New answer</p><div class="gmail_quote">On Monday Bob wrote:{history}</div>'
+    raw = _raw("New answer", html=html)
+    text, eml = await mail_parts(parse_mail(raw), raw, show_subject=False, strip_quotes=True)
+    assert text.text.startswith("New answer") and "message.eml" in text.text
+    assert eml.media is not None and await eml.media.read() == raw
