@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
-from mautrix.util.async_db import Connection, Database
+import aiosqlite
+from mautrix.util.async_db import Connection, Database, Scheme
 
 from bridge.core.ids import (
     LoginID,
@@ -42,6 +44,10 @@ from .models import (
 )
 
 Row = Any  # sqlite3.Row or asyncpg.Record; both index by column name
+
+
+_POSITIONAL = re.compile(r"\$(\d+)")
+_SLOW_QUERY_SECONDS = 1.0
 
 
 def _now_ms() -> int:
@@ -184,6 +190,8 @@ class Store:
     def __init__(self, db: Database, *, clock: Callable[[], int] = _now_ms) -> None:
         self._db = db
         self._clock = clock
+        self._sqlite = db.scheme == Scheme.SQLITE
+        self._sqlite_sql: dict[str, str] = {}
 
     @classmethod
     async def open(
@@ -212,10 +220,36 @@ class Store:
         async with self._db.acquire() as conn, conn.transaction():
             yield conn
 
+    # Queries that return rows. On SQLite each call of mautrix's fetch/fetchrow/fetchval is
+    # three hops to aiosqlite's worker thread (execute, fetch, close the cursor) and a GIL
+    # handover each way; these make it one (``execute_fetchall``). PostgreSQL is unchanged.
+
+    async def _fetch(self, query: str, *args: Any) -> list[Row]:
+        conn: Connection
+        async with self._db.acquire() as conn:
+            if not self._sqlite:
+                return list(await conn.fetch(query, *args))
+            sql = self._sqlite_sql.get(query)
+            if sql is None:
+                sql = self._sqlite_sql[query] = _POSITIONAL.sub(r"?\1", query)
+            began = time.monotonic()
+            rows = await cast(aiosqlite.Connection, conn.wrapped).execute_fetchall(sql, args)
+            if (took := time.monotonic() - began) > _SLOW_QUERY_SECONDS:
+                conn.log.warning("fetch(%r) took %.3f seconds", query, took)
+            return list(rows)
+
+    async def _fetchrow(self, query: str, *args: Any) -> Row | None:
+        rows = await self._fetch(query, *args)
+        return rows[0] if rows else None
+
+    async def _fetchval(self, query: str, *args: Any) -> Any:
+        rows = await self._fetch(query, *args)
+        return rows[0][0] if rows else None
+
     # --- portals ---------------------------------------------------------------------------
 
     async def get_portal(self, key: PortalKey) -> Portal | None:
-        row = await self._db.fetchrow(
+        row = await self._fetchrow(
             f"SELECT {_PORTAL_COLUMNS} FROM portal"
             " WHERE network=$1 AND remote_id=$2 AND receiver=$3",
             key.network,
@@ -225,9 +259,7 @@ class Store:
         return _portal(row) if row else None
 
     async def get_portal_by_mxid(self, room_id: str) -> Portal | None:
-        row = await self._db.fetchrow(
-            f"SELECT {_PORTAL_COLUMNS} FROM portal WHERE mxid=$1", room_id
-        )
+        row = await self._fetchrow(f"SELECT {_PORTAL_COLUMNS} FROM portal WHERE mxid=$1", room_id)
         return _portal(row) if row else None
 
     async def save_portal(self, p: Portal) -> None:
@@ -281,7 +313,7 @@ class Store:
 
     async def list_portals_for_user(self, user_mxid: str) -> list[Portal]:
         columns = ", ".join(f"p.{c.strip()}" for c in _PORTAL_COLUMNS.split(","))
-        rows = await self._db.fetch(
+        rows = await self._fetch(
             f"SELECT {columns} FROM portal p JOIN user_portal u ON u.network = p.network"
             " AND u.portal_id = p.remote_id AND u.receiver = p.receiver"
             " WHERE u.user_mxid = $1 ORDER BY p.network, p.remote_id",
@@ -291,11 +323,11 @@ class Store:
 
     async def list_portals(self, network: NetworkID | None = None) -> list[Portal]:
         if network is None:
-            rows = await self._db.fetch(
+            rows = await self._fetch(
                 f"SELECT {_PORTAL_COLUMNS} FROM portal ORDER BY network, remote_id, receiver"
             )
         else:
-            rows = await self._db.fetch(
+            rows = await self._fetch(
                 f"SELECT {_PORTAL_COLUMNS} FROM portal WHERE network=$1"
                 " ORDER BY remote_id, receiver",
                 network,
@@ -304,13 +336,13 @@ class Store:
 
     async def count_portals(self, network: NetworkID | None = None) -> int:
         if network is None:
-            return int(await self._db.fetchval("SELECT COUNT(*) FROM portal"))
-        return int(await self._db.fetchval("SELECT COUNT(*) FROM portal WHERE network=$1", network))
+            return int(await self._fetchval("SELECT COUNT(*) FROM portal"))
+        return int(await self._fetchval("SELECT COUNT(*) FROM portal WHERE network=$1", network))
 
     # --- ghosts ----------------------------------------------------------------------------
 
     async def get_ghost(self, network: NetworkID, remote_id: RemoteUserID) -> Ghost | None:
-        row = await self._db.fetchrow(
+        row = await self._fetchrow(
             f"SELECT {_GHOST_COLUMNS} FROM ghost WHERE network=$1 AND remote_id=$2",
             network,
             remote_id,
@@ -318,7 +350,7 @@ class Store:
         return _ghost(row) if row else None
 
     async def get_ghost_by_mxid(self, mxid: str) -> Ghost | None:
-        row = await self._db.fetchrow(f"SELECT {_GHOST_COLUMNS} FROM ghost WHERE mxid=$1", mxid)
+        row = await self._fetchrow(f"SELECT {_GHOST_COLUMNS} FROM ghost WHERE mxid=$1", mxid)
         return _ghost(row) if row else None
 
     async def save_ghost(self, g: Ghost) -> None:
@@ -339,13 +371,13 @@ class Store:
 
     async def count_ghosts(self, network: NetworkID | None = None) -> int:
         if network is None:
-            return int(await self._db.fetchval("SELECT COUNT(*) FROM ghost"))
-        return int(await self._db.fetchval("SELECT COUNT(*) FROM ghost WHERE network=$1", network))
+            return int(await self._fetchval("SELECT COUNT(*) FROM ghost"))
+        return int(await self._fetchval("SELECT COUNT(*) FROM ghost WHERE network=$1", network))
 
     # --- logins ----------------------------------------------------------------------------
 
     async def get_login(self, network: NetworkID, login_id: LoginID) -> Login | None:
-        row = await self._db.fetchrow(
+        row = await self._fetchrow(
             f"SELECT {_LOGIN_COLUMNS} FROM login WHERE network=$1 AND login_id=$2",
             network,
             login_id,
@@ -365,7 +397,7 @@ class Store:
             args.append(user_mxid)
             conditions.append(f"user_mxid=${len(args)}")
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        rows = await self._db.fetch(
+        rows = await self._fetch(
             f"SELECT {_LOGIN_COLUMNS} FROM login{where} ORDER BY network, login_id", *args
         )
         return [_login(row) for row in rows]
@@ -392,13 +424,13 @@ class Store:
     # --- bridge users ----------------------------------------------------------------------
 
     async def get_user(self, mxid: str) -> BridgeUser | None:
-        row = await self._db.fetchrow(
+        row = await self._fetchrow(
             "SELECT mxid, management_room FROM bridge_user WHERE mxid=$1", mxid
         )
         return BridgeUser(row["mxid"], row["management_room"]) if row else None
 
     async def get_user_by_management_room(self, room_id: str) -> BridgeUser | None:
-        row = await self._db.fetchrow(
+        row = await self._fetchrow(
             "SELECT mxid, management_room FROM bridge_user WHERE management_room=$1", room_id
         )
         return BridgeUser(row["mxid"], row["management_room"]) if row else None
@@ -418,7 +450,7 @@ class Store:
 
         On success ``m.id`` is set to the new row id.
         """
-        row_id = await self._db.fetchval(
+        row_id = await self._fetchval(
             "INSERT INTO message (network, portal_id, receiver, remote_id, part_id, mxid,"
             " room_id, sender_id, timestamp, thread_root_id, reply_to_id, edit_count, metadata)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
@@ -443,12 +475,12 @@ class Store:
         return True
 
     async def get_message_by_mxid(self, mxid: str) -> Message | None:
-        row = await self._db.fetchrow(f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE mxid=$1", mxid)
+        row = await self._fetchrow(f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE mxid=$1", mxid)
         return _message(row) if row else None
 
     async def get_message_parts(self, key: PortalKey, remote_id: RemoteMessageID) -> list[Message]:
         """All parts of a remote message, the first part (``""``) first."""
-        rows = await self._db.fetch(
+        rows = await self._fetch(
             f"SELECT {_MESSAGE_COLUMNS} FROM message"
             " WHERE network=$1 AND portal_id=$2 AND receiver=$3 AND remote_id=$4",
             key.network,
@@ -462,7 +494,7 @@ class Store:
     async def get_message(
         self, key: PortalKey, remote_id: RemoteMessageID, part_id: PartID = FIRST_PART
     ) -> Message | None:
-        row = await self._db.fetchrow(
+        row = await self._fetchrow(
             f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE network=$1 AND portal_id=$2"
             " AND receiver=$3 AND remote_id=$4 AND part_id=$5",
             key.network,
@@ -475,7 +507,7 @@ class Store:
 
     async def get_last_message(self, key: PortalKey) -> Message | None:
         """The most recently stored message part of the portal."""
-        row = await self._db.fetchrow(
+        row = await self._fetchrow(
             f"SELECT {_MESSAGE_COLUMNS} FROM message"
             " WHERE network=$1 AND portal_id=$2 AND receiver=$3 ORDER BY id DESC LIMIT 1",
             key.network,
@@ -506,7 +538,7 @@ class Store:
 
     async def add_reaction(self, r: Reaction) -> bool:
         """Record a reaction; False (and nothing changed) if it or its mxid is already known."""
-        inserted = await self._db.fetchval(
+        inserted = await self._fetchval(
             f"INSERT INTO reaction ({_REACTION_COLUMNS})"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             " ON CONFLICT DO NOTHING RETURNING mxid",
@@ -532,7 +564,7 @@ class Store:
         sender_id: str,
         emoji: str,
     ) -> Reaction | None:
-        row = await self._db.fetchrow(
+        row = await self._fetchrow(
             f"SELECT {_REACTION_COLUMNS} FROM reaction WHERE network=$1 AND portal_id=$2"
             " AND receiver=$3 AND message_id=$4 AND part_id=$5 AND sender_id=$6 AND emoji=$7",
             key.network,
@@ -546,9 +578,7 @@ class Store:
         return _reaction(row) if row else None
 
     async def get_reaction_by_mxid(self, mxid: str) -> Reaction | None:
-        row = await self._db.fetchrow(
-            f"SELECT {_REACTION_COLUMNS} FROM reaction WHERE mxid=$1", mxid
-        )
+        row = await self._fetchrow(f"SELECT {_REACTION_COLUMNS} FROM reaction WHERE mxid=$1", mxid)
         return _reaction(row) if row else None
 
     async def list_reactions(
@@ -563,7 +593,7 @@ class Store:
         if sender_id is not None:
             query += " AND sender_id=$5"
             args.append(sender_id)
-        rows = await self._db.fetch(query + " ORDER BY timestamp", *args)
+        rows = await self._fetch(query + " ORDER BY timestamp", *args)
         return [_reaction(row) for row in rows]
 
     async def delete_reaction(self, mxid: str) -> None:
@@ -582,8 +612,8 @@ class Store:
         # Serialise first, so a bad payload fails before the database is touched.
         payloads = [_dump(item.payload) for item in items]
         rows: list[InboxRow] = []
-        async with self._transaction() as conn:
-            accepted = await conn.fetchval(
+        async with self._transaction():
+            accepted = await self._fetchval(
                 "INSERT INTO as_transaction (txn_id, received_at) VALUES ($1, $2)"
                 " ON CONFLICT (txn_id) DO NOTHING RETURNING txn_id",
                 txn_id,
@@ -592,7 +622,7 @@ class Store:
             if accepted is None:
                 return None
             for item, payload in zip(items, payloads, strict=True):
-                row_id = await conn.fetchval(
+                row_id = await self._fetchval(
                     "INSERT INTO inbox (txn_id, kind, event_id, room_id, payload, received_at)"
                     " VALUES ($1, $2, $3, $4, $5, $6)"
                     " ON CONFLICT (event_id) DO NOTHING RETURNING id",
@@ -619,7 +649,7 @@ class Store:
 
     async def pending_inbox(self, after_id: int = 0, limit: int = 500) -> list[InboxRow]:
         """Unfinished inbox rows with ``id > after_id``, oldest first."""
-        rows = await self._db.fetch(
+        rows = await self._fetch(
             f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE id > $1 ORDER BY id LIMIT $2",
             after_id,
             limit,
@@ -631,7 +661,7 @@ class Store:
 
     async def record_inbox_failure(self, row_id: int, error: str) -> int:
         """Count one more failed attempt; returns the number of attempts so far."""
-        attempts = await self._db.fetchval(
+        attempts = await self._fetchval(
             "UPDATE inbox SET attempts=attempts+1, last_error=$2 WHERE id=$1 RETURNING attempts",
             row_id,
             error,
@@ -643,12 +673,12 @@ class Store:
     async def park_inbox(self, row_id: int, error: str) -> DeadLetter:
         """Move an inbox row to the dead letters, with the error that made it give up."""
         async with self._transaction() as conn:
-            row = await conn.fetchrow(f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE id=$1", row_id)
+            row = await self._fetchrow(f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE id=$1", row_id)
             if row is None:
                 raise KeyError(f"inbox row {row_id} does not exist")
             item = _inbox_row(row)
             parked_at = self._clock()
-            dead_id = await conn.fetchval(
+            dead_id = await self._fetchval(
                 "INSERT INTO dead_letter"
                 " (kind, event_id, room_id, payload, error, attempts, parked_at)"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -673,11 +703,11 @@ class Store:
         )
 
     async def inbox_depth(self) -> int:
-        return int(await self._db.fetchval("SELECT COUNT(*) FROM inbox"))
+        return int(await self._fetchval("SELECT COUNT(*) FROM inbox"))
 
     async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The most recently parked dead letters, newest first."""
-        rows = await self._db.fetch(
+        rows = await self._fetch(
             f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letter ORDER BY id DESC LIMIT $1", limit
         )
         return [_dead_letter(row) for row in rows]
@@ -689,7 +719,7 @@ class Store:
         retry horizon are no longer needed for deduplication.
         """
         cutoff = self._clock() - older_than_ms
-        rows = await self._db.fetch(
+        rows = await self._fetch(
             "DELETE FROM as_transaction WHERE received_at < $1 RETURNING txn_id", cutoff
         )
         return len(rows)
@@ -697,7 +727,7 @@ class Store:
     # --- key/value -------------------------------------------------------------------------
 
     async def kv_get(self, network: NetworkID, key: str) -> str | None:
-        value = await self._db.fetchval(
+        value = await self._fetchval(
             "SELECT value FROM kv WHERE network=$1 AND key=$2", network, key
         )
         return str(value) if value is not None else None
