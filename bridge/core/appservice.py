@@ -3,11 +3,13 @@
 mautrix-python's receiver acknowledges a transaction before handling it and answers 200 even
 when handling fails, so a crash loses events. Here a transaction is written to the inbox table
 (in one database transaction, deduplicated by txnId and event id) *before* the 200; if that write
-fails the homeserver gets a 500 and sends the same transaction again.
+fails the homeserver gets a 500 and sends the same transaction again. The rows just committed are
+then handed to the router, so it need not read them back from the store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -17,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.core.metrics import Metrics
-from bridge.portal.models import InboxItem
+from bridge.portal.models import InboxItem, InboxRow
 from bridge.portal.store import Store
 
 UserQuery = Callable[[str], Awaitable[bool]]
@@ -44,6 +46,12 @@ _OBJECT_FIELDS = {
 
 class BadTransaction(ValueError):
     pass
+
+
+def _ok() -> web.Response:
+    """``{}``, the answer to every successful call; built without the JSON encoder, which took
+    a tenth of the time spent on a transaction."""
+    return web.Response(body=b"{}", content_type="application/json")
 
 
 def _error(status: int, errcode: str, message: str) -> web.Response:
@@ -108,7 +116,7 @@ class AppServiceAPI:
         hs_token: str,
         store: Store,
         metrics: Metrics,
-        on_stored: Callable[[], None],
+        on_stored: Callable[[list[InboxRow]], None],
         query_user: UserQuery,
         query_alias: UserQuery,
         is_echo: EchoCheck,
@@ -118,6 +126,9 @@ class AppServiceAPI:
         self._store = store
         self._metrics = metrics
         self._on_stored = on_stored
+        # One transaction stored and handed over at a time, so rows reach the router in the
+        # order of their ids (the homeserver sends one transaction at a time anyway).
+        self._storing = asyncio.Lock()
         self._query_user = query_user
         self._query_alias = query_alias
         self._is_echo = is_echo
@@ -164,22 +175,23 @@ class AppServiceAPI:
         self._metrics.echoes_dropped.inc(echoes)
         if not items:  # only our own echoes: nothing to keep, so a replay is harmless too
             self._metrics.transactions.labels("echo_only").inc()
-            return web.json_response({})
-        try:
-            stored = await self._store.store_transaction(txn_id, items)
-        except Exception:
-            self._metrics.transactions.labels("store_failed").inc()
-            self._log.exception(
-                "Could not store transaction %s; the homeserver will retry it", txn_id
-            )
-            return _error(500, "M_UNKNOWN", "Could not store the transaction; retry later")
-        if stored is None:
-            self._metrics.transactions.labels("duplicate").inc()
-            self._log.debug("Transaction %s was already stored", txn_id)
-        else:
-            self._metrics.transactions.labels("stored").inc()
-            self._on_stored()
-        return web.json_response({})
+            return _ok()
+        async with self._storing:
+            try:
+                stored = await self._store.store_transaction(txn_id, items)
+            except Exception:
+                self._metrics.transactions.labels("store_failed").inc()
+                self._log.exception(
+                    "Could not store transaction %s; the homeserver will retry it", txn_id
+                )
+                return _error(500, "M_UNKNOWN", "Could not store the transaction; retry later")
+            if stored is None:
+                self._metrics.transactions.labels("duplicate").inc()
+                self._log.debug("Transaction %s was already stored", txn_id)
+            else:
+                self._metrics.transactions.labels("stored").inc()
+                self._on_stored(stored)
+        return _ok()
 
     async def get_user(self, request: web.Request) -> web.Response:
         if (denied := self._check_token(request)) is not None:
@@ -191,7 +203,7 @@ class AppServiceAPI:
             self._log.exception("User query for %s failed", user_id)
             exists = False
         if exists:
-            return web.json_response({})
+            return _ok()
         return _error(404, "M_NOT_FOUND", f"{user_id} is not a user this bridge can create")
 
     async def get_room_alias(self, request: web.Request) -> web.Response:
@@ -204,13 +216,13 @@ class AppServiceAPI:
             self._log.exception("Room alias query for %s failed", alias)
             exists = False
         if exists:
-            return web.json_response({})
+            return _ok()
         return _error(404, "M_NOT_FOUND", f"{alias} is not a room this bridge can create")
 
     async def ping(self, request: web.Request) -> web.Response:
         if (denied := self._check_token(request)) is not None:
             return denied
-        return web.json_response({})
+        return _ok()
 
     async def unknown(self, request: web.Request) -> web.Response:
         return _error(404, "M_UNRECOGNIZED", f"Unknown endpoint {request.path}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -99,6 +99,8 @@ class Router:
         self.command_handler: CommandHandler | None = None
         self._inbox_wakeup = asyncio.Event()
         self._inbox_task: asyncio.Task[None] | None = None
+        self._inbox_handed: list[InboxRow] = []
+        self._inbox_read_store = True  # the backlog of a previous run is only in the store
 
     # --- clients (CoreServices for ConnectorContext) --------------------------------------------
 
@@ -200,7 +202,13 @@ class Router:
 
     # --- Matrix → network: the inbox --------------------------------------------------------------
 
-    def notify_inbox(self) -> None:
+    def notify_inbox(self, rows: Sequence[InboxRow] | None = None) -> None:
+        """Rows were committed to the inbox: ``rows`` themselves, in id order, right after
+        their commit; ``None`` to make the dispatcher read the store for them."""
+        if rows is None:
+            self._inbox_read_store = True
+        else:
+            self._inbox_handed.extend(rows)
         self._inbox_wakeup.set()
 
     def start(self) -> None:
@@ -213,20 +221,36 @@ class Router:
         await self.queues.close()
 
     async def _dispatch_inbox(self) -> None:
-        """Move inbox rows into portal queues, oldest first; on start this drains the backlog."""
+        """Move inbox rows into portal queues, oldest first.
+
+        On start this reads the backlog from the store until it is drained; from then on the
+        rows the appservice handed over after committing them are queued without reading them
+        back. A row that was both read and handed over is queued once (ids only grow).
+        """
         last_id = 0
         while True:
             self._inbox_wakeup.clear()
-            try:
-                rows = await self._store.pending_inbox(after_id=last_id, limit=INBOX_BATCH)
-            except Exception:
-                self._log.exception("Reading the inbox failed; retrying in 5 s")
-                await asyncio.sleep(5)
-                continue
+            if self._inbox_read_store:
+                # Whatever is handed over or notified from now on is either in this read or
+                # kept for the next round.
+                self._inbox_handed, self._inbox_read_store = [], False
+                try:
+                    rows = await self._store.pending_inbox(after_id=last_id, limit=INBOX_BATCH)
+                except Exception:
+                    self._log.exception("Reading the inbox failed; retrying in 5 s")
+                    self._inbox_read_store = True
+                    await asyncio.sleep(5)
+                    continue
+                if len(rows) == INBOX_BATCH:  # more to read
+                    self._inbox_read_store = True
+            else:
+                rows, self._inbox_handed = self._inbox_handed, []
             for row in rows:
+                if row.id <= last_id:
+                    continue
                 await self.queues.put(await self._queue_key(row), self._inbox_job(row))
                 last_id = row.id
-            if len(rows) < INBOX_BATCH:  # drained; new rows set the wake-up flag
+            if not self._inbox_read_store and not self._inbox_handed:
                 await self._inbox_wakeup.wait()
 
     def is_own_echo(self, event: dict[str, Any]) -> bool:
