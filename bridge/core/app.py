@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import cast
 
 import aiohttp
@@ -36,8 +36,20 @@ ENTRY_POINT_GROUP = "pontis.connectors"
 
 
 def discover_connectors() -> dict[str, ConnectorFactory]:
-    """Connectors installed in this environment, by entry point name."""
-    return {ep.name: ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    """Connectors installed in this environment, by entry point name.
+
+    A connector's module is imported only when its factory is called, which the core does for
+    enabled connectors only: a disabled one (Teams pulls in msgraph-sdk) costs no start-up time
+    or memory, and one that fails to import cannot stop a bridge that does not use it.
+    """
+    return {ep.name: _lazy_factory(ep) for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _lazy_factory(ep: EntryPoint) -> ConnectorFactory:
+    def factory() -> NetworkConnector:
+        return cast(ConnectorFactory, ep.load())()
+
+    return factory
 
 
 def build_connectors(
