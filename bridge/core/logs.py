@@ -53,4 +53,6 @@ def setup_logging(level: str, fmt: str, secrets: Iterable[str]) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # httpx (under msgraph-sdk) logs every request at INFO: noise for operators, CPU per message.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # aiosmtpd logs every SMTP/LMTP command at INFO (and a dropped connection as if it failed).
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     logging.getLogger("pontis.matrix.api").setLevel(max(logging.getLevelName(level), logging.INFO))

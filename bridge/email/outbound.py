@@ -71,4 +71,6 @@ class Relay:
             username=cfg.relay_username or None,
             password=cfg.relay_password or None,
             timeout=cfg.relay_timeout,
+            # EHLO with the bridge's mail domain, not "localhost" found by a lookup per mail.
+            local_hostname=cfg.domain,
         )
