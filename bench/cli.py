@@ -19,10 +19,13 @@ from bench.burst import burst
 from bench.driver import closed_loop
 from bench.harness import BenchHub, running_hub, stop_bridge
 from bench.machine import describe
+from bench.mail import LmtpClient
 from bench.measure import measure_paths
 from bench.paths import MessagePath
 from bench.paths.baseline import matrix_to_matrix
+from bench.paths.email import email_paths
 from bench.paths.reference import reference_paths
+from bench.paths.teams import teams_paths
 from bench.paths.xmpp import xmpp_paths
 from bench.pgwire import Tally
 from bench.postgres import DEFAULT_ADMIN_URL, server_version, temporary_database
@@ -133,7 +136,15 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
         baseline = await matrix_to_matrix(hub, alice)
         inbound, outbound = await reference_paths(hub, alice)
         xmpp_in, xmpp_out = await xmpp_paths(hub, alice)
-        bridged_paths: list[MessagePath] = [inbound, outbound, xmpp_in, xmpp_out]
+        teams_in, teams_out = await teams_paths(hub, alice)
+        lmtp = LmtpClient(hub.lmtp_port)
+        mail_in, mail_in_postfix, mail_out = await email_paths(hub, alice, lmtp)
+        bridged_paths: list[MessagePath] = [inbound, outbound, xmpp_in, xmpp_out, mail_in]
+        if mail_in_postfix is not None:
+            bridged_paths.append(mail_in_postfix)
+        else:
+            skipped.append(Skipped("Mail in through Postfix", hub.mail_missing or "no Postfix"))
+        bridged_paths += [mail_out, teams_in, teams_out]
         log.info("measuring latency and throughput (N=%d per phase)", settings.messages)
         results = await measure_paths(
             [baseline, *bridged_paths],
@@ -149,6 +160,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
             burst_result = await burst(hub, alice, settings.burst_portals, settings.burst_messages)
         peak_rss = memory_mb(hub.bridge_pid)[1]
         profile = await _profile(hub, bridged_paths, settings) if args.profile else None
+        await lmtp.close()
         await stop_bridge(hub.bridge)  # the following bridges take its port
 
         startups: list[StartupResult] = []
@@ -198,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
     logging.getLogger("slixmpp").setLevel(logging.WARNING)  # the XMPP client's connection chatter
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's, the SMTP sink's
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # the Graph emulator's
     workdir = Path(tempfile.mkdtemp(prefix="pontis-bench-"))
     log.info("working directory %s", workdir)
     try:

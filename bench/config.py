@@ -1,8 +1,8 @@
 """The bridge config a benchmark runs with.
 
 Like the end-to-end tests' config (``tests/e2e/conftest.py``), but with only the connectors
-under measurement enabled (the reference network and XMPP) and logging at INFO, the production
-default, instead of DEBUG.
+under measurement enabled (the reference network, XMPP and email) and logging at INFO, the
+production default, instead of DEBUG.
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ DOMAIN = "bench.test"
 
 XMPP_SECRET = "component-secret-for-the-benchmark"
 
+MAIL_DOMAIN = "bench-mail.test"
+"""The bridge's mail domain: portal addresses are ``<name>.<token>@bench-mail.test``."""
+MAIL_AUTHSERV_ID = "mx.agency.test"
+"""The authserv-id the bridge trusts, as if the agency's MX ran a DMARC milter."""
+
 
 def xmpp_connector(*, component_port: int, upload_service: str) -> dict[str, Any]:
     """The ``connectors.xmpp`` section for a Prosody that has both components with
@@ -23,6 +28,22 @@ def xmpp_connector(*, component_port: int, upload_service: str) -> dict[str, Any
     return xmpp_section(
         component_port=component_port, secret=XMPP_SECRET, upload_service=upload_service
     )
+
+
+def email_connector(*, lmtp_port: int, relay_port: int) -> dict[str, Any]:
+    """The ``connectors.email`` section: mail in over LMTP on ``lmtp_port``, mail out through
+    the SMTP relay on ``relay_port`` (in the benchmark, a sink that timestamps arrivals).
+
+    As ``email_section`` in ``tests/e2e/conftest.py``, whose relay is Postfix instead.
+    """
+    return {
+        "enabled": True,
+        "domain": MAIL_DOMAIN,
+        "inbound": {"protocol": "lmtp", "host": "127.0.0.1", "port": lmtp_port},
+        "outbound": {"host": "127.0.0.1", "port": relay_port, "security": "none"},
+        "trusted_authserv_id": MAIL_AUTHSERV_ID,
+        "sender_verification": "dmarc",
+    }
 
 
 def write_config(

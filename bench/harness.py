@@ -1,9 +1,15 @@
-"""One Synapse, one Prosody, the reference network and the real bridge process, wired like the
-e2e tests.
+"""One Synapse, one Prosody, Postfix and Dovecot, the reference network and the real bridge
+process, wired like the e2e tests.
 
 This mirrors the session fixture in ``tests/e2e/conftest.py`` as a plain async context manager
 and reuses the harness's parts (:class:`SynapseServer`, :class:`ProsodyServer`,
-:class:`BridgeProcess`); the config is the benchmark's own (:mod:`bench.config`).
+:class:`MailServers`, :class:`BridgeProcess`); the config is the benchmark's own
+(:mod:`bench.config`). The bridge's mail relay is the benchmark's own SMTP sink
+(:class:`~bench.mail.TimedMailSink`), so outgoing mail is timestamped where it leaves the bridge;
+Postfix relays incoming mail to the bridge's LMTP port. Postfix and Dovecot need root: without
+it the mail-in-through-Postfix path is skipped (see :attr:`BenchHub.mail_missing`). The Graph
+emulator (:class:`~bench.graph.TimedGraphEmulator`) stands in for Microsoft Graph, in this
+process.
 """
 
 from __future__ import annotations
@@ -18,10 +24,20 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.config import DOMAIN, XMPP_SECRET, write_config, xmpp_connector
+from bench.config import (
+    DOMAIN,
+    MAIL_DOMAIN,
+    XMPP_SECRET,
+    email_connector,
+    write_config,
+    xmpp_connector,
+)
+from bench.graph import TimedGraphEmulator
+from bench.mail import TimedMailSink
 from bench.source import snapshot
 from bench.timing import TimedMatrixUser, TimedRemoteNetwork, TimedXmppUser
 from tests.e2e.hub import XMPP_COMPONENT, XMPP_ROOMS, BridgeProcess, install_reference_entry_point
+from tests.e2e.mail import MailServers, mail_servers_missing
 from tests.e2e.process import free_port
 from tests.e2e.prosody import ProsodyServer
 from tests.e2e.synapse import SynapseServer
@@ -59,11 +75,21 @@ class BenchHub:
     bridge: BridgeProcess
     remote: TimedRemoteNetwork
     prosody: ProsodyServer
+    mail_sink: TimedMailSink
+    """The bridge's SMTP relay."""
+    mail: MailServers | None
+    """Postfix (relaying mail for the bridge's domain to its LMTP port) and Dovecot."""
+    mail_missing: str | None
+    """Why ``mail`` is None."""
+    lmtp_port: int
+    """Where the bridge receives mail."""
     workdir: Path
     config_path: Path
     site_dir: Path
     as_port: int
     revision: str
+    graph: TimedGraphEmulator
+    """The Graph emulator (Microsoft Graph for the Teams connector), in this process."""
     users: list[TimedMatrixUser] = field(default_factory=list)
     xmpp_users: list[TimedXmppUser] = field(default_factory=list)
     _chats: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -123,6 +149,10 @@ class BenchHub:
         await stop_bridge(self.bridge)
         await self.synapse.stop()
         await self.prosody.stop()
+        if self.mail is not None:
+            await self.mail.stop()
+        await self.mail_sink.stop()
+        await self.graph.stop()
         await self.remote.stop()
 
 
@@ -138,6 +168,15 @@ async def running_hub(workdir: Path, source: str) -> AsyncIterator[BenchHub]:
         components={XMPP_COMPONENT: XMPP_SECRET, XMPP_ROOMS: XMPP_SECRET},
         log_level="info",
     )
+    mail_sink = TimedMailSink()
+    await mail_sink.start()
+    graph = TimedGraphEmulator()
+    await graph.start()
+    lmtp_port = free_port()
+    mail_missing = mail_servers_missing()
+    mail = None
+    if mail_missing is None:
+        mail = MailServers(workdir / "mail", bridge_domain=MAIL_DOMAIN, bridge_lmtp_port=lmtp_port)
     site_dir = workdir / "site"
     revision = snapshot(site_dir, source)
     install_reference_entry_point(site_dir)
@@ -148,6 +187,8 @@ async def running_hub(workdir: Path, source: str) -> AsyncIterator[BenchHub]:
         "xmpp": xmpp_connector(
             component_port=prosody.component_port, upload_service=prosody.upload_domain
         ),
+        "email": email_connector(lmtp_port=lmtp_port, relay_port=mail_sink.port),
+        "teams": graph.teams_section(f"http://127.0.0.1:{as_port}"),  # webhook on the AS port
     }
     write_config(config_path, as_port=as_port, metrics_port=metrics_port, connectors=connectors)
     bridge = BridgeProcess(workdir, config_path, site_dir, env={})
@@ -155,13 +196,18 @@ async def running_hub(workdir: Path, source: str) -> AsyncIterator[BenchHub]:
     result = bridge.cli("generate-registration", "-r", str(registration))
     if result.returncode != 0:
         await remote.stop()
+        await mail_sink.stop()
+        await graph.stop()
         raise RuntimeError(f"generate-registration failed:\n{result.stderr}")
     synapse = SynapseServer(DOMAIN, workdir / "synapse", [registration])
     hub = BenchHub(
-        synapse, bridge, remote, prosody, workdir, config_path, site_dir, as_port, revision
-    )
+        synapse, bridge, remote, prosody, mail_sink, mail, mail_missing, lmtp_port, workdir,
+        config_path, site_dir, as_port, revision, graph,
+    )  # fmt: skip
     try:
         await prosody.start()  # before the bridge, whose component connects to it
+        if mail is not None:
+            await mail.start()
         await synapse.start()
         bridge.env["PONTIS_HOMESERVER_ADDRESS"] = synapse.base_url
         await bridge.start(as_port)

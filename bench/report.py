@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bench.machine import Machine
+from bench.paths.email import NOTE as EMAIL_NOTE
 from bench.paths.pending import PENDING
 from bench.paths.reference import NOTE as REFERENCE_NOTE
+from bench.paths.teams import NOTE as TEAMS_NOTE
 from bench.paths.xmpp import NOTE as XMPP_NOTE
 from bench.pgwire import Tally
 from bench.results import BurstResult, PathResult, RoundTripResult, Skipped, StartupResult
@@ -106,13 +108,15 @@ def _latency(r: Report) -> str:
         "throughput vs baseline",
     ]
     return (
-        f"Reference network rows: {REFERENCE_NOTE}. XMPP rows: {XMPP_NOTE}.\n\n"
+        f"Reference network rows: {REFERENCE_NOTE}. XMPP rows: {XMPP_NOTE}. Mail rows: "
+        f"{EMAIL_NOTE}. Teams rows: {TEAMS_NOTE}.\n\n"
         + _table(header, rows)
         + "\n\n"
         + f"Latency (p50, p99) is measured with one message in flight, from just before the send "
         f"(the Matrix `PUT /send` request, the reference network's push, the XMPP client's "
-        f"stanza write) to the moment the receiving side has it: the recipient's `/sync` "
-        f"response, the reference network's HTTP handler, or the XMPP client's stanza handler. "
+        f"stanza write, the first LMTP or SMTP command of a mail) to the moment the receiving "
+        f"side has it: the recipient's `/sync` response, the reference network's HTTP handler, "
+        f"the XMPP client's stanza handler, or the end of `DATA` at the SMTP sink. "
         f"Throughput is measured separately with {s.window} "
         f"messages in flight (closed loop), from the first send to the last arrival. Each path "
         f"sends N messages per phase, split into {s.rounds} rounds that interleave the paths, "
@@ -156,8 +160,11 @@ def _cost(r: Report) -> str:
         + f"CPU is user + system time from `/proc/<pid>/stat` of each process around the "
         f"measured phases, divided by the messages sent (10 ms clock ticks, so short runs are "
         f"coarse). Prosody's column is for information (no target); it is metered on every "
-        f"path, and on the paths that do not use it shows what it spends idle. The XMPP client "
-        f"runs in the benchmark process and is not metered. While only the baseline ran, the idle bridge used "
+        f"path, and on the paths that do not use it shows what it spends idle. The XMPP client, "
+        f"the LMTP client and the SMTP sink run in the benchmark process and are not metered; "
+        f"neither is Postfix (its work is spread over short-lived daemons), so the Postfix "
+        f"row's bridge CPU is comparable with the others but its Synapse-plus-bridge total is "
+        f"not the whole cost. While only the baseline ran, the idle bridge used "
         f"{r.bridge_idle_cpu_ms_per_s:.1f} ms of CPU per second. Peak RSS (VmHWM) of the bridge "
         f"after the latency, throughput and burst runs: **{r.bridge_peak_rss_mb:.0f} MB**."
     )
@@ -196,8 +203,8 @@ def _scale(r: Report) -> str:
         + "Start-up runs from spawning `python -m bridge -c config.yaml run` to `GET "
         "/_pontis/health` answering 200 (polled every 0.1 s), against the running Synapse; it "
         "includes interpreter start, imports, opening the store, the homeserver and bot checks, "
-        "starting the connectors (reference and XMPP; the XMPP component's handshake with "
-        "Prosody finishes in the background, after ready) and the appservice ping. Peak RSS is VmHWM a few seconds after "
+        "starting the connectors (reference, XMPP and email; the XMPP component's handshake "
+        "with Prosody and the email relay check finish in the background, after ready) and the appservice ping. Peak RSS is VmHWM a few seconds after "
         "ready. The store is filled with batched `executemany` into the schema the bridge's own "
         "migrations created."
     )
@@ -307,9 +314,10 @@ def render(r: Report) -> str:
         )
     parts.append(
         "## How to read this\n\n"
-        "- Everything runs on one machine: Synapse (on SQLite), Prosody, the bridge, "
-        "PostgreSQL and the benchmark driver (Matrix clients, the XMPP client and the "
-        "in-process reference network) share the cores. Synapse spends far more CPU per message than the bridge, so it is the "
+        "- Everything runs on one machine: Synapse (on SQLite), Prosody, Postfix and Dovecot, "
+        "the bridge, PostgreSQL and the benchmark driver (Matrix clients, the XMPP client, "
+        "the LMTP client, the SMTP sink and the in-process reference network) share the "
+        "cores. Synapse spends far more CPU per message than the bridge, so it is the "
         "bottleneck for throughput; ratios against the baseline measured in the same run are "
         "what carry over to other machines, not absolute numbers.\n"
         "- The reference network answers at once and in-process, so its rows measure what the "
@@ -325,6 +333,13 @@ def render(r: Report) -> str:
         "the component and the connector's stanza parsing; Matrix → XMPP ends with the "
         "component stream, Prosody's delivery to the client and slixmpp's parsing in the "
         "benchmark process. The XMPP client shares the benchmark's event loop with the Matrix "
-        "clients, as the reference network does."
+        "clients, as the reference network does.\n"
+        "- The mail rows are the same two shapes again. Mail in over LMTP is timed from the "
+        "client's `MAIL FROM` and includes MIME parsing, sender verification, the parent "
+        "lookup for the thread and the bridge's wait for the homeserver before its `250`; "
+        "through Postfix it also includes the SMTP submission, Postfix's queue and its LMTP "
+        "delivery (a new connection per mail). Matrix → mail out ends at the relay: composing "
+        "the MIME mail and one SMTP session per mail (connect, `EHLO`, `MAIL`, `RCPT`, "
+        "`DATA`) with the sink, instead of the recipient's `/sync`."
     )
     return "\n\n".join(parts) + "\n"

@@ -1,7 +1,11 @@
 """Database round trips per bridged message, counted on the wire to PostgreSQL.
 
 The bridge runs on the (filled) PostgreSQL store through :class:`~bench.pgwire.CountingProxy`;
-nothing in the bridge is changed or instrumented.
+nothing in the bridge is changed or instrumented. Every bridged path of the latency runs is
+counted: the reference network's, XMPP's (the component connects to the same Prosody) and
+email's (the same LMTP port and SMTP sink; mail in over LMTP straight to the bridge, since
+Postfix adds no statements) and Teams' (the same Graph emulator; the Matrix user logs in to Teams
+again, the store being new).
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ import time
 from yarl import URL
 
 from bench.driver import closed_loop
-from bench.harness import BenchHub, stop_bridge
+from bench.harness import BenchHub, stop_bridge, wait_component
+from bench.mail import LmtpClient
 from bench.paths import MessagePath
+from bench.paths.email import MailInOverLmtp, MatrixToMail, open_mail_dm
 from bench.paths.reference import MatrixToRemote, RemoteToMatrix, open_portals
+from bench.paths.teams import teams_paths
+from bench.paths.xmpp import xmpp_paths
 from bench.pgwire import CountingProxy, Tally
 from bench.results import RoundTripResult
 from bench.timing import TimedMatrixUser
@@ -46,12 +54,23 @@ async def round_trips(
     await proxy.start()
     proxied = url.with_host("127.0.0.1").with_port(proxy.port).update_query(sslmode="disable")
     bridge = hub.other_bridge("roundtrips", str(proxied))
+    lmtp = LmtpClient(hub.lmtp_port)
     try:
         await bridge.start(hub.as_port)
+        await wait_component(hub.as_port)
         (portal,) = await open_portals(hub, user, "rt-chat-", 1)
+        xmpp_in, xmpp_out = await xmpp_paths(hub, user, "xroundtrips")
+        dm = await open_mail_dm(user, hub.mail_sink, "rt-bob@agency.test")
+        teams_in, teams_out = await teams_paths(hub, user)
         paths: list[MessagePath] = [
             RemoteToMatrix(hub.remote, portal, user.arrivals),
             MatrixToRemote(user, portal, hub.remote.arrivals),
+            xmpp_in,
+            xmpp_out,
+            MailInOverLmtp(lmtp, dm, user.arrivals),
+            MatrixToMail(user, dm.room_id, hub.mail_sink.arrivals),
+            teams_in,
+            teams_out,
         ]
         for path in paths:  # fills asyncpg's statement caches
             warmup = [f"rt {path.key} warmup {i}" for i in range(5)]
@@ -80,5 +99,6 @@ async def round_trips(
             )
         return results, idle
     finally:
+        await lmtp.close()
         await stop_bridge(bridge)
         await proxy.stop()

@@ -56,10 +56,10 @@ class MatrixToXmpp:
 
 
 async def xmpp_paths(
-    hub: BenchHub, user: TimedMatrixUser, wait_seconds: float = 60
+    hub: BenchHub, user: TimedMatrixUser, localpart: str = "xbench", wait_seconds: float = 60
 ) -> tuple[XmppToMatrix, MatrixToXmpp]:
-    """A new XMPP account opens a DM with ``user``, who joins it."""
-    xmpp_user = await hub.xmpp_user("xbench")
+    """A new XMPP account ``localpart`` opens a DM with ``user``, who joins it."""
+    xmpp_user = await hub.xmpp_user(localpart)
     matrix_jid = jid_of(user)
     opening = "open xmpp dm"
     xmpp_user.send_chat(matrix_jid, opening)
