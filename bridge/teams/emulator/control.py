@@ -134,16 +134,22 @@ async def add_user(request: web.Request) -> web.Response:
     )
 
 
-async def add_chat(request: web.Request) -> web.Response:
-    svc = services(request)
-    data = await _json(request)
+def _members(svc: Services, data: dict[str, Any]) -> tuple[str, list[str]]:
+    """(tenant id, user ids) of the ``members`` of a chat or team to create; the first member
+    names the tenant."""
     keys = data.get("members") or []
     first = svc.state.find_user(keys[0]) if keys and isinstance(keys[0], str) else None
     if first is None:
         raise ControlError(400, "'members' must list existing users")
-    members = seed.user_ids(svc, first.tenant_id, keys)
+    return first.tenant_id, seed.user_ids(svc, first.tenant_id, keys)
+
+
+async def add_chat(request: web.Request) -> web.Response:
+    svc = services(request)
+    data = await _json(request)
+    tenant_id, members = _members(svc, data)
     chat, created = svc.teamwork.create_chat(
-        first.tenant_id, str(data.get("chatType", "group")), members, data.get("topic")
+        tenant_id, str(data.get("chatType", "group")), members, data.get("topic")
     )
     return web.json_response(chat_json(chat, None), status=201 if created else 200)
 
@@ -151,15 +157,9 @@ async def add_chat(request: web.Request) -> web.Response:
 async def add_team(request: web.Request) -> web.Response:
     svc = services(request)
     data = await _json(request)
-    keys = data.get("members") or []
-    first = svc.state.find_user(keys[0]) if keys and isinstance(keys[0], str) else None
-    if first is None:
-        raise ControlError(400, "'members' must list existing users")
+    tenant_id, members = _members(svc, data)
     team = svc.teamwork.create_team(
-        first.tenant_id,
-        str(data.get("displayName") or "Team"),
-        seed.user_ids(svc, first.tenant_id, keys),
-        data.get("description"),
+        tenant_id, str(data.get("displayName") or "Team"), members, data.get("description")
     )
     channels = [
         {"id": c, "displayName": svc.state.channels[c].display_name} for c in team.channel_ids
