@@ -13,11 +13,16 @@ import aiosmtplib
 
 from bridge.core import PermanentError, TransientError
 from bridge.email.config import EmailConfig
+from bridge.email.protocol.addresses import InvalidAddress, normalize_domain
 
 
 class Relay:
     def __init__(self, cfg: EmailConfig) -> None:
         self._cfg = cfg
+        try:  # a bad domain is reported by EmailConfig.problems(); EHLO must not crash on it
+            self._ehlo_name: str | None = normalize_domain(cfg.domain)
+        except InvalidAddress:
+            self._ehlo_name = None
 
     async def send(
         self, message: EmailMessage, *, sender: str, recipients: list[str]
@@ -72,5 +77,5 @@ class Relay:
             password=cfg.relay_password or None,
             timeout=cfg.relay_timeout,
             # EHLO with the bridge's mail domain, not "localhost" found by a lookup per mail.
-            local_hostname=cfg.domain,
+            local_hostname=self._ehlo_name,
         )
