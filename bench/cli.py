@@ -61,6 +61,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-scale", action="store_true", help="skip start-up at scale")
     parser.add_argument("--no-burst", action="store_true", help="skip the burst")
     parser.add_argument(
+        "--paths",
+        type=lambda text: [part for part in text.split(",") if part],
+        help="measure only the bridged paths whose key starts with one of these "
+        "(comma-separated: reference, xmpp, email, email-in, teams-out, ...); the baseline "
+        "always runs. For profiling one connector; the report then lacks the other rows",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="after measuring, sample the bridge with py-spy under load and add a profile section",
@@ -145,6 +152,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
         else:
             skipped.append(Skipped("Mail in through Postfix", hub.mail_missing or "no Postfix"))
         bridged_paths += [mail_out, teams_in, teams_out]
+        if args.paths:
+            bridged_paths = [p for p in bridged_paths if p.key.startswith(tuple(args.paths))]
         log.info("measuring latency and throughput (N=%d per phase)", settings.messages)
         results = await measure_paths(
             [baseline, *bridged_paths],
