@@ -22,7 +22,10 @@ class RecentIds:
 
     def add(self, remote_id: str) -> None:
         now = time.monotonic()
-        self._ids = {k: t for k, t in self._ids.items() if t > now}
+        # Expiries grow with insertion order (one ttl), so the expired ids are the oldest.
+        while self._ids and next(iter(self._ids.values())) <= now:
+            del self._ids[next(iter(self._ids))]
+        self._ids.pop(remote_id, None)  # re-added: move it to the end
         self._ids[remote_id] = now + self._ttl
 
     def __contains__(self, remote_id: object) -> bool:
