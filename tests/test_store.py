@@ -432,6 +432,37 @@ async def test_network_store_sees_only_its_network(store: Store) -> None:
     assert view.database is store.database
 
 
+async def test_network_store_reads_portals_through_the_lookup_it_is_given(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bridge hands each connector's view the core's portal cache: a connector asking
+    for a known portal on every message (an email RCPT, a Teams notification) costs no query."""
+    net = NetworkID("a")
+    await store.save_portal(Portal(net, CHAT, mxid="!room:hub"))
+    cache: dict[PortalKey, Portal | None] = {}
+
+    async def cached(key: PortalKey) -> Portal | None:
+        if key not in cache:
+            cache[key] = await store.get_portal(key)
+        return cache[key]
+
+    reads: list[PortalKey] = []
+    read = store.get_portal
+
+    async def counted(key: PortalKey) -> Portal | None:
+        reads.append(key)
+        return await read(key)
+
+    monkeypatch.setattr(store, "get_portal", counted)
+    view = NetworkStore(store, net, cached)
+    for _ in range(3):
+        portal = await view.get_portal(CHAT)
+        assert portal is not None and portal.mxid == "!room:hub"
+    assert reads == [PortalKey(net, CHAT)]
+    assert await NetworkStore(store, net).get_portal(CHAT) is not None  # default: the store
+    assert len(reads) == 2
+
+
 # --- opening and migrations -----------------------------------------------------------------
 
 

@@ -222,7 +222,7 @@ class App:
             config=self.config.connector_section(network),
             domain=self.config.domain,
             log=self.log.getChild(network),
-            store=NetworkStore(self.store, network),
+            store=NetworkStore(self.store, network, self.router.portals.find_portal),
             http=self.http,
             metrics=self.metrics,
             core=self.router,

@@ -275,8 +275,13 @@ class PortalManager:
         if await self._store.get_message(key, event.id):
             self._log.debug("Message %s in %s already bridged", event.id, key)
             return
-        reply = await self._store.get_message(key, event.reply_to) if event.reply_to else None
-        root = await self._store.get_message(key, event.thread_root) if event.thread_root else None
+        reply = root = None
+        if event.reply_to:
+            reply = await self._store.get_message(key, event.reply_to)
+        if event.thread_root == event.reply_to:  # a reply to the thread's first message
+            root = reply
+        elif event.thread_root:
+            root = await self._store.get_message(key, event.thread_root)
         for index, part in enumerate(event.parts):
             content = await self._part_content(sender, part)
             if index == 0:

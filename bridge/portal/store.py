@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -753,9 +753,15 @@ class NetworkStore:
     (:func:`bridge.portal.db.upgrade_connector_tables`).
     """
 
-    def __init__(self, store: Store, network: NetworkID) -> None:
+    def __init__(
+        self,
+        store: Store,
+        network: NetworkID,
+        find_portal: Callable[[PortalKey], Awaitable[Portal | None]] | None = None,
+    ) -> None:
         self._store = store
         self._network = network
+        self._find_portal = find_portal or store.get_portal
 
     @property
     def network(self) -> NetworkID:
@@ -768,7 +774,8 @@ class NetworkStore:
     async def get_portal(
         self, remote_id: RemoteChatID, receiver: LoginID = NO_RECEIVER
     ) -> Portal | None:
-        return await self._store.get_portal(PortalKey(self._network, remote_id, receiver))
+        """The portal, from the core's portal cache when the bridge runs (do not modify it)."""
+        return await self._find_portal(PortalKey(self._network, remote_id, receiver))
 
     async def list_portals(self) -> list[Portal]:
         return await self._store.list_portals(self._network)
