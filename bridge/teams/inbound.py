@@ -32,6 +32,7 @@ from bridge.core import (
     TransientError,
     UserInfo,
 )
+from bridge.portal.models import Message as StoredMessage
 from bridge.teams.client import TeamsSharedClient
 from bridge.teams.errors import as_bridge_error, graph_call
 from bridge.teams.ids import message_id, parse_message_resource, portal_key
@@ -117,20 +118,16 @@ class Inbound:
         chat_id, msg_id = parsed
         await self.net.remember_chat(chat_id, link.id)
         change = str(item.get("changeType", "updated"))
-        if change == "created" and await self._known(chat_id, msg_id):
-            return  # the echo of a message sent from Matrix, or one caught up already
-        msg = await self._fetch(link, chat_id, msg_id)
-        for event in await self.events_for(chat_id, msg_id, change, msg, link):
-            await self._ctx.deliver_remote_event(event)
-
-    async def _known(self, chat_id: str, msg_id: str) -> bool:
-        """Whether a new message needs no Graph read: the bridge sent it or has bridged it."""
-        if msg_id in self.net.sent:
-            return True
+        if change == "created" and msg_id in self.net.sent:
+            return  # the echo of a message sent from Matrix
         stored = await self._ctx.store.get_message(
             portal_key(chat_id).remote_id, message_id(msg_id)
         )
-        return stored is not None
+        if change == "created" and stored is not None:
+            return  # bridged already (caught up, or an echo the core stored first)
+        msg = await self._fetch(link, chat_id, msg_id)
+        for event in await self._events_for(chat_id, msg_id, change, msg, stored, link):
+            await self._ctx.deliver_remote_event(event)
 
     async def _fetch(self, link: TenantLink, chat_id: str, msg_id: str) -> ChatMessage | None:
         try:
@@ -155,17 +152,19 @@ class Inbound:
 
     # --- deciding what changed -------------------------------------------------------------
 
-    async def events_for(
+    async def _events_for(
         self,
         chat_id: str,
         msg_id: str,
         change: str,
         msg: ChatMessage | None,
+        stored: StoredMessage | None,
         link: TenantLink,
     ) -> list[RemoteEvent]:
+        """What ``change`` to message ``msg_id`` (``msg`` as Graph has it now, ``stored`` as
+        the bridge mapped it) means on Matrix."""
         key = portal_key(chat_id)
         target = message_id(msg_id)
-        stored = await self._ctx.store.get_message(key.remote_id, target)
         from_matrix = stored is not None and stored.sender_id.startswith("@")
         author = sender_of(msg) if msg is not None else None
         if change == "deleted" or (msg is not None and msg.deleted_date_time is not None):
