@@ -139,6 +139,9 @@ class ConnectorContext:
 
         Raises the :class:`bridge.core.errors.BridgeError` that made it fail after retries, so a
         gateway can refuse the remote message (SMTP 451) instead of accepting and losing it.
+        A :class:`~bridge.core.errors.TransientError` is left to the caller: the room gets no
+        "could not be bridged" notice, since the network still has the message and offers it
+        again. Other errors are dead letters as with :meth:`queue_remote_event`.
         """
         await self._core.submit_remote_event(self.network, event, wait=True)
 

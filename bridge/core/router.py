@@ -170,9 +170,15 @@ class Router:
                 )
             except Exception as err:
                 self._metrics.remote_events.labels(network, kind, "failed").inc()
-                self._metrics.dead_letters.labels(network).inc()
-                self._log.error("Gave up on %s in %s: %s", kind, event.portal, err)
-                await self._remote_failure_notice(event, err)
+                if done is not None and isinstance(err, TransientError):
+                    # The waiting connector refuses the message for now (SMTP 451, a retried
+                    # notification) and the network offers it again: nothing is lost yet.
+                    self._log.warning("Handed %s in %s back to %s: %s", kind, event.portal,
+                                      network, err)  # fmt: skip
+                else:
+                    self._metrics.dead_letters.labels(network).inc()
+                    self._log.error("Gave up on %s in %s: %s", kind, event.portal, err)
+                    await self._remote_failure_notice(event, err)
                 if done is not None and not done.done():
                     done.set_exception(err)
             else:
