@@ -102,3 +102,17 @@ async def test_storage_failure_asks_graph_to_retry() -> None:
     async with TestClient(TestServer(app)) as test_client:
         resp = await test_client.post("/n", json={"value": [_item()]})
         assert resp.status == 503
+
+
+@pytest.mark.parametrize("per_statement", [1000, 2])
+async def test_a_batch_is_stored_whole_and_in_order(
+    teams_store: TeamsStore, monkeypatch: pytest.MonkeyPatch, per_statement: int
+) -> None:
+    monkeypatch.setattr("bridge.teams.store.INSERT_ROWS", per_statement)
+    await teams_store.add_notifications([("tenant", _item(n=n)) for n in range(5)])
+    await teams_store.add_notifications([("other", _item(n=5))])
+    rows = await teams_store.pending_notifications()
+    assert [r.payload["resource"] for r in rows] == [
+        f"chats('19:x@thread.v2')/messages('{n}')" for n in range(6)
+    ]
+    assert [r.tenant_id for r in rows] == ["tenant"] * 5 + ["other"]
