@@ -30,6 +30,7 @@ class EmailConnector:
 
     def __init__(self) -> None:
         self._listener: asyncio.Server | None = None
+        self._relay: Relay | None = None
 
     def capabilities(self) -> Capabilities:
         return Capabilities(replies=True, threads=True, media=True, html=True)
@@ -40,7 +41,8 @@ class EmailConnector:
             raise PermanentError("; ".join(problems))
         store = EmailStore(ctx.store.database)
         await store.upgrade()
-        gateway = EmailGateway(ctx, cfg, store, Relay(cfg))
+        self._relay = Relay(cfg)
+        gateway = EmailGateway(ctx, cfg, store, self._relay)
         ctx.add_client(gateway)
         try:
             self._listener = await start_listener(gateway, cfg)
@@ -56,6 +58,8 @@ class EmailConnector:
         if self._listener is not None:
             self._listener.close()
             await self._listener.wait_closed()
+        if self._relay is not None:
+            await self._relay.close()  # QUIT the sessions kept open for the next mails
 
     async def check(self, section: dict[str, Any]) -> list[str]:
         cfg = EmailConfig.from_section(section)

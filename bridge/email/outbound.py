@@ -3,10 +3,18 @@
 A 4xx answer, a refused connection or a timeout may heal: :class:`TransientError`, so the core
 retries with backoff and keeps the portal's order. A 5xx answer will not: :class:`PermanentError`,
 whose message tells the Matrix user what the mail server said.
+
+Sessions are reused, as Postfix's SMTP connection cache does: connecting, EHLO and (with TLS or
+AUTH) the handshake cost more latency and CPU than a small mail, so a session stays open for
+:data:`IDLE_SECONDS` after a mail, and the next mail starts on it with RSET. At most
+:data:`MAX_SESSIONS` are open at once, so a burst from many portals does not flood the relay.
+Only a failed RSET moves on to another session: once MAIL FROM went out, a mail is never sent
+again on another session, since the relay may have taken it already and would deliver it twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -14,6 +22,15 @@ import aiosmtplib
 from bridge.core import PermanentError, TransientError
 from bridge.email.config import EmailConfig
 from bridge.email.protocol.addresses import InvalidAddress, normalize_domain
+
+MAX_SESSIONS = 4
+"""Sessions open to the relay at once: enough for portals sending together, few enough to stay
+clear of the relay's limit per client (Postfix: smtpd_client_connection_count_limit)."""
+IDLE_SECONDS = 20.0
+"""Idle time after which a session is QUIT: relays drop idle clients (Postfix smtpd after 300 s)
+and a session they dropped costs a failed RSET before the next mail."""
+
+_SESSION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
 
 
 class Relay:
@@ -23,6 +40,12 @@ class Relay:
             self._ehlo_name: str | None = normalize_domain(cfg.domain)
         except InvalidAddress:
             self._ehlo_name = None
+        self._slots = asyncio.Semaphore(MAX_SESSIONS)
+        # Idle sessions with their expiry timers, oldest first: the newest is reused first, so
+        # the older ones expire when fewer sessions are needed.
+        self._idle: dict[aiosmtplib.SMTP, asyncio.TimerHandle] = {}
+        self._quits: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+        self._closed = False
 
     async def send(
         self, message: EmailMessage, *, sender: str, recipients: list[str]
@@ -32,8 +55,19 @@ class Relay:
         Raises if the relay refused every recipient or the mail itself.
         """
         try:
-            async with self._client() as smtp:
-                refused, _ = await smtp.send_message(message, sender=sender, recipients=recipients)
+            async with self._slots:
+                smtp = await self._session()
+                try:
+                    refused, _ = await smtp.send_message(
+                        message, sender=sender, recipients=recipients
+                    )
+                except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException):
+                    self._keep(smtp)  # a plain SMTP answer: the session is still in step
+                    raise
+                except BaseException:
+                    smtp.close()  # where the dialogue stands is unknown: never reuse it
+                    raise
+                self._keep(smtp)
         except aiosmtplib.SMTPRecipientsRefused as err:
             answers = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in err.recipients)
             if all(400 <= r.code < 500 for r in err.recipients):
@@ -49,7 +83,7 @@ class Relay:
             raise PermanentError(
                 problem, user_message=f"The mail server refused the mail: {err.code} {err.message}"
             ) from err
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
+        except _SESSION_ERRORS as err:
             where = f"{self._cfg.relay_host}:{self._cfg.relay_port}"
             raise TransientError(f"relay {where} not usable: {err}") from err
         return {rcpt: f"{answer.code} {answer.message}" for rcpt, answer in refused.items()}
@@ -62,9 +96,57 @@ class Relay:
             await smtp.quit()
         except aiosmtplib.SMTPAuthenticationError as err:
             return f"the relay refused the username or password ({err.code})"
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
+        except _SESSION_ERRORS as err:
             return f"cannot use the relay at {self._cfg.relay_host}:{self._cfg.relay_port}: {err}"
         return None
+
+    async def close(self) -> None:
+        """QUIT the idle sessions, so the relay sees a clean end rather than a dropped client.
+
+        Sessions still sending are closed when their mail is done.
+        """
+        self._closed = True
+        idle, self._idle = self._idle, {}
+        for timer in idle.values():
+            timer.cancel()
+        await asyncio.gather(*(_quit(smtp) for smtp in idle), *self._quits)
+
+    async def _session(self) -> aiosmtplib.SMTP:
+        """An idle session that still answers RSET, else a new one.
+
+        RSET proves the relay has not dropped the session while it idled, before MAIL FROM
+        commits the mail to it, and clears any envelope left by a refused mail.
+        """
+        while self._idle:
+            smtp, timer = self._idle.popitem()
+            timer.cancel()
+            try:
+                await smtp.rset()
+            except _SESSION_ERRORS:
+                smtp.close()  # gone or broken: nothing to wait for, try the next one
+                continue
+            except BaseException:
+                smtp.close()  # cancelled before the answer came, which would confuse a reuse
+                raise
+            return smtp
+        smtp = self._client()
+        await smtp.connect()
+        return smtp
+
+    def _keep(self, smtp: aiosmtplib.SMTP) -> None:
+        """Park ``smtp`` for the next mail, with a timer that QUITs it when unused."""
+        if self._closed or not smtp.is_connected:  # aiosmtplib closes on 421 and timeouts
+            smtp.close()
+            return
+        loop = asyncio.get_running_loop()
+        self._idle[smtp] = loop.call_later(IDLE_SECONDS, self._expire, smtp)
+
+    def _expire(self, smtp: aiosmtplib.SMTP) -> None:
+        """Timer callback (taking a session cancels its timer): QUIT it in the background."""
+        del self._idle[smtp]  # no longer counted against MAX_SESSIONS during QUIT's round trip
+        task = asyncio.create_task(_quit(smtp), name="smtp-idle-quit")
+        self._quits.add(task)
+        task.add_done_callback(self._quits.discard)
 
     def _client(self) -> aiosmtplib.SMTP:
         cfg = self._cfg
@@ -79,3 +161,13 @@ class Relay:
             # EHLO with the bridge's mail domain, not "localhost" found by a lookup per mail.
             local_hostname=self._ehlo_name,
         )
+
+
+async def _quit(smtp: aiosmtplib.SMTP) -> None:
+    """QUIT politely, within the session's timeout; the session ends either way."""
+    try:
+        await smtp.quit()
+    except _SESSION_ERRORS:
+        pass  # the relay left first, or answered oddly: nothing left to do with the session
+    finally:
+        smtp.close()

@@ -42,7 +42,7 @@ MESSAGE = {
             "tenantId": "dcd219dd-bc68-4b9b-bf0b-4a33a796be35",
         },
     },
-    "body": {"contentType": "html", "content": "<p>Hello <at id=\"0\">Adele</at></p>"},
+    "body": {"contentType": "html", "content": '<p>Hello <at id="0">Adele</at></p>'},
     "attachments": [],
     "mentions": [
         {
