@@ -339,7 +339,7 @@ def render(r: Report) -> str:
         "lookup for the thread and the bridge's wait for the homeserver before its `250`; "
         "through Postfix it also includes the SMTP submission, Postfix's queue and its LMTP "
         "delivery (a new connection per mail). Matrix → mail out ends at the relay: composing "
-        "the MIME mail and one SMTP session per mail (connect, `EHLO`, `MAIL`, `RCPT`, "
-        "`DATA`) with the sink, instead of the recipient's `/sync`."
+        "the MIME mail and `RSET`, `MAIL`, `RCPT`, `DATA` on an SMTP session to the sink "
+        "that the bridge keeps open between mails, instead of the recipient's `/sync`."
     )
     return "\n\n".join(parts) + "\n"
