@@ -54,7 +54,7 @@ async def test_a_waiting_caller_gets_a_transient_error_and_the_room_no_notice(
 ) -> None:
     router, send = _router(store, TransientError("homeserver busy"))
     with pytest.raises(TransientError):
-        await router.submit_remote_event(NET, _event(), wait=True)
+        await router.submit_remote_event(NET, _event(), wait=True, last_attempt=False)
     assert _notices(send) == []  # the mail server keeps the mail and offers it again
 
 
@@ -79,3 +79,13 @@ async def test_a_queued_event_that_keeps_failing_is_shown_in_the_room(store: Sto
         "A message from the remote side could not be bridged: The remote network is not"
         " reachable right now; the bridge kept retrying."
     ]
+
+
+async def test_a_waiting_callers_last_attempt_is_shown_in_the_room(store: Store) -> None:
+    router, send = _router(store, TransientError("homeserver busy"))
+    with pytest.raises(TransientError):
+        await router.submit_remote_event(NET, _event(), wait=True, last_attempt=False)
+    assert _notices(send) == []
+    with pytest.raises(TransientError):
+        await router.submit_remote_event(NET, _event(), wait=True, last_attempt=True)
+    assert len(_notices(send)) == 1

@@ -38,7 +38,7 @@ class CoreServices(Protocol):
     """What the context needs from the core; implemented by the router."""
 
     async def submit_remote_event(
-        self, network: NetworkID, event: RemoteEvent, *, wait: bool
+        self, network: NetworkID, event: RemoteEvent, *, wait: bool, last_attempt: bool = True
     ) -> None: ...
 
     def add_client(self, network: NetworkID, client: NetworkClient) -> object: ...
@@ -134,16 +134,20 @@ class ConnectorContext:
         """
         await self._core.submit_remote_event(self.network, event, wait=False)
 
-    async def deliver_remote_event(self, event: RemoteEvent) -> None:
+    async def deliver_remote_event(self, event: RemoteEvent, *, last_attempt: bool = False) -> None:
         """Queue ``event`` and wait until it is on the homeserver.
 
         Raises the :class:`bridge.core.errors.BridgeError` that made it fail after retries, so a
         gateway can refuse the remote message (SMTP 451) instead of accepting and losing it.
         A :class:`~bridge.core.errors.TransientError` is left to the caller: the room gets no
         "could not be bridged" notice, since the network still has the message and offers it
-        again. Other errors are dead letters as with :meth:`queue_remote_event`.
+        again, or tells its sender. Pass ``last_attempt`` when it will do neither: the
+        failure is then a lost message, shown in the room and counted as a dead letter, as
+        other errors always are.
         """
-        await self._core.submit_remote_event(self.network, event, wait=True)
+        await self._core.submit_remote_event(
+            self.network, event, wait=True, last_attempt=last_attempt
+        )
 
     def add_client(self, client: NetworkClient) -> None:
         """Register a client that serves every Matrix user without a login of their own."""

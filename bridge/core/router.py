@@ -156,7 +156,7 @@ class Router:
     # --- network → Matrix -----------------------------------------------------------------------
 
     async def submit_remote_event(
-        self, network: NetworkID, event: RemoteEvent, *, wait: bool
+        self, network: NetworkID, event: RemoteEvent, *, wait: bool, last_attempt: bool = True
     ) -> None:
         done: asyncio.Future[None] | None = (
             asyncio.get_running_loop().create_future() if wait else None
@@ -170,7 +170,7 @@ class Router:
                 )
             except Exception as err:
                 self._metrics.remote_events.labels(network, kind, "failed").inc()
-                if done is not None and isinstance(err, TransientError):
+                if done is not None and not last_attempt and isinstance(err, TransientError):
                     # The waiting connector refuses the message for now (SMTP 451, a retried
                     # notification) and the network offers it again: nothing is lost yet.
                     self._log.warning("Handed %s in %s back to %s: %s", kind, event.portal,

@@ -126,8 +126,9 @@ class Inbound:
         if change == "created" and stored is not None:
             return  # bridged already (caught up, or an echo the core stored first)
         msg = await self._fetch(link, chat_id, msg_id)
+        last_attempt = row.attempts + 1 >= MAX_ATTEMPTS  # Graph will not notify again
         for event in await self._events_for(chat_id, msg_id, change, msg, stored, link):
-            await self._ctx.deliver_remote_event(event)
+            await self._ctx.deliver_remote_event(event, last_attempt=last_attempt)
 
     async def _fetch(self, link: TenantLink, chat_id: str, msg_id: str) -> ChatMessage | None:
         try:
