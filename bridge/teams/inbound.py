@@ -49,6 +49,8 @@ from bridge.teams.to_matrix import (
 )
 
 MAX_ATTEMPTS = 8
+PENDING_BATCH = 200
+"""Stored notifications read at once."""
 
 
 class Inbound:
@@ -73,7 +75,7 @@ class Inbound:
         """Bridge stored notifications forever; a failed row is retried with backoff."""
         while True:
             self._wake.clear()
-            rows = await self._store.pending_notifications()
+            rows = await self._store.pending_notifications(PENDING_BATCH)
             if not rows:
                 await self._wake.wait()
                 continue
@@ -86,6 +88,9 @@ class Inbound:
             )
             if not all(results):
                 await asyncio.sleep(min(2 ** min(r.attempts for r in rows), 60))
+            elif len(rows) < PENDING_BATCH:
+                # That was every stored row; a new one sets the event (maybe already has).
+                await self._wake.wait()
 
     async def _work_chat(self, rows: list[StoredNotification]) -> bool:
         for row in rows:
