@@ -323,6 +323,32 @@ async def test_store_transaction_dedups_by_event_id_across_txns(store: Store) ->
     assert pending[0].payload["body"] == "hi"
 
 
+async def test_store_transaction_keeps_order_with_items_without_event_ids(store: Store) -> None:
+    await store.store_transaction("txn1", [pdu("$seen")])
+    items = [
+        InboxItem("ephemeral", None, "!room:hub", {"n": 1}),
+        pdu("$a"),
+        InboxItem("to_device", None, None, {"n": 2}),
+        pdu("$seen"),
+        pdu("$a", "twice in one transaction"),
+        InboxItem("ephemeral", None, "!room:hub", {"n": 3}),
+        pdu("$b"),
+    ]
+    rows = await store.store_transaction("txn2", items)
+    assert rows is not None
+    assert [(r.kind, r.event_id, r.payload.get("n")) for r in rows] == [
+        ("ephemeral", None, 1),
+        ("pdu", "$a", None),
+        ("to_device", None, 2),
+        ("ephemeral", None, 3),
+        ("pdu", "$b", None),
+    ]
+    assert [r.id for r in rows] == sorted(r.id for r in rows)
+    pending = await store.pending_inbox()
+    assert pending[1:] == rows  # what the dispatcher reads back is what it was handed
+    assert pending[2].payload["body"] == "hi"  # the first $a, not the repeat
+
+
 async def test_store_transaction_is_atomic_on_database_error(store: Store) -> None:
     # The second item violates NOT NULL after the txn id and the first item were written.
     broken = InboxItem(None, "$b", "!room:hub", {})  # type: ignore[arg-type]
