@@ -8,7 +8,7 @@ from unittest.mock import AsyncMock, MagicMock
 
 import pytest
 
-from bridge.core.errors import BridgeError, PermanentError, TransientError
+from bridge.core.errors import PermanentError, TransientError
 from bridge.core.events import MessagePart, RemoteMessage
 from bridge.core.ids import NetworkID, PortalKey, RemoteChatID, RemoteMessageID, RemoteUserID
 from bridge.core.metrics import Metrics
@@ -21,7 +21,7 @@ NET = NetworkID("mail")
 KEY = PortalKey(NET, RemoteChatID("room"))
 
 
-def _router(store: Store, failure: BridgeError) -> tuple[Router, AsyncMock]:
+def _router(store: Store, failure: Exception) -> tuple[Router, AsyncMock]:
     matrix = MagicMock()
     matrix.bot_mxid = "@bot:hub.test"
     matrix.send = AsyncMock(return_value="$notice")
@@ -89,3 +89,11 @@ async def test_a_waiting_callers_last_attempt_is_shown_in_the_room(store: Store)
     with pytest.raises(TransientError):
         await router.submit_remote_event(NET, _event(), wait=True, last_attempt=True)
     assert len(_notices(send)) == 1
+
+
+async def test_an_unexpected_error_is_handed_back_like_a_transient_one(store: Store) -> None:
+    """The mail server retries after any 451, so the room must not hear of each try."""
+    router, send = _router(store, RuntimeError("database went away"))
+    with pytest.raises(RuntimeError):
+        await router.submit_remote_event(NET, _event(), wait=True, last_attempt=False)
+    assert _notices(send) == []

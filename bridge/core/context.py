@@ -134,16 +134,16 @@ class ConnectorContext:
         """
         await self._core.submit_remote_event(self.network, event, wait=False)
 
-    async def deliver_remote_event(self, event: RemoteEvent, *, last_attempt: bool = False) -> None:
+    async def deliver_remote_event(self, event: RemoteEvent, *, last_attempt: bool = True) -> None:
         """Queue ``event`` and wait until it is on the homeserver.
 
         Raises the :class:`bridge.core.errors.BridgeError` that made it fail after retries, so a
         gateway can refuse the remote message (SMTP 451) instead of accepting and losing it.
-        A :class:`~bridge.core.errors.TransientError` is left to the caller: the room gets no
-        "could not be bridged" notice, since the network still has the message and offers it
-        again, or tells its sender. Pass ``last_attempt`` when it will do neither: the
-        failure is then a lost message, shown in the room and counted as a dead letter, as
-        other errors always are.
+        A failure is a lost message: the room gets a "could not be bridged" notice and it counts
+        as a dead letter. Pass ``last_attempt=False`` when the network will offer the message
+        again after a refusal (SMTP 451, a notification kept for another try): then only a
+        :class:`~bridge.core.errors.PermanentError` or :class:`NotSupported` is one; any other
+        error is left to the caller, without a notice.
         """
         await self._core.submit_remote_event(
             self.network, event, wait=True, last_attempt=last_attempt

@@ -170,7 +170,7 @@ class Router:
                 )
             except Exception as err:
                 self._metrics.remote_events.labels(network, kind, "failed").inc()
-                if done is not None and not last_attempt and isinstance(err, TransientError):
+                if done is not None and not last_attempt and not _permanent(err):
                     # The waiting connector refuses the message for now (SMTP 451, a retried
                     # notification) and the network offers it again: nothing is lost yet.
                     self._log.warning("Handed %s in %s back to %s: %s", kind, event.portal,
@@ -512,6 +512,12 @@ class Router:
         await self._matrix.invite(room_id, self._matrix.bot_mxid, inviter=ghost)
         await self._matrix.join(room_id)
         self._log.info("Started DM portal %s for %s in %s", key, inviter, room_id)
+
+
+def _permanent(err: Exception) -> bool:
+    """Whether ``err`` refuses the event for good; anything else may heal on a later try
+    (unexpected exceptions are retried like a TransientError, see ``_with_retries``)."""
+    return isinstance(err, PermanentError | NotSupported)
 
 
 def _user_message(err: Exception) -> str:

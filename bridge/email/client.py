@@ -211,7 +211,7 @@ class EmailGateway:
             ),
         )
         try:
-            await self._ctx.deliver_remote_event(event)
+            await self._ctx.deliver_remote_event(event, last_attempt=False)  # 451: comes again
         except (PermanentError, NotSupported) as err:
             self._inbound.labels("failed").inc()
             return f"550 5.6.0 {err.user_message}"

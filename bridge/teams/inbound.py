@@ -131,9 +131,14 @@ class Inbound:
         if change == "created" and stored is not None:
             return  # bridged already (caught up, or an echo the core stored first)
         msg = await self._fetch(link, chat_id, msg_id)
-        last_attempt = row.attempts + 1 >= MAX_ATTEMPTS  # Graph will not notify again
-        for event in await self._events_for(chat_id, msg_id, change, msg, stored, link):
+        last_attempt = row.attempts + 1 >= MAX_ATTEMPTS  # after this, _work_chat drops the row
+        events = await self._events_for(chat_id, msg_id, change, msg, stored, link)
+        for event in events:
             await self._ctx.deliver_remote_event(event, last_attempt=last_attempt)
+        edited = msg.last_edited_date_time if msg is not None else None
+        if edited is not None and any(isinstance(event, RemoteEdit) for event in events):
+            # Only now: an edit whose delivery failed is looked at again on the next try.
+            await self._ctx.store.kv_set(_edit_marker(chat_id, msg_id), edited.isoformat())
 
     async def _fetch(self, link: TenantLink, chat_id: str, msg_id: str) -> ChatMessage | None:
         try:
@@ -188,13 +193,14 @@ class Inbound:
             return [message] if message is not None else []
         events: list[RemoteEvent] = []
         edited = msg.last_edited_date_time
-        if edited is not None and not from_matrix:
-            marker = f"edited:{chat_id}:{msg_id}"
-            stamp = edited.isoformat()
-            if await self._ctx.store.kv_get(marker) != stamp:
-                await self._ctx.store.kv_set(marker, stamp)
-                parts = message_parts(msg, self._hosted_fetcher(link, chat_id, msg_id))
-                events.append(RemoteEdit(portal=key, target=target, sender=author[0], parts=parts))
+        marker = _edit_marker(chat_id, msg_id)
+        if (
+            edited is not None
+            and not from_matrix
+            and await self._ctx.store.kv_get(marker) != edited.isoformat()
+        ):
+            parts = message_parts(msg, self._hosted_fetcher(link, chat_id, msg_id))
+            events.append(RemoteEdit(portal=key, target=target, sender=author[0], parts=parts))
         events += await self._reaction_syncs(chat_id, target, msg)
         return events
 
@@ -295,3 +301,8 @@ class Inbound:
                 count += 1
         if count:
             self._log.info("Caught up %d message(s) in chat %s", count, chat_id)
+
+
+def _edit_marker(chat_id: str, msg_id: str) -> str:
+    """The key under which the last bridged edit time of a message is kept."""
+    return f"edited:{chat_id}:{msg_id}"
