@@ -89,9 +89,9 @@ WITH txn AS (
         AS i (kind, event_id, room_id, payload, n)
     ORDER BY i.n
     ON CONFLICT (event_id) DO NOTHING
-    RETURNING id, event_id
+    RETURNING id, kind, event_id, room_id, payload
 )
-SELECT (SELECT count(*) FROM txn) AS accepted, ins.id, ins.event_id
+SELECT (SELECT count(*) FROM txn) AS accepted, ins.*
 FROM (SELECT 1) AS one LEFT JOIN ins ON true
 """
 """Store.store_transaction on PostgreSQL: the transaction id, then its items, in one statement;
@@ -674,10 +674,9 @@ class Store:
         """:meth:`store_transaction` on PostgreSQL: one statement, so one round trip instead
         of ``BEGIN``, an insert per item and ``COMMIT`` while the homeserver waits for its 200.
 
-        A statement is atomic by itself. The inbox rows are inserted in the items' order
-        (``ORDER BY`` the ordinal), so their ids ascend in that order; ``RETURNING`` gives them
-        back in no particular order, so they are matched to the items here: by event id, and
-        in id order for the items without one (never deduplicated)."""
+        A statement is atomic by itself. The rows come back from ``RETURNING`` whole and are
+        put in id order, the order the dispatcher and :meth:`pending_inbox` use (the insert
+        follows the items' order, so in practice that is the items' order too)."""
         records = await self._fetch(
             _PG_STORE_TRANSACTION,
             txn_id,
@@ -689,29 +688,19 @@ class Store:
         )
         if not records[0]["accepted"]:
             return None
-        inserted = sorted((r["id"], r["event_id"]) for r in records if r["id"] is not None)
-        by_event = {event_id: row_id for row_id, event_id in inserted if event_id is not None}
-        anonymous = iter([row_id for row_id, event_id in inserted if event_id is None])
-        rows: list[InboxRow] = []
-        for item in items:
-            if item.event_id is None:
-                row_id = next(anonymous)
-            elif (found := by_event.pop(item.event_id, None)) is not None:
-                row_id = found
-            else:
-                continue  # in the inbox already, or twice in this transaction
-            rows.append(
-                InboxRow(
-                    id=row_id,
-                    txn_id=txn_id,
-                    kind=item.kind,
-                    event_id=item.event_id,
-                    room_id=item.room_id,
-                    payload=item.payload,
-                    received_at=now,
-                )
+        parsed = dict(zip(payloads, (item.payload for item in items), strict=True))
+        return [
+            InboxRow(
+                id=r["id"],
+                txn_id=txn_id,
+                kind=r["kind"],
+                event_id=r["event_id"],
+                room_id=r["room_id"],
+                payload=parsed[r["payload"]],
+                received_at=now,
             )
-        return rows
+            for r in sorted((r for r in records if r["id"] is not None), key=lambda r: r["id"])
+        ]
 
     async def pending_inbox(self, after_id: int = 0, limit: int = 500) -> list[InboxRow]:
         """Unfinished inbox rows with ``id > after_id``, oldest first."""
