@@ -114,3 +114,16 @@ def test_an_sdk_whose_entity_changed_keeps_its_own_method(
     )
     assert not skip_entity_imports()
     assert Entity.get_field_deserializers is SDK_ENTITY_FIELD_DESERIALIZERS
+
+
+def test_an_sdk_method_that_parses_more_keeps_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    def richer(self: Entity) -> dict[str, object]:
+        return {
+            "id": lambda n: setattr(self, "id", n.get_str_value()),
+            "@odata.type": lambda n: setattr(self, "odata_type", n.get_str_value()),
+            "@odata.etag": lambda n: setattr(self, "etag", n.get_str_value()),
+        }
+
+    monkeypatch.setattr(Entity, "get_field_deserializers", richer)
+    assert not skip_entity_imports()
+    assert Entity.get_field_deserializers is richer

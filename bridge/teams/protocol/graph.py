@@ -60,15 +60,38 @@ def skip_entity_imports() -> bool:
     later call still runs the import statements, 3.7 ms per parsed message on a 2-core server,
     a third of the bridge's CPU on the Teams paths (microsoftgraph/msgraph-sdk-python#584).
     This replaces it with the same two deserializers without the imports. It is done only
-    while ``Entity`` has exactly the fields those two set, so an SDK release that changes
-    ``Entity`` keeps its own method. Returns whether the replacement is in place."""
+    while ``Entity`` is a dataclass with exactly the fields those two set and the SDK's method
+    builds exactly those two, so an SDK release that changes either keeps its own method.
+    Returns whether the replacement is in place."""
     current = Entity.get_field_deserializers
     if current is _entity_field_deserializers:
         return True
-    if tuple(f.name for f in dataclasses.fields(Entity)) != ENTITY_FIELDS:
+    try:
+        fields = tuple(f.name for f in dataclasses.fields(Entity))
+    except TypeError:  # no longer a dataclass
+        return False
+    if fields != ENTITY_FIELDS or not _sets_only_id_and_type(current):
         return False
     Entity.get_field_deserializers = _entity_field_deserializers  # type: ignore[method-assign]
     return True
+
+
+def _sets_only_id_and_type(method: Callable[..., object]) -> bool:
+    """Whether the SDK's method builds exactly our two deserializers: its only nested
+    functions are two lambdas setting ``id`` and ``odata_type`` from ``get_str_value``."""
+    code = getattr(method, "__code__", None)
+    if code is None:
+        return False
+    lambdas = sorted(
+        (tuple(c for c in nested.co_consts if isinstance(c, str)), nested.co_names)
+        for nested in code.co_consts
+        if hasattr(nested, "co_consts")
+    )
+    expected = [
+        (("id",), ("setattr", "get_str_value")),
+        (("odata_type",), ("setattr", "get_str_value")),
+    ]
+    return lambdas == expected
 
 
 def preload_models() -> None:
