@@ -30,9 +30,9 @@ from bridge.core.events import (
     UserInfo,
 )
 from bridge.core.html import sanitize_html
-from bridge.core.ids import NetworkID, PortalKey, RemoteUserID, ghost_mxid
+from bridge.core.ids import NetworkID, PartID, PortalKey, RemoteUserID, ghost_mxid
 from bridge.core.matrix import MatrixAPI, deterministic_txn_id
-from bridge.portal.models import Ghost, Message, Portal, Reaction
+from bridge.portal.models import FIRST_PART, Ghost, Message, Portal, Reaction
 from bridge.portal.store import Store
 
 _MSGTYPE_BY_MIME = {"image": "m.image", "video": "m.video", "audio": "m.audio"}
@@ -272,7 +272,8 @@ class PortalManager:
     async def _message(self, portal: Portal, sender: str, event: RemoteMessage) -> None:
         key = portal.key
         assert portal.mxid is not None
-        if await self._store.get_message(key, event.id):
+        stored = await self._stored_parts(key, event)
+        if stored >= {part.part_id for part in event.parts}:
             self._log.debug("Message %s in %s already bridged", event.id, key)
             return
         reply = root = None
@@ -283,6 +284,8 @@ class PortalManager:
         elif event.thread_root:
             root = await self._store.get_message(key, event.thread_root)
         for index, part in enumerate(event.parts):
+            if part.part_id in stored:
+                continue  # sent before a later part failed; the retry sends only the rest
             content = await self._part_content(sender, part)
             if index == 0:
                 relates = _relation(reply, root)
@@ -307,6 +310,13 @@ class PortalManager:
                     reply_to_id=event.reply_to,
                 )
             )
+
+    async def _stored_parts(self, key: PortalKey, event: RemoteMessage) -> set[PartID]:
+        """The parts of ``event`` on Matrix already (one query either way)."""
+        if len(event.parts) == 1 and event.parts[0].part_id == FIRST_PART:
+            found = await self._store.get_message(key, event.id)
+            return {FIRST_PART} if found is not None else set()
+        return {m.part_id for m in await self._store.get_message_parts(key, event.id)}
 
     async def _part_content(self, sender: str, part: MessagePart) -> dict[str, Any]:
         msgtype = "m.notice" if part.notice else "m.emote" if part.emote else "m.text"
