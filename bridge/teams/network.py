@@ -4,6 +4,7 @@ user each Teams account belongs to, and the ids of messages the bridge has just 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 from kiota_abstractions.api_error import APIError
 
@@ -18,15 +19,17 @@ class RecentIds:
 
     def __init__(self, ttl: float = 600.0) -> None:
         self._ttl = ttl
-        self._ids: dict[str, float] = {}
+        # An OrderedDict, not a dict: a dict's first item is found by scanning past the slots
+        # of deleted ones, so dropping the oldest ids one by one would cost O(n) each.
+        self._ids: OrderedDict[str, float] = OrderedDict()
 
     def add(self, remote_id: str) -> None:
         now = time.monotonic()
         # Expiries grow with insertion order (one ttl), so the expired ids are the oldest.
         while self._ids and next(iter(self._ids.values())) <= now:
-            del self._ids[next(iter(self._ids))]
-        self._ids.pop(remote_id, None)  # re-added: move it to the end
+            self._ids.popitem(last=False)
         self._ids[remote_id] = now + self._ttl
+        self._ids.move_to_end(remote_id)  # re-added: its expiry is now the latest
 
     def __contains__(self, remote_id: object) -> bool:
         expiry = self._ids.get(str(remote_id))
