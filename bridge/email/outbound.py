@@ -30,6 +30,9 @@ IDLE_SECONDS = 20.0
 """Idle time after which a session is QUIT: relays drop idle clients (Postfix smtpd after 300 s)
 and a session they dropped costs a failed RSET before the next mail."""
 
+CLOSE_SECONDS = 5.0
+"""How long stopping waits for the relay to answer QUIT."""
+
 _SESSION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
 
 
@@ -109,7 +112,13 @@ class Relay:
         idle, self._idle = self._idle, {}
         for timer in idle.values():
             timer.cancel()
-        await asyncio.gather(*(_quit(smtp) for smtp in idle), *self._quits)
+        quits = [asyncio.ensure_future(_quit(smtp)) for smtp in idle] + list(self._quits)
+        if quits:  # a relay that stopped answering must not hold up the bridge's shutdown
+            _, late = await asyncio.wait(quits, timeout=CLOSE_SECONDS)
+            for task in late:
+                task.cancel()
+        for smtp in idle:
+            smtp.close()
 
     async def _session(self) -> aiosmtplib.SMTP:
         """An idle session that still answers RSET, else a new one.
@@ -120,6 +129,9 @@ class Relay:
         while self._idle:
             smtp, timer = self._idle.popitem()
             timer.cancel()
+            if not smtp.is_connected:  # the relay closed it while it idled: no RSET to wait on
+                smtp.close()
+                continue
             try:
                 await smtp.rset()
             except _SESSION_ERRORS:

@@ -29,6 +29,7 @@ class FakeRelay:
         self.open: set[SMTP] = set()
         self.peak = 0
         self.quits = 0
+        self.quit_delay = 0.0
 
     def protocol(self) -> SMTP:
         self.connections += 1
@@ -50,6 +51,7 @@ class FakeRelay:
 
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.quits += 1
+        await asyncio.sleep(self.quit_delay)
         return "221 Bye"
 
     def drop_all(self) -> None:
@@ -205,3 +207,16 @@ async def test_reusing_a_session_restarts_its_idle_time(
     assert fake.quits == 0
     await _send(relay, "dave@remote.test")
     assert fake.connections == 1
+
+
+async def test_close_does_not_wait_long_for_a_relay_that_stopped_answering(
+    fake: FakeRelay, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbound, "CLOSE_SECONDS", 0.1)
+    await _send(relay, "bob@remote.test")
+    fake.quit_delay = 1.5  # within the session timeout (2 s): only CLOSE_SECONDS ends the wait
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await relay.close()
+    assert loop.time() - began < 1.0
+    await _until(lambda: not fake.open)  # the session was closed all the same
