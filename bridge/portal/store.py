@@ -7,6 +7,7 @@ uses ``$n`` placeholders so the same text runs on PostgreSQL and SQLite.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -829,8 +830,10 @@ class NetworkStore:
     async def get_portal(
         self, remote_id: RemoteChatID, receiver: LoginID = NO_RECEIVER
     ) -> Portal | None:
-        """The portal, from the core's portal cache when the bridge runs (do not modify it)."""
-        return await self._find_portal(PortalKey(self._network, remote_id, receiver))
+        """The portal, from the core's portal cache when the bridge runs: a copy, so the
+        connector never sees the core change it mid-update."""
+        portal = await self._find_portal(PortalKey(self._network, remote_id, receiver))
+        return copy.copy(portal) if portal is not None else None
 
     async def list_portals(self) -> list[Portal]:
         return await self._store.list_portals(self._network)
