@@ -97,3 +97,12 @@ async def test_an_unexpected_error_is_handed_back_like_a_transient_one(store: St
     with pytest.raises(RuntimeError):
         await router.submit_remote_event(NET, _event(), wait=True, last_attempt=False)
     assert _notices(send) == []
+
+
+async def test_a_message_a_connector_gives_up_on_is_shown_in_its_room(store: Store) -> None:
+    router, send = _router(store, TransientError("unused"))
+    await router.remote_message_lost(NET, KEY, TransientError("Graph kept answering 503"))
+    assert _notices(send) == [
+        "A message from the remote side could not be bridged: The remote network is not"
+        " reachable right now; the bridge kept retrying."
+    ]

@@ -41,6 +41,10 @@ class CoreServices(Protocol):
         self, network: NetworkID, event: RemoteEvent, *, wait: bool, last_attempt: bool = True
     ) -> None: ...
 
+    async def remote_message_lost(
+        self, network: NetworkID, key: PortalKey, err: Exception
+    ) -> None: ...
+
     def add_client(self, network: NetworkID, client: NetworkClient) -> object: ...
 
     def set_client_state(
@@ -148,6 +152,13 @@ class ConnectorContext:
         await self._core.submit_remote_event(
             self.network, event, wait=True, last_attempt=last_attempt
         )
+
+    async def remote_message_lost(self, portal: PortalKey, err: Exception) -> None:
+        """The connector gives up on a message of ``portal`` it could not even turn into an
+        event (its network kept failing to hand it over): the room gets the "could not be
+        bridged" notice and it counts as a dead letter, as failures in
+        :meth:`deliver_remote_event` do."""
+        await self._core.remote_message_lost(self.network, portal, err)
 
     def add_client(self, client: NetworkClient) -> None:
         """Register a client that serves every Matrix user without a login of their own."""

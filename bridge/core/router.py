@@ -178,7 +178,7 @@ class Router:
                 else:
                     self._metrics.dead_letters.labels(network).inc()
                     self._log.error("Gave up on %s in %s: %s", kind, event.portal, err)
-                    await self._remote_failure_notice(event, err)
+                    await self._remote_failure_notice(event.portal, err)
                 if done is not None and not done.done():
                     done.set_exception(err)
             else:
@@ -194,8 +194,13 @@ class Router:
         loaded = self.client_for(network, event.login, None)
         await self.portals.handle(event, loaded.client)
 
-    async def _remote_failure_notice(self, event: RemoteEvent, err: Exception) -> None:
-        portal = await self.portals.find_portal(event.portal)
+    async def remote_message_lost(self, network: NetworkID, key: PortalKey, err: Exception) -> None:
+        self._metrics.dead_letters.labels(network).inc()
+        self._log.error("%s gave up on a message in %s: %s", network, key, err)
+        await self._remote_failure_notice(key, err)
+
+    async def _remote_failure_notice(self, key: PortalKey, err: Exception) -> None:
+        portal = await self.portals.find_portal(key)
         if portal is None or not portal.mxid:
             return
         text = f"A message from the remote side could not be bridged: {_user_message(err)}"

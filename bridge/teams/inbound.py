@@ -21,6 +21,8 @@ from msgraph.generated.models.chat_message import ChatMessage
 from bridge.core import (
     BridgeError,
     ChatInfo,
+    NotSupported,
+    PermanentError,
     RemoteChatID,
     RemoteEdit,
     RemoteEvent,
@@ -29,7 +31,6 @@ from bridge.core import (
     RemoteReactionSync,
     RemoteRedaction,
     RemoteUserID,
-    TransientError,
     UserInfo,
 )
 from bridge.portal.models import Message as StoredMessage
@@ -96,17 +97,19 @@ class Inbound:
         for row in rows:
             try:
                 await self._handle(row)
-            except TransientError as err:
+            except (PermanentError, NotSupported) as err:
+                # Refused for good; a refusal on the Matrix side is in the room already.
+                self._log.error("Notification %s could not be bridged: %s", row.id, err)
+            except Exception as err:  # may heal: Graph or the homeserver down for a while
                 attempts = await self._store.record_attempt(row.id)
                 if attempts < MAX_ATTEMPTS:
-                    self._log.warning("Notification %s: %s; retrying", row.id, err)
+                    self._log.warning("Notification %s: %s; retrying", row.id, err,
+                                      exc_info=not isinstance(err, BridgeError))  # fmt: skip
                     return False
                 self._log.error("Dropping notification %s after %d attempts: %s", row.id,
                                 attempts, err)  # fmt: skip
-            except BridgeError as err:
-                self._log.error("Notification %s could not be bridged: %s", row.id, err)
-            except Exception:
-                self._log.exception("Notification %s failed", row.id)
+                if (parsed := parse_message_resource(str(row.payload.get("resource")))) is not None:
+                    await self._ctx.remote_message_lost(portal_key(parsed[0]), err)
             await self._store.finish_notification(row.id)
         return True
 
@@ -131,10 +134,10 @@ class Inbound:
         if change == "created" and stored is not None:
             return  # bridged already (caught up, or an echo the core stored first)
         msg = await self._fetch(link, chat_id, msg_id)
-        last_attempt = row.attempts + 1 >= MAX_ATTEMPTS  # after this, _work_chat drops the row
         events = await self._events_for(chat_id, msg_id, change, msg, stored, link)
         for event in events:
-            await self._ctx.deliver_remote_event(event, last_attempt=last_attempt)
+            # The row stays until this works; _work_chat reports it lost when it gives up.
+            await self._ctx.deliver_remote_event(event, last_attempt=False)
         edited = msg.last_edited_date_time if msg is not None else None
         if edited is not None and any(isinstance(event, RemoteEdit) for event in events):
             # Only now: an edit whose delivery failed is looked at again on the next try.
