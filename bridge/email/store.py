@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from mautrix.util.async_db import Connection, Database
 
-from bridge.portal import connector_upgrade_table, upgrade_connector_tables
+from bridge.portal import connector_upgrade_table, fetch_rows, upgrade_connector_tables
 
 MAX_REFERENCES = 20
 
@@ -55,8 +55,10 @@ class EmailStore:
         await upgrade_connector_tables(self._db, table)
 
     async def participants(self, portal: str) -> list[str]:
-        rows = await self._db.fetch(
-            "SELECT address FROM email_participant WHERE portal=$1 ORDER BY address", portal
+        rows = await fetch_rows(
+            self._db,
+            "SELECT address FROM email_participant WHERE portal=$1 ORDER BY address",
+            portal,
         )
         return [row["address"] for row in rows]
 
@@ -82,20 +84,24 @@ class EmailStore:
 
     async def mail(self, portal: str, message_id: str) -> tuple[str, list[str]] | None:
         """(subject, references) of a mail of ``portal``, if the bridge has seen it."""
-        row = await self._db.fetchrow(
+        rows = await fetch_rows(
+            self._db,
             "SELECT subject, refs FROM email_mail WHERE portal=$1 AND message_id=$2",
             portal,
             message_id,
         )
-        if row is None:
+        if not rows:
             return None
-        return row["subject"], row["refs"].split()
+        return rows[0]["subject"], rows[0]["refs"].split()
 
     async def dm_portal(self, user_mxid: str, address: str) -> str | None:
-        value = await self._db.fetchval(
-            "SELECT portal FROM email_dm WHERE user_mxid=$1 AND address=$2", user_mxid, address
+        rows = await fetch_rows(
+            self._db,
+            "SELECT portal FROM email_dm WHERE user_mxid=$1 AND address=$2",
+            user_mxid,
+            address,
         )
-        return str(value) if value is not None else None
+        return str(rows[0]["portal"]) if rows else None
 
     async def set_dm_portal(self, user_mxid: str, address: str, portal: str) -> None:
         await self._db.execute(

@@ -24,7 +24,7 @@ from .models import (
     Portal,
     Reaction,
 )
-from .store import NetworkStore, Store
+from .store import NetworkStore, Store, fetch_rows
 
 __all__ = [
     "FIRST_PART",
@@ -42,6 +42,7 @@ __all__ = [
     "Store",
     "StoreError",
     "connector_upgrade_table",
+    "fetch_rows",
     "open_database",
     "upgrade_connector_tables",
 ]

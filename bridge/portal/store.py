@@ -49,6 +49,29 @@ Row = Any  # sqlite3.Row or asyncpg.Record; both index by column name
 
 _POSITIONAL = re.compile(r"\$(\d+)")
 _SLOW_QUERY_SECONDS = 1.0
+_SQLITE_SQL: dict[str, str] = {}
+"""Queries with ``$n`` placeholders → the same with SQLite's ``?n``."""
+
+
+async def fetch_rows(db: Database, query: str, *args: Any) -> list[Row]:
+    """The rows of ``query`` (``$1``-style placeholders), for the store and connector tables.
+
+    On SQLite each call of mautrix's ``fetch``/``fetchrow``/``fetchval`` is three hops to
+    aiosqlite's worker thread (execute, fetch, close the cursor), each a GIL handover both ways;
+    this is one (``execute_fetchall``), with mautrix's warning for queries slower than a
+    second. PostgreSQL is unchanged."""
+    conn: Connection
+    async with db.acquire() as conn:
+        if db.scheme != Scheme.SQLITE:
+            return list(await conn.fetch(query, *args))
+        sql = _SQLITE_SQL.get(query)
+        if sql is None:
+            sql = _SQLITE_SQL[query] = _POSITIONAL.sub(r"?\1", query)
+        began = time.monotonic()
+        rows = await cast(aiosqlite.Connection, conn.wrapped).execute_fetchall(sql, args)
+        if (took := time.monotonic() - began) > _SLOW_QUERY_SECONDS:
+            conn.log.warning("fetch(%r) took %.3f seconds", query, took)
+        return list(rows)
 
 
 def _now_ms() -> int:
@@ -211,7 +234,6 @@ class Store:
         self._db = db
         self._clock = clock
         self._sqlite = db.scheme == Scheme.SQLITE
-        self._sqlite_sql: dict[str, str] = {}
 
     @classmethod
     async def open(
@@ -240,23 +262,8 @@ class Store:
         async with self._db.acquire() as conn, conn.transaction():
             yield conn
 
-    # Queries that return rows. On SQLite each call of mautrix's fetch/fetchrow/fetchval is
-    # three hops to aiosqlite's worker thread (execute, fetch, close the cursor) and a GIL
-    # handover each way; these make it one (``execute_fetchall``). PostgreSQL is unchanged.
-
     async def _fetch(self, query: str, *args: Any) -> list[Row]:
-        conn: Connection
-        async with self._db.acquire() as conn:
-            if not self._sqlite:
-                return list(await conn.fetch(query, *args))
-            sql = self._sqlite_sql.get(query)
-            if sql is None:
-                sql = self._sqlite_sql[query] = _POSITIONAL.sub(r"?\1", query)
-            began = time.monotonic()
-            rows = await cast(aiosqlite.Connection, conn.wrapped).execute_fetchall(sql, args)
-            if (took := time.monotonic() - began) > _SLOW_QUERY_SECONDS:
-                conn.log.warning("fetch(%r) took %.3f seconds", query, took)
-            return list(rows)
+        return await fetch_rows(self._db, query, *args)
 
     async def _fetchrow(self, query: str, *args: Any) -> Row | None:
         rows = await self._fetch(query, *args)

@@ -14,7 +14,7 @@ from typing import Any
 
 from mautrix.util.async_db import Connection, Database, Scheme
 
-from bridge.portal import connector_upgrade_table, upgrade_connector_tables
+from bridge.portal import connector_upgrade_table, fetch_rows, upgrade_connector_tables
 
 
 async def _create_tables(conn: Connection, scheme: Scheme) -> None:
@@ -81,7 +81,8 @@ class TeamsStore:
                 await _insert_notifications(conn, chunk)
 
     async def pending_notifications(self, limit: int = 200) -> list[StoredNotification]:
-        rows = await self._db.fetch(
+        rows = await fetch_rows(
+            self._db,
             "SELECT id, tenant_id, payload, attempts FROM teams_notification ORDER BY id LIMIT $1",
             limit,
         )
@@ -100,7 +101,7 @@ class TeamsStore:
         await self._db.execute(
             "UPDATE teams_notification SET attempts=attempts+1 WHERE id=$1", row_id
         )
-        return int(
-            await self._db.fetchval("SELECT attempts FROM teams_notification WHERE id=$1", row_id)
-            or 0
+        rows = await fetch_rows(
+            self._db, "SELECT attempts FROM teams_notification WHERE id=$1", row_id
         )
+        return int(rows[0]["attempts"]) if rows else 0
