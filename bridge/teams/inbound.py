@@ -74,44 +74,70 @@ class Inbound:
 
     async def run(self) -> None:
         """Bridge stored notifications forever; a failed row is retried with backoff."""
+        failures = 0
         while True:
             self._wake.clear()
-            rows = await self._store.pending_notifications(PENDING_BATCH)
-            if not rows:
-                await self._wake.wait()
+            try:
+                rows = await self._store.pending_notifications(PENDING_BATCH)
+                if not rows:
+                    await self._wake.wait()
+                    continue
+                by_chat: dict[str, list[StoredNotification]] = defaultdict(list)
+                for row in rows:
+                    parsed = parse_message_resource(str(row.payload.get("resource", "")))
+                    by_chat[parsed[0] if parsed else ""].append(row)
+                retries = [
+                    attempts
+                    for attempts in await asyncio.gather(
+                        *(self._work_chat(chat_rows) for chat_rows in by_chat.values())
+                    )
+                    if attempts
+                ]
+            except Exception:  # the database, most likely: the rows wait in it, try again
+                failures += 1
+                self._log.exception("Teams notification worker failed; retrying")
+                await asyncio.sleep(min(2 ** (failures - 1), 60))
                 continue
-            by_chat: dict[str, list[StoredNotification]] = defaultdict(list)
-            for row in rows:
-                parsed = parse_message_resource(str(row.payload.get("resource", "")))
-                by_chat[parsed[0] if parsed else ""].append(row)
-            results = await asyncio.gather(
-                *(self._work_chat(chat_rows) for chat_rows in by_chat.values())
-            )
-            if not all(results):
-                await asyncio.sleep(min(2 ** min(r.attempts for r in rows), 60))
+            failures = 0
+            if retries:
+                # Backoff by the failed rows' own attempts, not those of other chats' new rows.
+                await asyncio.sleep(min(2 ** (min(retries) - 1), 60))
             elif len(rows) < PENDING_BATCH:
                 # That was every stored row; a new one sets the event (maybe already has).
                 await self._wake.wait()
 
-    async def _work_chat(self, rows: list[StoredNotification]) -> bool:
+    async def _work_chat(self, rows: list[StoredNotification]) -> int:
+        """Work on one chat's rows in order; 0 when done, else the attempts of the row that
+        failed and will be retried (the rows after it wait for it)."""
         for row in rows:
             try:
                 await self._handle(row)
-            except (PermanentError, NotSupported) as err:
-                # Refused for good; a refusal on the Matrix side is in the room already.
+            except _RefusedOnMatrix as err:  # the core has told the room already
+                self._log.error("Notification %s could not be bridged: %s", row.id, err.error)
+            except (PermanentError, NotSupported) as err:  # Graph refused, e.g. 403
                 self._log.error("Notification %s could not be bridged: %s", row.id, err)
+                await self._lost(row, err)
             except Exception as err:  # may heal: Graph or the homeserver down for a while
                 attempts = await self._store.record_attempt(row.id)
                 if attempts < MAX_ATTEMPTS:
                     self._log.warning("Notification %s: %s; retrying", row.id, err,
                                       exc_info=not isinstance(err, BridgeError))  # fmt: skip
-                    return False
+                    return attempts
                 self._log.error("Dropping notification %s after %d attempts: %s", row.id,
                                 attempts, err)  # fmt: skip
-                if (parsed := parse_message_resource(str(row.payload.get("resource")))) is not None:
-                    await self._ctx.remote_message_lost(portal_key(parsed[0]), err)
+                await self._lost(row, err)
             await self._store.finish_notification(row.id)
-        return True
+        return 0
+
+    async def _lost(self, row: StoredNotification, err: Exception) -> None:
+        """Tell the chat's room that a change of it could not be bridged."""
+        parsed = parse_message_resource(str(row.payload.get("resource", "")))
+        if parsed is None:
+            return
+        try:
+            await self._ctx.remote_message_lost(portal_key(parsed[0]), err)
+        except Exception:
+            self._log.exception("Could not report notification %s as lost", row.id)
 
     async def _handle(self, row: StoredNotification) -> None:
         item = row.payload
@@ -131,13 +157,19 @@ class Inbound:
         stored = await self._ctx.store.get_message(
             portal_key(chat_id).remote_id, message_id(msg_id)
         )
-        if change == "created" and stored is not None:
+        # A retried row whose text reached Matrix may still lack its pictures: the core sends
+        # only the parts it has not stored. (Messages from Matrix are never sent again.)
+        resume = row.attempts > 0 and stored is not None and not stored.sender_id.startswith("@")
+        if change == "created" and stored is not None and not resume:
             return  # bridged already (caught up, or an echo the core stored first)
         msg = await self._fetch(link, chat_id, msg_id)
-        events = await self._events_for(chat_id, msg_id, change, msg, stored, link)
+        events = await self._events_for(chat_id, msg_id, change, msg, stored, link, resume)
         for event in events:
             # The row stays until this works; _work_chat reports it lost when it gives up.
-            await self._ctx.deliver_remote_event(event, last_attempt=False)
+            try:
+                await self._ctx.deliver_remote_event(event, last_attempt=False)
+            except (PermanentError, NotSupported) as err:
+                raise _RefusedOnMatrix(err) from err
         edited = msg.last_edited_date_time if msg is not None else None
         if edited is not None and any(isinstance(event, RemoteEdit) for event in events):
             # Only now: an edit whose delivery failed is looked at again on the next try.
@@ -174,6 +206,7 @@ class Inbound:
         msg: ChatMessage | None,
         stored: StoredMessage | None,
         link: TenantLink,
+        resume: bool = False,
     ) -> list[RemoteEvent]:
         """What ``change`` to message ``msg_id`` (``msg`` as Graph has it now, ``stored`` as
         the bridge mapped it) means on Matrix."""
@@ -190,7 +223,7 @@ class Inbound:
         if msg is None or not is_bridgeable(msg) or author is None:
             return []
         if change == "created" or stored is None:
-            if msg_id in self.net.sent or stored is not None:
+            if msg_id in self.net.sent or (stored is not None and not resume):
                 return []
             message = await self._new_message(chat_id, msg, link)
             return [message] if message is not None else []
@@ -304,6 +337,14 @@ class Inbound:
                 count += 1
         if count:
             self._log.info("Caught up %d message(s) in chat %s", count, chat_id)
+
+
+class _RefusedOnMatrix(Exception):
+    """The core refused an event for good and has shown that in the room."""
+
+    def __init__(self, error: BridgeError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _edit_marker(chat_id: str, msg_id: str) -> str:
