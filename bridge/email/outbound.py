@@ -117,6 +117,7 @@ class Relay:
             _, late = await asyncio.wait(quits, timeout=CLOSE_SECONDS)
             for task in late:
                 task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         for smtp in idle:
             smtp.close()
 

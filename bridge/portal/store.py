@@ -8,6 +8,7 @@ uses ``$n`` placeholders so the same text runs on PostgreSQL and SQLite.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import re
@@ -840,7 +841,9 @@ class NetworkStore:
         """The portal, from the core's portal cache when the bridge runs: a copy, so the
         connector never sees the core change it mid-update."""
         portal = await self._find_portal(PortalKey(self._network, remote_id, receiver))
-        return copy.copy(portal) if portal is not None else None
+        if portal is None:
+            return None
+        return dataclasses.replace(portal, metadata=copy.deepcopy(portal.metadata))
 
     async def list_portals(self) -> list[Portal]:
         return await self._store.list_portals(self._network)
