@@ -8,6 +8,7 @@ portal is new and the test sees only its own messages.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import re
 from collections.abc import AsyncIterator
@@ -283,6 +284,33 @@ async def test_throttled_send_is_retried_and_arrives_once(hub: Hub, adele: Teams
     assert [p["status"] for p in posts] == [429, 201]
     copies = [m for m in await hub.graph.messages(chat) if "Despite" in m["body"]["content"]]
     assert len(copies) == 1
+
+
+async def test_a_picture_that_failed_arrives_on_the_next_attempt(hub: Hub, adele: Teams) -> None:
+    """The text reaches Matrix, the picture's download keeps failing until the core gives up;
+    the notification's next attempt sends the picture alone, and nobody is told of a loss."""
+    chat, _, room_id, _ = await _portal(hub, adele)
+    await hub.graph.control(
+        "POST",
+        "/faults",
+        {"path": f"/v1.0/chats/{chat}/messages/*/hostedContents/*", "method": "GET",
+         "status": 404, "count": 6},  # one per core attempt (retry.attempts in conftest)
+    )  # fmt: skip
+    mark = adele.user.mark()
+    await hub.graph.post_as(
+        "alex", chat, '<p>See the plan</p><img src="../hostedContents/1/$value">',
+        hostedContents=[{"temporaryId": "1", "contentType": "image/png",
+                         "contentBytes": base64.b64encode(b"\x89PNG plan").decode()}],
+    )  # fmt: skip
+    image = await adele.user.wait_for(
+        lambda e: e["content"].get("msgtype") == "m.image", room_id=room_id, timeout=60, after=mark
+    )
+    assert image["sender"] == ghost(hub, "alex")
+    in_room = adele.user.seen(lambda e: True, room_id=room_id)
+    assert [_body(e) for e in in_room].count("See the plan") == 1
+    assert not [e for e in in_room if "could not be bridged" in _body(e)]
+    downloads = hub.graph.requests(f"/v1.0/chats/{chat}/messages/*/hostedContents/*", "GET")
+    assert [d["status"] for d in downloads] == [404] * 6 + [200]
 
 
 @pytest.mark.parametrize(
