@@ -84,6 +84,7 @@ def test_template_is_shipped_and_linked_from_repo_root() -> None:
         "appservice",
         "database",
         "bridge",
+        "encryption",
         "connectors",
         "metrics",
         "logging",

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import aiohttp
 from aiohttp import web
@@ -31,7 +32,18 @@ from bridge.core.router import RetryPolicy, Router
 from bridge.portal.models import Login
 from bridge.portal.store import NetworkStore, Store
 
+if TYPE_CHECKING:
+    from bridge.crypto.engine import CryptoEngine
+
 ConnectorFactory = Callable[[], NetworkConnector]
+KV_NETWORK = "crypto"
+"""``kv`` rows of the crypto engine (its sealed recovery key)."""
+
+
+async def _is_portal(router: Router, room_id: str) -> bool:
+    return await router.portals.portal_by_room(room_id) is not None
+
+
 ENTRY_POINT_GROUP = "pontis.connectors"
 
 
@@ -99,6 +111,7 @@ class App:
         self.http: aiohttp.ClientSession
         self.matrix: MatrixAPI
         self.router: Router
+        self._encryption: CryptoEngine | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -144,9 +157,13 @@ class App:
             log=self.log.getChild("commands"),
         )
         self.router.command_handler = commands.handle
+        self._encryption = self._build_encryption() if cfg.encryption.allow else None
         await self._start_http()
         await self._wait_for_homeserver()
         await self.matrix.ensure_bot(cfg.bot_displayname, cfg.bot_avatar)
+        if self._encryption is not None:
+            await self._encryption.start()
+            self.matrix.encryption = self._encryption
         for network, connector in self.connectors.items():
             await self._start_connector(network, connector)
         self.router.start()
@@ -164,6 +181,31 @@ class App:
         self.ready = True
         self.log.info(
             "Pontis %s ready with %s", __version__, ", ".join(self.connectors) or "no connectors"
+        )
+
+    def _build_encryption(self) -> CryptoEngine:
+        # Imported here: with encryption off, the crypto libraries are never loaded.
+        from bridge.core.pickle_key import load_pickle_key
+        from bridge.crypto.engine import CryptoEngine
+
+        cfg = self.config
+        pickle_key = load_pickle_key(
+            cfg.encryption.pickle_key_file, os.environ, base_dir=cfg.pickle_key_base_dir
+        )
+        router = self.router
+        return CryptoEngine(
+            settings=cfg.encryption,
+            pickle_key=pickle_key,
+            db=self.store.database,
+            http=self.http,
+            homeserver_url=cfg.homeserver_address,
+            as_token=cfg.as_token,
+            bot_mxid=cfg.bot_mxid,
+            is_ghost=lambda mxid: mxid != cfg.bot_mxid and router.is_any_puppet(mxid),
+            is_portal=lambda room_id: _is_portal(router, room_id),
+            kv_get=lambda key: self.store.kv_get(NetworkID(KV_NETWORK), key),
+            kv_set=lambda key, value: self.store.kv_set(NetworkID(KV_NETWORK), key, value),
+            log=self.log.getChild("crypto"),
         )
 
     async def _start_http(self) -> None:

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -18,10 +19,19 @@ from pathlib import Path
 import aiohttp
 
 from bridge import __version__
-from bridge.core.app import App, ConnectorFactory, build_connectors, discover_connectors
+from bridge.core.app import (
+    KV_NETWORK,
+    App,
+    ConnectorFactory,
+    build_connectors,
+    discover_connectors,
+)
 from bridge.core.config import Config, ConfigError, make_registration, write_registration
 from bridge.core.connector import SupportsCheck
+from bridge.core.encryption_settings import PICKLE_KEY_ENV
+from bridge.core.ids import NetworkID
 from bridge.core.logs import setup_logging
+from bridge.core.pickle_key import PickleKeyError, SecretError, load_pickle_key, write_key_file
 from bridge.portal.store import Store
 
 
@@ -38,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     reg.add_argument("-r", "--registration", default="registration.yaml", help="output file")
     sub.add_parser("run", help="run the bridge (default)")
     sub.add_parser("check", help="validate config, database, homeserver and connectors")
+    key = sub.add_parser(
+        "generate-pickle-key", help="write a new encryption pickle key to a file (mode 0600)"
+    )
+    key.add_argument("-o", "--output", required=True, help="file to create (never overwritten)")
+    sub.add_parser(
+        "show-recovery-key", help="print the recovery key of the bridge's cross-signing identity"
+    )
     return parser
 
 
@@ -54,11 +71,15 @@ def main(
     command = args.command or "run"
     factories = discover_connectors() if factories is None else factories
     try:
+        if command == "generate-pickle-key":
+            return _generate_pickle_key(Path(args.output))
         if command == "generate-registration":
             return _generate_registration(Path(args.config), Path(args.registration), factories)
         config = Config.load(args.config)
         if command == "check":
             return asyncio.run(_check(config, factories))
+        if command == "show-recovery-key":
+            return asyncio.run(_show_recovery_key(config))
         return _run(config, factories)
     except ConfigError as err:
         return _fail(err.problems)
@@ -72,6 +93,13 @@ def _generate_registration(
     config = Config.load(config_path, require_tokens=False)
     if config.generate_tokens():
         config.save()
+    if config.encryption.allow and not os.environ.get(PICKLE_KEY_ENV):
+        key_file = Path(config.encryption.pickle_key_file or "pickle.key")
+        if not key_file.is_absolute():
+            key_file = config.pickle_key_base_dir / key_file
+        if not key_file.exists():
+            write_key_file(key_file)
+            print(f"Wrote a new encryption pickle key to {key_file}; back it up.")
     registration = make_registration(
         config, sorted(set(factories) | set(config.enabled_connectors()))
     )
@@ -79,6 +107,38 @@ def _generate_registration(
     print(
         f"Wrote {reg_path}. Add it to app_service_config_files in the homeserver config and restart it."
     )
+    return 0
+
+
+def _generate_pickle_key(path: Path) -> int:
+    try:
+        write_key_file(path)
+    except FileExistsError:
+        return _fail([f"{path} exists; the bridge's keys may depend on it, so it is kept"])
+    except OSError as err:
+        return _fail([f"cannot write {path}: {err}"])
+    print(f"Wrote {path} (mode 0600). Set encryption.pickle_key_file to it and back it up.")
+    return 0
+
+
+async def _show_recovery_key(config: Config) -> int:
+    try:
+        pickle_key = load_pickle_key(
+            config.encryption.pickle_key_file, os.environ, base_dir=config.pickle_key_base_dir
+        )
+    except PickleKeyError as err:
+        return _fail([err])
+    store = await Store.open(config.database_url)
+    try:
+        sealed = await store.kv_get(NetworkID(KV_NETWORK), "recovery_key")
+    finally:
+        await store.close()
+    if sealed is None:
+        return _fail(["no recovery key yet: the bridge makes one when it first cross-signs itself"])
+    try:
+        print(pickle_key.secret_box().open(sealed, context="recovery_key"))
+    except SecretError as err:
+        return _fail([err])
     return 0
 
 

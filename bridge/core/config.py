@@ -34,6 +34,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from bridge.core.encryption_settings import EncryptionSettings
+from bridge.core.encryption_settings import check_section as _check_encryption
+
 __all__ = [
     "ENV_PREFIX",
     "PLACEHOLDER",
@@ -664,6 +667,10 @@ class Config:
             problems += _check_permissions(bridge["permissions"])
         if "connectors" in data:
             problems += _check_connectors(data["connectors"])
+        if isinstance(data.get("encryption"), Mapping):
+            problems += [
+                ConfigProblem(path, msg) for path, msg in _check_encryption(data["encryption"])
+            ]
         return problems
 
     def validate_connector(self, network: str, example_yaml: str) -> list[ConfigProblem]:
@@ -817,6 +824,15 @@ class Config:
     @property
     def database_url(self) -> str:
         return str(self._get("database"))
+
+    @property
+    def encryption(self) -> EncryptionSettings:
+        return EncryptionSettings.from_section(self.section("encryption"))
+
+    @property
+    def pickle_key_base_dir(self) -> Path:
+        """Where a relative ``encryption.pickle_key_file`` is found: beside the config file."""
+        return self.path.resolve().parent
 
     @property
     def permissions(self) -> dict[str, str]:
@@ -987,6 +1003,13 @@ def make_registration(config: Config, connector_ids: Iterable[str]) -> dict[str,
         "receive_ephemeral": True,
         "de.sorunome.msc2409.push_ephemeral": True,
         "namespaces": {"users": users, "aliases": aliases, "rooms": []},
+        # Encryption without /sync: to-device events, device lists and one-time-key counts in
+        # transactions (MSC3202/MSC4203), and the bot's device made by the appservice (MSC4190).
+        **(
+            {"org.matrix.msc3202": True, "io.element.msc4190": True}
+            if config.encryption.allow
+            else {}
+        ),
     }
 
 

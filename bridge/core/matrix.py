@@ -32,6 +32,7 @@ from mautrix.types import (
     UserID,
 )
 
+from bridge.core.encryption import ENCRYPTED, RoomEncryption
 from bridge.core.errors import PermanentError, TransientError
 
 INTENT_CACHE = 4096
@@ -92,6 +93,11 @@ class MatrixAPI:
         )
         self.bot = IntentAPI(UserID(bot_mxid), self._api, state_store=self.state_store)
         self._intents: dict[str, IntentAPI] = {}
+        self.encryption: RoomEncryption | None = None
+        """Set when encryption is on: sends into encrypted rooms go through it."""
+
+    async def room_encrypted(self, room_id: str) -> bool:
+        return self.encryption is not None and await self.encryption.is_encrypted(room_id)
 
     def intent(self, mxid: str) -> IntentAPI:
         if mxid == self.bot_mxid:
@@ -125,8 +131,15 @@ class MatrixAPI:
         txn_id: str | None = None,
         timestamp: int | None = None,
     ) -> str:
-        """Send one message event as ``sender`` (the bot or a ghost already in the room)."""
+        """Send one message event as ``sender`` (the bot or a ghost already in the room).
+
+        In an encrypted room the content is encrypted with the bot's device first (a ghost has
+        no device of its own) and sent as ``m.room.encrypted``, still as ``sender``."""
         intent = self.intent(sender)
+        crypto = self.encryption
+        if crypto is not None and event_type != ENCRYPTED and await crypto.is_encrypted(room_id):
+            content = await crypto.encrypt(room_id, event_type, content)
+            event_type = ENCRYPTED
         kwargs: dict[str, Any] = {}
         if timestamp is not None:
             kwargs["timestamp"] = timestamp
@@ -143,6 +156,8 @@ class MatrixAPI:
         return str(event_id)
 
     async def redact(self, sender: str, room_id: str, event_id: str, reason: str = "") -> None:
+        if reason and await self.room_encrypted(room_id):
+            reason = ""  # a redaction cannot be encrypted; its reason would be in the clear
         try:
             await self.intent(sender).redact(RoomID(room_id), EventID(event_id), reason or None)
         except Exception as err:
@@ -352,6 +367,40 @@ class MatrixAPI:
         except Exception as err:
             raise _wrap(err, f"uploading {filename}") from err
         return str(mxc)
+
+    async def upload_for_room(
+        self, sender: str, room_id: str, data: bytes, mimetype: str, filename: str
+    ) -> dict[str, Any]:
+        """Upload a file for a message in ``room_id``: ``{"url": mxc}``, or in an encrypted room
+        ``{"file": {...}}`` with the key, iv and hash of an encrypted attachment."""
+        if self.encryption is None or not await self.encryption.is_encrypted(room_id):
+            return {"url": await self.upload(sender, data, mimetype, filename)}
+        ciphertext, file = self.encryption.encrypt_file(data)
+        file["url"] = await self.upload(sender, ciphertext, "application/octet-stream", filename)
+        return {"file": file}
+
+    async def download_content(self, content: dict[str, Any]) -> bytes:
+        """The file of a media message: ``url``, or ``file`` (an encrypted attachment, which is
+        decrypted here)."""
+        file = content.get("file")
+        if isinstance(file, dict) and isinstance(file.get("url"), str):
+            if self.encryption is None:
+                raise PermanentError(
+                    "encrypted attachment with encryption off",
+                    user_message="Encrypted files cannot be bridged: this hub has encryption off.",
+                )
+            url = str(file["url"])
+            if not url.startswith("mxc://"):
+                raise PermanentError(
+                    "attachment without mxc url", user_message="The file could not be read."
+                )
+            return self.encryption.decrypt_file(await self.download(url), file)
+        plain_url = content.get("url")
+        if not isinstance(plain_url, str) or not plain_url.startswith("mxc://"):
+            raise PermanentError(
+                "media without mxc url", user_message="The file could not be read."
+            )
+        return await self.download(plain_url)
 
     async def download(self, mxc: str) -> bytes:
         try:

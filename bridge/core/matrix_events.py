@@ -22,7 +22,7 @@ from bridge.core.connector import (
     SupportsRedactions,
     SupportsTyping,
 )
-from bridge.core.errors import NotSupported, PermanentError
+from bridge.core.errors import NotSupported
 from bridge.core.events import (
     MatrixEdit,
     MatrixMembership,
@@ -148,14 +148,9 @@ class MatrixEventHandler:
                 raise NotSupported(
                     "media not supported", user_message="This network cannot carry files."
                 )
-            url = content.get("url")
-            if not isinstance(url, str) or not url.startswith("mxc://"):
-                raise PermanentError(
-                    "media without mxc url", user_message="The file could not be read."
-                )
             info = content.get("info") or {}
             media = Media(
-                data=await self._matrix.download(url),
+                data=await self._matrix.download_content(content),
                 mimetype=str(info.get("mimetype") or "application/octet-stream"),
                 filename=str(content.get("filename") or body or "file"),
             )

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from bridge.core.connector import NetworkClient, NetworkInfo
+from bridge.core.encryption import ends_at_hub_notice
 from bridge.core.errors import BridgeError
 from bridge.core.events import (
     ChatInfo,
@@ -35,6 +36,8 @@ from bridge.core.matrix import MatrixAPI, deterministic_txn_id
 from bridge.portal.models import FIRST_PART, Ghost, Message, Portal, Reaction
 from bridge.portal.store import Store
 
+_NOTICE_SENT = "core.encryption_notice_room"
+BRIDGE_ENCRYPTION_FIELD = "fi.pontis.encryption"
 _MSGTYPE_BY_MIME = {"image": "m.image", "video": "m.video", "audio": "m.audio"}
 
 
@@ -112,7 +115,9 @@ class PortalManager:
         )
         portal.name, portal.topic = info.name, info.topic
         portal.is_direct = bool(info.is_direct)
-        state_key, bridge_state = self._bridge_state(key, info)
+        encryption = self._matrix.encryption
+        encrypted = encryption is not None and encryption.encrypt_new_rooms
+        state_key, bridge_state = self._bridge_state(key, info, encrypted=encrypted)
         initial_state: list[dict[str, Any]] = [
             {"type": t, "state_key": state_key, "content": bridge_state}
             for t in ("m.bridge", "uk.half-shot.bridge")
@@ -124,24 +129,59 @@ class PortalManager:
                 "content": {"service_members": [self._matrix.bot_mxid]},
             }
         )
+        if encryption is not None and encrypted:
+            initial_state.append(
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": encryption.encryption_state(),
+                }
+            )
+        # Ghosts exist before the room does, so they are invited in the createRoom call itself
+        # and join at the first try (no refused join, no second invite).
+        ghosts = [
+            (await self.ensure_ghost(key.network, member, client, None)).mxid
+            for member in info.members or []
+        ]
         portal.mxid = await self._matrix.create_room(
             # A DM takes its name from the other person, as in any Matrix client.
             name=None if portal.is_direct else info.name,
             topic=info.topic,
             is_direct=portal.is_direct,
-            invite=list(info.matrix_users or []),
+            invite=[*(info.matrix_users or []), *ghosts],
             initial_state=initial_state,
             alias_localpart=alias_localpart,
         )
+        if encryption is not None:
+            await encryption.room_created(portal.mxid, encrypted)
         await self.save_portal(portal)
         for mxid in info.matrix_users or []:
             await self._store.add_portal_user(mxid, key)
         self.room_keys[portal.mxid] = key
         self._log.info("Created portal %s for %s", portal.mxid, key)
-        for member in info.members or []:
-            ghost = await self.ensure_ghost(key.network, member, client, None)
-            await self._matrix.ensure_joined(ghost.mxid, portal.mxid)
+        for ghost_mxid_ in ghosts:
+            await self._matrix.ensure_joined(ghost_mxid_, portal.mxid)
+        await self.announce_encryption(portal)
         return portal
+
+    async def announce_encryption(self, portal: Portal) -> None:
+        """Tell the room once where its encryption ends, if it is encrypted."""
+        if not portal.mxid or portal.metadata.get(_NOTICE_SENT) == portal.mxid:
+            return
+        if not await self._matrix.room_encrypted(portal.mxid):
+            return
+        network = self._networks[portal.network].display_name
+        text = ends_at_hub_notice(self._domain, network)
+        try:
+            await self._matrix.send(
+                self._matrix.bot_mxid, portal.mxid, {"msgtype": "m.notice", "body": text},
+                txn_id=deterministic_txn_id("encryption-notice", portal.mxid),
+            )  # fmt: skip
+        except BridgeError as err:
+            self._log.warning("Could not tell %s where its encryption ends: %s", portal.mxid, err)
+            return
+        portal.metadata[_NOTICE_SENT] = portal.mxid
+        await self.save_portal(portal)
 
     async def adopt_room(self, key: PortalKey, room_id: str, info: ChatInfo) -> Portal:
         """Make an existing Matrix room the portal of ``key`` (the ``bridge`` command)."""
@@ -151,7 +191,8 @@ class PortalManager:
         portal.mxid, portal.name, portal.topic = room_id, info.name, info.topic
         await self.save_portal(portal)
         self.room_keys[room_id] = key
-        state_key, content = self._bridge_state(key, info)
+        encrypted = await self._matrix.room_encrypted(room_id)
+        state_key, content = self._bridge_state(key, info, encrypted=encrypted)
         for event_type in ("m.bridge", "uk.half-shot.bridge"):
             try:
                 await self._matrix.set_state(
@@ -162,9 +203,11 @@ class PortalManager:
                 break
         return portal
 
-    def _bridge_state(self, key: PortalKey, info: ChatInfo) -> tuple[str, dict[str, Any]]:
+    def _bridge_state(
+        self, key: PortalKey, info: ChatInfo, *, encrypted: bool
+    ) -> tuple[str, dict[str, Any]]:
         network = self._networks[key.network]
-        content = {
+        content: dict[str, Any] = {
             "bridgebot": self._matrix.bot_mxid,
             "creator": self._matrix.bot_mxid,
             "protocol": {
@@ -174,6 +217,9 @@ class PortalManager:
             },
             "channel": {"id": key.remote_id, "displayname": info.name},
         }
+        if encrypted:
+            # Where end-to-end encryption ends: at this hub, which decrypts to deliver.
+            content[BRIDGE_ENCRYPTION_FIELD] = "ends-at-bridge"
         return f"{self._bridge_id}/{key.network}/{key.remote_id}", content
 
     async def ensure_ghost(
@@ -286,7 +332,7 @@ class PortalManager:
         for index, part in enumerate(event.parts):
             if part.part_id in stored:
                 continue  # sent before a later part failed; the retry sends only the rest
-            content = await self._part_content(sender, part)
+            content = await self._part_content(sender, portal.mxid, part)
             if index == 0:
                 relates = _relation(reply, root)
                 if relates:
@@ -318,7 +364,7 @@ class PortalManager:
             return {FIRST_PART} if found is not None else set()
         return {m.part_id for m in await self._store.get_message_parts(key, event.id)}
 
-    async def _part_content(self, sender: str, part: MessagePart) -> dict[str, Any]:
+    async def _part_content(self, sender: str, room_id: str, part: MessagePart) -> dict[str, Any]:
         msgtype = "m.notice" if part.notice else "m.emote" if part.emote else "m.text"
         content: dict[str, Any] = {"msgtype": msgtype, "body": part.text}
         if part.html:
@@ -327,9 +373,12 @@ class PortalManager:
         if part.media is not None:
             media = part.media
             data = await media.read()
-            mxc = await self._matrix.upload(sender, data, media.mimetype, media.filename)
+            content.update(
+                await self._matrix.upload_for_room(
+                    sender, room_id, data, media.mimetype, media.filename
+                )
+            )
             content["msgtype"] = _MSGTYPE_BY_MIME.get(media.mimetype.split("/")[0], "m.file")
-            content["url"] = mxc
             content["info"] = {"mimetype": media.mimetype, "size": len(data)}
             content["filename"] = media.filename
             if not part.text:  # no caption: the body is the file name, as clients expect
@@ -345,7 +394,7 @@ class PortalManager:
             target = stored.get(part.part_id)
             if target is None:
                 continue
-            new_content = await self._part_content(sender, part)
+            new_content = await self._part_content(sender, portal.mxid, part)
             content = dict(new_content)
             content["body"] = f"* {part.text}"
             if "formatted_body" in content:

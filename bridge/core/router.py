@@ -22,6 +22,7 @@ from bridge.core.connector import (
     SupportsDirectChats,
     SupportsInvites,
 )
+from bridge.core.encryption import ENCRYPTED, TRANSACTION_DATA_KINDS, RoomEncryption
 from bridge.core.errors import BridgeError, NotSupported, PermanentError, TransientError
 from bridge.core.events import (
     ChatInfo,
@@ -48,6 +49,8 @@ CommandHandler = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 """(room_id, sender, event) for messages in a management room and invites of the bot."""
 
 INBOX_BATCH = 500
+# Reactions are left out: Element sends them in the clear even in encrypted rooms.
+_REQUIRE_ENCRYPTED = frozenset({"m.room.message", "m.sticker"})
 _MEDIA_MSGTYPES = {"m.image", "m.file", "m.audio", "m.video"}
 _REPLY_FALLBACK = re.compile(r"^(> .*\n)+\n", re.MULTILINE)
 _HTML_REPLY_FALLBACK = re.compile(r"<mx-reply>.*?</mx-reply>", re.DOTALL)
@@ -91,7 +94,7 @@ class Router:
         self.clients = ClientRegistry(connectors, metrics, log)
         self._events = MatrixEventHandler(
             store=store, matrix=matrix, connectors=connectors, clients=self.clients,
-            is_puppet=self._is_any_puppet,
+            is_puppet=self.is_any_puppet,
         )  # fmt: skip
         self.queues = OrderedQueues(
             maxsize=queue_size, log=log.getChild("queue"), observe_wait=metrics.queue_wait.observe
@@ -151,7 +154,7 @@ class Router:
 
     async def matrix_members(self, room_id: str) -> dict[str, str]:
         members = await self._matrix.joined_members(room_id)
-        return {mxid: name for mxid, name in members.items() if not self._is_any_puppet(mxid)}
+        return {mxid: name for mxid, name in members.items() if not self.is_any_puppet(mxid)}
 
     # --- network → Matrix -----------------------------------------------------------------------
 
@@ -387,7 +390,7 @@ class Router:
             mxid.startswith(f"@{network}_") and mxid.endswith(f":{self._domain}")
         )
 
-    def _is_any_puppet(self, mxid: str) -> bool:
+    def is_any_puppet(self, mxid: str) -> bool:
         return mxid == self._matrix.bot_mxid or any(
             self._is_own_puppet(n, mxid) for n in self._connectors
         )
@@ -402,17 +405,40 @@ class Router:
                 return None
             await self._events.handle_ephemeral(portal, row.payload)
             return portal.network
+        encryption = self._matrix.encryption
+        if row.kind in TRANSACTION_DATA_KINDS:
+            if encryption is not None:
+                await encryption.handle_transaction_data(row.kind, row.payload)
+            return None
         if row.kind != "pdu":
-            return None  # to-device and key data: kept in the inbox for encryption (DESIGN §7)
+            return None
         event = row.payload
         if "state_key" in event:
             await self._matrix.update_state_cache(event)
+            if encryption is not None:
+                await encryption.handle_state_event(event)
         sender = str(event.get("sender", ""))
         if sender == self._matrix.bot_mxid:
             return None
         portal = await self.portals.portal_by_room(row.room_id or "")
+        if event.get("type") == ENCRYPTED:
+            if encryption is None:
+                if portal is None:
+                    return None
+                raise PermanentError(
+                    "encrypted event with encryption off",
+                    user_message="This hub has encryption turned off, so it cannot read "
+                    "encrypted messages; ask its operator to set encryption.allow.",
+                )
+            event = await encryption.decrypt(event)  # the one place events are decrypted
+        elif portal is not None and _refused_in_clear(encryption, event):
+            raise PermanentError(
+                "unencrypted event in a hub that requires encryption",
+                user_message="This hub only bridges encrypted messages; turn on "
+                "encryption in this room and send it again.",
+            )
         if portal is None:
-            if row.room_id is not None and not self._is_any_puppet(sender):
+            if row.room_id is not None and not self.is_any_puppet(sender):
                 return await self._handle_non_portal_event(row.room_id, sender, event)
             return None
         if self._is_own_puppet(portal.network, sender):
@@ -517,6 +543,12 @@ class Router:
         await self._matrix.invite(room_id, self._matrix.bot_mxid, inviter=ghost)
         await self._matrix.join(room_id)
         self._log.info("Started DM portal %s for %s in %s", key, inviter, room_id)
+        await self.portals.announce_encryption(portal)
+
+
+def _refused_in_clear(encryption: RoomEncryption | None, event: dict[str, Any]) -> bool:
+    """An unencrypted message in a portal of a hub with ``encryption.require``."""
+    return encryption is not None and encryption.require and event.get("type") in _REQUIRE_ENCRYPTED
 
 
 def _permanent(err: Exception) -> bool:

@@ -29,6 +29,7 @@ from tests.e2e.hub import (
 )
 from tests.e2e.mail import MailServers
 from tests.e2e.matrix_client import MatrixUser
+from tests.e2e.nio_user import EncryptedUser
 from tests.e2e.process import free_port
 from tests.e2e.prosody import ProsodyServer
 from tests.e2e.synapse import SynapseServer
@@ -53,6 +54,7 @@ def write_config(
     prosody: ProsodyServer,
     mail: MailServers,
     graph: GraphEmulator,
+    encryption: dict[str, Any] | None = None,
 ) -> None:
     xmpp = xmpp_section(
         component_port=prosody.component_port,
@@ -76,6 +78,7 @@ def write_config(
             "retry": {"attempts": 6, "backoff_seconds": 0.5},
         },
         log_level="DEBUG",
+        encryption=encryption,
     )
 
 
@@ -104,6 +107,7 @@ class Hub:
     hs_token: str
     bot: str = f"@pontis:{DOMAIN}"
     users: list[MatrixUser] = field(default_factory=list)
+    encrypted_users: list[EncryptedUser] = field(default_factory=list)
     _names: itertools.count[int] = field(default_factory=itertools.count)
 
     async def user(self, prefix: str = "user", *, localpart: str | None = None) -> MatrixUser:
@@ -112,6 +116,15 @@ class Hub:
         user = MatrixUser(mxid, token, self.synapse.base_url)
         await user.start_sync()
         self.users.append(user)
+        return user
+
+    async def encrypted_user(self, prefix: str = "user") -> EncryptedUser:
+        """A user with an encrypting client (matrix-nio), who joins every invite."""
+        name = f"{prefix}{next(self._names)}"
+        user = await EncryptedUser.register(
+            self.synapse, name, displayname=name.capitalize(), auto_join=True
+        )
+        self.encrypted_users.append(user)
         return user
 
     async def restart_bridge(self, *, kill: bool) -> None:
@@ -130,9 +143,23 @@ async def remote() -> AsyncIterator[RemoteNetwork]:
     await network.stop()
 
 
-async def start_hub(workdir: Path, remote: RemoteNetwork) -> Hub:
+ENCRYPTION = {
+    "allow": True,
+    "default": True,
+    # Short waits, so that a test of a key that never comes ends in seconds.
+    "key_wait_seconds": 2,
+    "key_request_seconds": 3,
+}
+"""``encryption:`` of the encrypted hub: portals encrypted as on public-sector homeservers."""
+
+
+async def start_hub(workdir: Path, remote: RemoteNetwork, *, encrypted: bool = False) -> Hub:
     """Prosody, the mail servers and the Graph emulator, then the registration, then Synapse,
-    then the bridge; stops what it started if a later step fails."""
+    then the bridge; stops what it started if a later step fails.
+
+    ``encrypted``: Synapse encrypts every new room (``encryption_enabled_by_default_for_room_type:
+    all``) and the bridge has encryption on, with a pickle key that generate-registration made.
+    """
     site_dir = workdir / "site"
     install_reference_entry_point(site_dir)
     as_port, metrics_port = free_port(), free_port()
@@ -144,6 +171,8 @@ async def start_hub(workdir: Path, remote: RemoteNetwork) -> Hub:
     graph = GraphEmulator()
     bridge = BridgeProcess(workdir, config_path, site_dir, env={})
     synapse = SynapseServer(DOMAIN, workdir / "synapse", [workdir / "registration.yaml"])
+    if encrypted:
+        synapse.extra_config["encryption_enabled_by_default_for_room_type"] = "all"
     try:
         await prosody.start()
         await mail.start()
@@ -156,6 +185,7 @@ async def start_hub(workdir: Path, remote: RemoteNetwork) -> Hub:
             prosody=prosody,
             mail=mail,
             graph=graph,
+            encryption=ENCRYPTION if encrypted else None,
         )
         result = bridge.cli("generate-registration", "-r", str(workdir / "registration.yaml"))
         assert result.returncode == 0, result.stderr
@@ -175,25 +205,46 @@ async def start_hub(workdir: Path, remote: RemoteNetwork) -> Hub:
     )
 
 
-@pytest_asyncio.fixture(scope="session")
-async def hub(tmp_path_factory, remote: RemoteNetwork) -> AsyncIterator[Hub]:  # type: ignore[no-untyped-def]
+async def _running_hub(
+    tmp_path_factory: pytest.TempPathFactory, remote: RemoteNetwork, *, encrypted: bool
+) -> AsyncIterator[Hub]:
+    name = "encrypted-hub" if encrypted else "hub"
     try:
-        hub = await start_hub(tmp_path_factory.mktemp("hub"), remote)
+        hub = await start_hub(tmp_path_factory.mktemp(name), remote, encrypted=encrypted)
     except Exception as err:
         # Ports are picked free and bound a moment later by another process; on a busy machine
         # one can be taken in between. Once, with fresh ports; the reason stays visible.
         warnings.warn(f"starting the test hub failed once, retrying: {err}", stacklevel=1)
-        hub = await start_hub(tmp_path_factory.mktemp("hub"), remote)
+        hub = await start_hub(tmp_path_factory.mktemp(name), remote, encrypted=encrypted)
     try:
         yield hub
     finally:
         for user in hub.users:
             await user.close()
+        for encrypted_user in hub.encrypted_users:
+            await encrypted_user.close()
         hub.bridge.stop()
         await hub.synapse.stop()
         await hub.prosody.stop()
         await hub.mail.stop()
         await hub.graph.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def hub(
+    tmp_path_factory: pytest.TempPathFactory, remote: RemoteNetwork
+) -> AsyncIterator[Hub]:
+    async for running in _running_hub(tmp_path_factory, remote, encrypted=False):
+        yield running
+
+
+@pytest_asyncio.fixture(scope="session")
+async def encrypted_hub(
+    tmp_path_factory: pytest.TempPathFactory, remote: RemoteNetwork
+) -> AsyncIterator[Hub]:
+    """A second hub whose Synapse encrypts every room and whose bridge has encryption on."""
+    async for running in _running_hub(tmp_path_factory, remote, encrypted=True):
+        yield running
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -156,6 +156,7 @@ def write_bridge_config(
     connectors: dict[str, dict[str, Any]],
     bridge: dict[str, Any],
     log_level: str,
+    encryption: dict[str, Any] | None = None,
 ) -> None:
     """The config an operator would write, on loopback; tokens are filled in by
     ``generate-registration`` and the homeserver address comes from ``PONTIS_HOMESERVER_ADDRESS``."""
@@ -167,6 +168,7 @@ def write_bridge_config(
         },
         "database": "sqlite:pontis.db",
         "bridge": bridge,
+        "encryption": encryption or {"allow": False},
         "connectors": connectors,
         "metrics": {"enabled": True, "listen": f"127.0.0.1:{metrics_port}"},
         "logging": {"level": log_level, "format": "text"},
