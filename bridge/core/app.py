@@ -27,6 +27,7 @@ from bridge.core.ids import LoginID, NetworkID, parse_ghost_mxid, unescape_local
 from bridge.core.matrix import MatrixAPI
 from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
+from bridge.core.pickle_key import PickleKey, load_pickle_key
 from bridge.core.portals import PortalManager
 from bridge.core.router import RetryPolicy, Router
 from bridge.portal.models import Login
@@ -116,6 +117,7 @@ class App:
     async def start(self) -> None:
         cfg = self.config
         self.store = await Store.open(cfg.database_url, log=self.log.getChild("db"))
+        pickle_key = await self._load_pickle_key() if cfg.encryption.allow else None
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=cfg.verify_ssl))
         self.matrix = MatrixAPI(
             homeserver_url=cfg.homeserver_address,
@@ -157,7 +159,8 @@ class App:
             log=self.log.getChild("commands"),
         )
         self.router.command_handler = commands.handle
-        self._encryption = self._build_encryption() if cfg.encryption.allow else None
+        if pickle_key is not None:
+            self._encryption = self._build_encryption(pickle_key)
         await self._start_http()
         await self._wait_for_homeserver()
         await self.matrix.ensure_bot(cfg.bot_displayname, cfg.bot_avatar)
@@ -183,15 +186,22 @@ class App:
             "Pontis %s ready with %s", __version__, ", ".join(self.connectors) or "no connectors"
         )
 
-    def _build_encryption(self) -> CryptoEngine:
-        # Imported here: with encryption off, the crypto libraries are never loaded.
-        from bridge.core.pickle_key import load_pickle_key
-        from bridge.crypto.engine import CryptoEngine
-
+    async def _load_pickle_key(self) -> PickleKey:
+        """The pickle key, which also seals the secrets in logins (migrating plaintext ones)."""
         cfg = self.config
         pickle_key = load_pickle_key(
             cfg.encryption.pickle_key_file, os.environ, base_dir=cfg.pickle_key_base_dir
         )
+        self.store.secrets = pickle_key.secret_box()
+        if sealed := await self.store.seal_login_secrets():
+            self.log.info("Sealed the secrets of %d logins with the pickle key", sealed)
+        return pickle_key
+
+    def _build_encryption(self, pickle_key: PickleKey) -> CryptoEngine:
+        # Imported here: with encryption off, the crypto libraries are never loaded.
+        from bridge.crypto.engine import CryptoEngine
+
+        cfg = self.config
         router = self.router
         return CryptoEngine(
             settings=cfg.encryption,

@@ -31,6 +31,7 @@ from bridge.core.ids import (
 )
 
 from .db import open_database
+from .login_secrets import Sealer, has_plaintext_secret, open_metadata, seal_metadata
 from .models import (
     FIRST_PART,
     NO_RECEIVER,
@@ -235,6 +236,8 @@ class Store:
         self._db = db
         self._clock = clock
         self._sqlite = db.scheme == Scheme.SQLITE
+        self.secrets: Sealer | None = None
+        """Seals the secrets in logins' metadata; set when a pickle key is loaded."""
 
     @classmethod
     async def open(
@@ -410,7 +413,7 @@ class Store:
             network,
             login_id,
         )
-        return _login(row) if row else None
+        return self._login(row) if row else None
 
     async def list_logins(
         self, network: NetworkID | None = None, user_mxid: str | None = None
@@ -428,7 +431,25 @@ class Store:
         rows = await self._fetch(
             f"SELECT {_LOGIN_COLUMNS} FROM login{where} ORDER BY network, login_id", *args
         )
-        return [_login(row) for row in rows]
+        return [self._login(row) for row in rows]
+
+    def _login(self, row: Row) -> Login:
+        return self._login_opened(_login(row))
+
+    def _login_opened(self, login: Login) -> Login:
+        login.metadata = open_metadata(self.secrets, login.network, login.login_id, login.metadata)
+        return login
+
+    async def seal_login_secrets(self) -> int:
+        """Seal the secrets of logins written before a pickle key was set; returns how many
+        logins were rewritten."""
+        sealed = 0
+        rows = await self._fetch(f"SELECT {_LOGIN_COLUMNS} FROM login")
+        for login in map(_login, rows):  # as stored: sealed values still sealed
+            if has_plaintext_secret(login.metadata):
+                await self.save_login(self._login_opened(login))
+                sealed += 1
+        return sealed
 
     async def save_login(self, login: Login) -> None:
         """Insert or update ``login`` by (network, login_id)."""
@@ -441,7 +462,11 @@ class Store:
             login.login_id,
             login.user_mxid,
             login.remote_name,
-            _dump(login.metadata),
+            _dump(
+                login.metadata
+                if self.secrets is None
+                else seal_metadata(self.secrets, login.network, login.login_id, login.metadata)
+            ),
         )
 
     async def delete_login(self, network: NetworkID, login_id: LoginID) -> None:

@@ -1,0 +1,85 @@
+"""Secrets in logins are sealed at rest with the pickle key, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge.core.ids import LoginID, NetworkID
+from bridge.core.pickle_key import PickleKey, SecretError
+from bridge.portal.models import Login
+from bridge.portal.store import Store
+from tests.store_fixtures import StoreTarget
+
+TEAMS = NetworkID("teams")
+TOKEN = "0.ARwA-refresh-token-of-adele"
+
+
+def login(login_id: str = "adele", **metadata: str) -> Login:
+    return Login(
+        network=TEAMS,
+        login_id=LoginID(login_id),
+        user_mxid="@adele:hub.test",
+        remote_name="Adele",
+        metadata={"tenant": "contoso", "refresh_token": TOKEN, **metadata},
+    )
+
+
+async def raw_metadata(store: Store, login_id: str) -> dict[str, str]:
+    value = await store.database.fetchval(
+        "SELECT metadata FROM login WHERE network=$1 AND login_id=$2", TEAMS, login_id
+    )
+    return dict(json.loads(value))
+
+
+async def test_a_refresh_token_is_never_in_the_database_in_the_clear(store: Store) -> None:
+    store.secrets = PickleKey(b"k" * 32).secret_box()
+    await store.save_login(login())
+    raw = await raw_metadata(store, "adele")
+    assert TOKEN not in json.dumps(raw)
+    assert raw["tenant"] == "contoso"  # only secrets are sealed
+    got = await store.get_login(TEAMS, LoginID("adele"))
+    assert got is not None and got.metadata["refresh_token"] == TOKEN
+    assert [x.metadata["refresh_token"] for x in await store.list_logins()] == [TOKEN]
+
+
+async def test_plaintext_rows_of_before_are_sealed_on_start(store_target: StoreTarget) -> None:
+    store = await store_target.open()
+    try:
+        await store.save_login(login("old", client_secret="s3cret"))  # no pickle key yet
+        assert (await raw_metadata(store, "old"))["refresh_token"] == TOKEN
+        store.secrets = PickleKey(b"k" * 32).secret_box()
+        assert await store.seal_login_secrets() == 1
+        raw = await raw_metadata(store, "old")
+        assert TOKEN not in json.dumps(raw) and "s3cret" not in json.dumps(raw)
+        assert await store.seal_login_secrets() == 0  # nothing left to do
+        got = await store.get_login(TEAMS, LoginID("old"))
+        assert got is not None
+        assert (got.metadata["refresh_token"], got.metadata["client_secret"]) == (TOKEN, "s3cret")
+    finally:
+        await store.close()
+
+
+async def test_another_key_or_no_key_cannot_read_sealed_logins(store: Store) -> None:
+    store.secrets = PickleKey(b"k" * 32).secret_box()
+    await store.save_login(login())
+    store.secrets = PickleKey(b"x" * 32).secret_box()
+    with pytest.raises(SecretError):
+        await store.get_login(TEAMS, LoginID("adele"))
+    store.secrets = None
+    with pytest.raises(LookupError, match="pickle key"):
+        await store.get_login(TEAMS, LoginID("adele"))
+
+
+async def test_a_sealed_token_moved_to_another_login_does_not_open(store: Store) -> None:
+    store.secrets = PickleKey(b"k" * 32).secret_box()
+    await store.save_login(login("adele"))
+    await store.save_login(login("mallory", refresh_token="mallory-token"))
+    stolen = (await raw_metadata(store, "adele"))["refresh_token"]
+    await store.database.execute(
+        "UPDATE login SET metadata=$1 WHERE login_id='mallory'",
+        json.dumps({"refresh_token": stolen}),
+    )
+    with pytest.raises(SecretError):
+        await store.get_login(TEAMS, LoginID("mallory"))
