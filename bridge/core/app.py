@@ -27,7 +27,7 @@ from bridge.core.ids import LoginID, NetworkID, parse_ghost_mxid, unescape_local
 from bridge.core.matrix import MatrixAPI
 from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
-from bridge.core.pickle_key import PickleKey, load_pickle_key
+from bridge.core.pickle_key import PickleKey, PickleKeyMissing, load_pickle_key
 from bridge.core.portals import PortalManager
 from bridge.core.router import RetryPolicy, Router
 from bridge.portal.models import Login
@@ -117,7 +117,7 @@ class App:
     async def start(self) -> None:
         cfg = self.config
         self.store = await Store.open(cfg.database_url, log=self.log.getChild("db"))
-        pickle_key = await self._load_pickle_key() if cfg.encryption.allow else None
+        pickle_key = await self._load_pickle_key(required=cfg.encryption.allow)
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=cfg.verify_ssl))
         self.matrix = MatrixAPI(
             homeserver_url=cfg.homeserver_address,
@@ -159,7 +159,7 @@ class App:
             log=self.log.getChild("commands"),
         )
         self.router.command_handler = commands.handle
-        if pickle_key is not None:
+        if pickle_key is not None and cfg.encryption.allow:
             self._encryption = self._build_encryption(pickle_key)
         await self._start_http()
         await self._wait_for_homeserver()
@@ -186,12 +186,19 @@ class App:
             "Pontis %s ready with %s", __version__, ", ".join(self.connectors) or "no connectors"
         )
 
-    async def _load_pickle_key(self) -> PickleKey:
-        """The pickle key, which also seals the secrets in logins (migrating plaintext ones)."""
+    async def _load_pickle_key(self, *, required: bool) -> PickleKey | None:
+        """The pickle key, which also seals the secrets in logins (migrating plaintext ones).
+        With encryption off it is optional: used if the variable or the file is there."""
         cfg = self.config
-        pickle_key = load_pickle_key(
-            cfg.encryption.pickle_key_file, os.environ, base_dir=cfg.pickle_key_base_dir
-        )
+        try:
+            pickle_key = load_pickle_key(
+                cfg.encryption.pickle_key_file, os.environ, base_dir=cfg.pickle_key_base_dir
+            )
+        except PickleKeyMissing:
+            if required:
+                raise
+            self.log.info("No pickle key: secrets in logins are stored as they are")
+            return None
         self.store.secrets = pickle_key.secret_box()
         if sealed := await self.store.seal_login_secrets():
             self.log.info("Sealed the secrets of %d logins with the pickle key", sealed)
@@ -350,7 +357,11 @@ class App:
         clients = {
             f"{n}/{login or 'shared'}": c.connected for (n, login), c in self.router.clients.items()
         }
-        body = {"live": True, "ready": self.ready, "version": __version__, "clients": clients}
+        body: dict[str, object] = {
+            "live": True, "ready": self.ready, "version": __version__, "clients": clients,
+        }  # fmt: skip
+        if self._encryption is not None:
+            body["encryption"] = self._encryption.health()
         return web.json_response(body, status=200 if self.ready else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
@@ -362,6 +373,8 @@ class App:
 
     async def stop(self) -> None:
         self.ready = False
+        if self._encryption is not None:
+            await self._encryption.stop()
         if hasattr(self, "router"):
             await self.router.stop()
             for loaded in list(self.router.clients.values()):

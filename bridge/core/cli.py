@@ -32,6 +32,7 @@ from bridge.core.encryption_settings import PICKLE_KEY_ENV
 from bridge.core.ids import NetworkID
 from bridge.core.logs import setup_logging
 from bridge.core.pickle_key import PickleKeyError, SecretError, load_pickle_key, write_key_file
+from bridge.crypto.check import check_encryption
 from bridge.portal.store import Store
 
 
@@ -191,6 +192,8 @@ async def _check(config: Config, factories: Mapping[str, ConnectorFactory]) -> i
     except Exception as err:
         problems.append(f"database: cannot open {config.database_url.split('@')[-1]}: {err}")
     problems += await _check_homeserver(config)
+    if not problems:  # the encryption probe needs a homeserver that knows the appservice
+        problems += await check_encryption(config)
     if problems:
         return _fail(problems)
     print("Configuration, database, homeserver and enabled networks are OK.")

@@ -14,6 +14,7 @@ allow, never to ghosts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -56,9 +57,12 @@ from mautrix.util.async_db import Database
 from bridge.core.encryption_settings import EncryptionSettings
 from bridge.core.errors import PermanentError, TransientError
 from bridge.core.pickle_key import PickleKey, SecretBox
+from bridge.crypto.probe import PROBE_TYPE, DeliveryProbe
 from bridge.crypto.state import EncryptedRooms, RoomStateStore
 
 MEGOLM = "m.megolm.v1.aes-sha2"
+PROBE_SECONDS = 30.0
+"""How long the bridge waits for its delivery probe before it reports missing settings."""
 KvGet = Callable[[str], Awaitable[str | None]]
 KvSet = Callable[[str, str], Awaitable[None]]
 IsGhost = Callable[[str], bool]
@@ -133,6 +137,8 @@ class CryptoEngine:
             settings.rotation.disable_device_change_key_rotation
         )
         self._sharing: dict[str, asyncio.Lock] = {}
+        self.probe = DeliveryProbe()
+        self._probe_task: asyncio.Task[None] | None = None
 
     @property
     def device_id(self) -> str:
@@ -172,6 +178,40 @@ class CryptoEngine:
         self._log.info(
             "Encryption ready: device %s of %s (appservice mode)", self.device_id, self.client.mxid
         )
+        self._probe_task = asyncio.create_task(self._check_delivery(), name="crypto-probe")
+
+    async def stop(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            await asyncio.gather(self._probe_task, return_exceptions=True)
+
+    async def _check_delivery(self) -> None:
+        """Send a to-device event to our own device and see whether transactions bring it
+        back, with key counts: if not, the homeserver lacks a setting, and each missing one is
+        logged as an error that says what to set."""
+        try:
+            await self.client.send_to_device(
+                EventType.find(PROBE_TYPE, EventType.Class.TO_DEVICE),
+                {self.client.mxid: {self.client.device_id: cast(Any, self.probe.content())}},
+            )
+        except MatrixError as err:
+            self._log.warning("Could not send the delivery probe: %s", err)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PROBE_SECONDS):
+                await self.probe.done.wait()
+        for problem in self.probe.problems():
+            self._log.error("%s. Encrypted rooms cannot work until this is fixed.", problem)
+
+    def health(self) -> dict[str, Any]:
+        """For ``/_pontis/health``: the device, and the homeserver settings found missing
+        (``probe`` is ``pending`` until the delivery probe came back or timed out)."""
+        done = self._probe_task is not None and self._probe_task.done()
+        return {
+            "device": self.device_id,
+            "probe": "done" if done else "pending",
+            "problems": self.probe.problems() if done else [],
+        }
 
     async def _keys_on_server(self) -> bool:
         resp = await self.client.query_keys([self.client.mxid])
@@ -218,6 +258,8 @@ class CryptoEngine:
     async def handle_transaction_data(self, kind: str, payload: dict[str, Any]) -> None:
         """One inbox row of kind ``to_device``, ``device_lists``, ``otk_count`` or
         ``fallback_keys``. Raises on failures worth retrying."""
+        if self.probe.observe(kind, payload):
+            return
         if kind == "to_device":
             await self._to_device(payload)
         elif kind == "device_lists":
@@ -265,8 +307,10 @@ class CryptoEngine:
         return {"algorithm": MEGOLM, **self.settings.rotation.room_content()}
 
     async def room_created(self, room_id: str, encrypted: bool) -> None:
-        self.rooms.remember(room_id, encrypted)
+        # Only "encrypted" is certain: a homeserver that encrypts every room does so even when
+        # we did not ask, so "not asked" is left for the first send to check.
         if encrypted:
+            self.rooms.remember(room_id, True)
             await self.state_store.set_encryption_info(RoomID(room_id), self.encryption_state())
 
     async def is_encrypted(self, room_id: str) -> bool:
@@ -332,7 +376,7 @@ class CryptoEngine:
 
     # --- receive --------------------------------------------------------------------------------
 
-    async def decrypt(self, event: dict[str, Any]) -> dict[str, Any]:
+    async def decrypt(self, event: dict[str, Any], *, wait: bool = True) -> dict[str, Any]:
         """The decrypted form of an ``m.room.encrypted`` event (same id, sender and room).
 
         Waits ``key_wait_seconds`` for a missing room key, then asks the sender's devices for it
@@ -348,15 +392,18 @@ class CryptoEngine:
                 user_message="The bridge could not read this encrypted message.",
             ) from err
         try:
-            decrypted = await self._decrypt_waiting(evt)
+            if wait:
+                decrypted = await self._decrypt_waiting(evt)
+            else:  # an event read back from the homeserver: its key is here or never will be
+                decrypted = await self.machine.decrypt_megolm_event(evt)
+        except SessionNotFound as err:
+            raise KeysMissing(f"no room key for session {err.session_id}") from err
         except DuplicateMessageIndex as err:
             raise PermanentError(
                 "replayed Megolm message index",
                 user_message="The message reused an encryption index (a replay) and was refused.",
             ) from err
         except (DecryptionError, VerificationError) as err:
-            if isinstance(err, SessionNotFound):
-                raise
             raise PermanentError(
                 f"decryption failed: {err}",
                 user_message="The bridge could not decrypt this message.",
@@ -436,7 +483,7 @@ class CryptoEngine:
         if device.user_id not in members:
             raise RejectKeyShare(
                 f"{device.user_id} is not in {request.room_id}",
-                code=cast(RoomKeyWithheldCode, RoomKeyWithheldCode.UNAUTHORISED),
+                code=cast(RoomKeyWithheldCode, RoomKeyWithheldCode.UNAUTHORIZED),
                 reason="You are not in that room",
             )
         return True
