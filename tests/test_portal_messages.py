@@ -44,6 +44,7 @@ async def manager(store: Store) -> tuple[PortalManager, Homeserver]:
     matrix = MagicMock()
     matrix.bot_mxid = homeserver.bot_mxid
     matrix.send = AsyncMock(side_effect=homeserver.send)
+    matrix.room_encrypted = AsyncMock(return_value=False)
     portals = PortalManager(
         store=store, matrix=matrix, domain="hub.test", bridge_id="pontis", networks={},
         log=logging.getLogger("test"),

@@ -34,7 +34,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from bridge.core.encryption_settings import EncryptionSettings
+from bridge.core.encryption_settings import PICKLE_KEY_ENV, EncryptionSettings
 from bridge.core.encryption_settings import check_section as _check_encryption
 
 __all__ = [
@@ -53,6 +53,8 @@ __all__ = [
 ENV_PREFIX = "PONTIS_"
 #: Template value of secrets that ``generate-registration`` fills in.
 PLACEHOLDER = "generate"
+NOT_CONFIG_ENV = frozenset({PICKLE_KEY_ENV})
+"""``PONTIS_*`` variables that are not config overrides (the pickle key itself)."""
 #: Connectors the registration always claims (DESIGN §3), whether or not they are enabled.
 BUILTIN_CONNECTORS = ("teams", "xmpp", "email")
 PERMISSION_LEVELS = ("relay", "user", "admin")
@@ -546,7 +548,9 @@ class Config:
     def __init__(self, data: CommentedMap, path: Path, environ: Mapping[str, str]) -> None:
         self.path = path
         self._data = data  # what save() writes: the user's file plus merged defaults
-        self._env = {k: v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+        self._env = {
+            k: v for k, v in environ.items() if k.startswith(ENV_PREFIX) and k not in NOT_CONFIG_ENV
+        }
         self._indent = (4, 4)
         self._effective: CommentedMap = data
         self._env_problems: list[ConfigProblem] = []

@@ -43,8 +43,9 @@ class RoomEncryption(Protocol):
 
     def decrypt_file(self, ciphertext: bytes, file: dict[str, Any]) -> bytes: ...
 
-    async def decrypt(self, event: dict[str, Any]) -> dict[str, Any]:
-        """The decrypted event, or a ``PermanentError`` whose user message says why not."""
+    async def decrypt(self, event: dict[str, Any], *, wait: bool = True) -> dict[str, Any]:
+        """The decrypted event, or a ``PermanentError`` whose user message says why not.
+        ``wait``: wait for (and request) a missing room key, for events as they arrive."""
         ...
 
     async def handle_transaction_data(self, kind: str, payload: dict[str, Any]) -> None: ...

@@ -33,7 +33,7 @@ from mautrix.types import (
 )
 
 from bridge.core.encryption import ENCRYPTED, RoomEncryption
-from bridge.core.errors import PermanentError, TransientError
+from bridge.core.errors import BridgeError, PermanentError, TransientError
 
 INTENT_CACHE = 4096
 
@@ -327,14 +327,15 @@ class MatrixAPI:
         try:
             page = await self.bot.get_messages(
                 RoomID(room_id), PaginationDirection.BACKWARD, limit=limit,
-                filter_json={"types": ["m.room.message"]},
+                filter_json={"types": ["m.room.message", ENCRYPTED]},
             )  # fmt: skip
         except Exception as err:
             raise _wrap(err, f"reading history of {room_id}") from err
         messages = []
         events: list[Any] = page.events  # type: ignore[attr-defined]  # functional NamedTuple
         for event in reversed(events):
-            body = getattr(event.content, "body", None)
+            content = await self._readable_content(event)
+            body = content.get("body") if content.get("msgtype") else None
             if isinstance(body, str) and body:
                 messages.append(
                     (str(event.event_id), str(event.sender), body, int(event.timestamp))
@@ -356,8 +357,23 @@ class MatrixAPI:
         except Exception as err:
             self._log.debug("Could not read %s in %s: %s", event_id, room_id, err)
             return None
-        body = getattr(event.content, "body", None)
+        body = (await self._readable_content(event)).get("body")
         return body if isinstance(body, str) else None
+
+    async def _readable_content(self, event: Any) -> dict[str, Any]:
+        """The content of an event read back from the homeserver, decrypted if it must be
+        (empty if it cannot be)."""
+        raw = cast(dict[str, Any], event.serialize())
+        if raw.get("type") == ENCRYPTED:
+            if self.encryption is None:
+                return {}
+            try:
+                raw = await self.encryption.decrypt(raw, wait=False)
+            except BridgeError as err:
+                self._log.debug("Cannot decrypt %s: %s", raw.get("event_id"), err)
+                return {}
+        content = raw.get("content")
+        return content if isinstance(content, dict) else {}
 
     async def upload(self, sender: str, data: bytes, mimetype: str, filename: str) -> str:
         try:

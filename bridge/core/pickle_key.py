@@ -35,6 +35,10 @@ class PickleKeyError(RuntimeError):
     """No usable pickle key; the message says how to make one."""
 
 
+class PickleKeyMissing(PickleKeyError):
+    """Neither the variable nor the file is there (as opposed to a key that is unusable)."""
+
+
 class SecretError(ValueError):
     """A sealed secret could not be opened: another pickle key, or the value was altered."""
 
@@ -81,7 +85,7 @@ def load_pickle_key(
         f"to that path, or put the key in ${PICKLE_KEY_ENV}"
     )
     if not key_file:
-        raise PickleKeyError(f"{how}. Keep it out of the database and back it up.")
+        raise PickleKeyMissing(f"{how}. Keep it out of the database and back it up.")
     path = Path(key_file)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
@@ -89,7 +93,9 @@ def load_pickle_key(
         mode = path.stat().st_mode
         text = path.read_text()
     except FileNotFoundError:
-        raise PickleKeyError(f"{how} (encryption.pickle_key_file {path} does not exist).") from None
+        raise PickleKeyMissing(
+            f"{how} (encryption.pickle_key_file {path} does not exist)."
+        ) from None
     except OSError as err:
         raise PickleKeyError(f"cannot read encryption.pickle_key_file {path}: {err}") from err
     if mode & (stat.S_IRWXG | stat.S_IRWXO):

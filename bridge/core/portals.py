@@ -201,6 +201,7 @@ class PortalManager:
             except BridgeError as err:  # the room's owner did not give the bot power to do so
                 self._log.info("No bridge info state in %s: %s", room_id, err)
                 break
+        await self.announce_encryption(portal)
         return portal
 
     def _bridge_state(
@@ -277,6 +278,7 @@ class PortalManager:
                 return
             portal = found
         assert portal.mxid is not None
+        await self.announce_encryption(portal)  # retried here if it failed at creation
         sender_mxid: str = self._matrix.bot_mxid
         if event.sender is not None:
             ghost = await self.ensure_ghost(key.network, event.sender, client, event.sender_info)

@@ -529,6 +529,10 @@ class Router:
             await self._matrix.leave(room_id, err.user_message, mxid=ghost)
             return
         await self._matrix.join(room_id, mxid=ghost)
+        # The bot joins right behind the ghost, before anything else: in an encrypted DM it holds
+        # the keys, and what the user sends before it is in the room cannot be read by the hub.
+        await self._matrix.invite(room_id, self._matrix.bot_mxid, inviter=ghost)
+        await self._matrix.join(room_id)
         portal = await self.portals.find_portal(key) or Portal(
             network=key.network, remote_id=key.remote_id, receiver=key.receiver
         )
@@ -539,9 +543,6 @@ class Router:
         await self.portals.save_portal(portal)
         await self._store.add_portal_user(inviter, key)
         self.portals.room_keys[room_id] = key
-        # The bot joins too, so it can tell the user when a message cannot be delivered.
-        await self._matrix.invite(room_id, self._matrix.bot_mxid, inviter=ghost)
-        await self._matrix.join(room_id)
         self._log.info("Started DM portal %s for %s in %s", key, inviter, room_id)
         await self.portals.announce_encryption(portal)
 

@@ -46,19 +46,27 @@ def seal_metadata(
 
 def open_metadata(
     box: Sealer | None, network: str, login_id: str, metadata: dict[str, Any]
-) -> dict[str, Any]:
-    """``metadata`` with sealed values opened; raises if one is sealed and ``box`` is None."""
+) -> tuple[dict[str, Any], list[str]]:
+    """``metadata`` with sealed values opened, and the problems of those that cannot be: they
+    are left out (the login then fails to authenticate and its user is asked to log in again)
+    rather than stopping the bridge."""
     opened: dict[str, Any] = {}
+    problems: list[str] = []
     for key, value in metadata.items():
         if isinstance(value, str) and value.startswith(SEALED_PREFIX):
             if box is None:
-                raise LookupError(
-                    f"login {network}/{login_id}: {key} is sealed with the pickle key, but no "
-                    "pickle key is loaded (turn encryption back on, or set PONTIS_PICKLE_KEY)"
+                problems.append(
+                    f"login {network}/{login_id}: {key} is sealed with a pickle key, but none is "
+                    "loaded (set encryption.pickle_key_file or PONTIS_PICKLE_KEY)"
                 )
-            value = box.open(value, context=_context(network, login_id, key))
+                continue
+            try:
+                value = box.open(value, context=_context(network, login_id, key))
+            except ValueError as err:
+                problems.append(f"login {network}/{login_id}: {key} unreadable: {err}")
+                continue
         opened[key] = value
-    return opened
+    return opened, problems
 
 
 def has_plaintext_secret(metadata: dict[str, Any]) -> bool:

@@ -49,6 +49,7 @@ from .models import (
 Row = Any  # sqlite3.Row or asyncpg.Record; both index by column name
 
 
+_log = logging.getLogger("pontis.store")
 _POSITIONAL = re.compile(r"\$(\d+)")
 _SLOW_QUERY_SECONDS = 1.0
 _SQLITE_SQL: dict[str, str] = {}
@@ -437,7 +438,11 @@ class Store:
         return self._login_opened(_login(row))
 
     def _login_opened(self, login: Login) -> Login:
-        login.metadata = open_metadata(self.secrets, login.network, login.login_id, login.metadata)
+        login.metadata, problems = open_metadata(
+            self.secrets, login.network, login.login_id, login.metadata
+        )
+        for problem in problems:
+            _log.error("%s; its user must log in again", problem)
         return login
 
     async def seal_login_secrets(self) -> int:
