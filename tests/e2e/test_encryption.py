@@ -219,3 +219,62 @@ async def test_a_room_key_answered_before_a_crash_still_unlocks_its_message(
         copies = [m for m in xmpp.messages if m["body"] == "Sent while the hub was dying"]
         assert len(copies) == 1, f"bridged {len(copies)} times"
         assert not alice.seen(_body_has("not delivered"), room_id)
+
+
+async def test_a_member_leaving_rotates_the_session(encrypted_hub: Hub) -> None:
+    """What the hub sends after someone left is under a new session, which the leaver never
+    got; while the members stay the same, the session does too."""
+    hub = encrypted_hub
+    alice, bob = await hub.encrypted_user("alice"), await hub.encrypted_user("bob")
+    async with xmpp_account(hub, "xrot") as xmpp:
+        xmpp.send_chat(jid_of(alice.mxid), "first")
+        room_id = await alice.wait_for_invite(timeout=30)
+        first = await alice.wait_for_message(room_id, _text("first"), timeout=30)
+        await alice.invite(room_id, bob.mxid)
+        await bob.wait_for_member(room_id, bob.mxid, timeout=20)
+        xmpp.send_chat(jid_of(alice.mxid), "second, bob is here")
+        second = await bob.wait_for_message(room_id, _text("second, bob is here"), timeout=20)
+        assert bob.was_encrypted(second)
+        assert second.session_id != first.session_id  # bob joining rotated it too
+
+        assert isinstance(await bob.client.room_leave(room_id), nio.RoomLeaveResponse)
+        await alice.wait_for_message(
+            room_id, lambda e: isinstance(e, nio.RoomMemberEvent) and e.state_key == bob.mxid
+            and e.membership == "leave", timeout=20,
+        )  # fmt: skip
+        xmpp.send_chat(jid_of(alice.mxid), "third, bob has left")
+        third = await alice.wait_for_message(room_id, _text("third, bob has left"), timeout=20)
+        assert alice.was_encrypted(third)
+        assert third.session_id != second.session_id, "bob could still read what followed"
+        xmpp.send_chat(jid_of(alice.mxid), "fourth")
+        fourth = await alice.wait_for_message(room_id, _text("fourth"), timeout=20)
+        assert fourth.session_id == third.session_id
+
+
+async def test_the_hub_s_device_is_cross_signed_and_its_recovery_key_never_logged(
+    encrypted_hub: Hub,
+) -> None:
+    hub = encrypted_hub
+    alice = await hub.encrypted_user("alice")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{hub.synapse.base_url}/_matrix/client/v3/keys/query",
+            json={"device_keys": {hub.bot: []}},
+            headers={"Authorization": f"Bearer {alice.token}"},
+        ) as resp,
+    ):
+        keys = await resp.json()
+    (self_signing,) = keys["self_signing_keys"][hub.bot]["keys"].values()
+    devices = keys["device_keys"][hub.bot]
+    assert len(devices) == 1, "stale bot devices pile up"
+    (device,) = devices.values()
+    assert f"ed25519:{self_signing}" in device["signatures"][hub.bot], "device not cross-signed"
+    assert keys["master_keys"][hub.bot]
+
+    result = hub.bridge.cli("show-recovery-key")
+    assert result.returncode == 0, result.stderr
+    recovery_key = result.stdout.strip()
+    assert len(recovery_key.replace(" ", "")) >= 48
+    assert recovery_key not in hub.bridge.log_path.read_text()
+    assert recovery_key.replace(" ", "") not in hub.bridge.log_path.read_text()
