@@ -9,7 +9,8 @@ from unittest.mock import MagicMock
 
 from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
-from bridge.core.router import RetryPolicy, Router
+from bridge.core.retry import RetryPolicy
+from bridge.core.router import Router
 from bridge.portal.models import InboxItem, InboxRow
 from bridge.portal.store import Store
 

@@ -13,7 +13,8 @@ from bridge.core.events import MessagePart, RemoteMessage
 from bridge.core.ids import NetworkID, PortalKey, RemoteChatID, RemoteMessageID, RemoteUserID
 from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
-from bridge.core.router import RetryPolicy, Router
+from bridge.core.retry import RetryPolicy
+from bridge.core.router import Router
 from bridge.portal.models import Portal
 from bridge.portal.store import Store
 

@@ -29,7 +29,8 @@ from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
 from bridge.core.pickle_key import PickleKey, PickleKeyMissing, load_pickle_key
 from bridge.core.portals import PortalManager
-from bridge.core.router import RetryPolicy, Router
+from bridge.core.retry import RetryPolicy
+from bridge.core.router import Router
 from bridge.portal.models import Login
 from bridge.portal.store import NetworkStore, Store
 
@@ -143,7 +144,7 @@ class App:
             connectors=self.connectors,
             permissions=permissions,
             metrics=self.metrics,
-            retry=RetryPolicy(cfg.retry_attempts, cfg.retry_backoff),
+            retry=RetryPolicy(cfg.retry_attempts, cfg.retry_backoff, cfg.retry_max_backoff),
             queue_size=cfg.queue_size,
             domain=cfg.domain,
             log=self.log.getChild("router"),
@@ -167,8 +168,11 @@ class App:
         if self._encryption is not None:
             await self._encryption.start()
             self.matrix.encryption = self._encryption
+        # What networks handed over before a crash goes first, ahead of anything new.
+        await self.router.remote.recover()
         for network, connector in self.connectors.items():
             await self._start_connector(network, connector)
+        self.router.remote.started = True
         self.router.start()
         # Makes Synapse deliver anything it queued while we were down now, not after its backoff.
         try:

@@ -175,6 +175,10 @@ _CORE_RULES: dict[str, _Rule] = {
         "a number of at least 0",
         lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0,
     ),
+    "bridge.retry.max_backoff_seconds": _Rule(
+        "a number of at least 0.1",
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0.1,
+    ),
     "bridge.queue_size": _Rule("an integer of at least 1", lambda v: _is_int(v) and v >= 1),
     "bridge.command_prefix": _Rule("a non-empty string", _non_empty_str),
     "metrics.listen": _Rule(
@@ -853,6 +857,10 @@ class Config:
     @property
     def retry_backoff(self) -> float:
         return float(self._get("bridge", "retry", "backoff_seconds"))
+
+    @property
+    def retry_max_backoff(self) -> float:
+        return float(self._get("bridge", "retry", "max_backoff_seconds"))
 
     @property
     def queue_size(self) -> int:

@@ -26,6 +26,7 @@ talks to the homeserver itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -39,6 +40,7 @@ from bridge.core.events import (
     MatrixReceipt,
     MatrixRedaction,
     MatrixTyping,
+    RemoteEvent,
     RemoteMessage,
     UserInfo,
 )
@@ -46,7 +48,7 @@ from bridge.core.ids import LoginID, NetworkID, PortalKey, RemoteMessageID, Remo
 
 if TYPE_CHECKING:
     from bridge.core.context import ConnectorContext
-    from bridge.portal.models import Login, Portal
+    from bridge.portal.models import Login, Portal, RemoteInput
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -278,6 +280,18 @@ class SupportsLogout(Protocol):
         ...
 
 
+@runtime_checkable
+class SupportsRemoteInput(Protocol):
+    async def convert_remote(self, item: RemoteInput) -> Sequence[RemoteEvent]:
+        """Turn one stored input (what the connector gave ``ctx.accept_remote``) into the remote
+        events it means. Called inside the portal's ordered queue, after everything before it
+        in the portal was sent, and again after a restart if Matrix did not have it all yet: it
+        must give the same events (same ids) every time. It may do I/O (download a file, read
+        the message from the network). Raise ``TransientError`` when the network is away (the
+        portal waits), ``PermanentError`` when the input can never be converted."""
+        ...
+
+
 @dataclass(slots=True)
 class ClientFeatures:
     """The optional capabilities one client implements, found once when it is loaded."""
@@ -293,6 +307,7 @@ class ClientFeatures:
     room_bridging: bool = False
     membership: bool = False
     invites: bool = False
+    remote_input: bool = False
 
     @classmethod
     def of(cls, client: NetworkClient) -> ClientFeatures:
@@ -308,4 +323,5 @@ class ClientFeatures:
             room_bridging=isinstance(client, SupportsRoomBridging),
             membership=isinstance(client, SupportsMembership),
             invites=isinstance(client, SupportsInvites),
+            remote_input=isinstance(client, SupportsRemoteInput),
         )

@@ -30,7 +30,7 @@ from bridge.core.ids import (
 from bridge.core.metrics import Metrics
 
 if TYPE_CHECKING:
-    from bridge.portal.models import Portal
+    from bridge.portal.models import Portal, RemoteInput
     from bridge.portal.store import NetworkStore
 
 
@@ -40,6 +40,8 @@ class CoreServices(Protocol):
     async def submit_remote_event(
         self, network: NetworkID, event: RemoteEvent, *, wait: bool, last_attempt: bool = True
     ) -> None: ...
+
+    async def accept_remote(self, item: RemoteInput) -> bool: ...
 
     async def remote_message_lost(
         self, network: NetworkID, key: PortalKey, err: Exception
@@ -128,6 +130,21 @@ class ConnectorContext:
 
     def parse_ghost_mxid(self, mxid: str) -> RemoteUserID | None:
         return parse_ghost_mxid(self.network, mxid, self.domain)
+
+    async def accept_remote(self, item: RemoteInput) -> bool:
+        """Keep ``item`` (the network's raw input) durably and queue it on its portal; the
+        client's ``convert_remote`` turns it into events inside the portal's queue, now and
+        again after a crash, until Matrix has all of them.
+
+        Acknowledge to the network (receipt, 250, 202) only after this returns. It returns
+        False if the same input (``dedupe_id``) is still pending, and raises if the store is
+        unreachable: then refuse the input temporarily, so the network offers it again. Nothing
+        is given up while the homeserver or the network is away; a permanent refusal becomes a
+        dead letter with a notice in the room.
+        """
+        if item.portal.network != self.network:
+            raise ValueError(f"{item.portal} is not a {self.network} portal")
+        return await self._core.accept_remote(item)
 
     async def queue_remote_event(self, event: RemoteEvent) -> None:
         """Hand ``event`` to its portal's ordered queue and return.

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 from bridge.core.clients import ClientRegistry, LoadedClient
@@ -23,7 +22,7 @@ from bridge.core.connector import (
     SupportsInvites,
 )
 from bridge.core.encryption import ENCRYPTED, TRANSACTION_DATA_KINDS, RoomEncryption
-from bridge.core.errors import BridgeError, NotSupported, PermanentError, TransientError
+from bridge.core.errors import BridgeError, NotSupported, PermanentError
 from bridge.core.events import (
     ChatInfo,
     RemoteEvent,
@@ -42,7 +41,9 @@ from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
 from bridge.core.portals import PortalManager
 from bridge.core.queue import OrderedQueues
-from bridge.portal.models import InboxRow, Portal
+from bridge.core.remote_inbox import RemoteInbox
+from bridge.core.retry import RetryPolicy, until_done
+from bridge.portal.models import InboxRow, Portal, RemoteInput
 from bridge.portal.store import Store
 
 CommandHandler = Callable[[str, str, dict[str, Any]], Awaitable[None]]
@@ -54,17 +55,6 @@ _REQUIRE_ENCRYPTED = frozenset({"m.room.message", "m.sticker"})
 _MEDIA_MSGTYPES = {"m.image", "m.file", "m.audio", "m.video"}
 _REPLY_FALLBACK = re.compile(r"^(> .*\n)+\n", re.MULTILINE)
 _HTML_REPLY_FALLBACK = re.compile(r"<mx-reply>.*?</mx-reply>", re.DOTALL)
-
-
-@dataclass(slots=True)
-class RetryPolicy:
-    attempts: int
-    backoff: float
-
-    def delay(self, attempt: int, err: Exception) -> float:
-        if isinstance(err, TransientError) and err.retry_after is not None:
-            return err.retry_after
-        return self.backoff * 2 ** (attempt - 1)
 
 
 class Router:
@@ -99,6 +89,11 @@ class Router:
         self.queues = OrderedQueues(
             maxsize=queue_size, log=log.getChild("queue"), observe_wait=metrics.queue_wait.observe
         )
+        self.remote = RemoteInbox(
+            store=store.remote_inbox, queues=self.queues, portals=portals, clients=self.clients,
+            retry=retry, metrics=metrics, notice=self._remote_failure_notice,
+            log=log.getChild("remote"),
+        )  # fmt: skip
         self.command_handler: CommandHandler | None = None
         self._inbox_wakeup = asyncio.Event()
         self._inbox_task: asyncio.Task[None] | None = None
@@ -168,8 +163,12 @@ class Router:
 
         async def job() -> None:
             try:
+                # In memory only, so bounded: a connector that keeps the event itself gets the
+                # error back and offers it again (SMTP 451); see accept_remote for the rest.
                 await self._with_retries(
-                    f"{kind} in {event.portal}", lambda: self._handle_remote(network, event)
+                    f"{kind} in {event.portal}",
+                    lambda: self._handle_remote(network, event),
+                    bounded=True,
                 )
             except Exception as err:
                 self._metrics.remote_events.labels(network, kind, "failed").inc()
@@ -192,6 +191,9 @@ class Router:
         await self.queues.put(str(event.portal), job)
         if done is not None:
             await done
+
+    async def accept_remote(self, item: RemoteInput) -> bool:
+        return await self.remote.accept(item)
 
     async def _handle_remote(self, network: NetworkID, event: RemoteEvent) -> None:
         loaded = self.client_for(network, event.login, None)
@@ -322,32 +324,15 @@ class Router:
         *,
         on_failure: Callable[[Exception], Awaitable[int]] | None = None,
         first_attempt: int = 1,
+        bounded: bool = False,
     ) -> Any:
-        attempt = first_attempt
-        while True:
-            try:
-                return await action()
-            except (NotSupported, PermanentError):
-                raise
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                if on_failure is not None:
-                    await on_failure(err)
-                if attempt >= self._retry.attempts:
-                    raise
-                delay = self._retry.delay(attempt, err)
-                self._log.warning(
-                    "%s failed (attempt %d of %d): %s; retrying in %.1f s",
-                    what,
-                    attempt,
-                    self._retry.attempts,
-                    err,
-                    delay,
-                )
-                self._metrics.errors.labels("router", type(err).__name__).inc()
-                attempt += 1
-                await asyncio.sleep(delay)
+        return await until_done(
+            what, action, self._retry, self._log, on_failure=on_failure,
+            first_attempt=first_attempt, bounded=bounded,
+            count_error=lambda err: self._metrics.errors.labels(
+                "router", type(err).__name__
+            ).inc(),
+        )  # fmt: skip
 
     async def _failure_notice(self, row: InboxRow, err: Exception) -> None:
         if row.kind != "pdu" or row.room_id is None or row.event_id is None:

@@ -178,3 +178,17 @@ class DeadLetter:
     attempts: int
     parked_at: int
     """Milliseconds since the epoch."""
+
+
+@dataclass(slots=True)
+class RemoteInput:
+    """One thing a network sent, as the connector hands it over: ``kind`` and ``payload`` (any
+    JSON) are the connector's own, given back to its converter unchanged; ``dedupe_id`` (the
+    network's id, if it has one) makes a redelivery of the same input within its portal a
+    no-op while the first is still pending."""
+
+    portal: PortalKey
+    kind: str
+    payload: dict[str, Any]
+    dedupe_id: str | None = None
+    login: LoginID = LoginID("")

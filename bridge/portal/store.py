@@ -45,6 +45,7 @@ from .models import (
     Portal,
     Reaction,
 )
+from .remote_inbox import RemoteInboxStore
 
 Row = Any  # sqlite3.Row or asyncpg.Record; both index by column name
 
@@ -237,6 +238,7 @@ class Store:
         self._db = db
         self._clock = clock
         self._sqlite = db.scheme == Scheme.SQLITE
+        self.remote_inbox = RemoteInboxStore(db, clock)
         self.secrets: Sealer | None = None
         """Seals the secrets in logins' metadata; set when a pickle key is loaded."""
 

@@ -48,7 +48,7 @@ from bridge.core import (
     TransientError,
     UserInfo,
 )
-from bridge.portal.models import Login
+from bridge.portal.models import Login, RemoteInput
 
 NETWORK = NetworkID("reference")
 
@@ -138,7 +138,7 @@ class ReferenceClient:
                     delay = 0.2
                     async for msg in ws:
                         if msg.type == aiohttp.WSMsgType.TEXT:
-                            await self._ctx.queue_remote_event(self._to_event(msg.json()))
+                            await self._received(msg.json())
             except (aiohttp.ClientError, OSError) as err:
                 self._ctx.set_client_state(self.login_id, connected=False, message=str(err))
             with contextlib.suppress(TimeoutError):
@@ -147,6 +147,25 @@ class ReferenceClient:
 
     async def disconnect(self) -> None:
         self._stopped.set()
+
+    async def _received(self, data: dict[str, Any]) -> None:
+        """Typing and receipts are fleeting: straight to the portal. Everything else is kept
+        durably first (the network could be acknowledged after this) and converted later."""
+        if data.get("kind") in ("typing", "read"):
+            await self._ctx.queue_remote_event(self._to_event(data))
+            return
+        dedupe = (
+            f"{data.get('kind')}:{data.get('id') or data.get('target')}:{data.get('emoji', '')}"
+        )
+        await self._ctx.accept_remote(
+            RemoteInput(
+                portal=PortalKey(NETWORK, RemoteChatID(data["chat"])), kind="event",
+                payload=data, dedupe_id=dedupe if data.get("kind") == "message" else None,
+            )
+        )  # fmt: skip
+
+    async def convert_remote(self, item: RemoteInput) -> list[RemoteEvent]:
+        return [self._to_event(item.payload)]
 
     def _to_event(self, data: dict[str, Any]) -> RemoteEvent:
         common: dict[str, Any] = {

@@ -21,12 +21,15 @@ from mautrix.util.async_db import UpgradeTable
 from mautrix.util.async_db.upgrade import Upgrade
 
 from .v01_latest import create_latest
+from .v02_remote_inbox import upgrade as upgrade_v02
 
-LATEST_VERSION = 1
+LATEST_VERSION = 2
 VERSION_TABLE = "pontis_version"
 
-# Steps from version N-1 to N for N = 2…LATEST_VERSION, in order. Empty while v1 is the only one.
-STEPS: tuple[tuple[str, Upgrade], ...] = ()
+# Steps from version N-1 to N for N = 2…LATEST_VERSION, in order.
+STEPS: tuple[tuple[str, Upgrade], ...] = (
+    ("remote inbox; dead letters name their network and portal", upgrade_v02),
+)
 
 
 def build_upgrade_table(log: logging.Logger | None = None) -> UpgradeTable:

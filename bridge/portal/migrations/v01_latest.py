@@ -8,17 +8,12 @@ from __future__ import annotations
 
 from mautrix.util.async_db import Connection, Scheme
 
-
-def _serial_pk(scheme: Scheme) -> str:
-    # AUTOINCREMENT keeps SQLite from reusing the id of a deleted last row, so ids only grow
-    # (the inbox is read with "id > last seen").
-    if scheme == Scheme.SQLITE:
-        return "INTEGER PRIMARY KEY AUTOINCREMENT"
-    return "BIGSERIAL PRIMARY KEY"
+from .columns import serial_pk
+from .v02_remote_inbox import REMOTE_INBOX
 
 
 async def create_latest(conn: Connection, scheme: Scheme) -> None:
-    serial = _serial_pk(scheme)
+    serial = serial_pk(scheme)
     await conn.execute("""
         CREATE TABLE portal (
             network     TEXT    NOT NULL,
@@ -132,7 +127,12 @@ async def create_latest(conn: Connection, scheme: Scheme) -> None:
             payload   TEXT    NOT NULL,
             error     TEXT    NOT NULL,
             attempts  INTEGER NOT NULL DEFAULT 0,
-            parked_at BIGINT  NOT NULL
+            parked_at BIGINT  NOT NULL,
+            network   TEXT,
+            portal_id TEXT,
+            receiver  TEXT,
+            login_id  TEXT,
+            dedupe_id TEXT
         )
     """)
     await conn.execute("""
@@ -152,3 +152,4 @@ async def create_latest(conn: Connection, scheme: Scheme) -> None:
             PRIMARY KEY (network, key)
         )
     """)
+    await conn.execute(REMOTE_INBOX.format(serial=serial))

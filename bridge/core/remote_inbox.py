@@ -1,0 +1,126 @@
+"""Network → Matrix, durably: a connector's input is stored before it is acknowledged.
+
+``accept`` writes the input to the remote inbox (one round trip) and queues it on its portal;
+once it returns, the connector may acknowledge to its network (XEP-0184 receipt, LMTP 250,
+Graph 202). Inside the portal's ordered queue the connector's converter turns the stored input
+into remote events, the portal manager sends them, and the row is deleted once Matrix has them
+all. While the homeserver, the database or the network is away the portal waits (capped
+backoff) and resumes in order; only a permanent refusal becomes a dead letter, with a notice in
+the room. On start, the rows of a previous run are queued before any connector starts, so they
+reach Matrix before anything newer of the same portal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+from bridge.core.clients import ClientRegistry
+from bridge.core.connector import SupportsRemoteInput
+from bridge.core.errors import NotSupported, TransientError
+from bridge.core.ids import PortalKey
+from bridge.core.metrics import Metrics
+from bridge.core.portals import PortalManager
+from bridge.core.queue import OrderedQueues
+from bridge.core.retry import RetryPolicy, until_done
+from bridge.portal.models import RemoteInput
+from bridge.portal.remote_inbox import RemoteInboxRow, RemoteInboxStore
+
+FailureNotice = Callable[[PortalKey, Exception], Awaitable[None]]
+RECOVERY_BATCH = 500
+
+
+class RemoteInbox:
+    def __init__(
+        self,
+        *,
+        store: RemoteInboxStore,
+        queues: OrderedQueues,
+        portals: PortalManager,
+        clients: ClientRegistry,
+        retry: RetryPolicy,
+        metrics: Metrics,
+        notice: FailureNotice,
+        log: logging.Logger,
+    ) -> None:
+        self._store = store
+        self._queues = queues
+        self._portals = portals
+        self._clients = clients
+        self._retry = retry
+        self._metrics = metrics
+        self._notice = notice
+        self._log = log
+        self.started = False
+        """Set once every connector has loaded its clients: a client missing after that is a
+        login that is gone, not one still loading."""
+
+    async def accept(self, item: RemoteInput) -> bool:
+        """Store ``item`` and queue it; False if the same input is already pending. Raises if
+        it could not be stored: the connector must then refuse it (temporarily)."""
+        row = await self._store.add(item)
+        if row is None:
+            self._log.debug(
+                "%s %s in %s is already pending", item.kind, item.dedupe_id, item.portal
+            )
+            return False
+        await self._queue(row)
+        return True
+
+    async def recover(self) -> int:
+        """Queue the rows a previous run left, oldest first; returns how many."""
+        last_id, count = 0, 0
+        while rows := await self._store.pending(after_id=last_id, limit=RECOVERY_BATCH):
+            for row in rows:
+                await self._queue(row)
+            last_id, count = rows[-1].id, count + len(rows)
+        if count:
+            self._log.info("Resuming %d network events stored before the restart", count)
+        return count
+
+    async def _queue(self, row: RemoteInboxRow) -> None:
+        await self._queues.put(str(row.input.portal), lambda: self._run(row))
+
+    async def _run(self, row: RemoteInboxRow) -> None:
+        item = row.input
+        what = f"{item.kind} {item.dedupe_id or row.id} in {item.portal}"
+        try:
+            await until_done(
+                what, lambda: self._deliver(row), self._retry, self._log,
+                on_failure=lambda err: self._store.record_failure(row.id, str(err)),
+                first_attempt=row.attempts + 1,
+                count_error=lambda err: self._metrics.errors.labels(
+                    "remote_inbox", type(err).__name__
+                ).inc(),
+            )  # fmt: skip
+        except Exception as err:
+            self._metrics.remote_events.labels(row.network, item.kind, "failed").inc()
+            self._metrics.dead_letters.labels(row.network).inc()
+            try:
+                dead_id = await self._store.park(row, str(err))
+            except Exception as park_err:  # the row stays; the next start tries it again
+                self._log.error("Could not park %s: %s", what, park_err)
+                return
+            self._log.error("Gave up on %s (dead letter %d): %s", what, dead_id, err)
+            await self._notice(item.portal, err)
+            return
+        self._metrics.remote_events.labels(row.network, item.kind, "ok").inc()
+        try:
+            await self._store.finish(row.id)
+        except Exception as err:  # sent; a redelivery after a restart is deduplicated
+            self._log.warning("Could not remove %s from the remote inbox: %s", what, err)
+
+    async def _deliver(self, row: RemoteInboxRow) -> None:
+        item = row.input
+        try:
+            loaded = self._clients.client_for(item.portal.network, item.login, None)
+        except NotSupported as err:
+            if not self.started:
+                raise TransientError(f"{item.portal.network} is still starting") from err
+            raise
+        if not loaded.features.remote_input:
+            raise NotSupported(f"{item.portal.network} client cannot convert stored input")
+        client = cast(SupportsRemoteInput, loaded.client)
+        for event in await client.convert_remote(item):
+            await self._portals.handle(event, loaded.client)

@@ -1,0 +1,105 @@
+"""How long the core keeps trying: for ever while the other side is away, never for a refusal.
+
+A homeserver, database or network that is down comes back; the portal waits for it with capped
+backoff, in order, however long that takes, and nothing is given up meanwhile. A permanent
+refusal (``PermanentError``, ``NotSupported``) ends at once. Anything else unexpected (a bug, a
+malformed payload) is tried ``attempts`` times, so one bad event cannot hold its portal for
+ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from bridge.core.errors import NotSupported, PermanentError, TransientError
+
+MIN_WAIT = 0.1
+"""Shortest wait between two tries while the other side is away, in seconds."""
+
+
+@dataclass(slots=True)
+class RetryPolicy:
+    attempts: int
+    """Tries of an unexpected failure before it is given up (transient ones never are)."""
+    backoff: float
+    """Delay before the first retry, in seconds; doubled after each attempt."""
+    max_backoff: float = 60.0
+    """Longest wait between two tries."""
+
+    def delay(self, attempt: int, err: Exception) -> float:
+        if isinstance(err, TransientError) and err.retry_after is not None:
+            return min(err.retry_after, max(self.max_backoff, self.backoff))
+        return min(self.backoff * 2 ** min(attempt - 1, 30), self.max_backoff)
+
+
+def is_transient(err: BaseException) -> bool:
+    """The other side is away (homeserver, database, network) and will be back."""
+    return isinstance(
+        err,
+        TransientError
+        | OSError
+        | TimeoutError
+        | aiohttp.ClientError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.exceptions.CannotConnectNowError
+        | asyncpg.exceptions.TooManyConnectionsError
+        | sqlite3.OperationalError,
+    )
+
+
+def is_permanent(err: BaseException) -> bool:
+    return isinstance(err, PermanentError | NotSupported)
+
+
+async def until_done(
+    what: str,
+    action: Callable[[], Awaitable[Any]],
+    policy: RetryPolicy,
+    log: logging.Logger,
+    *,
+    on_failure: Callable[[Exception], Awaitable[Any]] | None = None,
+    first_attempt: int = 1,
+    count_error: Callable[[Exception], None] | None = None,
+    bounded: bool = False,
+) -> Any:
+    """Run ``action`` until it succeeds; raises a permanent error at once and an unexpected
+    one after ``policy.attempts`` tries. ``on_failure`` records each failure (its own errors,
+    a database that is down, are logged and do not stop the retrying). ``bounded``: transient
+    failures count against ``attempts`` too, for callers that keep the event themselves and
+    offer it again later (an SMTP 451)."""
+    attempt = first_attempt
+    while True:
+        try:
+            return await action()
+        except (NotSupported, PermanentError, asyncio.CancelledError):
+            raise
+        except Exception as err:
+            if count_error is not None:
+                count_error(err)
+            if on_failure is not None:
+                try:
+                    await on_failure(err)
+                except Exception as record_err:
+                    log.warning("Could not record the failure of %s: %s", what, record_err)
+            transient = is_transient(err) and not bounded
+            if not transient and attempt >= policy.attempts:
+                raise
+            # Never a busy loop, however small the configured backoff.
+            delay = max(policy.delay(attempt, err), MIN_WAIT if transient else 0.0)
+            if transient:
+                log.warning("%s: %s; waiting for it to come back, next try in %.1f s (try %d)",
+                            what, err, delay, attempt)  # fmt: skip
+            else:
+                log.warning("%s failed (attempt %d of %d): %s; retrying in %.1f s",
+                            what, attempt, policy.attempts, err, delay)  # fmt: skip
+            attempt += 1
+            await asyncio.sleep(delay)
