@@ -242,6 +242,15 @@ async def test_a_member_leaving_rotates_the_session(encrypted_hub: Hub) -> None:
             room_id, lambda e: isinstance(e, nio.RoomMemberEvent) and e.state_key == bob.mxid
             and e.membership == "leave", timeout=20,
         )  # fmt: skip
+        # The hub learns of the leave from its own transaction stream, which may come a few ms
+        # after alice's client saw it: rotation can only start from there.
+        await eventually(
+            lambda: hub.bridge.query(
+                "SELECT membership FROM mx_user_profile WHERE room_id=? AND user_id=?",
+                room_id, bob.mxid,
+            ) == [("leave",)],
+            "the hub saw bob leave",
+        )  # fmt: skip
         xmpp.send_chat(jid_of(alice.mxid), "third, bob has left")
         third = await alice.wait_for_message(room_id, _text("third, bob has left"), timeout=20)
         assert alice.was_encrypted(third)
