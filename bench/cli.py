@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench.burst import burst
 from bench.driver import closed_loop
+from bench.encryption import encryption_comparison
 from bench.harness import BenchHub, running_hub, stop_bridge
 from bench.machine import describe
 from bench.mail import LmtpClient
@@ -24,6 +25,7 @@ from bench.measure import measure_paths
 from bench.paths import MessagePath
 from bench.paths.baseline import matrix_to_matrix
 from bench.paths.email import email_paths
+from bench.paths.encryption import KEYS as ENCRYPTION_KEYS
 from bench.paths.reference import reference_paths
 from bench.paths.teams import teams_paths
 from bench.paths.xmpp import xmpp_paths
@@ -32,7 +34,7 @@ from bench.postgres import DEFAULT_ADMIN_URL, server_version, temporary_database
 from bench.procfs import memory_mb
 from bench.profiling import Recording, py_spy, summarise
 from bench.report import Report, render
-from bench.results import RoundTripResult, Skipped, StartupResult
+from bench.results import EncryptionResult, RoundTripResult, Skipped, StartupResult
 from bench.roundtrips import round_trips
 from bench.scale import startup
 from bench.settings import FULL, QUICK, Settings
@@ -48,7 +50,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench", description="Measure the bridge against the homeserver alone."
     )
     parser.add_argument("--quick", action="store_true", help="small N: a 1-2 minute smoke run")
-    parser.add_argument("--messages", type=int, help="N per path and phase (overrides the preset)")
+    parser.add_argument(
+        "--messages",
+        type=int,
+        help="N per path and phase, also of the encryption comparison (overrides the presets)",
+    )
     parser.add_argument(
         "--output", type=Path, default=REPO / "docs" / "benchmarks.md", help="report to write"
     )
@@ -61,11 +67,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-scale", action="store_true", help="skip start-up at scale")
     parser.add_argument("--no-burst", action="store_true", help="skip the burst")
     parser.add_argument(
+        "--no-encryption",
+        action="store_true",
+        help="skip the encryption comparison (bridges with encryption off and on, each with "
+        "its own Synapse, after the rest)",
+    )
+    parser.add_argument(
         "--paths",
         type=lambda text: [part for part in text.split(",") if part],
         help="measure only the bridged paths whose key starts with one of these "
-        "(comma-separated: reference, xmpp, email, email-in, teams-out, ...); the baseline "
-        "always runs. For profiling one connector; the report then lacks the other rows",
+        "(comma-separated: reference, xmpp, email, email-in, teams-out, encryption, ...); the "
+        "baseline always runs, and a key of the encryption comparison selects all six of its "
+        "paths. For profiling one connector; the report then lacks the other rows",
     )
     parser.add_argument(
         "--profile",
@@ -126,7 +139,10 @@ async def _postgres_parts(
 async def run(args: argparse.Namespace, workdir: Path) -> Report:
     settings = QUICK if args.quick else FULL
     if args.messages:
-        settings = replace(settings, messages=args.messages)
+        settings = replace(settings, messages=args.messages, encryption_messages=args.messages)
+    encrypt = not args.no_encryption and (
+        not args.paths or any(key.startswith(tuple(args.paths)) for key in ENCRYPTION_KEYS)
+    )
     began = time.perf_counter()
     skipped: list[Skipped] = []
     postgres = "not used (--no-postgres)"
@@ -168,7 +184,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
             log.info("burst: %d portals x %d", settings.burst_portals, settings.burst_messages)
             burst_result = await burst(hub, alice, settings.burst_portals, settings.burst_messages)
         peak_rss = memory_mb(hub.bridge_pid)[1]
-        profile = await _profile(hub, bridged_paths, settings) if args.profile else None
+        profile = (
+            await _profile(hub, bridged_paths, settings) if args.profile and bridged_paths else None
+        )
         await lmtp.close()
         await stop_bridge(hub.bridge)  # the following bridges take its port
 
@@ -192,6 +210,14 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
             startups += pg_startups
         elif not args.no_scale:
             skipped.append(Skipped("Scale on PostgreSQL and database round trips", postgres))
+        site_dir = hub.site_dir
+
+    encryption: EncryptionResult | None = None
+    if encrypt:
+        log.info("encryption off and on: two Synapses and bridges of its own")
+        encryption = await encryption_comparison(
+            workdir / "encryption", site_dir, settings, profile=args.profile
+        )
 
     return Report(
         date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -210,6 +236,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
         idle_tally=idle,
         skipped=skipped,
         profile=profile,
+        encryption=encryption,
     )
 
 
@@ -221,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("slixmpp").setLevel(logging.WARNING)  # the XMPP client's connection chatter
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's, the SMTP sink's
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # the Graph emulator's
+    logging.getLogger("nio").setLevel(logging.WARNING)  # the encrypting client's, per event
     workdir = Path(tempfile.mkdtemp(prefix="pontis-bench-"))
     log.info("working directory %s", workdir)
     try:

@@ -1,8 +1,13 @@
 """The bridge config a benchmark runs with.
 
 Like the end-to-end tests' config (``tests/e2e/conftest.py``), but with only the connectors
-under measurement enabled (the reference network, XMPP and email) and logging at INFO, the
+under measurement enabled (the reference network, XMPP, email and Teams) and logging at INFO, the
 production default, instead of DEBUG.
+
+The main bridge runs with ``encryption: {allow: false}``, written out rather than left to the
+template (whose defaults are ``allow: true, default: true``), so that its figures stay comparable
+with the runs before encryption existed. The encryption comparison (:mod:`bench.encryption`)
+runs bridges of its own, with encryption off and on (:func:`write_encryption_config`).
 """
 
 from __future__ import annotations
@@ -46,10 +51,34 @@ def email_connector(*, lmtp_port: int, relay_port: int) -> dict[str, Any]:
     }
 
 
+ENCRYPTION_OFF: dict[str, Any] = {"allow": False}
+"""``encryption:`` of the main bridge: off, as in every run before encryption existed."""
+
+
+def encryption_on(*, encrypt_new_portals: bool) -> dict[str, Any]:
+    """``encryption:`` of the encryption comparison's bridge: allowed, with the template's
+    defaults for everything else (key waits, verification levels, rotation); new portals are
+    encrypted only with ``encrypt_new_portals``. The pickle key is the ``pickle.key`` that
+    ``generate-registration`` writes beside the config."""
+    return {"allow": True, "default": encrypt_new_portals}
+
+
 def write_config(
     path: Path, *, as_port: int, metrics_port: int, connectors: dict[str, dict[str, Any]]
 ) -> None:
     write_bridge_config(
         path, domain=DOMAIN, as_port=as_port, metrics_port=metrics_port, connectors=connectors,
-        bridge={"permissions": {DOMAIN: "user"}}, log_level="INFO",
+        bridge={"permissions": {DOMAIN: "user"}}, log_level="INFO", encryption=ENCRYPTION_OFF,
+    )  # fmt: skip
+
+
+def write_encryption_config(
+    path: Path, *, as_port: int, metrics_port: int, remote_url: str, encryption: dict[str, Any]
+) -> None:
+    """A bridge of the encryption comparison: the reference network only, ``encryption`` as
+    given (:data:`ENCRYPTION_OFF` or :func:`encryption_on`)."""
+    write_bridge_config(
+        path, domain=DOMAIN, as_port=as_port, metrics_port=metrics_port,
+        connectors={"reference": {"enabled": True, "url": remote_url}},
+        bridge={"permissions": {DOMAIN: "user"}}, log_level="INFO", encryption=encryption,
     )  # fmt: skip

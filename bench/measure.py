@@ -62,12 +62,14 @@ async def measure_paths(
 ) -> list[PathResult]:
     """Per round, each path sends its share of N with one message in flight (latency), then
     with ``settings.window`` in flight (throughput). Prosody's CPU is metered for every path
-    when ``prosody_pid`` is given (it idles through the paths that do not use it)."""
+    when ``prosody_pid`` is given (it idles through the paths that do not use it). A path with
+    ``bridge_pid`` or ``synapse_pid`` attributes of its own (the encryption comparison's, whose
+    bridges and Synapses are others) is metered on those processes instead."""
     tallies = [
         _Tally(
             p,
-            CpuMeter(bridge_pid),
-            CpuMeter(synapse_pid),
+            CpuMeter(getattr(p, "bridge_pid", None) or bridge_pid),
+            CpuMeter(getattr(p, "synapse_pid", None) or synapse_pid),
             None if prosody_pid is None else CpuMeter(prosody_pid),
         )
         for p in paths

@@ -115,3 +115,39 @@ class RoundTripResult:
 class Skipped:
     what: str
     reason: str
+
+
+@dataclass
+class EncryptionResult:
+    """Both directions in three portals, interleaved in one measurement: one of a bridge with
+    encryption off, an unencrypted and an encrypted one of a bridge with encryption on."""
+
+    off_in: PathResult
+    plain_in: PathResult
+    encrypted_in: PathResult
+    off_out: PathResult
+    plain_out: PathResult
+    encrypted_out: PathResult
+    bridge_idle_cpu_ms_per_s: tuple[float, float]
+    """The two bridges (encryption off, on), idle, just before the measurement."""
+    bridge_peak_rss_mb: tuple[float, float]
+    profile: str | None = None
+    """Markdown of the encrypted paths' profile, when the run was profiled."""
+
+    def paths(self) -> list[PathResult]:
+        return [
+            self.off_in, self.plain_in, self.encrypted_in,
+            self.off_out, self.plain_out, self.encrypted_out,
+        ]  # fmt: skip
+
+    def directions(self) -> list[tuple[str, PathResult, PathResult, PathResult]]:
+        """(direction, encryption off, unencrypted portal, encrypted portal)."""
+        return [
+            ("Reference network → Matrix user", self.off_in, self.plain_in, self.encrypted_in),
+            ("Matrix user → reference network", self.off_out, self.plain_out, self.encrypted_out),
+        ]
+
+
+def added_cpu_ms(before: PathResult, after: PathResult) -> float:
+    """Bridge CPU per message of ``after`` minus that of ``before``."""
+    return after.bridge_cpu_ms_per_message - before.bridge_cpu_ms_per_message

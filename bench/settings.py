@@ -22,6 +22,8 @@ class Settings:
     scale_starts: int
     """Bridge starts per store; the median start-up time is reported."""
     roundtrip_messages: int
+    encryption_messages: int
+    """N per path and phase of the encryption comparison (four paths on their own bridge)."""
     quick: bool = False
 
 
@@ -36,6 +38,7 @@ FULL = Settings(
     scale_ghosts=100_000,
     scale_starts=3,
     roundtrip_messages=30,
+    encryption_messages=300,
 )
 
 QUICK = Settings(
@@ -49,5 +52,6 @@ QUICK = Settings(
     scale_ghosts=100_000,
     scale_starts=1,
     roundtrip_messages=10,
+    encryption_messages=20,
     quick=True,
 )
