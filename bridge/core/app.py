@@ -237,6 +237,7 @@ class App:
             store=self.store,
             metrics=self.metrics,
             on_stored=self.router.notify_inbox,
+            on_advisory=self.router.note_key_counts,
             query_user=self.query_user,
             query_alias=self.query_alias,
             is_echo=self.router.is_own_echo,

@@ -44,6 +44,11 @@ _OBJECT_FIELDS = {
 }
 
 
+ADVISORY_KINDS = frozenset({"otk_count", "fallback_keys"})
+"""Counts every transaction repeats (MSC3202): handed over as they come, never stored, so a
+transaction of nothing but the bridge's own echoes still costs no database write."""
+
+
 class BadTransaction(ValueError):
     pass
 
@@ -118,6 +123,7 @@ class AppServiceAPI:
         metrics: Metrics,
         on_stored: Callable[[list[InboxRow]], None],
         query_user: UserQuery,
+        on_advisory: Callable[[list[InboxItem]], None] = lambda _: None,
         query_alias: UserQuery,
         is_echo: EchoCheck,
         log: logging.Logger,
@@ -126,6 +132,7 @@ class AppServiceAPI:
         self._store = store
         self._metrics = metrics
         self._on_stored = on_stored
+        self._on_advisory = on_advisory
         # One transaction stored and handed over at a time, so rows reach the router in the
         # order of their ids (the homeserver sends one transaction at a time anyway).
         self._storing = asyncio.Lock()
@@ -173,6 +180,9 @@ class AppServiceAPI:
             self._log.warning("Rejected malformed transaction %s: %s", txn_id, err)
             return _error(400, "M_BAD_JSON", f"Transaction {txn_id}: {err}")
         self._metrics.echoes_dropped.inc(echoes)
+        if advisory := [item for item in items if item.kind in ADVISORY_KINDS]:
+            items = [item for item in items if item.kind not in ADVISORY_KINDS]
+            self._on_advisory(advisory)
         if not items:  # only our own echoes: nothing to keep, so a replay is harmless too
             self._metrics.transactions.labels("echo_only").inc()
             return _ok()

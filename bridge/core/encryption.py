@@ -50,6 +50,10 @@ class RoomEncryption(Protocol):
 
     async def handle_transaction_data(self, kind: str, payload: dict[str, Any]) -> None: ...
 
+    def note_key_counts(self, kind: str, payload: dict[str, Any]) -> None:
+        """``otk_count``/``fallback_keys`` of a transaction, handed over without storing."""
+        ...
+
     async def handle_state_event(self, event: dict[str, Any]) -> None: ...
 
 

@@ -43,7 +43,7 @@ from bridge.core.portals import PortalManager
 from bridge.core.queue import OrderedQueues
 from bridge.core.remote_inbox import RemoteInbox
 from bridge.core.retry import RetryPolicy, until_done
-from bridge.portal.models import InboxRow, Portal, RemoteInput
+from bridge.portal.models import InboxItem, InboxRow, Portal, RemoteInput
 from bridge.portal.store import Store
 
 CommandHandler = Callable[[str, str, dict[str, Any]], Awaitable[None]]
@@ -226,6 +226,11 @@ class Router:
         else:
             self._inbox_handed.extend(rows)
         self._inbox_wakeup.set()
+
+    def note_key_counts(self, items: Sequence[InboxItem]) -> None:
+        if self._matrix.encryption is not None:
+            for item in items:
+                self._matrix.encryption.note_key_counts(item.kind, item.payload)
 
     def start(self) -> None:
         self._inbox_task = asyncio.create_task(self._dispatch_inbox(), name="inbox")

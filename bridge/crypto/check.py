@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -24,7 +25,7 @@ from bridge.core.config import Config
 from bridge.core.metrics import Metrics
 from bridge.core.pickle_key import PickleKeyError, load_pickle_key
 from bridge.crypto.probe import PROBE_TYPE, DeliveryProbe
-from bridge.portal.models import InboxRow
+from bridge.portal.models import InboxItem, InboxRow
 from bridge.portal.store import Store
 
 CHECK_DEVICE = "PONTISCHECK"
@@ -110,7 +111,7 @@ class _Homeserver:
 async def _probe(hs: _Homeserver, config: Config) -> list[str]:
     probe = DeliveryProbe()
 
-    def observe(rows: list[InboxRow]) -> None:
+    def observe(rows: Sequence[InboxRow | InboxItem]) -> None:
         for row in rows:
             probe.observe(row.kind, row.payload)
 
@@ -126,6 +127,7 @@ async def _probe(hs: _Homeserver, config: Config) -> list[str]:
         # never send the probe.)
         AppServiceAPI(
             hs_token=config.hs_token, store=store, metrics=Metrics(), on_stored=observe,
+            on_advisory=observe,
             query_user=nobody, query_alias=nobody, is_echo=lambda _: False,
             log=logging.getLogger("pontis.check"),
         ).add_routes(app)  # fmt: skip

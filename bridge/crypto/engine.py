@@ -139,6 +139,7 @@ class CryptoEngine:
         self._sharing: dict[str, asyncio.Lock] = {}
         self.probe = DeliveryProbe()
         self._probe_task: asyncio.Task[None] | None = None
+        self._topping_up: asyncio.Task[None] | None = None
 
     @property
     def device_id(self) -> str:
@@ -269,6 +270,25 @@ class CryptoEngine:
             mine = (payload.get(self.client.mxid) or {}).get(self.client.device_id)
             if isinstance(mine, dict):
                 await self.machine.handle_otk_count(DeviceOTKCount.deserialize(cast(Any, mine)))
+
+    def note_key_counts(self, kind: str, payload: dict[str, Any]) -> None:
+        """One-time-key counts as a transaction carried them (not stored: every transaction
+        repeats them). Too few left: upload more, once at a time."""
+        self.probe.observe(kind, payload)
+        if kind != "otk_count" or (self._topping_up is not None and not self._topping_up.done()):
+            return
+        mine = (payload.get(self.client.mxid) or {}).get(self.client.device_id)
+        if not isinstance(mine, dict) or self.machine.account is None:
+            return
+        count = mine.get("signed_curve25519")
+        if isinstance(count, int) and count < self.machine.account.max_one_time_keys // 2:
+            self._topping_up = asyncio.create_task(self._top_up(count), name="crypto-otk")
+
+    async def _top_up(self, count: int) -> None:
+        try:
+            await self.machine.share_keys(count)
+        except Exception as err:  # the next transaction's count tries again
+            self._log.warning("Could not upload one-time keys: %s", err)
 
     async def _to_device(self, payload: dict[str, Any]) -> None:
         try:
