@@ -59,6 +59,7 @@ from bridge.core.errors import PermanentError, TransientError
 from bridge.core.pickle_key import PickleKey, SecretBox
 from bridge.crypto.probe import PROBE_TYPE, DeliveryProbe
 from bridge.crypto.state import EncryptedRooms, RoomStateStore
+from bridge.crypto.store import CachedCryptoStore
 
 MEGOLM = "m.megolm.v1.aes-sha2"
 PROBE_SECONDS = 30.0
@@ -67,6 +68,17 @@ KvGet = Callable[[str], Awaitable[str | None]]
 KvSet = Callable[[str, str], Awaitable[None]]
 IsGhost = Callable[[str], bool]
 IsPortal = Callable[[str], Awaitable[bool]]
+
+
+_ROUTINE = ("isn't cross-signed", "Didn't find cross-signing key", "Got OTK count for unknown")
+
+
+def _quiet_routine_warnings(record: logging.LogRecord) -> bool:
+    """mautrix warns for every message from a device without cross-signing (most clients'
+    today) and about key counts of other devices: normal here, so logged at DEBUG."""
+    if record.levelno == logging.WARNING and any(t in record.getMessage() for t in _ROUTINE):
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+    return True
 
 
 class KeysMissing(PermanentError):
@@ -103,7 +115,12 @@ class CryptoEngine:
         self._log = log
         self.state_store = RoomStateStore(db)
         self.rooms = EncryptedRooms(self.state_store)
-        self.crypto_store = PgCryptoStore(bot_mxid, pickle_key.olm_passphrase(), db)
+        delete = settings.delete_keys
+        self.crypto_store = CachedCryptoStore(
+            bot_mxid, pickle_key.olm_passphrase(), db,
+            persist_ratchet=delete.get("ratchet_on_decrypt", False)
+            or delete.get("delete_fully_used_on_decrypt", False),
+        )  # fmt: skip
         self.client = Client(
             mxid=UserID(bot_mxid),
             base_url=homeserver_url,
@@ -112,6 +129,7 @@ class CryptoEngine:
             state_store=self.state_store,
             log=log.getChild("client"),
         )
+        log.getChild("olm").addFilter(_quiet_routine_warnings)
         self.machine = OlmMachine(
             self.client,
             self.crypto_store,
@@ -122,7 +140,6 @@ class CryptoEngine:
         self.machine.send_keys_min_trust = TrustState.parse(settings.verification_levels.receive)
         self.machine.share_keys_min_trust = TrustState.parse(settings.verification_levels.share)
         self.machine.allow_key_share = self._allow_key_share
-        delete = settings.delete_keys
         self.machine.dont_store_outbound_keys = delete.get("dont_store_outbound", False)
         self.machine.delete_outbound_keys_on_ack = delete.get("delete_outbound_on_ack", False)
         self.machine.delete_previous_keys_on_receive = delete.get(
