@@ -11,17 +11,21 @@ import olm
 import pytest
 from mautrix.crypto import InboundGroupSession, OlmAccount, OutboundGroupSession, PgCryptoStore
 from mautrix.types import (
+    DeviceID,
+    DeviceIdentity,
     EncryptionAlgorithm,
     IdentityKey,
     Membership,
     RoomID,
     SessionID,
     SigningKey,
+    TrustState,
     UserID,
 )
 
 from bridge.core.pickle_key import PickleKey
 from bridge.crypto.state import RoomStateStore
+from bridge.crypto.store import CachedCryptoStore
 from tests.store_fixtures import StoreTarget
 
 BOT = UserID("@pontis:hub.test")
@@ -92,5 +96,58 @@ async def test_another_pickle_key_cannot_load_the_device(store_target: StoreTarg
     try:
         with pytest.raises(olm.OlmAccountError):
             await crypto.get_account()
+    finally:
+        await store.close()
+
+
+async def test_outbound_sessions_never_reach_the_disk(store_target: StoreTarget) -> None:
+    """A session restored from disk could reuse a message index (clients call that a replay):
+    the bridge's own sessions stay in memory, and a restart starts new ones."""
+    store = await store_target.open()
+    try:
+        await RoomStateStore.upgrade_table.upgrade(store.database)
+        await PgCryptoStore.upgrade_table.upgrade(store.database)
+        crypto = CachedCryptoStore(BOT, KEY.olm_passphrase(), store.database, persist_ratchet=False)
+        await crypto.open()
+        outbound = OutboundGroupSession(ROOM)
+        await crypto.add_outbound_group_session(outbound)
+        outbound.shared = True
+        outbound.encrypt("one")
+        await crypto.update_outbound_group_session(outbound)
+        assert await crypto.get_outbound_group_session(ROOM) is outbound
+        rows = await store.database.fetchval("SELECT COUNT(*) FROM crypto_megolm_outbound_session")
+        assert rows == 0
+        again = CachedCryptoStore(BOT, KEY.olm_passphrase(), store.database, persist_ratchet=False)
+        await again.open()
+        assert await again.get_outbound_group_session(ROOM) is None
+    finally:
+        await store.close()
+
+
+async def test_cached_devices_follow_what_the_store_writes(store_target: StoreTarget) -> None:
+    store = await store_target.open()
+    try:
+        await PgCryptoStore.upgrade_table.upgrade(store.database)
+        crypto = CachedCryptoStore(BOT, KEY.olm_passphrase(), store.database, persist_ratchet=False)
+        await crypto.open()
+        alice = UserID("@alice:hub.test")
+        assert await crypto.get_devices(alice) is None  # not tracked yet
+        first = DeviceIdentity(
+            user_id=alice, device_id=DeviceID("A"), identity_key=IdentityKey("k1"),
+            signing_key=SigningKey("s1"), trust=TrustState.UNVERIFIED, deleted=False, name="phone",
+        )  # fmt: skip
+        await crypto.put_devices(alice, {DeviceID("A"): first})
+        found = await crypto.find_device_by_key(alice, IdentityKey("k1"))
+        assert found is not None and found.device_id == "A"
+        renamed = DeviceIdentity(
+            user_id=alice, device_id=DeviceID("B"), identity_key=IdentityKey("k2"),
+            signing_key=SigningKey("s2"), trust=TrustState.VERIFIED, deleted=False, name="laptop",
+        )  # fmt: skip
+        await crypto.put_devices(alice, {DeviceID("B"): renamed})
+        assert await crypto.get_device(alice, DeviceID("A")) is None
+        got = await crypto.get_device(alice, DeviceID("B"))
+        assert got is not None and got.trust == TrustState.VERIFIED
+        fresh = PgCryptoStore(BOT, KEY.olm_passphrase(), store.database)
+        assert set(await fresh.get_devices(alice) or {}) == {"B"}  # written through
     finally:
         await store.close()
