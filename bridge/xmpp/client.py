@@ -12,7 +12,7 @@ import base64
 import binascii
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from copy import copy
 from dataclasses import dataclass
 from typing import Literal
@@ -21,7 +21,6 @@ from slixmpp import JID, Message, Presence
 from slixmpp.exceptions import IqError, IqTimeout
 
 from bridge.core import (
-    BridgeError,
     ChatInfo,
     ConnectorContext,
     LoginID,
@@ -38,36 +37,33 @@ from bridge.core import (
     NotSupported,
     PermanentError,
     PortalKey,
+    RemoteEvent,
     RemoteMessageID,
     RemoteUserID,
     TransientError,
     UserInfo,
 )
 from bridge.portal.models import Message as StoredMessage
-from bridge.portal.models import Portal
+from bridge.portal.models import Portal, RemoteInput
 from bridge.xmpp import from_matrix
 from bridge.xmpp.component import Component, Stanza
 from bridge.xmpp.config import XmppConfig
 from bridge.xmpp.hosted import HostedRooms
 from bridge.xmpp.identity import Identity
 from bridge.xmpp.ids import (
-    NETWORK,
     dm_key,
-    message_id,
     muc_key,
     outgoing_id,
     reverse_stanza_id_key,
-    stanza_id_key,
 )
+from bridge.xmpp.inbound import Inbound
 from bridge.xmpp.muc import MUC_NS, JoinError, MucTracker
 from bridge.xmpp.protocol.escaping import (
     bare_jid,
     is_valid_jid,
-    jid_to_mxid,
     mxid_to_jid,
     split_jid,
 )
-from bridge.xmpp.to_matrix import MAX_BODY_BYTES, convert, too_large
 
 JOIN_TIMEOUT = 15
 MAX_RESENDS = 3
@@ -100,6 +96,7 @@ class XmppClient:
         )
         self.identity = Identity(self.component.xmpp, cfg, ctx)
         self.hosted = HostedRooms(cfg, ctx) if cfg.rooms_domain else None
+        self.inbound = Inbound(ctx, cfg, self.component, self.mucs)
         self._sent: OrderedDict[str, _Sent] = OrderedDict()
 
     # --- connection -------------------------------------------------------------------------------
@@ -160,6 +157,8 @@ class XmppClient:
             try:
                 return await self._join(room, jid, nick)
             except JoinError as err:
+                if not self.component.up:  # the stream dropped while we waited for the room
+                    raise TransientError(f"joining {room}: {err}") from err
                 if err.condition != "conflict":
                     raise PermanentError(
                         str(err), user_message=f"Could not join {room}: {err.condition}."
@@ -179,9 +178,12 @@ class XmppClient:
             await self._bounced(stanza)
             return
         if stanza["type"] == "groupchat":
-            await self._groupchat(stanza)
+            await self.inbound.groupchat(stanza)
         else:
-            await self._direct(stanza)
+            await self.inbound.direct(stanza)
+
+    async def convert_remote(self, item: RemoteInput) -> Sequence[RemoteEvent]:
+        return await self.inbound.convert(item)
 
     async def _bounced(self, error_stanza: Message) -> None:
         """An error for something we sent: retry what may heal, tell the sender about the rest."""
@@ -224,94 +226,6 @@ class XmppClient:
         while len(self._sent) > TRACKED_STANZAS:
             self._sent.popitem(last=False)
 
-    def _refuse_if_too_large(self, msg: Message) -> bool:
-        if not too_large(msg):
-            return False
-        self._reply_error(
-            msg, "not-acceptable", f"Messages to Matrix are limited to {MAX_BODY_BYTES} bytes"
-        )
-        return True
-
-    async def _direct(self, msg: Message) -> None:
-        if self._refuse_if_too_large(msg):
-            return
-        sender = bare_jid(str(msg["from"]))
-        mxid = jid_to_mxid(msg["to"].bare, self._cfg.jid)
-        if mxid is not None and mxid.startswith(f"@{NETWORK}_"):
-            mxid = None  # an XMPP person's own ghost: writing to it would loop back to XMPP
-        if mxid is None:
-            if msg["to"].user:
-                self._reply_error(msg, "item-not-found", "No such Matrix user")
-            return
-        key = dm_key(sender, mxid)
-        info = ChatInfo(is_direct=True, matrix_users=[mxid], members=[RemoteUserID(sender)])
-        event = await convert(
-            msg, key=key, sender=RemoteUserID(sender), sender_name=None, chat_info=info,
-            resolve=lambda ref: self._resolve(key, ref), http=self._ctx.http,
-            max_file_bytes=self._cfg.max_file_bytes,
-        )  # fmt: skip
-        if event is None:
-            return
-        if msg.xml.find("{urn:xmpp:receipts}request") is None:
-            await self._ctx.queue_remote_event(event)
-            return
-        # XEP-0184: confirm only once the message is safely on the homeserver.
-        try:
-            await self._ctx.deliver_remote_event(event)
-        except BridgeError as err:
-            self._reply_error(
-                msg, "recipient-unavailable", f"Not delivered to Matrix: {err.user_message}"
-            )
-            return
-        if self.component.up:
-            receipt = self.component.xmpp.make_message(
-                mto=msg["from"], mfrom=msg["to"], mtype="chat"
-            )
-            receipt["receipt"] = msg["id"]
-            receipt.send()
-
-    async def _groupchat(self, msg: Message) -> None:
-        room_jid, nick = msg["from"].bare, msg["from"].resource
-        if str(msg["to"]).split("/")[0] != self._cfg.listener_jid:
-            return  # every occupant of ours gets a copy; the listener's is the one we bridge
-        key = muc_key(room_jid)
-        room = self.mucs.room(room_jid)
-        stanza_id = msg["stanza_id"]["id"] if msg["stanza_id"]["by"] == room_jid else ""
-        if stanza_id:
-            ours = message_id(msg)
-            await self._ctx.store.kv_set(stanza_id_key(room_jid, stanza_id), ours)
-            await self._ctx.store.kv_set(reverse_stanza_id_key(room_jid, ours), stanza_id)
-        if not nick:
-            return
-        if room.is_ours(nick):
-            return  # the room reflecting what a Matrix user said
-        if too_large(msg):
-            self._log.warning(
-                "Dropped a %d-byte message from %s: too large for Matrix",
-                len(msg["body"]),
-                msg["from"],
-            )
-            return
-        if msg["subject"] and not msg["body"]:
-            room.subject = msg["subject"]
-            return
-        real = room.occupants.get(nick)
-        sender = RemoteUserID(real or f"{room_jid}/{nick}")
-        event = await convert(
-            msg, key=key, sender=sender, sender_name=nick, chat_info=None,
-            resolve=lambda ref: self._resolve(key, ref), http=self._ctx.http,
-            max_file_bytes=self._cfg.max_file_bytes,
-        )  # fmt: skip
-        if event is not None:
-            await self._ctx.queue_remote_event(event)
-
-    async def _resolve(self, key: PortalKey, ref: str) -> RemoteMessageID:
-        if not key.receiver:  # MUC: references may use the room's stanza-id
-            mapped = await self._ctx.store.kv_get(stanza_id_key(key.remote_id, ref))
-            if mapped:
-                return RemoteMessageID(mapped)
-        return RemoteMessageID(ref)
-
     async def _reference(self, portal: Portal, target: StoredMessage) -> str:
         """The id XMPP clients know a message by: in a MUC its stanza-id, if the room gave one."""
         if portal.is_direct:
@@ -320,17 +234,6 @@ class XmppClient:
             reverse_stanza_id_key(portal.remote_id, target.remote_id)
         )
         return mapped or target.remote_id
-
-    def _reply_error(self, msg: Message, condition: str, text: str) -> None:
-        if not self.component.up:
-            return
-        reply = msg.reply(clear=False)
-        reply["from"], reply["to"] = msg["to"], msg["from"]
-        reply["type"] = "error"
-        reply["error"]["condition"] = condition
-        reply["error"]["type"] = "cancel"
-        reply["error"]["text"] = text
-        reply.send()
 
     # --- lookups ----------------------------------------------------------------------------------
 
@@ -498,7 +401,7 @@ class XmppClient:
             )
         data = await media.read()
         try:
-            slot = await self.component.xmpp["xep_0363"].request_slot(
+            slot = await self.component.xmpp.plugin["xep_0363"].request_slot(
                 JID(self._cfg.upload_service),
                 media.filename,
                 len(data),

@@ -2,6 +2,11 @@
 
 Inbound stanzas are put on one queue and handled one at a time, so a correction can never
 overtake the message it corrects on the way to the portal queue.
+
+slixmpp reconnects after a stream that closed only if asked (``connect()`` again from the
+``disconnected`` handler), and while the server stays away it waits longer and longer between
+attempts (3, 9, 21, 45, 93 s … up to 5 min); the wait is capped here at
+:data:`MAX_RECONNECT_WAIT`, so the component is back seconds after the server is.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from slixmpp import ComponentXMPP, Message, Presence
 from slixmpp.xmlstream import StanzaBase
@@ -24,6 +30,16 @@ PLUGINS = (
 )  # fmt: skip
 
 Stanza = Message | Presence
+MAX_RECONNECT_WAIT = 5.0
+"""Longest wait between two connection attempts while the XMPP server is away, in seconds."""
+
+
+class _ComponentXMPP(ComponentXMPP):
+    def reschedule_connection_attempt(self) -> asyncio.Future[Any] | None:
+        attempt = super().reschedule_connection_attempt()
+        # The next attempt reads the wait when it starts, which is after this returns.
+        self._connect_loop_wait = min(self._connect_loop_wait, MAX_RECONNECT_WAIT)
+        return attempt
 
 
 class Component:
@@ -41,11 +57,11 @@ class Component:
         self._log = log
         self._on_stanza = on_stanza
         self._on_state = on_state
-        self.xmpp = ComponentXMPP(domain, cfg.secret, cfg.host, cfg.port, fix_error_ns=True)
+        self.xmpp = _ComponentXMPP(domain, cfg.secret, cfg.host, cfg.port, fix_error_ns=True)
         for plugin in PLUGINS:
             self.xmpp.register_plugin(plugin)
         # Delivery receipts are sent by the client once the message is on Matrix, not on arrival.
-        self.xmpp["xep_0184"].auto_ack = False
+        self.xmpp.plugin["xep_0184"].auto_ack = False
         self.xmpp.add_event_handler("session_start", self._session_start)
         self.xmpp.add_event_handler("disconnected", self._disconnected)
         # slixmpp's "message" event skips messages without a body (reactions, chat states,
@@ -87,6 +103,21 @@ class Component:
         if sender.domain != self.domain:
             raise ValueError(f"refusing to send a stanza from {sender!s}")
         stanza.send()
+
+    def reply_error(self, stanza: Stanza, condition: str, text: str, kind: str = "cancel") -> None:
+        """Answer ``stanza`` with an error (``kind`` ``wait``: the sender may try again later)."""
+        if not self.up:
+            self._log.warning("Could not answer %s from %s with %s: not connected",
+                              stanza["id"], stanza["from"], condition)  # fmt: skip
+            return
+        reply = stanza.reply(clear=False)
+        reply["from"], reply["to"] = stanza["to"], stanza["from"]
+        reply["id"] = stanza["id"]  # Message.reply() makes a new one; the sender needs theirs
+        reply["type"] = "error"
+        reply["error"]["condition"] = condition
+        reply["error"]["type"] = kind
+        reply["error"]["text"] = text
+        self.send(reply)
 
     def _queue(self, stanza: StanzaBase) -> None:
         if isinstance(stanza, Message | Presence):

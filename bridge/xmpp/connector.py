@@ -23,6 +23,7 @@ from bridge.xmpp.protocol.handshake import component_handshake
 class XmppConnector:
     info = NetworkInfo(id=NETWORK, display_name="XMPP", url="https://xmpp.org")
     example_config = EXAMPLE_CONFIG
+    kv_markers = ("sid:", "sid>:")  # stanza-id ↔ message id (ids.stanza_id_key and reverse)
 
     def __init__(self) -> None:
         self.client: XmppClient | None = None

@@ -2,7 +2,8 @@
 
 ``#room:hub.example`` is ``room\\3ahub.example@<rooms domain>``. An XMPP user joining it gets the
 Matrix members as occupants (nick = display name), the topic as subject, and from then on every
-message both ways. Their own messages are reflected to every occupant, as a MUC does, and they
+message both ways. What an occupant says is kept in the remote inbox (``inbound.accept``) before
+the room reflects it; converted in the portal's queue by ``Inbound.convert``. Their own messages are reflected to every occupant, as a MUC does, and they
 appear in Matrix as ghosts. Occupants live in memory: after a bridge restart XMPP clients find
 out through their self-ping (XEP-0410) and rejoin.
 """
@@ -22,15 +23,15 @@ from bridge.core import (
     ChatInfo,
     ConnectorContext,
     RemoteChatInfo,
-    RemoteMessageID,
     RemoteUserID,
 )
 from bridge.xmpp.component import Component, Stanza
 from bridge.xmpp.config import XmppConfig
-from bridge.xmpp.ids import muc_key
+from bridge.xmpp.ids import message_id, muc_key
+from bridge.xmpp.inbound import HOSTED, accept, as_is, remote_input
 from bridge.xmpp.muc import MUC_NS, MUC_USER_NS
 from bridge.xmpp.protocol.escaping import bare_jid, muc_to_room_alias, mxid_to_jid
-from bridge.xmpp.to_matrix import MAX_BODY_BYTES, convert, too_large
+from bridge.xmpp.to_matrix import MAX_BODY_BYTES, carries_content, convert, too_large
 
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 FEATURES = (DISCO_INFO, MUC_NS, "muc_open", "muc_public", "muc_nonanonymous", "muc_persistent",
@@ -97,15 +98,7 @@ class HostedRooms:
             await self._message(stanza)
 
     def _error(self, stanza: Stanza, condition: str, text: str, kind: str = "cancel") -> None:
-        reply = stanza.reply(clear=False)
-        reply["from"], reply["to"] = stanza["to"], stanza["from"]
-        reply["type"] = "error"
-        reply["error"]["condition"], reply["error"]["type"], reply["error"]["text"] = (
-            condition,
-            kind,
-            text,
-        )
-        self.component.send(reply)
+        self.component.reply_error(stanza, condition, text, kind)
 
     def _occupant_presence(self, room: str, nick: str, to: str, real: str, *, own: bool = False,
                            unavailable: bool = False) -> Presence:  # fmt: skip
@@ -219,12 +212,18 @@ class HostedRooms:
                 "modify",
             )
             return
-        nick = nicks[0]
-        key = muc_key(room)
-        event = await convert(
-            msg, key=key, sender=RemoteUserID(bare_jid(occupant)), sender_name=nick, chat_info=None,
-            resolve=_as_is, http=self._ctx.http, max_file_bytes=self._cfg.max_file_bytes,
-        )  # fmt: skip
+        nick, key, sender = nicks[0], muc_key(room), bare_jid(occupant)
+        event = None
+        if carries_content(msg):  # kept before the room reflects it: then it reaches Matrix
+            dedupe = f"{sender}:{message_id(msg)}"
+            item = remote_input(key, HOSTED, msg, dedupe=dedupe, sender=sender, name=nick)
+            if not await accept(self._ctx, self.component, msg, item):
+                return
+        else:
+            event = await convert(
+                msg, key=key, sender=RemoteUserID(sender), sender_name=nick, chat_info=None,
+                resolve=as_is, http=self._ctx.http, max_file_bytes=self._cfg.max_file_bytes,
+            )  # fmt: skip
         for other in self.occupants(room):  # reflect, as a MUC does, with our stanza-id
             copy = Message(stream=self.component.xmpp, xml=deepcopy(msg.xml))
             copy["from"], copy["to"] = JID(f"{room}/{nick}"), JID(other)
@@ -257,7 +256,3 @@ class HostedRooms:
         for feature in FEATURES:
             query.append(query.makeelement(f"{{{DISCO_INFO}}}feature", {"var": feature}))
         self.component.send(reply)
-
-
-async def _as_is(ref: str) -> RemoteMessageID:
-    return RemoteMessageID(ref)  # in hosted rooms every id is one we handed out

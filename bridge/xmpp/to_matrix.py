@@ -1,4 +1,9 @@
-"""XMPP stanzas → Remote* events."""
+"""XMPP stanzas → Remote* events.
+
+A stanza that carries content (:func:`carries_content`) is kept in the remote inbox as its XML
+(:func:`stanza_xml`) and converted by :func:`convert` inside the portal's queue, from the stanza
+rebuilt with :func:`parse_stanza`; chat states and markers are converted at once.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,19 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlparse
+from xml.etree import ElementTree
 
 import aiohttp
-from slixmpp import Message
+from slixmpp import ComponentXMPP, Message
+from slixmpp.xmlstream import tostring
 
 from bridge.core import (
+    BridgeError,
     ChatInfo,
     Media,
     MessagePart,
     NotSupported,
+    PermanentError,
     PortalKey,
     RemoteEdit,
     RemoteEvent,
@@ -36,6 +45,30 @@ ResolveId = Callable[[str], Awaitable[RemoteMessageID]]
 """Turns an id a stanza refers to (in a MUC, possibly the room's stanza-id) into ours."""
 
 
+def stanza_xml(msg: Message) -> str:
+    """The stanza as XML that :func:`parse_stanza` turns back into the same stanza."""
+    return tostring(msg.xml, top_level=True)
+
+
+def parse_stanza(stream: ComponentXMPP, xml: str) -> Message:
+    try:
+        return Message(stream=stream, xml=ElementTree.fromstring(xml))
+    except ElementTree.ParseError as err:
+        raise PermanentError(f"stored stanza is not XML: {err}") from err
+
+
+def carries_content(msg: Message) -> bool:
+    """Whether ``msg`` makes Matrix content (a message, file, correction, retraction or
+    reaction), which is kept durably; chat states and markers are fleeting."""
+    xml = msg.xml
+    return bool(
+        msg["body"]
+        or xml.find("{urn:xmpp:message-retract:1}retract") is not None
+        or xml.find("{urn:xmpp:reactions:0}reactions") is not None
+        or (xml.find("{jabber:x:oob}x") is not None and msg["oob"]["url"])
+    )
+
+
 def _timestamp(msg: Message) -> int | None:
     stamp = msg["delay"]["stamp"] if msg.xml.find("{urn:xmpp:delay}delay") is not None else None
     return int(stamp.timestamp() * 1000) if isinstance(stamp, datetime) else None
@@ -52,16 +85,28 @@ def fetcher(http: aiohttp.ClientSession, url: str, limit: int) -> Callable[[], A
         too_large = NotSupported(
             f"{url} is larger than {limit} bytes", user_message="A file was too large to bridge."
         )
-        async with http.get(url, timeout=aiohttp.ClientTimeout(total=120)) as resp:
-            resp.raise_for_status()
-            if (resp.content_length or 0) > limit:
-                raise too_large
-            data = bytearray()
-            async for chunk in resp.content.iter_chunked(64 * 1024):
-                data += chunk
-                if len(data) > limit:
+        try:
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=120)) as resp:
+                if 400 <= resp.status < 500 and resp.status not in (408, 429):
+                    raise PermanentError(
+                        f"{url}: HTTP {resp.status}",
+                        user_message=f"A file could not be fetched (HTTP {resp.status}).",
+                    )
+                resp.raise_for_status()
+                if (resp.content_length or 0) > limit:
                     raise too_large
-            return bytes(data)
+                data = bytearray()
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    data += chunk
+                    if len(data) > limit:
+                        raise too_large
+                return bytes(data)
+        except (aiohttp.ClientError, OSError, TimeoutError) as err:
+            # The file's host, not the homeserver nor the XMPP server: a few tries, then a dead
+            # letter an operator can retry, rather than a portal that waits for ever.
+            raise BridgeError(
+                f"fetching {url} failed: {err!r}", user_message="A file could not be fetched."
+            ) from err
 
     return fetch
 
@@ -93,12 +138,14 @@ async def convert(
     resolve: ResolveId,
     http: aiohttp.ClientSession,
     max_file_bytes: int,
+    received: int | None = None,
 ) -> RemoteEvent | None:
-    """The Remote* event ``msg`` stands for, or ``None`` if it carries nothing to bridge."""
+    """The Remote* event ``msg`` stands for, or ``None`` if it carries nothing to bridge.
+    ``received`` (ms) is when the bridge got it, for stanzas without a XEP-0203 delay."""
     common: dict[str, Any] = {
         "portal": key,
         "sender": sender,
-        "timestamp": _timestamp(msg),
+        "timestamp": _timestamp(msg) or received,
         "sender_info": UserInfo(name=sender_name) if sender_name else None,
         "chat_info": chat_info,
     }

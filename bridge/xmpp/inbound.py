@@ -1,0 +1,212 @@
+"""XMPP → Matrix: what arrives on the component, kept durably before it is acknowledged.
+
+A stanza that makes Matrix content (a message, file, correction, retraction or reaction) is
+handed to the core's remote inbox (``ctx.accept_remote``) as its XML, with what only the moment
+of arrival knows (who is behind a MUC nick, when it came). Only then is a requested XEP-0184
+receipt sent; if the store is unreachable the sender gets an error of type ``wait`` instead, so
+nothing vanishes silently. :meth:`Inbound.convert` rebuilds the event from the stored stanza
+inside the portal's ordered queue, now or again after a restart, and does the lookups there.
+Chat states and markers are fleeting: converted and queued at once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from slixmpp import Message
+
+from bridge.core import (
+    ChatInfo,
+    ConnectorContext,
+    PermanentError,
+    PortalKey,
+    RemoteEvent,
+    RemoteMessageID,
+    RemoteUserID,
+)
+from bridge.portal.models import RemoteInput
+from bridge.xmpp.component import Component
+from bridge.xmpp.config import XmppConfig
+from bridge.xmpp.ids import (
+    NETWORK,
+    dm_key,
+    message_id,
+    muc_key,
+    reverse_stanza_id_key,
+    stanza_id_key,
+)
+from bridge.xmpp.muc import MucTracker
+from bridge.xmpp.protocol.escaping import bare_jid, jid_to_mxid
+from bridge.xmpp.to_matrix import (
+    MAX_BODY_BYTES,
+    ResolveId,
+    carries_content,
+    convert,
+    parse_stanza,
+    stanza_xml,
+    too_large,
+)
+
+DM = "chat"
+"""``RemoteInput.kind`` of a message in a DM; the sender is the portal's remote id."""
+MUC = "groupchat"
+"""… in a bridged MUC, as the listener got it; ``payload`` has ``sender`` and ``name``."""
+HOSTED = "hosted"
+"""… in a room the bridge hosts; ``payload`` has ``sender`` and ``name``."""
+RECEIPTS_NS = "urn:xmpp:receipts"
+
+
+def remote_input(
+    key: PortalKey, kind: str, msg: Message, *, dedupe: str, sender: str = "", name: str = ""
+) -> RemoteInput:
+    payload: dict[str, Any] = {"xml": stanza_xml(msg), "received": int(time.time() * 1000)}
+    if sender:
+        payload["sender"], payload["name"] = sender, name
+    return RemoteInput(portal=key, kind=kind, payload=payload, dedupe_id=dedupe or None)
+
+
+async def accept(ctx: ConnectorContext, component: Component, msg: Message,
+                 item: RemoteInput) -> bool:  # fmt: skip
+    """Keep ``item`` durably; False if that failed, after telling the sender to try again."""
+    try:
+        await ctx.accept_remote(item)
+    except Exception as err:
+        ctx.log.error("Could not keep %s %s from %s (%s); the sender is asked to try again",
+                      item.kind, item.dedupe_id, msg["from"], err)  # fmt: skip
+        component.reply_error(msg, "resource-constraint",
+                              "The bridge cannot take messages right now; send it again later.",
+                              "wait")  # fmt: skip
+        return False
+    return True
+
+
+class Inbound:
+    def __init__(
+        self, ctx: ConnectorContext, cfg: XmppConfig, component: Component, mucs: MucTracker
+    ) -> None:
+        self._ctx = ctx
+        self._cfg = cfg
+        self._component = component
+        self._mucs = mucs
+        self._log = ctx.log
+
+    # --- on arrival -------------------------------------------------------------------------------
+
+    async def direct(self, msg: Message) -> None:
+        if too_large(msg):
+            self._component.reply_error(
+                msg, "not-acceptable", f"Messages to Matrix are limited to {MAX_BODY_BYTES} bytes"
+            )
+            return
+        sender = bare_jid(str(msg["from"]))
+        mxid = jid_to_mxid(msg["to"].bare, self._cfg.jid)
+        if mxid is not None and mxid.startswith(f"@{NETWORK}_"):
+            mxid = None  # an XMPP person's own ghost: writing to it would loop back to XMPP
+        if mxid is None:
+            if msg["to"].user:
+                self._component.reply_error(msg, "item-not-found", "No such Matrix user")
+            return
+        key = dm_key(sender, mxid)
+        if not carries_content(msg):
+            await self._fleeting(msg, key, RemoteUserID(sender), None)
+            return
+        item = remote_input(key, DM, msg, dedupe=message_id(msg))
+        if not await accept(self._ctx, self._component, msg, item):
+            return
+        # XEP-0184: confirmed once the message is kept; it reaches Matrix whatever happens now.
+        if msg.xml.find(f"{{{RECEIPTS_NS}}}request") is not None and self._component.up:
+            receipt = self._component.xmpp.make_message(
+                mto=msg["from"], mfrom=msg["to"], mtype="chat"
+            )
+            receipt["receipt"] = msg["id"]
+            receipt.send()
+
+    async def groupchat(self, msg: Message) -> None:
+        room_jid, nick = msg["from"].bare, msg["from"].resource
+        if str(msg["to"]).split("/")[0] != self._cfg.listener_jid:
+            return  # every occupant of ours gets a copy; the listener's is the one we bridge
+        room = self._mucs.room(room_jid)
+        bridged = bool(nick) and not room.is_ours(nick)
+        if not bridged or not carries_content(msg) or too_large(msg):
+            # Not content of an XMPP person (our own reflection, the room's, a chat state): its
+            # stanza-id now, as XMPP replies and reactions to what Matrix users said use it.
+            await self._remember_stanza_id(msg, room_jid)
+        if not bridged:
+            return
+        if too_large(msg):
+            self._log.warning("Dropped a %d-byte message from %s: too large for Matrix",
+                              len(msg["body"]), msg["from"])  # fmt: skip
+            return
+        if msg["subject"] and not msg["body"]:
+            room.subject = msg["subject"]
+            return
+        key = muc_key(room_jid)
+        sender = room.occupants.get(nick) or f"{room_jid}/{nick}"
+        if not carries_content(msg):
+            await self._fleeting(msg, key, RemoteUserID(sender), nick)
+            return
+        room_id = msg["stanza_id"]["id"] if msg["stanza_id"]["by"] == room_jid else ""
+        dedupe = room_id or f"{nick}:{message_id(msg)}"
+        await accept(self._ctx, self._component, msg,
+                     remote_input(key, MUC, msg, dedupe=dedupe, sender=sender, name=nick))  # fmt: skip
+
+    async def _fleeting(
+        self, msg: Message, key: PortalKey, sender: RemoteUserID, name: str | None
+    ) -> None:
+        event = await self._event(msg, key, sender, name, self._resolver(key), None)
+        if event is not None:
+            await self._ctx.queue_remote_event(event)
+
+    # --- in the portal's queue --------------------------------------------------------------------
+
+    async def convert(self, item: RemoteInput) -> list[RemoteEvent]:
+        """The events of a stored stanza (``XmppClient.convert_remote``); the same every time."""
+        msg = parse_stanza(self._component.xmpp, str(item.payload["xml"]))
+        key, received = item.portal, item.payload.get("received")
+        if item.kind == DM:
+            sender, name = RemoteUserID(key.remote_id), None
+            resolve = self._resolver(key)
+        elif item.kind in (MUC, HOSTED):
+            sender, name = RemoteUserID(item.payload["sender"]), item.payload.get("name")
+            if item.kind == MUC:
+                await self._remember_stanza_id(msg, key.remote_id)
+                resolve = self._resolver(key)
+            else:
+                resolve = as_is  # in hosted rooms every id is one we handed out
+        else:
+            raise PermanentError(f"unknown stored XMPP input {item.kind!r}")
+        event = await self._event(msg, key, sender, name, resolve, received)
+        return [] if event is None else [event]
+
+    async def _event(self, msg: Message, key: PortalKey, sender: RemoteUserID, name: str | None,
+                     resolve: ResolveId, received: int | None) -> RemoteEvent | None:  # fmt: skip
+        info = None
+        if key.receiver:
+            info = ChatInfo(is_direct=True, matrix_users=[key.receiver], members=[sender])
+        return await convert(
+            msg, key=key, sender=sender, sender_name=name, chat_info=info, resolve=resolve,
+            http=self._ctx.http, max_file_bytes=self._cfg.max_file_bytes, received=received,
+        )  # fmt: skip
+
+    async def _remember_stanza_id(self, msg: Message, room: str) -> None:
+        """The room's stanza-id of ``msg`` ↔ our id of it, both ways."""
+        if msg["stanza_id"]["by"] != room or not msg["stanza_id"]["id"]:
+            return
+        stanza_id, ours = msg["stanza_id"]["id"], message_id(msg)
+        await self._ctx.store.kv_set(stanza_id_key(room, stanza_id), ours)
+        await self._ctx.store.kv_set(reverse_stanza_id_key(room, ours), stanza_id)
+
+    def _resolver(self, key: PortalKey) -> ResolveId:
+        async def resolve(ref: str) -> RemoteMessageID:
+            if not key.receiver:  # MUC: references may use the room's stanza-id
+                mapped = await self._ctx.store.kv_get(stanza_id_key(key.remote_id, ref))
+                if mapped:
+                    return RemoteMessageID(mapped)
+            return RemoteMessageID(ref)
+
+        return resolve
+
+
+async def as_is(ref: str) -> RemoteMessageID:
+    return RemoteMessageID(ref)
