@@ -1,14 +1,15 @@
 """The mail gateway: the one client that serves every Matrix user of the email network.
 
-Mail in: the listener hands each accepted mail to :meth:`EmailGateway.receive`, which checks
-the sender, finds the conversation it continues and waits until the message is on Matrix before
-the mail server gets its ``250``. Mail out: a Matrix message in a portal goes to the portal's
-participants from the portal's address.
+Mail in: the listener hands each mail to :meth:`EmailGateway.receive`, which refuses what no
+room may see (malformed mail, an unverified sender) and stores the rest with
+``ctx.accept_remote`` once per recipient portal before the mail server gets its ``250``. In the
+portal's ordered queue :meth:`EmailGateway.convert_remote` finds the conversation the mail
+continues and turns it into the room's message; the core sends it, however long the homeserver
+is away. Mail out: a Matrix message in a portal goes to the portal's participants from the
+portal's address; while the relay is unreachable the portal waits and sends it when it is back.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 from prometheus_client import Counter
 
@@ -21,14 +22,17 @@ from bridge.core import (
     NotSupported,
     PermanentError,
     PortalKey,
+    RemoteEvent,
     RemoteMessage,
     RemoteMessageID,
     RemoteUserID,
+    TransientError,
     UserInfo,
 )
 from bridge.email.config import EmailConfig
 from bridge.email.from_matrix import Parent, compose_from_matrix
 from bridge.email.ids import portal_key
+from bridge.email.inbound import UNAVAILABLE
 from bridge.email.outbound import Relay
 from bridge.email.protocol.addresses import (
     InvalidAddress,
@@ -41,13 +45,22 @@ from bridge.email.protocol.addresses import (
 from bridge.email.protocol.authres import read_authentication_results, sender_verified
 from bridge.email.protocol.compose import base_subject
 from bridge.email.protocol.parse import Bounce, MalformedMail, ParsedMail, parse_mail
+from bridge.email.received import (
+    KIND_BOUNCE,
+    KIND_MAIL,
+    ParsedMails,
+    decode_payload,
+    encode_payload,
+    message_id_of,
+    parse_stored,
+)
 from bridge.email.store import EmailStore
 from bridge.email.to_matrix import mail_parts
 from bridge.portal.models import Message as StoredMessage
-from bridge.portal.models import Portal
+from bridge.portal.models import Portal, RemoteInput
 
-DELIVERED = "250 2.0.0 Delivered"
-DEFERRED = "451 4.3.0 The bridge cannot deliver this now; try again later"
+ACCEPTED = "250 2.0.0 Accepted for the room"
+DEFERRED = UNAVAILABLE
 
 
 class EmailGateway:
@@ -61,6 +74,8 @@ class EmailGateway:
         self._store = store
         self._relay = relay
         self._log = ctx.log
+        self._parsed = ParsedMails()
+        self._relay_problem: str | None = None
         self._inbound = Counter(
             "pontis_email_inbound",
             "Mail received from the mail server, by outcome",
@@ -80,6 +95,18 @@ class EmailGateway:
         problem = await self._relay.check()
         if problem is not None:
             self._log.warning("Outgoing mail relay: %s", problem)
+        self._relay_problem = problem
+        self._ctx.set_client_state(
+            self.login_id, connected=problem is None, message=problem or "relay reachable"
+        )
+
+    def _relay_state(self, problem: str | None) -> None:
+        """Report the relay going away or coming back (not every mail while it stays so)."""
+        if (problem is None) == (self._relay_problem is None):
+            return
+        self._relay_problem = problem
+        if problem is None:
+            self._log.info("Outgoing mail relay is reachable again")
         self._ctx.set_client_state(
             self.login_id, connected=problem is None, message=problem or "relay reachable"
         )
@@ -139,6 +166,8 @@ class EmailGateway:
         return portal is not None and portal.mxid is not None
 
     async def receive(self, mail_from: str, recipients: list[str], raw: bytes) -> list[str]:
+        """Decide on the mail with what it says about itself, then keep it for each recipient
+        portal: a ``250`` means it is stored, and is bridged in the portal's turn."""
         try:
             mail = parse_mail(raw)
         except MalformedMail as err:
@@ -150,16 +179,40 @@ class EmailGateway:
         ):
             self._inbound.labels("loop").inc()
             self._log.info("Dropped mail %s: it came from this bridge", mail.message_id)
-            return [DELIVERED] * len(recipients)
+            return [ACCEPTED] * len(recipients)
+        kind = KIND_MAIL
         if mail.bounce is not None and mail_from in ("", "<>"):
-            for address in recipients:
-                await self._bounced(address, mail.bounce)
-            self._inbound.labels("bounce").inc()
-            return [DELIVERED] * len(recipients)
-        if (refusal := self._refuse_sender(mail)) is not None:
+            kind = KIND_BOUNCE
+        elif (refusal := self._refuse_sender(mail)) is not None:
             self._inbound.labels("refused_sender").inc()
             return [refusal] * len(recipients)
-        return [await self._deliver(address, mail, raw) for address in recipients]
+        message_id = message_id_of(mail, raw)
+        payload = encode_payload(raw, mail_from)
+        answers = []
+        for address in recipients:
+            item = RemoteInput(
+                portal=portal_key(address), kind=kind, payload=payload, dedupe_id=message_id
+            )
+            answers.append(await self._accept(item, mail, len(raw)))
+        return answers
+
+    async def _accept(self, item: RemoteInput, mail: ParsedMail, size: int) -> str:
+        """Store ``item`` durably; the answer for its recipient."""
+        self._parsed.put(item, mail, size)  # before: the queue may convert it at once
+        try:
+            fresh = await self._ctx.accept_remote(item)
+        except Exception as err:  # the store is away: the mail server keeps it and retries
+            self._parsed.take(item)
+            self._inbound.labels("deferred").inc()
+            self._log.warning("Deferred mail %s to %s: %s", item.dedupe_id, item.portal, err)
+            return DEFERRED
+        if not fresh:
+            self._parsed.take(item)
+            self._log.debug("Mail %s to %s is already pending", item.dedupe_id, item.portal)
+            self._inbound.labels("duplicate").inc()
+        else:
+            self._inbound.labels("bounce" if item.kind == KIND_BOUNCE else "accepted").inc()
+        return ACCEPTED
 
     def _refuse_sender(self, mail: ParsedMail) -> str | None:
         """The SMTP answer for a sender the rooms must not see, or ``None``."""
@@ -184,22 +237,49 @@ class EmailGateway:
         )
         return f"550 5.7.1 The sender could not be verified ({self._cfg.sender_verification})"
 
-    async def _deliver(self, address: str, mail: ParsedMail, raw: bytes) -> str:
-        key = portal_key(address)
+    async def convert_remote(self, item: RemoteInput) -> list[RemoteEvent]:
+        """A stored mail as its Matrix message, inside the portal's queue (again after a
+        restart, with the same result): the thread it continues is looked up here, once every
+        earlier mail of the portal is on Matrix."""
+        if item.kind not in (KIND_MAIL, KIND_BOUNCE):
+            raise PermanentError(f"unknown stored email input {item.kind!r}")
+        raw = decode_payload(item)
+        mail = self._parsed.take(item) or parse_stored(raw)
+        address = item.portal.remote_id
+        if item.kind == KIND_BOUNCE:
+            if mail.bounce is not None:
+                await self._bounced(address, mail.bounce)
+            return []
+        if not mail.from_:  # refused at acceptance; only a changed parser gets here
+            raise PermanentError(
+                "stored mail without a sender", user_message="A mail without a sender arrived."
+            )
+        message_id = RemoteMessageID(item.dedupe_id or message_id_of(mail, raw))
+        event = await self._message_event(address, message_id, mail, raw)
+        sender = mail.from_[0].address
+        # Before the events are sent, so a retry after a crash does it again (both idempotent).
+        await self._store.add_participant(address, sender)
+        await self._store.remember_mail(
+            address, message_id, mail.subject, [*mail.references, *mail.in_reply_to]
+        )
+        return [event]
+
+    async def _message_event(
+        self, address: str, message_id: RemoteMessageID, mail: ParsedMail, raw: bytes
+    ) -> RemoteMessage:
         sender = mail.from_[0]
-        message_id = mail.message_id or f"<{hashlib.sha256(raw).hexdigest()[:32]}@pontis.invalid>"
-        parent = await self._parent(address, mail)
+        parent = await self._parent(address, mail, message_id)
         thread_subject = parent[1] if parent is not None else None
         show_subject = thread_subject is None or base_subject(mail.subject) != base_subject(
             thread_subject
         )
-        event = RemoteMessage(
-            portal=key,
+        return RemoteMessage(
+            portal=portal_key(address),
             sender=RemoteUserID(sender.address),
             sender_info=UserInfo(
                 name=f"{sender.name} ({sender.address})" if sender.name else sender.address
             ),
-            id=RemoteMessageID(message_id),
+            id=message_id,
             parts=await mail_parts(
                 mail, raw, show_subject=show_subject, strip_quotes=self._cfg.strip_quotes
             ),
@@ -210,25 +290,14 @@ class EmailGateway:
                 else None
             ),
         )
-        try:
-            await self._ctx.deliver_remote_event(event, last_attempt=False)  # 451: comes again
-        except (PermanentError, NotSupported) as err:
-            self._inbound.labels("failed").inc()
-            return f"550 5.6.0 {err.user_message}"
-        except Exception as err:  # anything else may heal: the mail server retries
-            self._inbound.labels("deferred").inc()
-            self._log.warning("Deferred mail %s to %s: %s", message_id, address, err)
-            return DEFERRED
-        await self._store.add_participant(address, sender.address)
-        await self._store.remember_mail(
-            address, message_id, mail.subject, [*mail.references, *mail.in_reply_to]
-        )
-        self._inbound.labels("delivered").inc()
-        return DELIVERED
 
-    async def _parent(self, address: str, mail: ParsedMail) -> tuple[StoredMessage, str] | None:
+    async def _parent(
+        self, address: str, mail: ParsedMail, own_id: str
+    ) -> tuple[StoredMessage, str] | None:
         """The bridged message this mail answers, and that conversation's subject."""
         for candidate in [*mail.in_reply_to, *reversed(mail.references)]:
+            if candidate == own_id:  # once bridged, it must not become its own parent
+                continue
             message = await self._ctx.store.get_message(
                 portal_key(address).remote_id, RemoteMessageID(candidate)
             )
@@ -280,9 +349,16 @@ class EmailGateway:
         )
         try:
             refused = await self._relay.send(outgoing.mail, sender=address, recipients=recipients)
+        except TransientError as away:
+            # The portal waits and sends it again, in order, however long the relay is away.
+            self._outbound.labels("deferred").inc()
+            self._relay_state(str(away))
+            raise
         except BridgeError:
             self._outbound.labels("failed").inc()
+            self._relay_state(None)
             raise
+        self._relay_state(None)
         await self._store.remember_mail(address, message_id, outgoing.subject, outgoing.references)
         self._outbound.labels("sent").inc()
         if refused:

@@ -45,7 +45,7 @@ class EmailConnector:
         gateway = EmailGateway(ctx, cfg, store, self._relay)
         ctx.add_client(gateway)
         try:
-            self._listener = await start_listener(gateway, cfg)
+            self._listener = await start_listener(gateway, cfg, ctx.log)
         except OSError as err:
             where = f"{cfg.listen_host}:{cfg.listen_port}"
             message = f"connectors.email.inbound: cannot listen on {where}: {err}"

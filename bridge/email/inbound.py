@@ -2,13 +2,16 @@
 
 Recipients are checked at ``RCPT`` time, so mail for an address that is not a portal is refused
 by the mail server before it is accepted from the sender (no backscatter). After ``DATA`` each
-recipient gets its own answer (LMTP, RFC 2033), and a ``250`` only once the message is on the
-homeserver: the mail server keeps and retries anything that got a ``4xx``.
+recipient gets its own answer (LMTP, RFC 2033), and a ``250`` only once the mail is stored in the
+bridge's database: the mail server keeps and retries anything that got a ``4xx``. Anything
+unexpected (the database away at ``RCPT``, a bug) is a ``451`` too, never aiosmtpd's ``500``,
+which would make the mail server bounce a mail that may well be bridged on the next try.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
 
 from aiosmtpd.lmtp import LMTP
@@ -16,6 +19,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bridge.email.config import EmailConfig
 from bridge.email.protocol.addresses import InvalidAddress, normalize_address, split_address
+
+UNAVAILABLE = "451 4.3.0 The bridge cannot take this now; try again later"
 
 
 class Receiver(Protocol):
@@ -29,9 +34,10 @@ class Receiver(Protocol):
 class _Handler:
     """aiosmtpd handler hooks (``handle_RCPT``, ``handle_DATA``)."""
 
-    def __init__(self, receiver: Receiver, cfg: EmailConfig) -> None:
+    def __init__(self, receiver: Receiver, cfg: EmailConfig, log: logging.Logger) -> None:
         self._receiver = receiver
         self._cfg = cfg
+        self._log = log
 
     async def handle_RCPT(
         self,
@@ -49,14 +55,23 @@ class _Handler:
             return "550 5.1.2 This bridge does not receive mail for that domain"
         if len(envelope.rcpt_tos) >= self._cfg.max_recipients:
             return "452 4.5.3 Too many recipients"
-        if not await self._receiver.is_portal_address(address):
+        try:
+            known = await self._receiver.is_portal_address(address)
+        except Exception as err:
+            self._log.warning("Could not look up the recipient %s: %s", address, err)
+            return UNAVAILABLE
+        if not known:
             return "550 5.1.1 No room has this address"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
-        answers = await self._receiver.receive(envelope.mail_from or "", envelope.rcpt_tos, raw)
+        try:
+            answers = await self._receiver.receive(envelope.mail_from or "", envelope.rcpt_tos, raw)
+        except Exception:
+            self._log.exception("Could not take a mail for %s", ", ".join(envelope.rcpt_tos))
+            answers = [UNAVAILABLE] * len(envelope.rcpt_tos)
         if isinstance(server, LMTP):
             for answer in answers[:-1]:
                 await server.push(answer)
@@ -67,8 +82,10 @@ class _Handler:
         return failed[0] if failed else answers[0]
 
 
-async def start_listener(receiver: Receiver, cfg: EmailConfig) -> asyncio.Server:
-    handler = _Handler(receiver, cfg)
+async def start_listener(
+    receiver: Receiver, cfg: EmailConfig, log: logging.Logger | None = None
+) -> asyncio.Server:
+    handler = _Handler(receiver, cfg, log or logging.getLogger("pontis.email.inbound"))
     protocol = LMTP if cfg.protocol == "lmtp" else SMTP
 
     def factory() -> SMTP:

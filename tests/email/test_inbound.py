@@ -134,3 +134,35 @@ async def test_mail_over_the_size_limit_is_refused(listener: tuple[Rooms, int]) 
     writer.close()
     assert answer.startswith("552"), answer
     assert rooms.received == []
+
+
+class Broken(Rooms):
+    """A gateway whose database is away: the lookup at RCPT, or everything after DATA."""
+
+    def __init__(self, at: str) -> None:
+        super().__init__()
+        self.at = at
+
+    async def is_portal_address(self, address: str) -> bool:
+        if self.at == "rcpt":
+            raise OSError("database is away")
+        return True
+
+    async def receive(self, mail_from: str, recipients: list[str], raw: bytes) -> list[str]:
+        raise RuntimeError("unexpected")
+
+
+@pytest.mark.parametrize("at", ["rcpt", "data"])
+async def test_an_unexpected_failure_is_a_451_never_a_bounce(at: str) -> None:
+    port = free_port()
+    server = await start_listener(Broken(at), _config("lmtp", port))
+    try:
+        commands = [b"LHLO mx.test", b"MAIL FROM:<bob@example.org>",
+                    b"RCPT TO:<a.aaaaaaaaaaaaaaaa@mail.test>"]  # fmt: skip
+        if at == "data":
+            commands += [b"DATA", MAIL + b"."]
+        answers = await _session(port, *commands)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert answers[-1].startswith("451 4.3.0"), answers

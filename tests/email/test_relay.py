@@ -144,6 +144,29 @@ async def test_a_session_the_relay_dropped_is_replaced(fake: FakeRelay, relay: R
     assert fake.connections == 2
 
 
+async def test_a_relay_that_stopped_is_transient_and_used_again_once_back() -> None:
+    fake, loop = FakeRelay(), asyncio.get_running_loop()
+    server = await loop.create_server(fake.protocol, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    relay = Relay(_config(port))
+    try:
+        await _send(relay, "bob@remote.test")  # leaves a session open, as before an outage
+        server.close()
+        fake.drop_all()
+        await server.wait_closed()
+        for _ in range(2):  # the kept session is gone, then nothing answers a new connection
+            with pytest.raises(TransientError, match="not usable"):
+                await _send(relay, "carol@remote.test")
+        server = await loop.create_server(fake.protocol, "127.0.0.1", port)
+        assert await _send(relay, "carol@remote.test") == {}
+    finally:
+        await relay.close()
+        fake.drop_all()
+        server.close()
+        await server.wait_closed()
+    assert fake.mails == [(SENDER, ["bob@remote.test"]), (SENDER, ["carol@remote.test"])]
+
+
 @pytest.mark.parametrize(
     ("answer", "error"),
     [("550 5.1.1 No such user", PermanentError), ("450 4.2.1 Try later", TransientError)],
