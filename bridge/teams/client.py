@@ -12,7 +12,7 @@ the app token alone cannot post (Graph answers 403 outside migration mode).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from msgraph import GraphServiceClient
@@ -33,13 +33,15 @@ from bridge.core import (
     MatrixReactionRemove,
     MatrixRedaction,
     NotSupported,
+    PermanentError,
     PortalKey,
+    RemoteEvent,
     RemoteMessageID,
     RemoteUserID,
     TransientError,
     UserInfo,
 )
-from bridge.portal.models import Login
+from bridge.portal.models import Login, RemoteInput
 from bridge.teams.errors import as_bridge_error, graph_call
 from bridge.teams.from_matrix import body_html, chat_message, edited_message, relayed
 from bridge.teams.ids import user_id
@@ -83,7 +85,12 @@ class _TeamsActions:
             f"send to {chat_id}", graph.chats.by_chat_id(chat_id).messages.post(body)
         )
         if sent is None or not sent.id:
-            raise TransientError(f"Graph accepted a message in {chat_id} without an id")
+            # Not transient: trying again would post it again, for as long as that lasts.
+            raise PermanentError(
+                f"Graph accepted a message in {chat_id} without an id",
+                user_message="Teams took this message but did not say which it is: edits,"
+                " replies and reactions to it will not reach Teams.",
+            )
         self.net.sent.add(sent.id)
         return RemoteMessageID(sent.id)
 
@@ -173,12 +180,23 @@ class _TeamsActions:
         return UserInfo()
 
 
+Converter = Callable[[RemoteInput], Awaitable[Sequence[RemoteEvent]]]
+
+
 class TeamsSharedClient(_TeamsActions):
     login_id = LoginID("")
     delegated = False
 
     def __init__(self, net: TeamsNetwork) -> None:
         self.net = net
+        self.converter: Converter | None = None
+        """Turns stored notifications into events (``Inbound.convert``), set at start."""
+
+    async def convert_remote(self, item: RemoteInput) -> Sequence[RemoteEvent]:
+        """What the webhook kept (``Inbound.accept``), as events, in the portal's queue."""
+        if self.converter is None:
+            raise TransientError("the Teams connector is still starting")
+        return await self.converter(item)
 
     async def connect(self) -> None:
         problems = []

@@ -36,6 +36,7 @@ class TeamsConnector:
         id=NETWORK, display_name="Microsoft Teams", url="https://teams.microsoft.com"
     )
     example_config = EXAMPLE_CONFIG
+    kv_markers = ("edited:",)  # last bridged edit time of a message (inbound._edit_marker)
 
     def __init__(self) -> None:
         self._net: TeamsNetwork | None = None
@@ -48,7 +49,6 @@ class TeamsConnector:
         if problems := cfg.problems(ctx.config):
             raise PermanentError("; ".join(problems))
         store = TeamsStore(ctx.store.database)
-        await store.upgrade()
         client_state = await ctx.store.kv_get("client_state")
         if client_state is None:
             client_state = secrets.token_urlsafe(48)
@@ -56,14 +56,24 @@ class TeamsConnector:
         links = [TenantLink(cfg, t, ctx.http, ctx.store, ctx.log) for t in cfg.tenants]
         net = self._net = TeamsNetwork(ctx, cfg, links)
         shared = TeamsSharedClient(net)
-        inbound = Inbound(net, store, shared)
+        inbound = Inbound(net, shared)
         inbound.set_client_state(client_state)
-        endpoint = NotificationEndpoint(
-            client_state, store.add_notifications, inbound.wake, ctx.log
-        )
+        shared.converter = inbound.convert
+        ctx.add_client(shared)
+        # Notifications an older version kept in its own table go to the remote inbox first.
+        if legacy := await store.legacy_notifications():
+            ctx.log.info("Moving %d stored notification(s) to the remote inbox", len(legacy))
+            await inbound.accept([i for i in legacy if "lifecycleEvent" not in i])
+        await store.upgrade()
+        # Queued ahead of anything the webhook accepts from now on, so what was missed while
+        # the bridge was down reaches Matrix before what comes after it.
+        try:
+            await inbound.catch_up()
+        except Exception as err:
+            ctx.log.warning("Could not queue the catch-up of Teams chats: %s", err)
+        endpoint = NotificationEndpoint(client_state, inbound.accept, ctx.log)
         ctx.add_http_handler("notifications", endpoint.handle)
         ctx.add_http_handler("lifecycle", endpoint.handle)
-        ctx.add_client(shared)
         ctx.background(shared.connect(), name="app-tokens")
         ctx.background(self._run(ctx, inbound, links, client_state), name="start")
         ctx.log.info(
@@ -76,10 +86,9 @@ class TeamsConnector:
     async def _run(
         ctx: ConnectorContext, inbound: Inbound, links: list[TenantLink], client_state: str
     ) -> None:
-        # Notifications are stored meanwhile; only bridging them waits for the SDK's imports.
+        # Notifications are stored meanwhile; only converting them waits for the SDK's imports.
         await asyncio.to_thread(preload_models)
-        ctx.background(inbound.run(), name="notifications")
-        ctx.background(inbound.catch_up(), name="catch-up")
+        inbound.ready.set()
         for link in links:
             ctx.background(link.keep_subscribed(client_state), name=f"subscription-{link.id}")
 

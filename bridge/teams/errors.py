@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import TypeVar
 
+import aiohttp
 import httpx
 from kiota_abstractions.api_error import APIError
 
@@ -23,8 +24,22 @@ def retry_after(err: APIError) -> float | None:
         return None
 
 
-def as_bridge_error(err: Exception, what: str, *, delegated: bool = False) -> BridgeError:
-    """``err`` from a Graph call (``what``: "send to chat 19:…") as a :class:`BridgeError`."""
+APP_REFUSED = (
+    "Teams refused to let the bridge read this chat, so a message from Teams could not be"
+    " bridged; an administrator must check the Teams app's permissions (Chat.Read.All)."
+)
+
+
+def as_bridge_error(
+    err: Exception, what: str, *, delegated: bool = False, reading: bool = False
+) -> BridgeError:
+    """``err`` from a Graph call (``what``: "send to chat 19:…") as a :class:`BridgeError`.
+
+    Graph away (429, 5xx, unreachable) is a :class:`TransientError`, waited for however long it
+    takes; a refusal (403, other 4xx) is permanent. Anything unrecognised stays a plain
+    :class:`BridgeError`, which the core retries a bounded number of times. ``reading``: the
+    app token read something for a message from Teams (a 403 is then the app's permissions).
+    """
     if isinstance(err, BridgeError):
         return err
     if isinstance(err, TokenError):
@@ -48,6 +63,8 @@ def as_bridge_error(err: Exception, what: str, *, delegated: bool = False) -> Br
             return NotFound(
                 detail, user_message="Teams does not know this chat or message (any more)."
             )
+        if status == 403 and reading:
+            return PermanentError(detail, user_message=APP_REFUSED)
         if status == 403:
             return PermanentError(
                 detail,
@@ -55,13 +72,15 @@ def as_bridge_error(err: Exception, what: str, *, delegated: bool = False) -> Br
                 " in this chat (only the author can edit or delete a message).",
             )
         return PermanentError(detail)
-    if isinstance(err, httpx.HTTPError | OSError | TimeoutError):
-        return TransientError(f"{what}: Graph unreachable: {err}")
-    return TransientError(f"{what}: {type(err).__name__}: {err}")
+    if isinstance(err, httpx.HTTPError | aiohttp.ClientError | OSError | TimeoutError):
+        return TransientError(f"{what}: Graph unreachable: {type(err).__name__}: {err}")
+    return BridgeError(f"{what}: {type(err).__name__}: {err}")
 
 
-async def graph_call(what: str, call: Awaitable[T], *, delegated: bool = False) -> T:
+async def graph_call(
+    what: str, call: Awaitable[T], *, delegated: bool = False, reading: bool = False
+) -> T:
     try:
         return await call
     except Exception as err:
-        raise as_bridge_error(err, what, delegated=delegated) from err
+        raise as_bridge_error(err, what, delegated=delegated, reading=reading) from err

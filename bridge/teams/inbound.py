@@ -1,16 +1,20 @@
-"""Teams → Matrix: stored notifications and catch-up become Remote* events.
+"""Teams → Matrix: change notifications and catch-up, through the core's remote inbox.
 
-A notification only names a message (``chats('…')/messages('…')``); the worker fetches it
-with the tenant's app token and decides what changed. Graph sends ``updated`` for edits,
-reactions and undeletes alike, so an update is compared with what the bridge has stored.
-Rows are deleted only after their events are on Matrix; rows of different chats are worked
-on concurrently, rows of one chat in order.
+The webhook hands every trusted notification of a chat that is (or may become) bridged to
+``ctx.accept_remote`` before Graph gets its ``202``; :meth:`Inbound.convert` then runs inside
+the portal's ordered queue, now and again after a crash, and turns it into Remote* events. A
+notification only names a message (``chats('…')/messages('…')``), so converting fetches it with
+the tenant's app token and decides what changed: Graph sends ``updated`` for edits, reactions
+and undeletes alike, so an update is compared with what the bridge has stored. Graph away (429,
+5xx, unreachable) is a ``TransientError`` and the portal waits for it, however long; a refusal
+(403) is permanent. Catch-up goes through the inbox too, as a ``catch_up`` input per chat.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from kiota_abstractions.api_error import APIError
@@ -19,9 +23,8 @@ from msgraph.generated.chats.item.messages.messages_request_builder import Messa
 from msgraph.generated.models.chat_message import ChatMessage
 
 from bridge.core import (
-    BridgeError,
     ChatInfo,
-    NotSupported,
+    NotFound,
     PermanentError,
     RemoteChatID,
     RemoteEdit,
@@ -31,14 +34,16 @@ from bridge.core import (
     RemoteReactionSync,
     RemoteRedaction,
     RemoteUserID,
+    TransientError,
     UserInfo,
 )
 from bridge.portal.models import Message as StoredMessage
+from bridge.portal.models import RemoteInput
 from bridge.teams.client import TeamsSharedClient
 from bridge.teams.errors import as_bridge_error, graph_call
 from bridge.teams.ids import message_id, parse_message_resource, portal_key
 from bridge.teams.network import TeamsNetwork
-from bridge.teams.store import StoredNotification, TeamsStore
+from bridge.teams.ordering import ChatOrder, sort_key
 from bridge.teams.tenant import TenantLink
 from bridge.teams.to_matrix import (
     is_bridgeable,
@@ -49,133 +54,149 @@ from bridge.teams.to_matrix import (
     timestamp_ms,
 )
 
-MAX_ATTEMPTS = 8
-PENDING_BATCH = 200
-"""Stored notifications read at once."""
+NOTIFICATION = "notification"
+CATCH_UP = "catch_up"
+TOKEN = "pontisToken"
+"""Added to a stored notification: tells this input's own earlier attempts from other inputs."""
+LIFECYCLE_TRIES = 5
 
 
 class Inbound:
-    def __init__(self, net: TeamsNetwork, store: TeamsStore, shared: TeamsSharedClient) -> None:
+    def __init__(self, net: TeamsNetwork, shared: TeamsSharedClient) -> None:
         self.net = net
-        self._store = store
         self._shared = shared
         self._ctx = net.ctx
         self._log = net.ctx.log
-        self._wake = asyncio.Event()
         self._client_state = ""
-
-    def wake(self) -> None:
-        self._wake.set()
+        self.ready = asyncio.Event()
+        """Set once the Graph SDK's models are loaded; converting waits for it."""
+        self._order = ChatOrder(self._ctx.accept_remote)
 
     def set_client_state(self, client_state: str) -> None:
         self._client_state = client_state
 
-    # --- the worker ------------------------------------------------------------------------
+    # --- accepting (the webhook, before its 202) -------------------------------------------
 
-    async def run(self) -> None:
-        """Bridge stored notifications forever; a failed row is retried with backoff."""
-        failures = 0
-        while True:
-            self._wake.clear()
-            try:
-                rows = await self._store.pending_notifications(PENDING_BATCH)
-                if not rows:
-                    await self._wake.wait()
-                    continue
-                by_chat: dict[str, list[StoredNotification]] = defaultdict(list)
-                for row in rows:
-                    parsed = parse_message_resource(str(row.payload.get("resource", "")))
-                    by_chat[parsed[0] if parsed else ""].append(row)
-                retries = [
-                    attempts
-                    for attempts in await asyncio.gather(
-                        *(self._work_chat(chat_rows) for chat_rows in by_chat.values())
-                    )
-                    if attempts
-                ]
-            except Exception:  # the database, most likely: the rows wait in it, try again
-                failures += 1
-                self._log.exception("Teams notification worker failed; retrying")
-                await asyncio.sleep(min(2 ** (failures - 1), 60))
+    async def accept(self, items: list[dict[str, Any]]) -> None:
+        """Keep the trusted ``items`` of one webhook call durably, each chat's in the order
+        its messages were written (:mod:`bridge.teams.ordering`); raises if they could not be
+        kept (the webhook then asks Graph to come back)."""
+        stored: list[asyncio.Future[None]] = []
+        for item in items:
+            if "lifecycleEvent" in item:
+                event = str(item["lifecycleEvent"])
+                self._ctx.background(self._lifecycle(item, event), name=f"lifecycle-{event}")
                 continue
-            failures = 0
-            if retries:
-                # Backoff by the failed rows' own attempts, not those of other chats' new rows.
-                await asyncio.sleep(min(2 ** (min(retries) - 1), 60))
-            elif len(rows) < PENDING_BATCH:
-                # That was every stored row; a new one sets the event (maybe already has).
-                await self._wake.wait()
+            parsed = parse_message_resource(str(item.get("resource", "")))
+            if parsed is None:
+                self._log.debug("Ignoring notification for %s", item.get("resource"))
+                continue
+            chat_id, msg_id = parsed
+            change = str(item.get("changeType", "updated"))
+            if change != "created" and not await self._bridged(chat_id):
+                continue  # nothing of that chat is on Matrix to change
+            # A new message of a chat without a portal is kept too: converting it reads the
+            # chat's members first and the message only if one of them is a Matrix user.
+            payload = {k: v for k, v in item.items() if k != "clientState"}
+            payload[TOKEN] = uuid.uuid4().hex
+            kept = RemoteInput(
+                portal=portal_key(chat_id), kind=NOTIFICATION, payload=payload,
+                dedupe_id=_dedupe_id(change, msg_id, item),
+            )  # fmt: skip
+            stored.append(self._order.add(chat_id, sort_key(msg_id, change), kept))
+        for outcome in await asyncio.gather(*stored, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
 
-    async def _work_chat(self, rows: list[StoredNotification]) -> int:
-        """Work on one chat's rows in order; 0 when done, else the attempts of the row that
-        failed and will be retried (the rows after it wait for it)."""
-        for row in rows:
-            try:
-                await self._handle(row)
-            except _RefusedOnMatrix as err:  # the core has told the room already
-                self._log.error("Notification %s could not be bridged: %s", row.id, err.error)
-            except (PermanentError, NotSupported) as err:  # Graph refused, e.g. 403
-                self._log.error("Notification %s could not be bridged: %s", row.id, err)
-                await self._lost(row, err)
-            except Exception as err:  # may heal: Graph or the homeserver down for a while
-                attempts = await self._store.record_attempt(row.id)
-                if attempts < MAX_ATTEMPTS:
-                    self._log.warning("Notification %s: %s; retrying", row.id, err,
-                                      exc_info=not isinstance(err, BridgeError))  # fmt: skip
-                    return attempts
-                self._log.error("Dropping notification %s after %d attempts: %s", row.id,
-                                attempts, err)  # fmt: skip
-                await self._lost(row, err)
-            await self._store.finish_notification(row.id)
-        return 0
+    async def _bridged(self, chat_id: str) -> bool:
+        portal = await self._ctx.store.get_portal(RemoteChatID(chat_id))
+        return portal is not None and bool(portal.mxid)
 
-    async def _lost(self, row: StoredNotification, err: Exception) -> None:
-        """Tell the chat's room that a change of it could not be bridged."""
-        parsed = parse_message_resource(str(row.payload.get("resource", "")))
-        if parsed is None:
-            return
-        try:
-            await self._ctx.remote_message_lost(portal_key(parsed[0]), err)
-        except Exception:
-            self._log.exception("Could not report notification %s as lost", row.id)
+    async def catch_up(self) -> None:
+        """Look for the recent messages of every bridged chat that Matrix has not seen: after
+        a restart, or when Graph says notifications were missed. Not polling: once per gap. The
+        chats are read in their portals' queues, after what the inbox holds already."""
+        for portal in await self._ctx.store.list_portals():
+            if portal.mxid:
+                await self._ctx.accept_remote(
+                    RemoteInput(portal=portal.key, kind=CATCH_UP, payload={})
+                )
 
-    async def _handle(self, row: StoredNotification) -> None:
-        item = row.payload
-        link = self.net.tenant(row.tenant_id) or next(iter(self.net.tenants.values()))
-        if "lifecycleEvent" in item:
-            await self._lifecycle(link, str(item["lifecycleEvent"]))
-            return
-        parsed = parse_message_resource(str(item.get("resource", "")))
-        if parsed is None:
-            self._log.debug("Ignoring notification for %s", item.get("resource"))
-            return
-        chat_id, msg_id = parsed
-        await self.net.remember_chat(chat_id, link.id)
-        change = str(item.get("changeType", "updated"))
-        if change == "created" and msg_id in self.net.sent:
-            return  # the echo of a message sent from Matrix
-        stored = await self._ctx.store.get_message(
-            portal_key(chat_id).remote_id, message_id(msg_id)
+    async def _lifecycle(self, item: dict[str, Any], event: str) -> None:
+        link = self.net.tenant(str(item.get("tenantId") or "")) or next(
+            iter(self.net.tenants.values())
         )
-        # A retried row whose text reached Matrix may still lack its pictures: the core sends
-        # only the parts it has not stored. (Messages from Matrix are never sent again.)
-        resume = row.attempts > 0 and stored is not None and not stored.sender_id.startswith("@")
-        if change == "created" and stored is not None and not resume:
-            return  # bridged already (caught up, or an echo the core stored first)
-        msg = await self._fetch(link, chat_id, msg_id)
-        events = await self._events_for(chat_id, msg_id, change, msg, stored, link, resume)
-        for event in events:
-            # The row stays until this works; _work_chat reports it lost when it gives up.
+        self._log.info("Lifecycle event %s for tenant %s", event, link.id)
+        for attempt in range(1, LIFECYCLE_TRIES + 1):
             try:
-                await self._ctx.deliver_remote_event(event, last_attempt=False)
-            except (PermanentError, NotSupported) as err:
-                raise _RefusedOnMatrix(err) from err
-        edited = msg.last_edited_date_time if msg is not None else None
-        if edited is not None and any(isinstance(event, RemoteEdit) for event in events):
-            # Only now: an edit whose delivery failed is looked at again on the next try.
-            await self._ctx.store.kv_set(_edit_marker(chat_id, msg_id), edited.isoformat())
+                if event == "reauthorizationRequired":
+                    await link.reauthorize(self._client_state)
+                elif event == "subscriptionRemoved":
+                    await link.create_subscription(self._client_state)
+                elif event == "missed":
+                    await self.catch_up()
+                return
+            except Exception as err:
+                if attempt == LIFECYCLE_TRIES:
+                    # The subscription loop renews or recreates it; a restart catches up.
+                    self._log.error("Lifecycle event %s not handled: %s", event, err)
+                    return
+                self._log.warning("Lifecycle event %s: %s; retrying", event, err)
+                await asyncio.sleep(min(2**attempt, 60))
+
+    # --- converting (in the portal's queue) ------------------------------------------------
+
+    async def convert(self, item: RemoteInput) -> Sequence[RemoteEvent]:
+        await self.ready.wait()
+        chat_id = item.portal.remote_id
+        if item.kind == CATCH_UP:
+            return await self._catch_up_chat(chat_id)
+        if item.kind != NOTIFICATION:
+            raise PermanentError(f"unknown Teams input {item.kind!r}")
+        payload = item.payload
+        parsed = parse_message_resource(str(payload.get("resource", "")))
+        if parsed is None:
+            return []
+        msg_id = parsed[1]
+        change = str(payload.get("changeType", "updated"))
+        if change == "created" and msg_id in self.net.sent:
+            return []  # the echo of a message sent from Matrix
+        stored = await self._ctx.store.get_message(RemoteChatID(chat_id), message_id(msg_id))
+        if change == "created" and stored is not None and stored.sender_id.startswith("@"):
+            return []  # the same echo, after the core stored what it sent
+        link = self.net.tenant(str(payload.get("tenantId") or ""))
+        if link is None:
+            link = await self.net.tenant_for_chat(chat_id)
+        else:
+            await self.net.remember_chat(chat_id, link.id)
+        chat_info: ChatInfo | None = None
+        if not await self._bridged(chat_id):
+            if change != "created":
+                return []
+            chat_info = await self._membership(chat_id)
+            if chat_info is None:
+                return []  # not bridged: its messages are not read
+        msg = await self._fetch(link, chat_id, msg_id)
+        return await self._events_for(
+            chat_id, msg_id, change, msg, stored, link, str(payload.get(TOKEN, "")), chat_info
+        )
+
+    async def _membership(self, chat_id: str) -> ChatInfo | None:
+        """The chat's info if one of its members is a Matrix user logged in to Teams. A
+        tenant-wide subscription sees every chat of the agency; only those are bridged."""
+        try:
+            info = await self._shared.get_chat_info(portal_key(chat_id))
+        except (PermanentError, NotFound) as err:
+            self._log.debug("Chat %s cannot be read (%s); not bridged", chat_id, err)
+            return None
+        if not info.matrix_users:
+            self._log.debug("Chat %s has no bridged member; not bridged", chat_id)
+            return None
+        return info
 
     async def _fetch(self, link: TenantLink, chat_id: str, msg_id: str) -> ChatMessage | None:
+        """The message as Graph has it now; None if Graph does not know it (deleted)."""
+        what = f"read message {msg_id} of {chat_id}"
         try:
             return (
                 await link.app.chats.by_chat_id(chat_id).messages.by_chat_message_id(msg_id).get()
@@ -183,18 +204,9 @@ class Inbound:
         except APIError as err:
             if err.response_status_code == 404:
                 return None
-            raise as_bridge_error(err, f"read message {msg_id} of {chat_id}") from err
+            raise as_bridge_error(err, what, reading=True) from err
         except Exception as err:
-            raise as_bridge_error(err, f"read message {msg_id} of {chat_id}") from err
-
-    async def _lifecycle(self, link: TenantLink, event: str) -> None:
-        self._log.info("Lifecycle event %s for tenant %s", event, link.id)
-        if event == "reauthorizationRequired":
-            await link.reauthorize(self._client_state)
-        elif event == "subscriptionRemoved":
-            await link.create_subscription(self._client_state)
-        elif event == "missed":
-            await self.catch_up()
+            raise as_bridge_error(err, what, reading=True) from err
 
     # --- deciding what changed -------------------------------------------------------------
 
@@ -206,10 +218,11 @@ class Inbound:
         msg: ChatMessage | None,
         stored: StoredMessage | None,
         link: TenantLink,
-        resume: bool = False,
+        token: str,
+        chat_info: ChatInfo | None = None,
     ) -> list[RemoteEvent]:
         """What ``change`` to message ``msg_id`` (``msg`` as Graph has it now, ``stored`` as
-        the bridge mapped it) means on Matrix."""
+        the bridge mapped it) means on Matrix. ``token`` names the input being converted."""
         key = portal_key(chat_id)
         target = message_id(msg_id)
         from_matrix = stored is not None and stored.sender_id.startswith("@")
@@ -221,42 +234,41 @@ class Inbound:
                 RemoteRedaction(portal=key, target=target, sender=author[0] if author else None)
             ]
         if msg is None or not is_bridgeable(msg) or author is None:
-            return []
+            return []  # gone from Graph (404) before it was read, or not a user's message
         if change == "created" or stored is None:
-            if msg_id in self.net.sent or (stored is not None and not resume):
+            if msg_id in self.net.sent or from_matrix:
                 return []
-            message = await self._new_message(chat_id, msg, link)
-            return [message] if message is not None else []
+            # Also when ``stored``: a message whose text reached Matrix before one of its
+            # pictures failed is completed (the core sends only the parts it has not stored).
+            return [self._new_message(chat_id, msg, link, chat_info)]
         events: list[RemoteEvent] = []
-        edited = msg.last_edited_date_time
-        marker = _edit_marker(chat_id, msg_id)
-        if (
-            edited is not None
-            and not from_matrix
-            and await self._ctx.store.kv_get(marker) != edited.isoformat()
-        ):
+        if not from_matrix and await self._edited(chat_id, msg_id, msg, token):
             parts = message_parts(msg, self._hosted_fetcher(link, chat_id, msg_id))
             events.append(RemoteEdit(portal=key, target=target, sender=author[0], parts=parts))
         events += await self._reaction_syncs(chat_id, target, msg)
         return events
 
-    async def _new_message(
-        self, chat_id: str, msg: ChatMessage, link: TenantLink
-    ) -> RemoteMessage | None:
-        key = portal_key(chat_id)
+    async def _edited(self, chat_id: str, msg_id: str, msg: ChatMessage, token: str) -> bool:
+        """Whether this update is an edit Matrix has not seen. The marker records the edit
+        time and the input that bridges it, so the same input, converted again after a failed
+        send or a crash, bridges the edit again, and another update (a reaction) does not."""
+        edited = msg.last_edited_date_time
+        if edited is None:
+            return False
+        marker = _edit_marker(chat_id, msg_id)
+        seen = (await self._ctx.store.kv_get(marker) or "").split("|")
+        if seen[0] == edited.isoformat():
+            return seen[1:] == [token]
+        await self._ctx.store.kv_set(marker, f"{edited.isoformat()}|{token}")
+        return True
+
+    def _new_message(
+        self, chat_id: str, msg: ChatMessage, link: TenantLink, chat_info: ChatInfo | None
+    ) -> RemoteMessage:
         author = sender_of(msg)
         assert author is not None and msg.id is not None
-        chat_info: ChatInfo | None = None
-        portal = await self._ctx.store.get_portal(key.remote_id)
-        if portal is None or not portal.mxid:
-            # A tenant-wide subscription sees every chat of the agency: only chats with a
-            # Matrix user logged in as one of their members are bridged.
-            chat_info = await self._shared.get_chat_info(key)
-            if not chat_info.matrix_users:
-                self._log.debug("Chat %s has no bridged member; not bridged", chat_id)
-                return None
         return RemoteMessage(
-            portal=key,
+            portal=portal_key(chat_id),
             id=message_id(msg.id),
             sender=author[0],
             sender_info=UserInfo(name=author[1]) if author[1] else None,
@@ -294,59 +306,58 @@ class Inbound:
                 .messages.by_chat_message_id(msg_id)
                 .hosted_contents.by_chat_message_hosted_content_id(hosted_id)
             )
-            data = await graph_call(f"download image of {msg_id}", item.content.get())
+            what = f"download image of {msg_id}"
+            data = await graph_call(what, item.content.get(), reading=True)
             return data or b""
 
         return fetch
 
     # --- catching up -----------------------------------------------------------------------
 
-    async def catch_up(self) -> None:
-        """Bridge the recent messages of every known chat that the bridge has not seen: after
-        a restart, or when Graph says notifications were missed. Not polling: once per gap."""
-        for portal in await self._ctx.store.list_portals():
-            if not portal.mxid:
-                continue
-            try:
-                await self._catch_up_chat(portal.remote_id)
-            except Exception as err:
-                self._log.warning("Catch-up of chat %s failed: %s", portal.remote_id, err)
-
-    async def _catch_up_chat(self, chat_id: str) -> None:
+    async def _catch_up_chat(self, chat_id: str) -> list[RemoteEvent]:
+        """The recent messages of a bridged chat that Matrix does not have, oldest first."""
+        if not await self._bridged(chat_id):
+            return []
         link = await self.net.tenant_for_chat(chat_id)
         query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
             top=min(self.net.cfg.catch_up_messages, 50)
         )
-        page = await graph_call(
-            f"list messages of {chat_id}",
-            link.app.chats.by_chat_id(chat_id).messages.get(
-                RequestConfiguration(query_parameters=query)
-            ),
-        )
-        messages = list(reversed((page.value if page is not None else None) or []))
-        count = 0
-        for msg in messages:
+        try:
+            page = await graph_call(
+                f"list messages of {chat_id}",
+                link.app.chats.by_chat_id(chat_id).messages.get(
+                    RequestConfiguration(query_parameters=query)
+                ),
+                reading=True,
+            )
+        except TransientError:
+            raise  # Graph away: the chat's queue waits for it
+        except Exception as err:  # not a message lost: nothing to tell the room
+            self._log.warning("Catch-up of chat %s failed: %s", chat_id, err)
+            return []
+        events: list[RemoteEvent] = []
+        for msg in reversed((page.value if page is not None else None) or []):
             if not msg.id or msg.deleted_date_time is not None or not is_bridgeable(msg):
                 continue
             known = await self._ctx.store.get_message(RemoteChatID(chat_id), message_id(msg.id))
-            if known is not None or msg.id in self.net.sent:
-                continue
-            event = await self._new_message(chat_id, msg, link)
-            if event is not None:
-                await self._ctx.queue_remote_event(event)
-                count += 1
-        if count:
-            self._log.info("Caught up %d message(s) in chat %s", count, chat_id)
+            if known is None and msg.id not in self.net.sent:
+                events.append(self._new_message(chat_id, msg, link, None))
+        if events:
+            self._log.info("Catching up %d message(s) in chat %s", len(events), chat_id)
+        return events
 
 
-class _RefusedOnMatrix(Exception):
-    """The core refused an event for good and has shown that in the room."""
-
-    def __init__(self, error: BridgeError) -> None:
-        super().__init__(str(error))
-        self.error = error
+def _dedupe_id(change: str, msg_id: str, item: dict[str, Any]) -> str | None:
+    """What makes a redelivery of the same notification a no-op while it is pending. Updates
+    have no id of their own unless Graph sends an etag; without one, each is kept (converting
+    an update twice gives nothing new: it compares the message with what Matrix has)."""
+    if change in ("created", "deleted"):
+        return f"{change}:{msg_id}"
+    data = item.get("resourceData")
+    etag = data.get("@odata.etag") if isinstance(data, dict) else None
+    return f"{change}:{msg_id}:{etag}" if etag else None
 
 
 def _edit_marker(chat_id: str, msg_id: str) -> str:
-    """The key under which the last bridged edit time of a message is kept."""
+    """The key of a message's last bridged edit (pruned by age: see ``kv_markers``)."""
     return f"edited:{chat_id}:{msg_id}"

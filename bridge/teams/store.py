@@ -1,20 +1,21 @@
-"""The Teams connector's own table: change notifications accepted but not yet bridged.
+"""The Teams connector's own tables: none any more, only their history.
 
-Graph gets its ``202`` only after a notification is in ``teams_notification``; a worker then
-bridges the rows in order and deletes each one when its message is on Matrix. A crash between
-the two loses nothing: the rows are still there at the next start.
+Version 1 kept accepted change notifications in ``teams_notification`` until a worker of the
+connector had bridged them. The core's remote inbox does that now (``ctx.accept_remote``), so
+version 2 drops the table; notifications a previous version left in it are handed to the remote
+inbox first (:meth:`TeamsStore.legacy_notifications`), then the table goes.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass
 from typing import Any
 
 from mautrix.util.async_db import Connection, Database, Scheme
 
 from bridge.portal import connector_upgrade_table, fetch_rows, upgrade_connector_tables
+
+VERSION = "teams_version"
 
 
 async def _create_tables(conn: Connection, scheme: Scheme) -> None:
@@ -32,26 +33,8 @@ async def _create_tables(conn: Connection, scheme: Scheme) -> None:
     )
 
 
-INSERT_ROWS = 1000
-"""Rows per ``INSERT`` statement: 3,000 parameters, below SQLite's and PostgreSQL's limits."""
-
-
-async def _insert_notifications(
-    db: Database | Connection, rows: list[tuple[str, str, int]]
-) -> None:
-    values = ", ".join(f"(${3 * i + 1}, ${3 * i + 2}, ${3 * i + 3})" for i in range(len(rows)))
-    await db.execute(
-        f"INSERT INTO teams_notification (tenant_id, payload, received_at) VALUES {values}",
-        *(value for row in rows for value in row),
-    )
-
-
-@dataclass(slots=True)
-class StoredNotification:
-    id: int
-    tenant_id: str
-    payload: dict[str, Any]
-    attempts: int
+async def _drop_notification_table(conn: Connection) -> None:
+    await conn.execute("DROP TABLE teams_notification")
 
 
 class TeamsStore:
@@ -61,47 +44,27 @@ class TeamsStore:
     async def upgrade(self) -> None:
         table = connector_upgrade_table("teams")
         table.register(_create_tables, description="create the Teams connector's tables")
+        table.register(
+            _drop_notification_table,
+            description="drop teams_notification: notifications wait in the remote inbox",
+        )
         await upgrade_connector_tables(self._db, table)
 
-    async def add_notifications(self, items: list[tuple[str, dict[str, Any]]]) -> None:
-        """Store (tenant id, notification) pairs, all or none.
-
-        One multi-row ``INSERT`` is atomic by itself: a webhook call costs one database round
-        trip instead of four (``BEGIN``, ``INSERT``, ``COMMIT``). Only a body with more items
-        than one statement takes (Graph batches far fewer) needs a transaction."""
-        now = int(time.time() * 1000)
-        rows = [(tenant_id, json.dumps(payload), now) for tenant_id, payload in items]
-        chunks = [rows[i : i + INSERT_ROWS] for i in range(0, len(rows), INSERT_ROWS)]
-        if len(chunks) == 1:
-            await _insert_notifications(self._db, chunks[0])
-            return
-        conn: Connection
-        async with self._db.acquire() as conn, conn.transaction():
-            for chunk in chunks:
-                await _insert_notifications(conn, chunk)
-
-    async def pending_notifications(self, limit: int = 200) -> list[StoredNotification]:
-        rows = await fetch_rows(
-            self._db,
-            "SELECT id, tenant_id, payload, attempts FROM teams_notification ORDER BY id LIMIT $1",
-            limit,
-        )
-        return [
-            StoredNotification(r["id"], r["tenant_id"], json.loads(r["payload"]), r["attempts"])
-            for r in rows
-        ]
-
-    async def finish_notification(self, row_id: int) -> None:
-        await self._db.execute("DELETE FROM teams_notification WHERE id=$1", row_id)
-
-    async def count_notifications(self) -> int:
-        return int(await self._db.fetchval("SELECT COUNT(*) FROM teams_notification") or 0)
-
-    async def record_attempt(self, row_id: int) -> int:
+    async def legacy_notifications(self) -> list[dict[str, Any]]:
+        """The notifications version 1 accepted and had not bridged yet, oldest first (empty
+        once :meth:`upgrade` has run). Hand them to the remote inbox before upgrading: if the
+        process dies in between, they are read and handed over again (the inbox dedupes)."""
         await self._db.execute(
-            "UPDATE teams_notification SET attempts=attempts+1 WHERE id=$1", row_id
+            f"CREATE TABLE IF NOT EXISTS {VERSION} (version INTEGER PRIMARY KEY)"
         )
+        if await self._db.fetchval(f"SELECT version FROM {VERSION} LIMIT 1") != 1:
+            return []
         rows = await fetch_rows(
-            self._db, "SELECT attempts FROM teams_notification WHERE id=$1", row_id
+            self._db, "SELECT tenant_id, payload FROM teams_notification ORDER BY id"
         )
-        return int(rows[0]["attempts"]) if rows else 0
+        items = []
+        for row in rows:
+            item = json.loads(row["payload"])
+            if isinstance(item, dict):
+                items.append({"tenantId": row["tenant_id"], **item})
+        return items

@@ -7,8 +7,9 @@ Graph calls it in three ways:
 - change notifications and lifecycle events: a JSON ``{"value": [...]}`` whose items carry the
   ``clientState`` the bridge chose. An item with any other client state is not from Graph (or
   from a subscription the bridge no longer trusts): the whole POST gets ``403`` and nothing is
-  stored. Otherwise the items are stored durably, *then* Graph gets its ``202``; a worker
-  bridges them afterwards (Graph wants an answer within 3 s).
+  kept. Otherwise the items are handed to the core's remote inbox (stored durably), *then*
+  Graph gets its ``202``; they are bridged afterwards in their portals' queues (Graph wants an
+  answer within 3 s). If they cannot be stored, Graph gets ``503`` and sends them again.
 """
 
 from __future__ import annotations
@@ -23,20 +24,14 @@ from aiohttp import web
 
 MAX_BODY = 1024 * 1024
 
-StoreItems = Callable[[list[tuple[str, dict[str, Any]]]], Awaitable[None]]
+AcceptItems = Callable[[list[dict[str, Any]]], Awaitable[None]]
+"""Keeps trusted notification items durably (or raises): ``Inbound.accept``."""
 
 
 class NotificationEndpoint:
-    def __init__(
-        self,
-        client_state: str,
-        store: StoreItems,
-        wake: Callable[[], None],
-        log: logging.Logger,
-    ) -> None:
+    def __init__(self, client_state: str, accept: AcceptItems, log: logging.Logger) -> None:
         self._client_state = client_state.encode()
-        self._store = store
-        self._wake = wake
+        self._accept = accept
         self._log = log
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -64,13 +59,13 @@ class NotificationEndpoint:
                 )
                 return web.json_response({"error": "clientState does not match"}, status=403)
         try:
-            await self._store([(str(item.get("tenantId") or ""), item) for item in items])
-        except Exception:
-            self._log.exception(
-                "Could not store %d Graph notifications; Graph will retry", len(items)
-            )
+            await self._accept(items)
+        except Exception as err:
+            self._log.error(
+                "Could not store %d Graph notification(s); Graph will send them again: %s",
+                len(items), err, exc_info=not isinstance(err, OSError),
+            )  # fmt: skip
             return web.json_response({"error": "try again later"}, status=503)
-        self._wake()
         return web.Response(status=202)
 
     def _trusted(self, item: dict[str, Any]) -> bool:
