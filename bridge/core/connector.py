@@ -145,7 +145,12 @@ class NetworkClient(Protocol):
 
 
 class NetworkConnector(Protocol):
-    """One per network per process."""
+    """One per network per process.
+
+    Optional class attribute ``kv_markers: tuple[str, ...]``: prefixes of ``ctx.store.kv_*``
+    keys that are markers (ids seen, edit times), not state; housekeeping deletes those not
+    written for ``bridge.retention.marker_days``. Keys without such a prefix are kept for ever.
+    """
 
     info: NetworkInfo
     example_config: str

@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from bridge import __version__
+
+if TYPE_CHECKING:
+    from bridge.portal.backlog import Backlog
+
+DIRECTIONS = ("matrix_to_network", "network_to_matrix")
 
 
 class Metrics:
@@ -60,3 +78,50 @@ class Metrics:
             ["network", "login"],
             registry=self.registry,
         )
+        self.pending = Gauge(
+            "pontis_pending_events",
+            "Events accepted durably and not yet delivered, by direction and network"
+            " (matrix_to_network: the portal's network, empty for rooms that are not portals)",
+            ["direction", "network"],
+            registry=self.registry,
+        )
+        self.oldest_pending = Gauge(
+            "pontis_oldest_pending_seconds",
+            "Age of the oldest event accepted and not yet delivered, by direction and network;"
+            " 0 when nothing waits",
+            ["direction", "network"],
+            registry=self.registry,
+        )
+        self.dead_letters_kept = Gauge(
+            "pontis_dead_letters_kept",
+            "Dead letters in the database (not yet retried, dropped or pruned),"
+            " by direction and network",
+            ["direction", "network"],
+            registry=self.registry,
+        )
+        Info("pontis_build", "Version of the running bridge", registry=self.registry).info(
+            {"version": __version__}
+        )
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+
+    def show_backlog(self, backlog: Backlog, networks: Iterable[str], now_ms: int) -> None:
+        """Set the backlog gauges from ``backlog``; every network in ``networks`` gets a series
+        in each direction (0 when nothing waits), so that alerts need no ``absent()``."""
+        for gauge in (self.pending, self.oldest_pending, self.dead_letters_kept):
+            gauge.clear()
+        for direction in DIRECTIONS:
+            for network in networks:
+                self.pending.labels(direction, network).set(0)
+                self.oldest_pending.labels(direction, network).set(0)
+                self.dead_letters_kept.labels(direction, network).set(0)
+        for direction, pending in zip(
+            DIRECTIONS, (backlog.to_network, backlog.to_matrix), strict=True
+        ):
+            for network, item in pending.items():
+                self.pending.labels(direction, network).set(item.count)
+                age = 0.0 if item.oldest_ms is None else max(0, now_ms - item.oldest_ms) / 1000
+                self.oldest_pending.labels(direction, network).set(age)
+        for (direction, network), count in backlog.dead_letters.items():
+            self.dead_letters_kept.labels(direction, network).set(count)
+        self.inbox_depth.set(sum(item.count for item in backlog.to_network.values()))

@@ -10,6 +10,7 @@ from mautrix.util.async_db import Connection, Scheme
 
 from .columns import serial_pk
 from .v02_remote_inbox import REMOTE_INBOX
+from .v03_kv_written_at import KV_UPDATED_AT_INDEX
 
 
 async def create_latest(conn: Connection, scheme: Scheme) -> None:
@@ -146,10 +147,12 @@ async def create_latest(conn: Connection, scheme: Scheme) -> None:
     """)
     await conn.execute("""
         CREATE TABLE kv (
-            network TEXT NOT NULL,
-            key     TEXT NOT NULL,
-            value   TEXT NOT NULL,
+            network    TEXT   NOT NULL,
+            key        TEXT   NOT NULL,
+            value      TEXT   NOT NULL,
+            updated_at BIGINT NOT NULL DEFAULT 0,
             PRIMARY KEY (network, key)
         )
     """)
+    await conn.execute(KV_UPDATED_AT_INDEX)
     await conn.execute(REMOTE_INBOX.format(serial=serial))
