@@ -17,19 +17,16 @@ from bridge.core.encryption_settings import PICKLE_KEY_ENV
 from bridge.core.ids import NetworkID
 from bridge.core.pickle_key import KEY_BYTES, PickleKey, load_pickle_key, write_key_file
 from bridge.portal.store import Store
+from tests.config_text import BASE_CONFIG
 
-CONFIG = """\
-homeserver:
-  address: https://matrix.hub.test
-  domain: hub.test
-appservice:
-  port: 29331
-  as_token: as-secret-value-1
-  hs_token: hs-secret-value-2
+CONFIG = (
+    BASE_CONFIG
+    + """\
 database: sqlite:{db}
 encryption:
   allow: {allow}
 """
+)
 RECOVERY_KEY = "EsTc 1234 5678 9abc defg hijk lmno pqrs tuvw xyzA BCDE FGHI JKLM"
 
 

@@ -17,16 +17,9 @@ from bridge.core.encryption_settings import (
     VerificationLevels,
     check_section,
 )
+from tests.config_text import BASE_CONFIG
 
-BASE = """\
-homeserver:
-  address: https://matrix.hub.test
-  domain: hub.test
-appservice:
-  port: 29331
-  as_token: as-secret-value-1
-  hs_token: hs-secret-value-2
-"""
+BASE = BASE_CONFIG
 
 DELETE_KEYS = (
     "dont_store_outbound",

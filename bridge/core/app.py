@@ -23,6 +23,8 @@ from bridge.core.config import Config, ConfigError, ConfigProblem
 from bridge.core.connector import NetworkConnector, SupportsRoomBridging
 from bridge.core.context import ConnectorContext, ConnectorRoutes
 from bridge.core.errors import BridgeError
+from bridge.core.health import HealthMonitor, health_response, refresh_metrics
+from bridge.core.housekeeping import Housekeeping, Retention
 from bridge.core.ids import LoginID, NetworkID, parse_ghost_mxid, unescape_localpart
 from bridge.core.matrix import MatrixAPI
 from bridge.core.metrics import Metrics
@@ -32,6 +34,7 @@ from bridge.core.portals import PortalManager
 from bridge.core.retry import RetryPolicy
 from bridge.core.router import Router
 from bridge.portal.models import Login
+from bridge.portal.pruning import Pruner
 from bridge.portal.store import NetworkStore, Store
 
 if TYPE_CHECKING:
@@ -105,7 +108,10 @@ class App:
             config, discover_connectors() if factories is None else factories
         )
         self.metrics = Metrics()
+        self.retention = Retention.from_section(config.section("bridge").get("retention") or {})
         self.ready = False
+        self._monitor: HealthMonitor | None = None
+        self._housekeeping: Housekeeping | None = None
         self._contexts: dict[NetworkID, ConnectorContext] = {}
         self._runners: list[web.AppRunner] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -162,8 +168,15 @@ class App:
         self.router.command_handler = commands.handle
         if pickle_key is not None and cfg.encryption.allow:
             self._encryption = self._build_encryption(pickle_key)
+        self._monitor = HealthMonitor(
+            http=self.http,
+            homeserver_url=cfg.homeserver_address,
+            db=self.store.database,
+            log=self.log.getChild("health"),
+        )
         await self._start_http()
         await self._wait_for_homeserver()
+        await self._monitor.start()
         await self.matrix.ensure_bot(cfg.bot_displayname, cfg.bot_avatar)
         if self._encryption is not None:
             await self._encryption.start()
@@ -185,6 +198,13 @@ class App:
                 cfg.appservice_address,
                 err,
             )
+        self._housekeeping = Housekeeping(
+            Pruner(self.store.database),
+            self.retention,
+            {n: getattr(c, "kv_markers", ()) for n, c in self.connectors.items()},
+            log=self.log.getChild("housekeeping"),
+        )
+        self._housekeeping.start()
         self.ready = True
         self.log.info(
             "Pontis %s ready with %s", __version__, ", ".join(self.connectors) or "no connectors"
@@ -362,15 +382,13 @@ class App:
         clients = {
             f"{n}/{login or 'shared'}": c.connected for (n, login), c in self.router.clients.items()
         }
-        body: dict[str, object] = {
-            "live": True, "ready": self.ready, "version": __version__, "clients": clients,
-        }  # fmt: skip
-        if self._encryption is not None:
-            body["encryption"] = self._encryption.health()
-        return web.json_response(body, status=200 if self.ready else 503)
+        extra = {"encryption": self._encryption.health()} if self._encryption is not None else {}
+        return await health_response(
+            started=self.ready, clients=clients, monitor=self._monitor, extra=extra
+        )
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        self.metrics.inbox_depth.set(await self.store.inbox_depth())
+        await refresh_metrics(self.metrics, self.store, list(self.connectors), self.log)
         return web.Response(
             body=generate_latest(self.metrics.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
@@ -378,6 +396,9 @@ class App:
 
     async def stop(self) -> None:
         self.ready = False
+        for part in (self._housekeeping, self._monitor):
+            if part is not None:
+                await part.stop()
         if self._encryption is not None:
             await self._encryption.stop()
         if hasattr(self, "router"):

@@ -5,20 +5,29 @@ when handling fails, so a crash loses events. Here a transaction is written to t
 (in one database transaction, deduplicated by txnId and event id) *before* the 200; if that write
 fails the homeserver gets a 500 and sends the same transaction again. The rows just committed are
 then handed to the router, so it need not read them back from the store.
+
+The homeserver retries a refused transaction for ever and sends nothing newer meanwhile, so one
+event the bridge cannot read never refuses a transaction: it is kept as a dead letter with the
+reason (in the same database transaction) and the rest is handled. Only a body that is no
+transaction at all (not JSON, not an object, no ``events`` list) or a wrong token is refused,
+with a 4xx.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from bridge.core.metrics import Metrics
+from bridge.portal.dead_letters import UnreadableEvent
 from bridge.portal.models import InboxItem, InboxRow
 from bridge.portal.store import Store
 
@@ -49,8 +58,17 @@ ADVISORY_KINDS = frozenset({"otk_count", "fallback_keys"})
 transaction of nothing but the bridge's own echoes still costs no database write."""
 
 
+def _dedupe_key(txn_id: str, raw: bytes) -> str:
+    """What recognises a transaction sent again: its id *and* its content. Synapse (on SQLite,
+    measured) numbers transactions anew after a restart, so an id alone would make a new
+    transaction look like a replay and lose it; a real retry carries the same body. A retry
+    that differs (Synapse drops ephemeral parts of a transaction it reloads after a restart)
+    is stored again, and its events are still deduplicated one by one by event id."""
+    return f"{txn_id}:{hashlib.sha256(raw).hexdigest()[:24]}"
+
+
 class BadTransaction(ValueError):
-    pass
+    """The body is no transaction at all: refused with a 400."""
 
 
 def _ok() -> web.Response:
@@ -63,55 +81,136 @@ def _error(status: int, errcode: str, message: str) -> web.Response:
     return web.json_response({"errcode": errcode, "error": message}, status=status)
 
 
-def parse_transaction(
-    body: Any, is_echo: EchoCheck = lambda _: False
-) -> tuple[list[InboxItem], int]:
-    """Validate a transaction body and turn it into inbox items (raises :class:`BadTransaction`).
+class _Unreadable(ValueError):
+    pass
 
-    Timeline events for which ``is_echo`` is true (the bridge's own sends coming back) are
-    validated but not stored: they would cost the inbox a write and a delete for nothing.
-    Returns the items and how many echoes were left out.
+
+@dataclass(slots=True)
+class ParsedTransaction:
+    items: list[InboxItem]
+    """What is to be handled, in the order it came."""
+    echoes: int
+    """The bridge's own events coming back, left out."""
+    unreadable: list[UnreadableEvent] = field(default_factory=list)
+    """What the bridge cannot read; kept as dead letters, never a reason to refuse."""
+
+
+class _HugeNumber:
+    """An integer literal longer than Python reads by default. Not JSON serialisable, so the
+    event that holds it is set aside when it is stored, not the whole transaction refused."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: str) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return self.digits
+
+
+def _parse_int(text: str) -> int | _HugeNumber:
+    return int(text) if len(text) <= 4000 else _HugeNumber(text)
+
+
+def _loads(raw: bytes) -> Any:
+    """The body as JSON; raises ValueError (or RecursionError) for what is not JSON."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # an integer past sys.int_info.default_max_str_digits: valid JSON
+        return json.loads(raw, parse_int=_parse_int)
+
+
+def _clean_id(value: object) -> str | None:
+    return value if isinstance(value, str) and value.isprintable() else None
+
+
+def _read_event(
+    name: str, index: int, kind: str, event: object, is_echo: EchoCheck
+) -> InboxItem | None:
+    """Element ``index`` of list field ``name`` as an inbox item; None for an echo. Raises
+    _Unreadable."""
+    if not isinstance(event, dict):
+        raise _Unreadable(f"{name}[{index}] must be an object")
+    room_id = event.get("room_id")
+    if kind != "pdu":
+        return InboxItem(kind, None, room_id if isinstance(room_id, str) else None, event)
+    for key in ("event_id", "room_id", "type", "sender"):
+        value = event.get(key)
+        if not isinstance(value, str):
+            raise _Unreadable(f"{name}[{index}].{key} must be a string")
+        if "\x00" in value:
+            raise _Unreadable(f"{name}[{index}].{key} must be a string without NUL")
+    if is_echo(event):
+        return None
+    return InboxItem(kind, event["event_id"], room_id, event)
+
+
+def _set_aside(kind: str, raw: object, reason: str) -> UnreadableEvent:
+    fields = raw if isinstance(raw, dict) else {}
+    return UnreadableEvent(
+        kind, raw, reason, _clean_id(fields.get("event_id")), _clean_id(fields.get("room_id"))
+    )
+
+
+def parse_transaction(body: Any, is_echo: EchoCheck = lambda _: False) -> ParsedTransaction:
+    """Turn a transaction body into inbox items; raises :class:`BadTransaction` only for a
+    body that is no transaction (not an object, ``events`` missing or not a list).
+
+    Anything else the bridge cannot read (an event that is not an object or lacks its ids, a
+    field of the wrong shape) is set aside in ``unreadable`` with the reason. Timeline events
+    for which ``is_echo`` is true (the bridge's own sends coming back) are left out: they would
+    cost the inbox a write and a delete for nothing.
     """
     if not isinstance(body, dict):
         raise BadTransaction("transaction body must be a JSON object")
-    items: list[InboxItem] = []
-    echoes = 0
+    if "events" not in body:
+        raise BadTransaction("events is required")
+    if not isinstance(body["events"], list):
+        raise BadTransaction("events must be a list")
+    parsed = ParsedTransaction([], 0)
     seen_kinds: set[tuple[str, str]] = set()
-    for field, kind in _LIST_FIELDS.items():
-        value = body.get(field)
-        if value is None:
-            continue
-        if not isinstance(value, list):
-            raise BadTransaction(f"{field} must be a list")
-        if (kind, "list") in seen_kinds and kind != "pdu":
+    for field_name, kind in _LIST_FIELDS.items():
+        value = body.get(field_name)
+        if value is None or ((kind, "list") in seen_kinds and kind != "pdu"):
             continue  # stable and unstable names carry the same events; keep one copy
+        if not isinstance(value, list):
+            parsed.unreadable.append(_set_aside(kind, value, f"{field_name} must be a list"))
+            continue
         seen_kinds.add((kind, "list"))
         for index, event in enumerate(value):
-            if not isinstance(event, dict):
-                raise BadTransaction(f"{field}[{index}] must be an object")
-            event_id = event.get("event_id") if kind == "pdu" else None
-            room_id = event.get("room_id")
-            if kind == "pdu":
-                for key in ("event_id", "room_id", "type", "sender"):
-                    if not isinstance(event.get(key), str):
-                        raise BadTransaction(f"{field}[{index}].{key} must be a string")
-            if kind == "pdu" and is_echo(event):
-                echoes += 1
+            try:
+                item = _read_event(field_name, index, kind, event, is_echo)
+            except _Unreadable as err:
+                parsed.unreadable.append(_set_aside(kind, event, str(err)))
                 continue
-            items.append(
-                InboxItem(kind, event_id, room_id if isinstance(room_id, str) else None, event)
-            )
-    for field, kind in _OBJECT_FIELDS.items():
-        value = body.get(field)
+            if item is None:
+                parsed.echoes += 1
+            else:
+                parsed.items.append(item)
+    for field_name, kind in _OBJECT_FIELDS.items():
+        value = body.get(field_name)
         if value is None or (kind, "object") in seen_kinds:
             continue
         if not isinstance(value, dict):
-            raise BadTransaction(f"{field} must be an object")
+            parsed.unreadable.append(_set_aside(kind, value, f"{field_name} must be an object"))
+            continue
         seen_kinds.add((kind, "object"))
-        items.append(InboxItem(kind, None, None, value))
-    if "events" not in body:
-        raise BadTransaction("events is required")
-    return items, echoes
+        parsed.items.append(InboxItem(kind, None, None, value))
+    return parsed
+
+
+def _unstorable(item: InboxItem) -> str | None:
+    """Why the database cannot take ``item`` (checked only after a store failed)."""
+    try:
+        for text in (item.event_id, item.room_id):
+            if text is not None:
+                text.encode("utf-8")
+        json.dumps(item.payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError, ValueError, TypeError) as err:
+        return f"cannot be stored ({type(err).__name__}: {str(err)[:200]})"
+    return None
 
 
 class AppServiceAPI:
@@ -168,27 +267,37 @@ class AppServiceAPI:
             self._metrics.transactions.labels("forbidden").inc()
             return denied
         txn_id = request.match_info["txn_id"]
+        raw = await request.read()
         try:
-            body = json.loads(await request.read())
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            body = _loads(raw)
+        except (ValueError, RecursionError) as err:  # RecursionError: nested too deep
             self._metrics.transactions.labels("malformed").inc()
-            return _error(400, "M_NOT_JSON", f"Transaction {txn_id} is not valid JSON: {err}")
+            reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)[:200]
+            return _error(400, "M_NOT_JSON", f"Transaction {txn_id} is not valid JSON: {reason}")
         try:
-            items, echoes = parse_transaction(body, self._is_echo)
+            parsed = parse_transaction(body, self._is_echo)
         except BadTransaction as err:
             self._metrics.transactions.labels("malformed").inc()
             self._log.warning("Rejected malformed transaction %s: %s", txn_id, err)
             return _error(400, "M_BAD_JSON", f"Transaction {txn_id}: {err}")
-        self._metrics.echoes_dropped.inc(echoes)
+        items, unreadable = parsed.items, parsed.unreadable
+        self._metrics.echoes_dropped.inc(parsed.echoes)
+        if any(event.kind in ADVISORY_KINDS for event in unreadable):
+            # Repeated in every transaction: a dead letter each time would be noise.
+            self._log.warning("Transaction %s: ignored unreadable key counts", txn_id)
+            unreadable = [event for event in unreadable if event.kind not in ADVISORY_KINDS]
         if advisory := [item for item in items if item.kind in ADVISORY_KINDS]:
             items = [item for item in items if item.kind not in ADVISORY_KINDS]
             self._on_advisory(advisory)
-        if not items:  # only our own echoes: nothing to keep, so a replay is harmless too
+        if not items and not unreadable:
+            # Only our own echoes: nothing to keep, so a replay is harmless too.
             self._metrics.transactions.labels("echo_only").inc()
             return _ok()
         async with self._storing:
             try:
-                stored = await self._store.store_transaction(txn_id, items)
+                stored = await self._store_items(
+                    txn_id, _dedupe_key(txn_id, raw), items, unreadable
+                )
             except Exception:
                 self._metrics.transactions.labels("store_failed").inc()
                 self._log.exception(
@@ -202,6 +311,49 @@ class AppServiceAPI:
                 self._metrics.transactions.labels("stored").inc()
                 self._on_stored(stored)
         return _ok()
+
+    async def _store_items(
+        self, txn_id: str, key: str, items: list[InboxItem], unreadable: list[UnreadableEvent]
+    ) -> list[InboxRow] | None:
+        """Store the items, and what could not be read as dead letters, in one transaction.
+
+        A store that fails is most likely the database being away (the homeserver gets a 500
+        and retries). But if an event is what the database cannot take (a lone surrogate in a
+        string, nesting too deep to serialise), that event is set aside and the rest stored:
+        otherwise the homeserver would retry that transaction for ever."""
+        try:
+            return await self._store_once(txn_id, key, items, unreadable)
+        except Exception:
+            bad = [(item, why) for item in items if (why := _unstorable(item)) is not None]
+            if not bad:
+                raise
+        kept = [item for item in items if all(item is not b for b, _ in bad)]
+        unreadable = unreadable + [
+            UnreadableEvent(item.kind, item.payload, why, _clean_id(item.event_id),
+                            _clean_id(item.room_id))
+            for item, why in bad
+        ]  # fmt: skip
+        return await self._store_once(txn_id, key, kept, unreadable)
+
+    async def _store_once(
+        self, txn_id: str, key: str, items: list[InboxItem], unreadable: list[UnreadableEvent]
+    ) -> list[InboxRow] | None:
+        """``key`` recognises a retry of the transaction (see :func:`_dedupe_key`)."""
+        if not unreadable:
+            return await self._store.store_transaction(key, items)
+        dead_letters = self._store.dead_letters
+        async with dead_letters.transaction():
+            stored = await self._store.store_transaction(key, items)
+            if stored is None:  # a replay: its dead letters were kept the first time
+                return None
+            ids = await dead_letters.park_unreadable(txn_id, unreadable)
+        self._metrics.dead_letters.labels("matrix").inc(len(ids))
+        for letter_id, event in zip(ids, unreadable, strict=True):
+            self._log.warning(
+                "Transaction %s: kept a %s the bridge cannot read as dead letter %d: %s",
+                txn_id, event.kind, letter_id, event.reason,
+            )  # fmt: skip
+        return stored
 
     async def get_user(self, request: web.Request) -> web.Response:
         if (denied := self._check_token(request)) is not None:

@@ -1,4 +1,4 @@
-"""``pontis``: generate-registration, run (the default) and check.
+"""``pontis``: generate-registration, run (the default), check and dead-letters.
 
 Every failure an operator can cause (missing file, bad YAML, invalid value, unreachable
 homeserver) ends as one clear line per problem on stderr and exit status 1, never a traceback.
@@ -33,6 +33,8 @@ from bridge.core.ids import NetworkID
 from bridge.core.logs import setup_logging
 from bridge.core.pickle_key import PickleKeyError, SecretError, load_pickle_key, write_key_file
 from bridge.crypto.check import check_encryption
+from bridge.portal.dead_letters import details, retry_summary
+from bridge.portal.dead_letters import line as letter_line
 from bridge.portal.store import Store
 
 
@@ -56,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "show-recovery-key", help="print the recovery key of the bridge's cross-signing identity"
     )
+    dead = sub.add_parser(
+        "dead-letters",
+        help="list, show, retry or drop what could not be bridged (works while the bridge runs)",
+    )
+    dead.add_argument("action", choices=("list", "show", "retry", "drop"))
+    dead.add_argument("target", nargs="?", help="a dead letter's id, or 'all' (retry, drop)")
+    dead.add_argument("--limit", type=int, default=100, help="list: how many, newest (100)")
     return parser
 
 
@@ -81,6 +90,8 @@ def main(
             return asyncio.run(_check(config, factories))
         if command == "show-recovery-key":
             return asyncio.run(_show_recovery_key(config))
+        if command == "dead-letters":
+            return asyncio.run(_dead_letters(config, args.action, args.target, args.limit))
         return _run(config, factories)
     except ConfigError as err:
         return _fail(err.problems)
@@ -141,6 +152,67 @@ async def _show_recovery_key(config: Config) -> int:
     except SecretError as err:
         return _fail([err])
     return 0
+
+
+class _Usage(Exception):
+    pass
+
+
+def _letter_target(action: str, target: str | None) -> int | None:
+    """The id ``target`` names, None for ``all``; raises _Usage."""
+    if target is not None and target.isascii() and target.isdigit() and len(target) < 18:
+        return int(target)
+    if target == "all" and action in ("retry", "drop"):
+        return None
+    raise _Usage(
+        f"usage: pontis -c CONFIG dead-letters {action} <id>{'' if action == 'show' else '|all'}"
+    )
+
+
+async def _dead_letters(config: Config, action: str, target: str | None, limit: int) -> int:
+    try:
+        letter_id = None if action == "list" else _letter_target(action, target)
+    except _Usage as usage:
+        return _fail([usage])
+    try:
+        store = await Store.open(config.database_url)
+    except Exception as err:
+        return _fail([f"database: cannot open {config.database_url.split('@')[-1]}: {err}"])
+    letters = store.dead_letters
+    try:
+        if action == "list":
+            found = await letters.newest(limit)
+            total = await letters.count()
+            for letter in found:
+                print(letter_line(letter))
+            more = f" ({total - len(found)} older not shown)" if total > len(found) else ""
+            print(f"{total} dead letter{'s' if total != 1 else ''}{more}")
+            return 0
+        if action == "show":
+            assert letter_id is not None
+            shown = await letters.get(letter_id)
+            if shown is None:
+                return _fail([f"there is no dead letter {letter_id}"])
+            print(details(shown))
+            return 0
+        if action == "drop":
+            if letter_id is None:
+                print(f"Dropped {await letters.drop_all()} dead letters.")
+            elif await letters.drop(letter_id):
+                print(f"Dropped dead letter {letter_id}.")
+            else:
+                return _fail([f"there is no dead letter {letter_id}"])
+            return 0
+        results = (
+            await letters.retry_all() if letter_id is None else [await letters.retry(letter_id)]
+        )
+    finally:
+        await store.close()
+    print(retry_summary(results))
+    if any(r.outcome == "retried" for r in results):
+        print("A running bridge picks them up within seconds; a stopped one when it starts.")
+    failed = [r for r in results if r.outcome in ("missing", "unreadable")]
+    return 1 if letter_id is not None and failed else 0
 
 
 def _run(config: Config, factories: Mapping[str, ConnectorFactory]) -> int:

@@ -25,6 +25,7 @@ from bridge.core.ids import LoginID, NetworkID
 from bridge.core.matrix import MatrixAPI
 from bridge.core.permissions import Permissions
 from bridge.core.router import Router
+from bridge.portal.dead_letters import line, retry_summary
 from bridge.portal.models import BridgeUser, Login
 from bridge.portal.store import Store
 
@@ -41,7 +42,17 @@ HELP = """\
 - `bridge <network> <chat>` — in any room with the bot (prefix `{prefix}`): bridge it to a
   chat on that network, e.g. `{prefix} bridge xmpp team@muc.example.org`
 
+Bridge admins: `dead-letters` lists what could not be bridged; `retry <id>|all` sends it
+again, in its portal's order; `drop <id>|all` deletes it.
+
 Networks: {networks}"""
+
+ADMIN_REFUSAL = (
+    "Only bridge admins may use `{command}`: it needs the `admin` level in `bridge.permissions`."
+)
+ADMIN_COMMANDS = frozenset({"dead-letters", "retry", "drop"})
+LISTED = 20
+"""Dead letters listed in the room; the command line lists more."""
 
 REFUSAL = (
     "Hello! This bridge is not open to {mxid}. If you need it, ask your Matrix administrator "
@@ -105,6 +116,13 @@ class CommandProcessor:
             await self._login_answer(room_id, sender, pending, text)
             return
         command, _, args = text.partition(" ")
+        if command.lower() in ADMIN_COMMANDS:
+            if self._permissions.level(sender) < Permissions.ADMIN:
+                await self.reply(room_id, ADMIN_REFUSAL.format(command=command.lower()))
+                return
+            if not in_management_room:  # dead letters hold other people's messages
+                await self.reply(room_id, f"Send `{command.lower()}` in your management room.")
+                return
         handler = {
             "help": self._help,
             "version": self._version,
@@ -114,6 +132,9 @@ class CommandProcessor:
             "logout": self._logout,
             "cancel": self._cancel,
             "bridge": self._bridge,
+            "dead-letters": self._dead_letters,
+            "retry": self._retry,
+            "drop": self._drop,
         }.get(command.lower())
         if handler is None:
             await self.reply(room_id, f"Unknown command `{command}`. Send `help` for the list.")
@@ -286,3 +307,50 @@ class CommandProcessor:
                 await loaded.client.disconnect()
             await self._store.delete_login(login.network, login.login_id)
         await self.reply(room_id, f"Logged out of {connector.info.display_name}.")
+
+    # --- dead letters (admins) ------------------------------------------------------------------
+
+    async def _dead_letters(self, room_id: str, sender: str, args: str) -> None:
+        letters = await self._store.dead_letters.newest(LISTED)
+        if not letters:
+            await self.reply(room_id, "No dead letters: everything was bridged.")
+            return
+        total = await self._store.dead_letters.count()
+        shown = f"; the newest {len(letters)} shown" if total > len(letters) else ""
+        head = f"**Dead letters** ({total}{shown})"
+        body = "\n".join(line(letter).replace("`", "'") for letter in letters)
+        await self.reply(
+            room_id,
+            f"{head}\n\n```\n{body}\n```\n\n`retry <id>|all` sends one again, "
+            "`drop <id>|all` deletes it.",
+        )
+
+    def _letter_id(self, args: str, command: str) -> int | None:
+        """The id in ``args``, None for ``all``; raises a usage error otherwise."""
+        if args.lower() == "all":
+            return None
+        if args.isascii() and args.isdigit() and len(args) < 18:
+            return int(args)
+        raise BridgeError(f"bad {command} argument", user_message=f"Usage: `{command} <id>|all`")
+
+    async def _retry(self, room_id: str, sender: str, args: str) -> None:
+        letter_id = self._letter_id(args, "retry")
+        dead = self._store.dead_letters
+        results = await dead.retry_all() if letter_id is None else [await dead.retry(letter_id)]
+        # Here the bridge itself moved them: no need to wait for the next look at the tables.
+        self._router.notify_inbox()
+        await self._router.remote.poll()
+        self._log.info("%s retried dead letters %s", sender, args)
+        await self.reply(room_id, retry_summary(results))
+
+    async def _drop(self, room_id: str, sender: str, args: str) -> None:
+        letter_id = self._letter_id(args, "drop")
+        if letter_id is None:
+            count = await self._store.dead_letters.drop_all()
+            text = f"Dropped {count} dead letter{'s' if count != 1 else ''}."
+        elif await self._store.dead_letters.drop(letter_id):
+            text = f"Dropped dead letter {letter_id}."
+        else:
+            text = f"There is no dead letter {letter_id}."
+        self._log.info("%s dropped dead letters %s", sender, args)
+        await self.reply(room_id, text)

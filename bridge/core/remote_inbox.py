@@ -7,11 +7,13 @@ into remote events, the portal manager sends them, and the row is deleted once M
 all. While the homeserver, the database or the network is away the portal waits (capped
 backoff) and resumes in order; only a permanent refusal becomes a dead letter, with a notice in
 the room. On start, the rows of a previous run are queued before any connector starts, so they
-reach Matrix before anything newer of the same portal.
+reach Matrix before anything newer of the same portal. Rows that someone else put in the table
+(a dead letter an operator retried from the command line) are found by :meth:`poll`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import cast
@@ -55,6 +57,10 @@ class RemoteInbox:
         self.started = False
         """Set once every connector has loaded its clients: a client missing after that is a
         login that is gone, not one still loading."""
+        self._queued: set[int] = set()
+        """Ids queued by this process, kept until a poll has passed them."""
+        self._polled_up_to = 0
+        self._polling = asyncio.Lock()
 
     async def accept(self, item: RemoteInput) -> bool:
         """Store ``item`` and queue it; False if the same input is already pending. Raises if
@@ -75,11 +81,48 @@ class RemoteInbox:
             for row in rows:
                 await self._queue(row)
             last_id, count = rows[-1].id, count + len(rows)
+        self._polled_up_to = max(self._polled_up_to, last_id)
         if count:
             self._log.info("Resuming %d network events stored before the restart", count)
         return count
 
+    async def poll(self) -> int:
+        """Queue the rows this process did not put in the table (a dead letter an operator
+        retried); returns how many. One indexed read of the rows above the last poll's.
+
+        Such a row's id is above every row committed before it (see
+        :mod:`bridge.portal.dead_letters`), so above what the last poll saw; rows ``accept``
+        stored are skipped, whether it has queued them yet or not."""
+        async with self._polling:
+            passed, count = self._polled_up_to, 0
+            while rows := await self._store.pending(
+                after_id=self._polled_up_to, limit=RECOVERY_BATCH
+            ):
+                for row in rows:
+                    if row.id not in self._queued:
+                        self._log.info("Queuing %s %d found in the remote inbox (put back "
+                                       "by an operator)", row.input.kind, row.id)  # fmt: skip
+                        count += 1
+                        await self._queue(row)
+                self._polled_up_to = rows[-1].id
+                if len(rows) < RECOVERY_BATCH:
+                    break
+            # No later poll reads these ids again, and accept queued its own long ago.
+            self._queued = {row_id for row_id in self._queued if row_id > passed}
+            return count
+
+    async def poll_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.poll()
+            except Exception as err:  # the database is away: the next round tries again
+                self._log.warning("Looking for put-back network events failed: %s", err)
+
     async def _queue(self, row: RemoteInboxRow) -> None:
+        if row.id in self._queued:
+            return
+        self._queued.add(row.id)
         await self._queues.put(str(row.input.portal), lambda: self._run(row))
 
     async def _run(self, row: RemoteInboxRow) -> None:

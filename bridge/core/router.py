@@ -50,6 +50,9 @@ CommandHandler = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 """(room_id, sender, event) for messages in a management room and invites of the bot."""
 
 INBOX_BATCH = 500
+POLL_SECONDS = 2.0
+"""How often an idle dispatcher (and the remote inbox) looks for rows nobody handed over: a
+dead letter an operator retried from the command line while the bridge runs."""
 # Reactions are left out: Element sends them in the clear even in encrypted rooms.
 _REQUIRE_ENCRYPTED = frozenset({"m.room.message", "m.sticker"})
 _MEDIA_MSGTYPES = {"m.image", "m.file", "m.audio", "m.video"}
@@ -99,6 +102,8 @@ class Router:
         self._inbox_task: asyncio.Task[None] | None = None
         self._inbox_handed: list[InboxRow] = []
         self._inbox_read_store = True  # the backlog of a previous run is only in the store
+        self._remote_poll_task: asyncio.Task[None] | None = None
+        self.poll_seconds = POLL_SECONDS
 
     # --- clients (CoreServices for ConnectorContext) --------------------------------------------
 
@@ -234,11 +239,15 @@ class Router:
 
     def start(self) -> None:
         self._inbox_task = asyncio.create_task(self._dispatch_inbox(), name="inbox")
+        self._remote_poll_task = asyncio.create_task(
+            self.remote.poll_forever(self.poll_seconds), name="remote-inbox-poll"
+        )
 
     async def stop(self) -> None:
-        if self._inbox_task is not None:
-            self._inbox_task.cancel()
-            await asyncio.gather(self._inbox_task, return_exceptions=True)
+        tasks = [t for t in (self._inbox_task, self._remote_poll_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.queues.close()
 
     async def _dispatch_inbox(self) -> None:
@@ -247,11 +256,17 @@ class Router:
         On start this reads the backlog from the store until it is drained; from then on the
         rows the appservice handed over after committing them are queued without reading them
         back. A row that was both read and handed over is queued once (ids only grow).
+
+        Rows nobody hands over (a dead letter retried from the command line) are read from the
+        store too: when idle for ``poll_seconds``, and when the handed rows skip an id, since
+        such a row may be in the gap (its id is above every row committed before it, see
+        :mod:`bridge.portal.dead_letters`).
         """
         last_id = 0
         while True:
             self._inbox_wakeup.clear()
-            if self._inbox_read_store:
+            handed = not self._inbox_read_store
+            if not handed:
                 # Whatever is handed over or notified from now on is either in this read or
                 # kept for the next round.
                 self._inbox_handed, self._inbox_read_store = [], False
@@ -269,10 +284,16 @@ class Router:
             for row in rows:
                 if row.id <= last_id:
                     continue
+                if handed and row.id != last_id + 1:
+                    self._inbox_read_store = True  # the gap is read with what follows it
+                    break
                 await self.queues.put(await self._queue_key(row), self._inbox_job(row))
                 last_id = row.id
             if not self._inbox_read_store and not self._inbox_handed:
-                await self._inbox_wakeup.wait()
+                try:
+                    await asyncio.wait_for(self._inbox_wakeup.wait(), self.poll_seconds)
+                except TimeoutError:
+                    self._inbox_read_store = True
 
     def is_own_echo(self, event: dict[str, Any]) -> bool:
         """An event the bridge itself caused (the bot, or a ghost in a portal of its own

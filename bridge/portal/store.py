@@ -31,6 +31,7 @@ from bridge.core.ids import (
 )
 
 from .db import open_database
+from .dead_letters import DeadLetterStore
 from .login_secrets import Sealer, has_plaintext_secret, open_metadata, seal_metadata
 from .models import (
     FIRST_PART,
@@ -239,6 +240,7 @@ class Store:
         self._clock = clock
         self._sqlite = db.scheme == Scheme.SQLITE
         self.remote_inbox = RemoteInboxStore(db, clock)
+        self.dead_letters = DeadLetterStore(db, clock)
         self.secrets: Sealer | None = None
         """Seals the secrets in logins' metadata; set when a pickle key is loaded."""
 
@@ -829,12 +831,16 @@ class Store:
         return str(value) if value is not None else None
 
     async def kv_set(self, network: NetworkID, key: str, value: str) -> None:
+        """Set ``key``; ``updated_at`` is when it was last written (housekeeping prunes
+        connector markers by it, see :mod:`bridge.core.housekeeping`)."""
         await self._db.execute(
-            "INSERT INTO kv (network, key, value) VALUES ($1, $2, $3)"
-            " ON CONFLICT (network, key) DO UPDATE SET value=excluded.value",
+            "INSERT INTO kv (network, key, value, updated_at) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (network, key) DO UPDATE SET value=excluded.value,"
+            " updated_at=excluded.updated_at",
             network,
             key,
             value,
+            self._clock(),
         )
 
     async def kv_delete(self, network: NetworkID, key: str) -> None:

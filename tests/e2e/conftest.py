@@ -36,6 +36,8 @@ from tests.e2e.synapse import SynapseServer
 from tests.reference.remote import RemoteNetwork
 
 DOMAIN = "hub.test"
+ADMIN = "hubadmin"
+"""Localpart of the bridge admin (``admin`` in bridge.permissions)."""
 
 
 XMPP_SECRET = "component-secret-for-tests"
@@ -74,7 +76,11 @@ def write_config(
             "teams": graph.teams_section(f"http://127.0.0.1:{as_port}"),
         },
         bridge={
-            "permissions": {DOMAIN: "user", f"@outsider:{DOMAIN}": "relay"},
+            "permissions": {
+                DOMAIN: "user",
+                f"@outsider:{DOMAIN}": "relay",
+                f"@{ADMIN}:{DOMAIN}": "admin",
+            },
             "retry": {"attempts": 6, "backoff_seconds": 0.5},
         },
         log_level="DEBUG",

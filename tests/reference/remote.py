@@ -34,6 +34,8 @@ class RemoteNetwork:
     """idempotency key (the Matrix event id) → how many sends with it reached the network."""
     paused: bool = False
     """While True, every write answers 503 (a remote outage)."""
+    refused: set[str] = field(default_factory=lambda: {"reject me"})
+    """Message bodies the network refuses for good (400), until a test takes them out."""
     _sockets: set[web.WebSocketResponse] = field(default_factory=set)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _by_key: dict[str, str] = field(default_factory=dict)
@@ -129,7 +131,7 @@ class RemoteNetwork:
         kind = request.match_info["kind"]
         body = await request.json()
         result: dict[str, Any] = {}
-        if body.get("body") == "reject me":
+        if body.get("body") in self.refused:
             return web.json_response({"error": "message refused by policy"}, status=400)
         if kind == "send":
             key = body["idempotency_key"]
