@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,10 +22,9 @@ from bridge.portal.store import Store
 from tests.e2e.conftest import DOMAIN, XMPP_COMPONENT, Hub
 from tests.e2e.hub import eventually
 from tests.e2e.nio_user import EncryptedUser
-from tests.e2e.xmpp_client import XmppUser
+from tests.e2e.test_xmpp import xmpp_account
 
 pytestmark = pytest.mark.e2e
-_names = itertools.count(1)
 
 
 def jid_of(mxid: str) -> str:
@@ -36,18 +34,6 @@ def jid_of(mxid: str) -> str:
 
 def xmpp_ghost(jid: str) -> str:
     return "@xmpp_" + jid.replace("@", "=40") + f":{DOMAIN}"
-
-
-@contextlib.asynccontextmanager
-async def xmpp_account(hub: Hub, name: str) -> AsyncIterator[XmppUser]:
-    user = XmppUser(
-        hub.prosody.register(f"{name.lower()}{next(_names)}"), "pw", hub.prosody.c2s_port
-    )
-    await user.connect()
-    try:
-        yield user
-    finally:
-        await user.close()
 
 
 def _text(body: str) -> Any:

@@ -254,6 +254,7 @@ async def test_file_downloads_fail_permanently_or_a_few_times_never_for_ever() -
 async def test_reconnect_waits_are_capped(setup: Any) -> None:
     _, component, *_ = setup
     xmpp = component.xmpp
+    xmpp.loop = asyncio.get_running_loop()  # built outside this test's loop (session-wide runs)
     xmpp._current_connection_attempt = asyncio.get_running_loop().create_future()
     xmpp._connect_loop_wait = 45
     attempt = xmpp.reschedule_connection_attempt()
