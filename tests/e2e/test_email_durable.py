@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,7 +26,6 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from ruamel.yaml import YAML
 
 from tests.e2e.conftest import Hub
 from tests.e2e.hub import eventually
@@ -192,29 +190,6 @@ async def test_a_bridge_killed_during_a_burst_of_mail_bridges_each_mail_once_in_
     assert not alice.seen(lambda e: NOT_BRIDGED in _body(e), room_id=room_id)
 
 
-async def _start_synapse_again(hub: Hub) -> None:
-    """Start the stopped Synapse, numbering its appservice transactions on from the last one
-    the bridge has seen.
-
-    Synapse on SQLite numbers on from the highest transaction still in its table, read when it
-    first needs an id (sent ones are deleted), so after a restart it reuses ids, and the bridge,
-    which keeps the ids it has seen, drops those transactions as replays: the invites and
-    messages of the next tests would vanish. Synapse on PostgreSQL uses a sequence and never
-    does this. A placeholder transaction without events keeps the numbering going; should
-    Synapse ever send it, the bridge answers it like any empty transaction.
-    """
-    as_id = str(YAML(typ="safe").load(hub.workdir / "registration.yaml")["id"])
-    seen = [
-        int(t) for (t,) in hub.bridge.query("SELECT txn_id FROM as_transaction") if str(t).isdigit()
-    ]
-    with contextlib.closing(sqlite3.connect(hub.synapse.workdir / "homeserver.db")) as conn, conn:
-        conn.execute(
-            "INSERT OR IGNORE INTO application_services_txns (as_id, txn_id, event_ids)"
-            " VALUES (?, ?, '[]')", (as_id, max(seen, default=0)),
-        )  # fmt: skip
-    await hub.synapse.start()
-
-
 HOMESERVER_OUTAGE = 95.0
 """Longer than the old give-up budget with the hub's retry settings (attempts=6, backoff 0.5 s):
 0.5 + 1 + 2 + 4 + 8 = 15.5 s of waiting between the tries, but against a stopped Synapse each
@@ -241,7 +216,7 @@ async def test_mail_during_a_homeserver_outage_is_taken_at_once_and_bridged_afte
             assert not log.deliveries(portal, "deferred"), "no 451 while Matrix is away"
             await asyncio.sleep(max(0.0, HOMESERVER_OUTAGE - (time.monotonic() - stopped)))
         finally:
-            await _start_synapse_again(hub)
+            await hub.synapse.start()
         arrived = await _all_arrive(alice, room_id, texts, timeout=120)
 
     assert arrived == [m for m, _, _ in log.deliveries(portal)], "once each, in order"
