@@ -192,3 +192,25 @@ async def test_the_row_survives_a_store_that_cannot_finish(store: Store) -> None
     assert hub.homeserver.sent == [(CHAT, "sent-once")]
     assert await hub.pending() == 1
     store.remote_inbox.finish = finish  # type: ignore[method-assign]
+
+
+async def test_a_long_outage_does_not_use_up_the_budget_for_real_errors(store: Store) -> None:
+    """After an outage longer than ``attempts`` tries, one unexpected failure is retried, not
+    parked: only failures that are the event's own count."""
+    hub = Hub(store)
+    hub.clients.add(NET, Client())  # type: ignore[arg-type]
+    hub.homeserver.away = 8  # attempts=2 in this hub
+    flaky = {"left": 1}
+    handle = hub.homeserver.handle
+
+    async def once_broken(event: RemoteEvent, client: object) -> None:
+        if hub.homeserver.away == 0 and flaky["left"]:
+            flaky["left"] -= 1
+            raise ValueError("an unexpected hiccup")
+        await handle(event, client)
+
+    hub.homeserver.handle = once_broken  # type: ignore[method-assign]
+    await hub.accept("survivor")
+    await hub.queues.drain()
+    assert hub.homeserver.sent == [(CHAT, "survivor")]
+    assert not hub.notices and await store.list_dead_letters() == []

@@ -138,7 +138,10 @@ class MatrixAPI:
         intent = self.intent(sender)
         crypto = self.encryption
         if crypto is not None and event_type != ENCRYPTED and await crypto.is_encrypted(room_id):
-            content = await crypto.encrypt(room_id, event_type, content)
+            try:  # sharing a new session talks to the homeserver, which may be away
+                content = await crypto.encrypt(room_id, event_type, content)
+            except Exception as err:
+                raise _wrap(err, f"encrypting for {room_id}") from err
             event_type = ENCRYPTED
         kwargs: dict[str, Any] = {}
         if timestamp is not None:

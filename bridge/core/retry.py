@@ -72,11 +72,12 @@ async def until_done(
     bounded: bool = False,
 ) -> Any:
     """Run ``action`` until it succeeds; raises a permanent error at once and an unexpected
-    one after ``policy.attempts`` tries. ``on_failure`` records each failure (its own errors,
-    a database that is down, are logged and do not stop the retrying). ``bounded``: transient
+    one after ``policy.attempts`` tries. ``on_failure`` records each failure that counts (its
+    own errors, a database that is down, are logged and do not stop the retrying). ``bounded``: transient
     failures count against ``attempts`` too, for callers that keep the event themselves and
     offer it again later (an SMTP 451)."""
-    attempt = first_attempt
+    unexpected = first_attempt - 1  # failures that count against the budget, this one's too
+    tries = 1  # for the backoff only
     while True:
         try:
             return await action()
@@ -85,21 +86,25 @@ async def until_done(
         except Exception as err:
             if count_error is not None:
                 count_error(err)
-            if on_failure is not None:
-                try:
-                    await on_failure(err)
-                except Exception as record_err:
-                    log.warning("Could not record the failure of %s: %s", what, record_err)
             transient = is_transient(err) and not bounded
-            if not transient and attempt >= policy.attempts:
-                raise
+            # An outage is not the event's fault: it neither uses up the budget nor is recorded
+            # as an attempt (after a long outage, the first unexpected error is not the last).
+            if not transient:
+                unexpected += 1
+                if on_failure is not None:
+                    try:
+                        await on_failure(err)
+                    except Exception as record_err:
+                        log.warning("Could not record the failure of %s: %s", what, record_err)
+                if unexpected >= policy.attempts:
+                    raise
             # Never a busy loop, however small the configured backoff.
-            delay = max(policy.delay(attempt, err), MIN_WAIT if transient else 0.0)
+            delay = max(policy.delay(tries, err), MIN_WAIT if transient else 0.0)
             if transient:
                 log.warning("%s: %s; waiting for it to come back, next try in %.1f s (try %d)",
-                            what, err, delay, attempt)  # fmt: skip
+                            what, err, delay, tries)  # fmt: skip
             else:
                 log.warning("%s failed (attempt %d of %d): %s; retrying in %.1f s",
-                            what, attempt, policy.attempts, err, delay)  # fmt: skip
-            attempt += 1
+                            what, unexpected, policy.attempts, err, delay)  # fmt: skip
+            tries += 1
             await asyncio.sleep(delay)

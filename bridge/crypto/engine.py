@@ -29,6 +29,7 @@ from mautrix.errors import (
     DuplicateMessageIndex,
     EncryptionError,
     MatrixError,
+    MatrixRequestError,
     MNotFound,
     SessionNotFound,
     VerificationError,
@@ -359,7 +360,15 @@ class CryptoEngine:
         except MNotFound:
             self.rooms.remember(room_id, False)
             return False
-        except MatrixError as err:
+        except MatrixRequestError as err:
+            status = getattr(err, "http_status", 0)
+            if status >= 500 or status == 429:
+                raise TransientError(f"reading the encryption state of {room_id}: {err}") from err
+            raise PermanentError(
+                f"reading the encryption state of {room_id}: {status} {err}",
+                user_message="The bridge cannot read this room's encryption settings.",
+            ) from err
+        except MatrixError as err:  # the homeserver is away
             raise TransientError(f"reading the encryption state of {room_id}: {err}") from err
         await self.state_store.set_encryption_info(RoomID(room_id), cast(Any, content))
         self.rooms.remember(room_id, True)

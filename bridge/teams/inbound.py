@@ -118,8 +118,9 @@ class Inbound:
         chats are read in their portals' queues, after what the inbox holds already."""
         for portal in await self._ctx.store.list_portals():
             if portal.mxid:
+                # One pending catch-up per chat is enough: it reads what is there when it runs.
                 await self._ctx.accept_remote(
-                    RemoteInput(portal=portal.key, kind=CATCH_UP, payload={})
+                    RemoteInput(portal=portal.key, kind=CATCH_UP, payload={}, dedupe_id=CATCH_UP)
                 )
 
     async def _lifecycle(self, item: dict[str, Any], event: str) -> None:
