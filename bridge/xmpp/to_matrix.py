@@ -74,22 +74,30 @@ def _timestamp(msg: Message) -> int | None:
     return int(stamp.timestamp() * 1000) if isinstance(stamp, datetime) else None
 
 
+def shown(url: str) -> str:
+    """A file link as logs and dead letters may show it: XEP-0363 download links are
+    capabilities (whoever has one reads the file), so no path and no query."""
+    parts = urlparse(url)
+    return f"{parts.scheme}://{parts.netloc}/…" if parts.netloc else "(a file link)"
+
+
 def fetcher(http: aiohttp.ClientSession, url: str, limit: int) -> Callable[[], Awaitable[bytes]]:
     """Download an OOB URL lazily, refusing anything but http(s) and anything over ``limit``."""
+    where = shown(url)
 
     async def fetch() -> bytes:
         if urlparse(url).scheme not in ("http", "https"):
             raise NotSupported(
-                f"refusing to fetch {url!r}", user_message="A file link used an unsupported scheme."
+                f"refusing to fetch {where}", user_message="A file link used an unsupported scheme."
             )
         too_large = NotSupported(
-            f"{url} is larger than {limit} bytes", user_message="A file was too large to bridge."
+            f"{where} is larger than {limit} bytes", user_message="A file was too large to bridge."
         )
         try:
             async with http.get(url, timeout=aiohttp.ClientTimeout(total=120)) as resp:
                 if 400 <= resp.status < 500 and resp.status not in (408, 429):
                     raise PermanentError(
-                        f"{url}: HTTP {resp.status}",
+                        f"{where}: HTTP {resp.status}",
                         user_message=f"A file could not be fetched (HTTP {resp.status}).",
                     )
                 resp.raise_for_status()
@@ -104,8 +112,13 @@ def fetcher(http: aiohttp.ClientSession, url: str, limit: int) -> Callable[[], A
         except (aiohttp.ClientError, OSError, TimeoutError) as err:
             # The file's host, not the homeserver nor the XMPP server: a few tries, then a dead
             # letter an operator can retry, rather than a portal that waits for ever.
+            detail = (
+                f"HTTP {err.status}"
+                if isinstance(err, aiohttp.ClientResponseError)
+                else type(err).__name__
+            )
             raise BridgeError(
-                f"fetching {url} failed: {err!r}", user_message="A file could not be fetched."
+                f"fetching {where} failed: {detail}", user_message="A file could not be fetched."
             ) from err
 
     return fetch

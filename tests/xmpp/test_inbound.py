@@ -276,3 +276,14 @@ async def test_matrix_messages_wait_while_the_component_is_away() -> None:
     with pytest.raises(TransientError):
         client.component.require_up()
     assert client.login_id == LoginID("")
+
+
+async def test_file_errors_never_show_the_link_itself() -> None:
+    """An upload link is a capability: errors (logs, dead letters) name the host only."""
+    secret = "/upload/7f3a9c/minutes.pdf?token=s3cr3t"
+    async with aiohttp.ClientSession() as http:
+        for url in (f"ftp://files.example{secret}", f"http://127.0.0.1:9{secret}"):
+            with pytest.raises(BridgeError) as err:
+                await fetcher(http, url, 1024)()
+            assert "7f3a9c" not in str(err.value) and "s3cr3t" not in str(err.value)
+            assert "files.example" in str(err.value) or "127.0.0.1:9" in str(err.value)
