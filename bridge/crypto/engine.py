@@ -459,8 +459,9 @@ class CryptoEngine:
             raise Untrusted(
                 f"device trust {trust} below {self._min_send_trust}",
                 user_message=(
-                    "It was not bridged because it came from a device the hub does not trust "
-                    f"enough ({trust}; this hub needs {self._min_send_trust}). Verify your device."
+                    "It came from a device the hub does not trust enough "
+                    f"({trust}; this hub needs {self._min_send_trust}). Verify your device, "
+                    "then send it again."
                 ),
             )
         out = cast(dict[str, Any], decrypted.serialize())
@@ -493,8 +494,8 @@ class CryptoEngine:
             raise KeysMissing(
                 f"no room key for session {session_id}",
                 user_message=(
-                    "It was not bridged: the hub never received the keys to decrypt it. Make sure "
-                    "your client shares keys with unverified devices, then send it again."
+                    "The hub never received the keys to decrypt it. Make sure your client "
+                    "shares keys with unverified devices, then send it again."
                 ),
             ) from missing
         return await self.machine.decrypt_megolm_event(evt)
