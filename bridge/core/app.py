@@ -20,12 +20,12 @@ from bridge import __version__
 from bridge.core.appservice import AppServiceAPI
 from bridge.core.commands import CommandProcessor
 from bridge.core.config import Config, ConfigError, ConfigProblem
-from bridge.core.connector import NetworkConnector, SupportsRoomBridging
+from bridge.core.connector import NetworkConnector
 from bridge.core.context import ConnectorContext, ConnectorRoutes
 from bridge.core.errors import BridgeError
 from bridge.core.health import HealthMonitor, health_response, refresh_metrics
 from bridge.core.housekeeping import Housekeeping, Retention
-from bridge.core.ids import LoginID, NetworkID, parse_ghost_mxid, unescape_localpart
+from bridge.core.ids import LoginID, NetworkID, parse_ghost_mxid
 from bridge.core.matrix import MatrixAPI
 from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
@@ -351,32 +351,7 @@ class App:
 
     async def query_alias(self, alias: str) -> bool:
         """``#<network>_<escaped chat id>:<domain>``: bridge that chat into a room with this alias."""
-        suffix = f":{self.config.domain}"
-        for network in self.connectors:
-            prefix = f"#{network}_"
-            if not (alias.startswith(prefix) and alias.endswith(suffix)):
-                continue
-            try:
-                remote_id = unescape_localpart(alias[len(prefix) : -len(suffix)])
-                loaded = self.router.client_for(network, LoginID(""), None)
-                if not loaded.features.room_bridging:
-                    return False
-                key, info = await cast(SupportsRoomBridging, loaded.client).bridge_room(
-                    remote_id, ""
-                )
-                localpart = alias[1 : -len(suffix)]
-                portal = await self.router.portals.find_portal(key)
-                if portal is not None and portal.mxid:
-                    await self.matrix.add_alias(portal.mxid, localpart)
-                else:
-                    await self.router.portals.ensure_portal(
-                        key, loaded.client, info, alias_localpart=localpart
-                    )
-            except (BridgeError, ValueError, UnicodeDecodeError) as err:
-                self.log.info("Room alias query for %s: %s", alias, err)
-                return False
-            return True
-        return False
+        return await self.router.bridging.alias_query(alias) is not None
 
     async def _health(self, request: web.Request) -> web.Response:
         clients = {

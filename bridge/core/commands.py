@@ -18,10 +18,9 @@ from bridge.core.connector import (
     LoginProcess,
     NetworkConnector,
     SupportsLogout,
-    SupportsRoomBridging,
 )
 from bridge.core.errors import BridgeError
-from bridge.core.ids import LoginID, NetworkID
+from bridge.core.ids import NetworkID
 from bridge.core.matrix import MatrixAPI
 from bridge.core.permissions import Permissions
 from bridge.core.router import Router
@@ -259,31 +258,14 @@ class CommandProcessor:
 
     async def _bridge(self, room_id: str, sender: str, args: str) -> None:
         network, _, remote_id = args.partition(" ")
-        connector = self._connector(network)
         remote_id = remote_id.strip()
         if not remote_id:
+            self._connector(network)  # an unknown network is named before the usage
             await self.reply(room_id, f"Usage: `{self._prefix} bridge {network} <chat>`")
             return
-        if await self._router.portals.portal_by_room(room_id) is not None:
-            await self.reply(room_id, "This room is already bridged.")
-            return
-        loaded = self._router.client_for(connector.info.id, LoginID(""), sender)
-        if not isinstance(loaded.client, SupportsRoomBridging):
-            await self.reply(
-                room_id,
-                f"{connector.info.display_name} chats cannot be bridged into existing rooms.",
-            )
-            return
-        key, info = await loaded.client.bridge_room(remote_id, sender)
-        existing = await self._router.portals.find_portal(key)
-        if existing is not None and existing.mxid:
-            await self.reply(room_id, f"`{remote_id}` is already bridged to {existing.mxid}.")
-            return
-        await self._router.portals.adopt_room(key, room_id, info)
-        await self._store.add_portal_user(sender, key)
-        await self.reply(
-            room_id, f"This room is now bridged to {connector.info.display_name} `{key.remote_id}`."
-        )
+        portal = await self._router.bridging.bridge_command(room_id, sender, network, remote_id)
+        name = self._connectors[portal.network].info.display_name
+        await self.reply(room_id, f"This room is now bridged to {name} `{portal.remote_id}`.")
 
     async def _cancel(self, room_id: str, sender: str, args: str) -> None:
         pending = self._pending.pop(sender, None)

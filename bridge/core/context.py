@@ -193,7 +193,8 @@ class ConnectorContext:
     async def adopt_matrix_room(self, key: PortalKey, alias: str) -> Portal | None:
         """Make the Matrix room ``alias`` the portal of ``key`` (a room the network offers to
         its users, like an XMPP MUC hosted by the bridge). The bot joins it; ``None`` if the
-        alias does not exist or the room is not open to the bot."""
+        alias does not exist, the room is not open to the bot or it is already the portal of
+        another chat (see :mod:`bridge.core.adopt`)."""
         return await self._core.adopt_matrix_room(key, alias)
 
     async def matrix_members(self, room_id: str) -> dict[str, str]:

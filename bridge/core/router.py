@@ -14,6 +14,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
+from bridge.core.adopt import RoomBridging
 from bridge.core.clients import ClientRegistry, LoadedClient
 from bridge.core.connector import (
     NetworkClient,
@@ -24,7 +25,6 @@ from bridge.core.connector import (
 from bridge.core.encryption import ENCRYPTED, TRANSACTION_DATA_KINDS, RoomEncryption
 from bridge.core.errors import BridgeError, NotSupported, PermanentError
 from bridge.core.events import (
-    ChatInfo,
     RemoteEvent,
 )
 from bridge.core.ids import (
@@ -97,6 +97,11 @@ class Router:
             retry=retry, metrics=metrics, notice=self._remote_failure_notice,
             log=log.getChild("remote"),
         )  # fmt: skip
+        self.bridging = RoomBridging(
+            store=store, matrix=matrix, portals=portals, clients=self.clients,
+            connectors=connectors, permissions=permissions, domain=domain,
+            log=log.getChild("bridging"),
+        )  # fmt: skip
         self.command_handler: CommandHandler | None = None
         self._inbox_wakeup = asyncio.Event()
         self._inbox_task: asyncio.Task[None] | None = None
@@ -127,23 +132,7 @@ class Router:
         return await self._matrix.get_profile(mxid)
 
     async def adopt_matrix_room(self, key: PortalKey, alias: str) -> Portal | None:
-        room_id = await self._matrix.resolve_alias(alias)
-        if room_id is None:
-            return None
-        existing = await self.portals.find_portal(key)
-        if existing is not None and existing.mxid == room_id:
-            return existing
-        try:
-            await self._matrix.join(room_id)
-        except BridgeError as err:
-            self._log.info(
-                "Cannot join %s (%s) to offer it on %s: %s", alias, room_id, key.network, err
-            )
-            return None
-        name, topic = await self._matrix.room_name_and_topic(room_id)
-        return await self.portals.adopt_room(
-            key, room_id, ChatInfo(name=name or alias, topic=topic)
-        )
+        return await self.bridging.adopt_alias(key, alias)
 
     async def matrix_history(self, room_id: str, limit: int) -> list[tuple[str, str, str, int]]:
         names = await self._matrix.joined_members(room_id)

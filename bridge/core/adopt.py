@@ -1,0 +1,196 @@
+"""One way for a Matrix room and a remote chat to become a portal together.
+
+Three ways in, one set of rules:
+
+- ``bridge <network> <chat>`` in an existing room (:meth:`RoomBridging.bridge_command`): a
+  permitted Matrix user makes that room the portal of a chat of the network;
+- a room alias in a connector's namespace, ``#<network>_<escaped chat id>:<domain>``, that the
+  homeserver asks the bridge about (:meth:`RoomBridging.alias_query`): the chat's portal gets
+  that alias, and is created with it if the chat has none yet;
+- a Matrix room a network offers to its own users under the room's alias, like an XMPP MUC
+  hosted by the bridge (:meth:`RoomBridging.adopt_alias`): the bot joins and the room becomes
+  the portal.
+
+The rules: a room is the portal of at most one chat, and a chat has at most one room. A refusal
+raises :class:`Refused` (or returns ``None`` where the caller only needs "no") and changes
+nothing: no mapping, no state event, no alias. The check and the write happen under one lock, so
+two requests at once cannot both pass the check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import cast
+
+from bridge.core.clients import ClientRegistry, LoadedClient
+from bridge.core.connector import NetworkConnector, SupportsRoomBridging
+from bridge.core.errors import BridgeError, NotSupported
+from bridge.core.events import ChatInfo
+from bridge.core.ids import LoginID, NetworkID, PortalKey, unescape_localpart
+from bridge.core.matrix import MatrixAPI
+from bridge.core.permissions import Permissions
+from bridge.core.portals import PortalManager
+from bridge.portal.models import Portal
+from bridge.portal.store import Store
+
+
+class Refused(NotSupported):
+    """This room and this chat cannot be bridged together; ``user_message`` says why."""
+
+
+class RoomBridging:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        matrix: MatrixAPI,
+        portals: PortalManager,
+        clients: ClientRegistry,
+        connectors: dict[NetworkID, NetworkConnector],
+        permissions: Permissions,
+        domain: str,
+        log: logging.Logger,
+    ) -> None:
+        self._store = store
+        self._matrix = matrix
+        self._portals = portals
+        self._clients = clients
+        self._connectors = connectors
+        self._permissions = permissions
+        self._domain = domain
+        self._log = log
+        self._lock = asyncio.Lock()
+
+    # --- the three ways in ----------------------------------------------------------------------
+
+    async def bridge_command(
+        self, room_id: str, sender: str, network: str, remote_id: str
+    ) -> Portal:
+        """``sender`` asked in ``room_id`` to bridge it to ``remote_id`` on ``network``."""
+        if self._permissions.level(sender) < Permissions.USER:
+            raise Refused(
+                f"{sender} may not bridge rooms",
+                user_message="You may not bridge rooms through this bridge.",
+            )
+        connector = self._connector(network)
+        await self._check_room_free(room_id)
+        loaded = self._clients.client_for(connector.info.id, LoginID(""), sender)
+        key, info = await self._bridge_room(loaded, remote_id, sender)
+        async with self._lock:
+            await self._check_room_free(room_id)
+            existing = await self._portals.find_portal(key)
+            if existing is not None and existing.mxid:
+                raise Refused(
+                    f"{key} is already bridged to {existing.mxid}",
+                    user_message=f"`{remote_id}` is already bridged to {existing.mxid}.",
+                )
+            portal = await self._portals.adopt_room(key, room_id, info)
+            await self._store.add_portal_user(sender, key)
+        self._log.info("%s bridged %s to %s", sender, room_id, key)
+        return portal
+
+    async def alias_query(self, alias: str) -> Portal | None:
+        """The homeserver asks for ``alias``: the portal of the chat it names, which now has
+        that alias; ``None`` if it names no chat the bridge can reach."""
+        parsed = self._parse_alias(alias)
+        if parsed is None:
+            return None
+        network, remote_id, localpart = parsed
+        try:
+            loaded = self._clients.client_for(network, LoginID(""), None)
+            key, info = await self._bridge_room(loaded, remote_id, "")
+            async with self._lock:
+                portal = await self._portals.find_portal(key)
+                if portal is not None and portal.mxid:
+                    await self._matrix.add_alias(portal.mxid, localpart)
+                    return portal
+            # Not under the lock: it waits on the network and the homeserver, and a portal the
+            # network creates meanwhile is found by ensure_portal itself.
+            return await self._portals.ensure_portal(
+                key, loaded.client, info, alias_localpart=localpart
+            )
+        except BridgeError as err:
+            self._log.info("Room alias query for %s: %s", alias, err)
+            return None
+
+    async def adopt_alias(self, key: PortalKey, alias: str) -> Portal | None:
+        """Make the Matrix room ``alias`` names the portal of ``key``, a room the network offers
+        to its users; the bot joins it. ``None`` if the alias names no room, the bot cannot join
+        it, or it is already the portal of another chat."""
+        room_id = await self._matrix.resolve_alias(alias)
+        if room_id is None:
+            return None
+        existing = await self._portals.find_portal(key)
+        if existing is not None and existing.mxid == room_id:
+            return existing
+        try:
+            await self._check_room_free(room_id)
+            await self._matrix.join(room_id)
+            name, topic = await self._matrix.room_name_and_topic(room_id)
+            async with self._lock:
+                await self._check_room_free(room_id)
+                existing = await self._portals.find_portal(key)
+                if existing is not None and existing.mxid and existing.mxid != room_id:
+                    # The alias decides: it was moved to another room, and the chat follows it.
+                    self._log.info("%s moves from %s to %s (%s)", key, existing.mxid, room_id,
+                                   alias)  # fmt: skip
+                    self._portals.room_keys.pop(existing.mxid, None)
+                return await self._portals.adopt_room(
+                    key, room_id, ChatInfo(name=name or alias, topic=topic)
+                )
+        except BridgeError as err:
+            self._log.info("Cannot offer %s (%s) on %s: %s", alias, room_id, key.network, err)
+            return None
+
+    # --- the checks -----------------------------------------------------------------------------
+
+    def _connector(self, network: str) -> NetworkConnector:
+        connector = self._connectors.get(NetworkID(network))
+        if connector is None:
+            known = ", ".join(self._connectors) or "none"
+            raise Refused(
+                f"unknown network {network}",
+                user_message=f"There is no network `{network}` here. Networks: {known}.",
+            )
+        return connector
+
+    async def _check_room_free(self, room_id: str) -> None:
+        portal = await self._portals.portal_by_room(room_id)
+        if portal is not None and portal.mxid == room_id:
+            raise Refused(
+                f"{room_id} is already the portal of {portal.key}",
+                user_message="This room is already bridged.",
+            )
+
+    async def _bridge_room(
+        self, loaded: LoadedClient, remote_id: str, matrix_user: str
+    ) -> tuple[PortalKey, ChatInfo]:
+        if not loaded.features.room_bridging:
+            name = self._connectors[loaded.network].info.display_name
+            raise Refused(
+                f"{loaded.network} has no room bridging",
+                user_message=f"{name} chats cannot be bridged into existing rooms.",
+            )
+        client = cast(SupportsRoomBridging, loaded.client)
+        key, info = await client.bridge_room(remote_id, matrix_user)
+        if key.network != loaded.network:
+            raise Refused(f"{loaded.network} answered {remote_id} with a portal of {key.network}")
+        return key, info
+
+    def _parse_alias(self, alias: str) -> tuple[NetworkID, str, str] | None:
+        """(network, chat id, alias localpart) of ``#<network>_<escaped id>:<domain>``."""
+        suffix = f":{self._domain}"
+        if not (alias.startswith("#") and alias.endswith(suffix)):
+            return None
+        localpart = alias[1 : -len(suffix)]
+        for network in self._connectors:
+            escaped = localpart.removeprefix(f"{network}_")
+            if escaped == localpart or not escaped:
+                continue
+            try:
+                return network, unescape_localpart(escaped), localpart
+            except (ValueError, UnicodeDecodeError) as err:
+                self._log.info("Room alias query for %s: %s", alias, err)
+                return None
+        return None
