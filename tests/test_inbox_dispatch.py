@@ -24,16 +24,11 @@ def _router(store: Store) -> tuple[Router, list[int]]:
     )  # fmt: skip
     queued: list[int] = []
 
-    async def put(key: str, job: Any) -> None:
-        queued.append(int(job.row_id))
+    def add(key: str | None, lane: str, row: InboxRow) -> bool:
+        queued.append(row.id)
+        return True
 
-    def inbox_job(row: InboxRow) -> Any:
-        job = MagicMock()
-        job.row_id = row.id
-        return job
-
-    router.queues.put = put  # type: ignore[method-assign]
-    router._inbox_job = inbox_job  # type: ignore[method-assign]
+    router._inbox_rows.add = add  # type: ignore[method-assign]
     return router, queued
 
 

@@ -71,7 +71,7 @@ class Homeserver:
 
 
 class Hub:
-    def __init__(self, store: Store, *, started: bool = True) -> None:
+    def __init__(self, store: Store, *, started: bool = True, memory_rows: int = 256) -> None:
         self.store = store
         self.homeserver = Homeserver()
         self.notices: list[tuple[PortalKey, str]] = []
@@ -81,7 +81,7 @@ class Hub:
         self.inbox = RemoteInbox(
             store=store.remote_inbox, queues=self.queues, portals=self.homeserver,  # type: ignore[arg-type]
             clients=clients, retry=RetryPolicy(attempts=2, backoff=0, max_backoff=0.1),
-            metrics=Metrics(), notice=self._notice, log=LOG,
+            metrics=Metrics(), notice=self._notice, log=LOG, memory_rows=memory_rows,
         )  # fmt: skip
         self.inbox.started = started
 
@@ -176,22 +176,30 @@ async def test_a_login_that_is_gone_after_start_is_a_dead_letter(store: Store) -
     assert len(await store.list_dead_letters()) == 1
 
 
-async def test_the_row_survives_a_store_that_cannot_finish(store: Store) -> None:
-    """Delivered, then the database is gone before the row is removed: after the restart the
-    input is offered again and the message table's dedupe (not tested here) drops it."""
+async def test_a_database_outage_after_delivery_is_waited_out(store: Store) -> None:
+    """Delivered, then the database is away when the row is to be removed: the portal waits
+    for it (the next row must not overtake a row still stored) and removes the row after; the
+    message is sent once."""
     hub = Hub(store)
     hub.clients.add(NET, Client())  # type: ignore[arg-type]
     finish = store.remote_inbox.finish
+    outage = {"left": 3}
 
-    async def database_gone(row_id: int) -> None:
-        raise OSError("database unreachable")
+    async def database_away(row_id: int) -> None:
+        if outage["left"]:
+            outage["left"] -= 1
+            raise OSError("database unreachable")
+        await finish(row_id)
 
-    store.remote_inbox.finish = database_gone  # type: ignore[method-assign]
-    await hub.accept("sent-once")
-    await hub.queues.drain()
-    assert hub.homeserver.sent == [(CHAT, "sent-once")]
-    assert await hub.pending() == 1
-    store.remote_inbox.finish = finish  # type: ignore[method-assign]
+    store.remote_inbox.finish = database_away  # type: ignore[method-assign]
+    try:
+        await hub.accept("sent-once")
+        await hub.accept("next")
+        await hub.queues.drain()
+    finally:
+        store.remote_inbox.finish = finish  # type: ignore[method-assign]
+    assert hub.homeserver.sent == [(CHAT, "sent-once"), (CHAT, "next")]
+    assert outage["left"] == 0 and await hub.pending() == 0
 
 
 async def test_a_long_outage_does_not_use_up_the_budget_for_real_errors(store: Store) -> None:
@@ -214,3 +222,45 @@ async def test_a_long_outage_does_not_use_up_the_budget_for_real_errors(store: S
     await hub.queues.drain()
     assert hub.homeserver.sent == [(CHAT, "survivor")]
     assert not hub.notices and await store.list_dead_letters() == []
+
+
+async def test_a_restart_with_a_long_backlog_queues_it_all_at_once_and_keeps_order(
+    store: Store,
+) -> None:
+    """After a long outage one portal has far more stored rows than a queue holds: starting
+    does not wait for them to be sent (it used to wait for queue room before the connectors,
+    which the rows wait for, had started), and they go out in order before newer ones."""
+    for n in range(40):
+        await store.remote_inbox.add(RemoteInput(
+            portal=CHAT, kind="message", payload={"text": f"old-{n}"}, dedupe_id=f"old-{n}"
+        ))  # fmt: skip
+    hub = Hub(store, started=False, memory_rows=5)
+    hub.queues = OrderedQueues(maxsize=2, log=LOG)
+    hub.inbox = RemoteInbox(
+        store=store.remote_inbox, queues=hub.queues, portals=hub.homeserver,  # type: ignore[arg-type]
+        clients=hub.clients, retry=RetryPolicy(attempts=2, backoff=0, max_backoff=0.01),
+        metrics=Metrics(), notice=hub._notice, log=LOG, memory_rows=5,
+    )  # fmt: skip
+    async with asyncio.timeout(5):
+        assert await hub.inbox.recover() == 40
+        hub.clients.add(NET, Client())  # type: ignore[arg-type]
+        await hub.accept("new")
+    hub.inbox.started = True
+    await hub.queues.drain()
+    assert [text for _, text in hub.homeserver.sent] == [f"old-{n}" for n in range(40)] + ["new"]
+    assert await hub.pending() == 0
+
+
+async def test_accept_never_waits_for_a_stuck_portal(store: Store) -> None:
+    """The connector acknowledges to its network once the input is stored: a portal whose
+    homeserver is away must not stall the stream (an XMPP component, an LMTP session)."""
+    hub = Hub(store, memory_rows=3)
+    hub.clients.add(NET, Client())  # type: ignore[arg-type]
+    hub.homeserver.away = 10**9
+    async with asyncio.timeout(5):
+        for n in range(30):
+            assert await hub.accept(f"m{n}")
+    hub.homeserver.away = 0
+    await hub.queues.drain()
+    assert [text for _, text in hub.homeserver.sent] == [f"m{n}" for n in range(30)]
+    assert await hub.pending() == 0

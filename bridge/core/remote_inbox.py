@@ -1,7 +1,7 @@
 """Network → Matrix, durably: a connector's input is stored before it is acknowledged.
 
-``accept`` writes the input to the remote inbox (one round trip) and queues it on its portal;
-once it returns, the connector may acknowledge to its network (XEP-0184 receipt, LMTP 250,
+``accept`` writes the input to the remote inbox (one round trip) and queues it on its portal
+without waiting (:mod:`bridge.core.stored_queue`); once it returns, the connector may acknowledge to its network (XEP-0184 receipt, LMTP 250,
 Graph 202). Inside the portal's ordered queue the connector's converter turns the stored input
 into remote events, the portal manager sends them, and the row is deleted once Matrix has them
 all. While the homeserver, the database or the network is away the portal waits (capped
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import TypeVar, cast
 
 from bridge.core.clients import ClientRegistry
 from bridge.core.connector import SupportsRemoteInput
@@ -26,9 +26,11 @@ from bridge.core.metrics import Metrics
 from bridge.core.portals import PortalManager
 from bridge.core.queue import OrderedQueues
 from bridge.core.retry import RetryPolicy, until_done
+from bridge.core.stored_queue import StoredQueue
 from bridge.portal.models import RemoteInput
 from bridge.portal.remote_inbox import RemoteInboxRow, RemoteInboxStore
 
+_T = TypeVar("_T")
 FailureNotice = Callable[[PortalKey, Exception], Awaitable[None]]
 RECOVERY_BATCH = 500
 
@@ -45,9 +47,9 @@ class RemoteInbox:
         metrics: Metrics,
         notice: FailureNotice,
         log: logging.Logger,
+        memory_rows: int = 256,
     ) -> None:
         self._store = store
-        self._queues = queues
         self._portals = portals
         self._clients = clients
         self._retry = retry
@@ -57,21 +59,25 @@ class RemoteInbox:
         self.started = False
         """Set once every connector has loaded its clients: a client missing after that is a
         login that is gone, not one still loading."""
-        self._queued: set[int] = set()
-        """Ids queued by this process, kept until a poll has passed them."""
+        self._rows: StoredQueue[PortalKey, RemoteInboxRow] = StoredQueue(
+            name="remote inbox", queues=queues, run=self._run,
+            reread=lambda key, limit: store.pending_for(key, limit),
+            row_id=lambda row: row.id, retry=retry, log=log, limit=memory_rows,
+        )  # fmt: skip
         self._polled_up_to = 0
         self._polling = asyncio.Lock()
 
     async def accept(self, item: RemoteInput) -> bool:
         """Store ``item`` and queue it; False if the same input is already pending. Raises if
-        it could not be stored: the connector must then refuse it (temporarily)."""
+        it could not be stored: the connector must then refuse it (temporarily). Never waits
+        for the portal's queue."""
         row = await self._store.add(item)
         if row is None:
             self._log.debug(
                 "%s %s in %s is already pending", item.kind, item.dedupe_id, item.portal
             )
             return False
-        await self._queue(row)
+        self._queue(row)
         return True
 
     async def recover(self) -> int:
@@ -79,7 +85,7 @@ class RemoteInbox:
         last_id, count = 0, 0
         while rows := await self._store.pending(after_id=last_id, limit=RECOVERY_BATCH):
             for row in rows:
-                await self._queue(row)
+                self._queue(row)
             last_id, count = rows[-1].id, count + len(rows)
         self._polled_up_to = max(self._polled_up_to, last_id)
         if count:
@@ -92,23 +98,22 @@ class RemoteInbox:
 
         Such a row's id is above every row committed before it (see
         :mod:`bridge.portal.dead_letters`), so above what the last poll saw; rows ``accept``
-        stored are skipped, whether it has queued them yet or not."""
+        stored are known to the queue (or left to a spilled portal's read back)."""
         async with self._polling:
-            passed, count = self._polled_up_to, 0
+            count = 0
             while rows := await self._store.pending(
                 after_id=self._polled_up_to, limit=RECOVERY_BATCH
             ):
                 for row in rows:
-                    if row.id not in self._queued:
-                        self._log.info("Queuing %s %d found in the remote inbox (put back "
-                                       "by an operator)", row.input.kind, row.id)  # fmt: skip
-                        count += 1
-                        await self._queue(row)
+                    if self._rows.knows(row.id) or self._rows.is_spilled(row.input.portal):
+                        continue
+                    self._log.info("Queuing %s %d found in the remote inbox (put back "
+                                   "by an operator)", row.input.kind, row.id)  # fmt: skip
+                    count += 1
+                    self._queue(row)
                 self._polled_up_to = rows[-1].id
                 if len(rows) < RECOVERY_BATCH:
                     break
-            # No later poll reads these ids again, and accept queued its own long ago.
-            self._queued = {row_id for row_id in self._queued if row_id > passed}
             return count
 
     async def poll_forever(self, interval: float) -> None:
@@ -119,11 +124,8 @@ class RemoteInbox:
             except Exception as err:  # the database is away: the next round tries again
                 self._log.warning("Looking for put-back network events failed: %s", err)
 
-    async def _queue(self, row: RemoteInboxRow) -> None:
-        if row.id in self._queued:
-            return
-        self._queued.add(row.id)
-        await self._queues.put(str(row.input.portal), lambda: self._run(row))
+    def _queue(self, row: RemoteInboxRow) -> None:
+        self._rows.add(row.input.portal, str(row.input.portal), row)
 
     async def _run(self, row: RemoteInboxRow) -> None:
         item = row.input
@@ -140,8 +142,11 @@ class RemoteInbox:
         except Exception as err:
             self._metrics.remote_events.labels(row.network, item.kind, "failed").inc()
             self._metrics.dead_letters.labels(row.network).inc()
+            reason = str(err)
             try:
-                dead_id = await self._store.park(row, str(err))
+                dead_id = await self._store_op(
+                    f"parking {what}", lambda: self._store.park(row, reason)
+                )
             except Exception as park_err:  # the row stays; the next start tries it again
                 self._log.error("Could not park %s: %s", what, park_err)
                 return
@@ -150,9 +155,14 @@ class RemoteInbox:
             return
         self._metrics.remote_events.labels(row.network, item.kind, "ok").inc()
         try:
-            await self._store.finish(row.id)
+            await self._store_op(f"removing {what}", lambda: self._store.finish(row.id))
         except Exception as err:  # sent; a redelivery after a restart is deduplicated
             self._log.warning("Could not remove %s from the remote inbox: %s", what, err)
+
+    async def _store_op(self, what: str, op: Callable[[], Awaitable[_T]]) -> _T:
+        """A store write after delivery: waits out a database outage, like delivery does."""
+        result: _T = await until_done(what, op, self._retry, self._log)
+        return result
 
     async def _deliver(self, row: RemoteInboxRow) -> None:
         item = row.input

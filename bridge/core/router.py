@@ -43,6 +43,7 @@ from bridge.core.portals import PortalManager
 from bridge.core.queue import OrderedQueues
 from bridge.core.remote_inbox import RemoteInbox
 from bridge.core.retry import RetryPolicy, until_done
+from bridge.core.stored_queue import StoredQueue
 from bridge.portal.models import InboxItem, InboxRow, Portal, RemoteInput
 from bridge.portal.store import Store
 
@@ -95,7 +96,12 @@ class Router:
         self.remote = RemoteInbox(
             store=store.remote_inbox, queues=self.queues, portals=portals, clients=self.clients,
             retry=retry, metrics=metrics, notice=self._remote_failure_notice,
-            log=log.getChild("remote"),
+            log=log.getChild("remote"), memory_rows=queue_size,
+        )  # fmt: skip
+        self._inbox_rows: StoredQueue[str | None, InboxRow] = StoredQueue(
+            name="inbox", queues=self.queues, run=self._run_inbox_row,
+            reread=store.pending_inbox_of_room, row_id=lambda row: row.id, retry=retry,
+            log=log.getChild("inbox"), limit=queue_size,
         )  # fmt: skip
         self.bridging = RoomBridging(
             store=store, matrix=matrix, portals=portals, clients=self.clients,
@@ -276,7 +282,7 @@ class Router:
                 if handed and row.id != last_id + 1:
                     self._inbox_read_store = True  # the gap is read with what follows it
                     break
-                await self.queues.put(await self._queue_key(row), self._inbox_job(row))
+                self._inbox_rows.add(row.room_id, await self._queue_key(row), row)
                 last_id = row.id
             if not self._inbox_read_store and not self._inbox_handed:
                 try:
@@ -306,31 +312,44 @@ class Router:
             key = self.portals.room_keys[row.room_id] = portal.key
         return str(key)
 
-    def _inbox_job(self, row: InboxRow) -> Callable[[], Awaitable[None]]:
-        async def job() -> None:
-            etype = str(row.payload.get("type", row.kind))
-            try:
-                network = await self._with_retries(
-                    f"{etype} {row.event_id or ''} in {row.room_id}",
-                    lambda: self._handle_inbox_row(row),
-                    on_failure=lambda err: self._store.record_inbox_failure(row.id, str(err)),
-                    first_attempt=row.attempts + 1,
-                )
-            except NotSupported as err:
-                self._metrics.matrix_events.labels(etype, "", "unsupported").inc()
-                await self._store.finish_inbox(row.id)
+    async def _run_inbox_row(self, row: InboxRow) -> None:
+        etype = str(row.payload.get("type", row.kind))
+        try:
+            network = await self._with_retries(
+                f"{etype} {row.event_id or ''} in {row.room_id}",
+                lambda: self._handle_inbox_row(row),
+                on_failure=lambda err: self._store.record_inbox_failure(row.id, str(err)),
+                first_attempt=row.attempts + 1,
+            )
+        except NotSupported as err:
+            self._metrics.matrix_events.labels(etype, "", "unsupported").inc()
+            if await self._store_write(
+                f"removing {etype}", lambda: self._store.finish_inbox(row.id)
+            ):
                 await self._failure_notice(row, err)
-            except Exception as err:
-                self._metrics.matrix_events.labels(etype, "", "failed").inc()
-                self._metrics.dead_letters.labels("matrix").inc()
-                await self._store.park_inbox(row.id, str(err))
+        except Exception as err:
+            self._metrics.matrix_events.labels(etype, "", "failed").inc()
+            self._metrics.dead_letters.labels("matrix").inc()
+            reason = str(err)
+            if await self._store_write(
+                f"parking {etype}", lambda: self._store.park_inbox(row.id, reason)
+            ):
                 self._log.error("Parked %s %s after failures: %s", etype, row.event_id, err)
                 await self._failure_notice(row, err)
-            else:
-                self._metrics.matrix_events.labels(etype, network or "", "ok").inc()
-                await self._store.finish_inbox(row.id)
+        else:
+            self._metrics.matrix_events.labels(etype, network or "", "ok").inc()
+            await self._store_write(f"removing {etype}", lambda: self._store.finish_inbox(row.id))
 
-        return job
+    async def _store_write(self, what: str, op: Callable[[], Awaitable[Any]]) -> bool:
+        """A store write after handling a row: waits out a database outage as handling does.
+        False if it failed otherwise; the row stays stored and the next start offers it again
+        (a redelivered event is deduplicated by the message table)."""
+        try:
+            await until_done(what, op, self._retry, self._log)
+        except Exception as err:
+            self._log.error("%s failed; it is tried again after a restart: %s", what, err)
+            return False
+        return True
 
     async def _with_retries(
         self,

@@ -89,6 +89,15 @@ class RemoteInboxStore:
         )  # fmt: skip
         return [_row(row) for row in rows]
 
+    async def pending_for(self, key: PortalKey, limit: int) -> list[RemoteInboxRow]:
+        """The portal's rows not yet on Matrix, oldest first (the unique index's prefix)."""
+        rows = await self._db.fetch(
+            f"SELECT {_COLUMNS} FROM remote_inbox"
+            " WHERE network=$1 AND portal_id=$2 AND receiver=$3 ORDER BY id LIMIT $4",
+            key.network, key.remote_id, key.receiver, limit,
+        )  # fmt: skip
+        return [_row(row) for row in rows]
+
     async def finish(self, row_id: int) -> None:
         await self._db.execute("DELETE FROM remote_inbox WHERE id=$1", row_id)
 

@@ -754,6 +754,15 @@ class Store:
         )
         return [_inbox_row(row) for row in rows]
 
+    async def pending_inbox_of_room(self, room_id: str | None, limit: int) -> list[InboxRow]:
+        """Unfinished inbox rows of one room (``None``: of no room), oldest first."""
+        where = "room_id IS NULL" if room_id is None else "room_id = $2"
+        args: list[Any] = [limit] if room_id is None else [limit, room_id]
+        rows = await self._fetch(
+            f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE {where} ORDER BY id LIMIT $1", *args
+        )
+        return [_inbox_row(row) for row in rows]
+
     async def finish_inbox(self, row_id: int) -> None:
         await self._db.execute("DELETE FROM inbox WHERE id=$1", row_id)
 
