@@ -79,7 +79,7 @@ def test_unreachable_homeserver_is_reported_by_check(tmp_path: Path) -> None:
     config["homeserver"]["address"] = f"http://127.0.0.1:{free_port()}"
     with (tmp_path / "config.yaml").open("w") as f:
         YAML().dump(config, f)
-    lines = assert_clean_failure(pontis(tmp_path, "-c", "config.yaml", "check"))
+    lines = assert_clean_failure(pontis(tmp_path, "-c", "config.yaml", "check", "-r", "reg.yaml"))
     assert lines == [
         f"pontis: homeserver.address: cannot reach {config['homeserver']['address']}: "
         + lines[0].split(": ", 3)[3]

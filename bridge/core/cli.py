@@ -32,6 +32,8 @@ from bridge.core.encryption_settings import PICKLE_KEY_ENV
 from bridge.core.ids import NetworkID
 from bridge.core.logs import setup_logging
 from bridge.core.pickle_key import PickleKeyError, SecretError, load_pickle_key, write_key_file
+from bridge.core.registration_check import check_registration
+from bridge.core.secret_files import log_exposed_files, print_exposed_files
 from bridge.crypto.check import check_encryption
 from bridge.portal.dead_letters import details, retry_summary
 from bridge.portal.dead_letters import line as letter_line
@@ -50,7 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     reg.add_argument("-r", "--registration", default="registration.yaml", help="output file")
     sub.add_parser("run", help="run the bridge (default)")
-    sub.add_parser("check", help="validate config, database, homeserver and connectors")
+    check = sub.add_parser(
+        "check", help="validate config, registration, database, homeserver and connectors"
+    )
+    check.add_argument(
+        "-r", "--registration", default="registration.yaml",
+        help="the registration file the homeserver loads (default: %(default)s)",
+    )  # fmt: skip
     key = sub.add_parser(
         "generate-pickle-key", help="write a new encryption pickle key to a file (mode 0600)"
     )
@@ -87,7 +95,7 @@ def main(
             return _generate_registration(Path(args.config), Path(args.registration), factories)
         config = Config.load(args.config)
         if command == "check":
-            return asyncio.run(_check(config, factories))
+            return asyncio.run(_check(config, factories, Path(args.registration)))
         if command == "show-recovery-key":
             return asyncio.run(_show_recovery_key(config))
         if command == "dead-letters":
@@ -217,6 +225,7 @@ async def _dead_letters(config: Config, action: str, target: str | None, limit: 
 
 def _run(config: Config, factories: Mapping[str, ConnectorFactory]) -> int:
     setup_logging(config.log_level, config.log_format, config.secrets())
+    log_exposed_files(config, logging.getLogger("pontis"))
     app = App(config, factories=factories)
     return asyncio.run(_serve(app))
 
@@ -248,7 +257,10 @@ async def _serve(app: App) -> int:
     return 0
 
 
-async def _check(config: Config, factories: Mapping[str, ConnectorFactory]) -> int:
+async def _check(
+    config: Config, factories: Mapping[str, ConnectorFactory], registration: Path
+) -> int:
+    print_exposed_files(config, [registration])
     problems: list[str] = []
     try:
         connectors = build_connectors(config, factories)
@@ -263,6 +275,7 @@ async def _check(config: Config, factories: Mapping[str, ConnectorFactory]) -> i
         await store.close()
     except Exception as err:
         problems.append(f"database: cannot open {config.database_url.split('@')[-1]}: {err}")
+    problems += check_registration(config, registration)
     problems += await _check_homeserver(config)
     if not problems:  # the encryption probe needs a homeserver that knows the appservice
         problems += await check_encryption(config)

@@ -36,6 +36,8 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from bridge.core.encryption_settings import PICKLE_KEY_ENV, EncryptionSettings
 from bridge.core.encryption_settings import check_section as _check_encryption
+from bridge.core.secret_files import FILE_SUFFIX, resolve_secret_files
+from bridge.core.secret_files import is_secret_key as _is_secret_key
 
 __all__ = [
     "ENV_PREFIX",
@@ -61,7 +63,6 @@ PERMISSION_LEVELS = ("relay", "user", "admin")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 
-_SECRET_WORDS = ("secret", "password", "token")
 _HIDDEN = "<hidden>"
 _SERVER_NAME = r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,255})(?::[0-9]{1,5})?"
 _SERVER_NAME_RE = re.compile(_SERVER_NAME)
@@ -227,10 +228,6 @@ def _placeholder_secrets(section: Any, path: str) -> list[ConfigProblem]:
 
     walk(section, path)
     return problems
-
-
-def _is_secret_key(key: str) -> bool:
-    return any(word in key.lower() for word in _SECRET_WORDS)
 
 
 def _show(path: str, value: Any) -> str:
@@ -474,12 +471,10 @@ def _atomic_write(path: Path, text: str) -> None:
     Blocking; called from the CLI before the event loop runs.
     """
     target = Path(os.path.realpath(path))
-    try:
-        mode = target.stat().st_mode & 0o777
+    try:  # it holds secrets: 0600 when new; an existing file keeps its mode, but not for others
+        mode = target.stat().st_mode & 0o770
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
+        mode = 0o600
     fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
@@ -497,8 +492,17 @@ def _atomic_write(path: Path, text: str) -> None:
 # Environment overrides
 
 
-def _resolve_env(node: Any, rest: str) -> list[str] | None:
-    """Key path named by ``rest`` (``APPSERVICE_BOT_USERNAME``) in ``node``, longest keys first."""
+def _resolve_env(node: Any, rest: str) -> list[Any] | None:
+    """Key path named by ``rest`` (``APPSERVICE_BOT_USERNAME``) in ``node``, longest keys first;
+    list items by index (``CONNECTORS_TEAMS_TENANTS_0_CLIENT_SECRET``)."""
+    if isinstance(node, list):
+        index, _, tail = rest.partition("_")
+        if not index.isdigit() or int(index) >= len(node):
+            return None
+        if not tail:
+            return [int(index)]
+        found = _resolve_env(node[int(index)], tail)
+        return None if found is None else [int(index), *found]
     if not isinstance(node, Mapping):
         return None
     keys = sorted((key for key in node if isinstance(key, str)), key=len, reverse=True)
@@ -618,7 +622,10 @@ class Config:
     def _rebuild(self) -> None:
         """Recompute the read view: a copy of the saved data with environment overrides."""
         effective = copy.deepcopy(self._data)
-        self._env_problems = []
+        self._env_problems = [
+            ConfigProblem(*problem)
+            for problem in resolve_secret_files(effective, self.path.resolve().parent, self._types)
+        ]
         self._pending_env = {}
         for name in sorted(self._env):
             rest = name[len(ENV_PREFIX) :]
@@ -744,7 +751,7 @@ class Config:
             return False
         changed = False
         for key in ("as_token", "hs_token"):
-            if appservice.get(key) == PLACEHOLDER:
+            if appservice.get(key) == PLACEHOLDER and key + FILE_SUFFIX not in appservice:
                 appservice[key] = secrets.token_urlsafe(48)
                 changed = True
         if changed:

@@ -49,7 +49,7 @@ async def _check(tmp_path: Path, synapse_config: dict[str, Any]) -> tuple[int, l
     )
     async with synapse:
         bridge.env["PONTIS_HOMESERVER_ADDRESS"] = synapse.base_url
-        result = bridge.cli("check")
+        result = bridge.cli("check", "-r", str(tmp_path / "reg.yaml"))
     return result.returncode, result.stderr.splitlines()
 
 
