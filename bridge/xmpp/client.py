@@ -43,6 +43,7 @@ from bridge.core import (
     TransientError,
     UserInfo,
 )
+from bridge.core.remote_files import RemoteFiles
 from bridge.portal.models import Message as StoredMessage
 from bridge.portal.models import Portal, RemoteInput
 from bridge.xmpp import from_matrix
@@ -95,8 +96,10 @@ class XmppClient:
             cfg.jid, cfg, ctx.log, on_stanza=self._on_stanza, on_state=self._on_state
         )
         self.identity = Identity(self.component.xmpp, cfg, ctx)
-        self.hosted = HostedRooms(cfg, ctx) if cfg.rooms_domain else None
-        self.inbound = Inbound(ctx, cfg, self.component, self.mucs)
+        # Downloads of links from XMPP, under the address policy and size cap (closed on stop).
+        self.files = RemoteFiles(cfg.fetch_allow_private, cfg.max_file_bytes)
+        self.hosted = HostedRooms(cfg, ctx, self.files) if cfg.rooms_domain else None
+        self.inbound = Inbound(ctx, cfg, self.component, self.mucs, self.files)
         self._sent: OrderedDict[str, _Sent] = OrderedDict()
 
     # --- connection -------------------------------------------------------------------------------
@@ -110,6 +113,7 @@ class XmppClient:
         await self.component.stop()
         if self.hosted is not None:
             await self.hosted.component.stop()
+        await self.files.close()
 
     async def _on_state(self, up: bool, message: str) -> None:
         self._ctx.set_client_state(self.login_id, connected=up, message=message)

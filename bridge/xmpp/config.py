@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.core.config import ConfigError, ConfigProblem
+from bridge.core.remote_files import AllowedAddress, parse_allowed
+
 EXAMPLE_CONFIG = """\
 enabled: false
 component:
@@ -28,6 +31,12 @@ muc_nick: Matrix bridge
 history_on_join: 50
 # Largest file the bridge downloads from XMPP (MiB).
 max_file_mib: 50
+# Files from XMPP arrive as links (XEP-0066, XEP-0363) that the bridge downloads. Links to
+# loopback, private, link-local, multicast or reserved addresses are refused, so that a
+# stranger's link cannot reach services inside your network. List the addresses your own
+# upload service uses, as precisely as you can: "10.1.2.3:5281", "[fd00::5]:443",
+# "10.1.0.0/16:443", or a network without a port ("10.1.0.0/16").
+fetch_allow_private: []
 """
 
 
@@ -42,6 +51,7 @@ class XmppConfig:
     muc_nick: str
     history_on_join: int
     max_file_bytes: int
+    fetch_allow_private: tuple[AllowedAddress, ...] = ()
 
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> XmppConfig:
@@ -56,6 +66,7 @@ class XmppConfig:
             muc_nick=str(section["muc_nick"]),
             history_on_join=int(section["history_on_join"]),
             max_file_bytes=int(section["max_file_mib"]) * 1024 * 1024,
+            fetch_allow_private=_allowed(section.get("fetch_allow_private") or []),
         )
 
     @property
@@ -63,3 +74,17 @@ class XmppConfig:
         """The bridge's own occupant in bridged MUCs. No escaped mxid can equal it (those
         always contain ``\\3a``)."""
         return f"bridge@{self.jid}"
+
+
+def _allowed(entries: list[Any]) -> tuple[AllowedAddress, ...]:
+    allowed, problems = [], []
+    for index, entry in enumerate(entries):
+        try:
+            allowed.append(parse_allowed(entry))
+        except ValueError as err:
+            problems.append(
+                ConfigProblem(f"connectors.xmpp.fetch_allow_private[{index}]", str(err))
+            )
+    if problems:
+        raise ConfigError(problems)
+    return tuple(allowed)

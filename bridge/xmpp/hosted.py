@@ -25,6 +25,7 @@ from bridge.core import (
     RemoteChatInfo,
     RemoteUserID,
 )
+from bridge.core.remote_files import RemoteFiles
 from bridge.xmpp.component import Component, Stanza
 from bridge.xmpp.config import XmppConfig
 from bridge.xmpp.ids import message_id, muc_key
@@ -40,9 +41,12 @@ FEATURES = (DISCO_INFO, MUC_NS, "muc_open", "muc_public", "muc_nonanonymous", "m
 
 
 class HostedRooms:
-    def __init__(self, cfg: XmppConfig, ctx: ConnectorContext) -> None:
+    def __init__(
+        self, cfg: XmppConfig, ctx: ConnectorContext, files: RemoteFiles | None = None
+    ) -> None:
         self._cfg = cfg
         self._ctx = ctx
+        self._files = files or RemoteFiles(cfg.fetch_allow_private, cfg.max_file_bytes)
         self._log = ctx.log.getChild("rooms")
         self.component = Component(
             cfg.rooms_domain, cfg, self._log, on_stanza=self._on_stanza, on_state=self._on_state
@@ -222,7 +226,7 @@ class HostedRooms:
         else:
             event = await convert(
                 msg, key=key, sender=RemoteUserID(sender), sender_name=nick, chat_info=None,
-                resolve=as_is, http=self._ctx.http, max_file_bytes=self._cfg.max_file_bytes,
+                resolve=as_is, files=self._files,
             )  # fmt: skip
         for other in self.occupants(room):  # reflect, as a MUC does, with our stanza-id
             copy = Message(stream=self.component.xmpp, xml=deepcopy(msg.xml))

@@ -25,6 +25,7 @@ from bridge.core import (
     RemoteMessageID,
     RemoteUserID,
 )
+from bridge.core.remote_files import RemoteFiles
 from bridge.portal.models import RemoteInput
 from bridge.xmpp.component import Component
 from bridge.xmpp.config import XmppConfig
@@ -83,10 +84,16 @@ async def accept(ctx: ConnectorContext, component: Component, msg: Message,
 
 class Inbound:
     def __init__(
-        self, ctx: ConnectorContext, cfg: XmppConfig, component: Component, mucs: MucTracker
+        self,
+        ctx: ConnectorContext,
+        cfg: XmppConfig,
+        component: Component,
+        mucs: MucTracker,
+        files: RemoteFiles | None = None,
     ) -> None:
         self._ctx = ctx
         self._cfg = cfg
+        self._files = files or RemoteFiles(cfg.fetch_allow_private, cfg.max_file_bytes)
         self._component = component
         self._mucs = mucs
         self._log = ctx.log
@@ -186,7 +193,7 @@ class Inbound:
             info = ChatInfo(is_direct=True, matrix_users=[key.receiver], members=[sender])
         return await convert(
             msg, key=key, sender=sender, sender_name=name, chat_info=info, resolve=resolve,
-            http=self._ctx.http, max_file_bytes=self._cfg.max_file_bytes, received=received,
+            files=self._files, received=received,
         )  # fmt: skip
 
     async def _remember_stanza_id(self, msg: Message, room: str) -> None:

@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 from xml.etree import ElementTree
 
-import aiohttp
 from slixmpp import ComponentXMPP, Message
 from slixmpp.xmlstream import tostring
 
@@ -38,6 +37,7 @@ from bridge.core import (
     RemoteUserID,
     UserInfo,
 )
+from bridge.core.remote_files import FetchFailed, FetchRefused, FetchTooLarge, RemoteFiles
 from bridge.xmpp.ids import message_id
 from bridge.xmpp.protocol.styling import styling_to_html
 
@@ -81,56 +81,44 @@ def shown(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/…" if parts.netloc else "(a file link)"
 
 
-def fetcher(http: aiohttp.ClientSession, url: str, limit: int) -> Callable[[], Awaitable[bytes]]:
-    """Download an OOB URL lazily, refusing anything but http(s) and anything over ``limit``."""
+def fetcher(files: RemoteFiles, url: str) -> Callable[[], Awaitable[bytes]]:
+    """Download an OOB URL lazily, under the address policy and size cap of ``files``."""
     where = shown(url)
 
     async def fetch() -> bytes:
-        if urlparse(url).scheme not in ("http", "https"):
-            raise NotSupported(
-                f"refusing to fetch {where}", user_message="A file link used an unsupported scheme."
-            )
-        too_large = NotSupported(
-            f"{where} is larger than {limit} bytes", user_message="A file was too large to bridge."
-        )
         try:
-            async with http.get(url, timeout=aiohttp.ClientTimeout(total=120)) as resp:
-                if 400 <= resp.status < 500 and resp.status not in (408, 429):
-                    raise PermanentError(
-                        f"{where}: HTTP {resp.status}",
-                        user_message=f"A file could not be fetched (HTTP {resp.status}).",
-                    )
-                resp.raise_for_status()
-                if (resp.content_length or 0) > limit:
-                    raise too_large
-                data = bytearray()
-                async for chunk in resp.content.iter_chunked(64 * 1024):
-                    data += chunk
-                    if len(data) > limit:
-                        raise too_large
-                return bytes(data)
-        except (aiohttp.ClientError, OSError, TimeoutError) as err:
+            return await files.fetch(url)
+        except FetchRefused as err:
+            raise NotSupported(
+                f"refusing to fetch {where}: {err}",
+                user_message="A file was not bridged: its link points to a local or private "
+                "network address, which the bridge does not fetch from.",
+            ) from None
+        except FetchTooLarge as err:
+            raise NotSupported(str(err), user_message="A file was too large to bridge.") from None
+        except FetchFailed as err:
+            status = err.status
+            if status is not None and 400 <= status < 500 and status not in (408, 429):
+                raise PermanentError(
+                    f"fetching {where} failed: {err}",
+                    user_message=f"A file could not be fetched (HTTP {status}).",
+                ) from None
             # The file's host, not the homeserver nor the XMPP server: a few tries, then a dead
             # letter an operator can retry, rather than a portal that waits for ever.
-            detail = (
-                f"HTTP {err.status}"
-                if isinstance(err, aiohttp.ClientResponseError)
-                else type(err).__name__
-            )
             raise BridgeError(
-                f"fetching {where} failed: {detail}", user_message="A file could not be fetched."
-            ) from err
+                f"fetching {where} failed: {err}", user_message="A file could not be fetched."
+            ) from None
 
     return fetch
 
 
-def _media(msg: Message, http: aiohttp.ClientSession, limit: int) -> Media | None:
+def _media(msg: Message, files: RemoteFiles) -> Media | None:
     url = msg["oob"]["url"] if msg.xml.find("{jabber:x:oob}x") is not None else ""
     if not url:
         return None
     filename = posixpath.basename(unquote(urlparse(url).path)) or "file"
     mimetype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-    return Media(fetch=fetcher(http, url, limit), filename=filename, mimetype=mimetype)
+    return Media(fetch=fetcher(files, url), filename=filename, mimetype=mimetype)
 
 
 MAX_BODY_BYTES = 60_000
@@ -149,8 +137,7 @@ async def convert(
     sender_name: str | None,
     chat_info: ChatInfo | None,
     resolve: ResolveId,
-    http: aiohttp.ClientSession,
-    max_file_bytes: int,
+    files: RemoteFiles,
     received: int | None = None,
 ) -> RemoteEvent | None:
     """The Remote* event ``msg`` stands for, or ``None`` if it carries nothing to bridge.
@@ -174,7 +161,7 @@ async def convert(
     if xml.find("{urn:xmpp:message-correct:0}replace") is not None and body:
         part = MessagePart(text=body, html=styling_to_html(body))
         return RemoteEdit(**common, target=await resolve(msg["replace"]["id"]), parts=[part])
-    media = _media(msg, http, max_file_bytes)
+    media = _media(msg, files)
     if body or media is not None:
         reply_to = None
         if xml.find("{urn:xmpp:reply:0}reply") is not None and msg["reply"]["id"]:

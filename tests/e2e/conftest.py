@@ -62,6 +62,7 @@ def write_config(
         component_port=prosody.component_port,
         secret=XMPP_SECRET,
         upload_service=prosody.upload_domain,
+        upload_http_port=prosody.http_port,
     )
     write_bridge_config(
         path,

@@ -132,9 +132,15 @@ XMPP_COMPONENT = "matrix.xmpp.test"
 XMPP_ROOMS = "rooms.xmpp.test"
 
 
-def xmpp_section(*, component_port: int, secret: str, upload_service: str) -> dict[str, Any]:
-    """``connectors.xmpp`` for a test Prosody that has both components with ``secret``."""
+def xmpp_section(
+    *, component_port: int, secret: str, upload_service: str, upload_http_port: int | None = None
+) -> dict[str, Any]:
+    """``connectors.xmpp`` for a test Prosody that has both components with ``secret``. Its
+    HTTP upload serves on loopback, which the bridge refuses to fetch from unless allowed:
+    exactly that port is (``upload_http_port``), no other."""
+    allow = [f"127.0.0.1:{upload_http_port}"] if upload_http_port is not None else []
     return {
+        "fetch_allow_private": allow,
         "enabled": True,
         "component": {
             "jid": XMPP_COMPONENT,

@@ -8,13 +8,11 @@ import logging
 from typing import Any
 from xml.etree import ElementTree as ET
 
-import aiohttp
 import pytest
 from slixmpp import Message
 from slixmpp.xmlstream import StanzaBase
 
 from bridge.core import (
-    BridgeError,
     LoginID,
     PermanentError,
     RemoteEdit,
@@ -30,7 +28,7 @@ from bridge.xmpp.component import MAX_RECONNECT_WAIT, Component
 from bridge.xmpp.config import XmppConfig
 from bridge.xmpp.inbound import DM, MUC, Inbound
 from bridge.xmpp.muc import MucTracker
-from bridge.xmpp.to_matrix import carries_content, fetcher, parse_stanza, stanza_xml
+from bridge.xmpp.to_matrix import carries_content, parse_stanza, stanza_xml
 
 DOMAIN = "matrix.xmpp.example"
 ALICE = "alice\\3ahub.example@" + DOMAIN
@@ -218,39 +216,6 @@ def ctx_key() -> Any:
     return dm_key(JULIET, "@alice:hub.example")
 
 
-class _Response:
-    def __init__(self, status: int) -> None:
-        self.status, self.content_length = status, None
-
-    async def __aenter__(self) -> _Response:
-        return self
-
-    async def __aexit__(self, *_: object) -> None: ...
-
-    def raise_for_status(self) -> None:
-        if self.status >= 400:
-            raise aiohttp.ClientResponseError(None, (), status=self.status)  # type: ignore[arg-type]
-
-
-class _Http:
-    def __init__(self, status: int | None) -> None:
-        self.status = status
-
-    def get(self, url: str, **_: Any) -> _Response:
-        if self.status is None:
-            raise aiohttp.ClientConnectionError("refused")
-        return _Response(self.status)
-
-
-async def test_file_downloads_fail_permanently_or_a_few_times_never_for_ever() -> None:
-    with pytest.raises(PermanentError):
-        await fetcher(_Http(404), "https://files.example/gone", 10)()  # type: ignore[arg-type]
-    for http in (_Http(503), _Http(None)):
-        with pytest.raises(BridgeError) as err:
-            await fetcher(http, "https://files.example/x", 10)()  # type: ignore[arg-type]
-        assert not isinstance(err.value, TransientError | PermanentError)
-
-
 async def test_reconnect_waits_are_capped(setup: Any) -> None:
     _, component, *_ = setup
     xmpp = component.xmpp
@@ -276,14 +241,3 @@ async def test_matrix_messages_wait_while_the_component_is_away() -> None:
     with pytest.raises(TransientError):
         client.component.require_up()
     assert client.login_id == LoginID("")
-
-
-async def test_file_errors_never_show_the_link_itself() -> None:
-    """An upload link is a capability: errors (logs, dead letters) name the host only."""
-    secret = "/upload/7f3a9c/minutes.pdf?token=s3cr3t"
-    async with aiohttp.ClientSession() as http:
-        for url in (f"ftp://files.example{secret}", f"http://127.0.0.1:9{secret}"):
-            with pytest.raises(BridgeError) as err:
-                await fetcher(http, url, 1024)()
-            assert "7f3a9c" not in str(err.value) and "s3cr3t" not in str(err.value)
-            assert "files.example" in str(err.value) or "127.0.0.1:9" in str(err.value)
