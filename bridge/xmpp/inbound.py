@@ -69,10 +69,18 @@ def remote_input(
 
 async def accept(ctx: ConnectorContext, component: Component, msg: Message,
                  item: RemoteInput) -> bool:  # fmt: skip
-    """Keep ``item`` durably; False if that failed, after telling the sender to try again."""
+    """Keep ``item`` durably; False if that failed, after telling the sender to try again.
+
+    A message a MUC relayed to the bridge's occupant gets no error back: it would go to the
+    room, which may remove an occupant that answers with errors (XEP-0045 §9.10), and its
+    sender never hears of it anyway. It is logged with its stanza id instead."""
     try:
         await ctx.accept_remote(item)
     except Exception as err:
+        if msg["type"] == "groupchat":
+            ctx.log.error("Could not keep %s %s from %s (%s); it is not bridged",
+                          item.kind, item.dedupe_id, msg["from"], err)  # fmt: skip
+            return False
         ctx.log.error("Could not keep %s %s from %s (%s); the sender is asked to try again",
                       item.kind, item.dedupe_id, msg["from"], err)  # fmt: skip
         component.reply_error(msg, "resource-constraint",

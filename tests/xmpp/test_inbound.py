@@ -136,6 +136,18 @@ async def test_a_store_that_is_down_answers_wait_and_sends_no_receipt(setup: Any
     assert str(error["to"]) == f"{JULIET}/phone" and str(error["from"]) == ALICE
 
 
+async def test_a_store_that_is_down_sends_no_error_into_a_muc(setup: Any) -> None:
+    """An error answered to a room message goes to the room, which may kick the bridge."""
+    inbound, component, ctx, sent, _ = setup
+    inbound._mucs.room(ROOM).nicks[f"{LISTENER}/pontis"] = "bridge"
+    ctx.store_down = True
+    await inbound.groupchat(incoming(
+        component, f"<body>hi all</body><stanza-id xmlns='urn:xmpp:sid:0' id='S9' by='{ROOM}'/>",
+        frm=f"{ROOM}/Xena", to=f"{LISTENER}/pontis", mtype="groupchat", mid="x9",
+    ))  # fmt: skip
+    assert sent == [] and ctx.accepted == []
+
+
 async def test_chat_states_stay_fleeting(setup: Any) -> None:
     inbound, component, ctx, _, _ = setup
     msg = incoming(component, "<composing xmlns='http://jabber.org/protocol/chatstates'/>")
