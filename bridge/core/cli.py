@@ -1,4 +1,4 @@
-"""``pontis``: generate-registration, run (the default), check and dead-letters.
+"""``pontis``: generate-registration, run (the default), check, dead-letters and pending.
 
 Every failure an operator can cause (missing file, bad YAML, invalid value, unreachable
 homeserver) ends as one clear line per problem on stderr and exit status 1, never a traceback.
@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from bridge.core.secret_files import log_exposed_files, print_exposed_files
 from bridge.crypto.check import check_encryption
 from bridge.portal.dead_letters import details, retry_summary
 from bridge.portal.dead_letters import line as letter_line
+from bridge.portal.pending import PendingRows, parse_ref
 from bridge.portal.store import Store
 
 
@@ -73,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("action", choices=("list", "show", "retry", "drop"))
     dead.add_argument("target", nargs="?", help="a dead letter's id, or 'all' (retry, drop)")
     dead.add_argument("--limit", type=int, default=100, help="list: how many, newest (100)")
+    pending = sub.add_parser(
+        "pending",
+        help="list what waits to be bridged, or set a row that waits for ever aside as a dead "
+        "letter (works while the bridge runs)",
+    )
+    pending.add_argument("action", choices=("list", "park"))
+    pending.add_argument("target", nargs="?", help="park: a row as listed (m<id> or n<id>)")
+    pending.add_argument("--limit", type=int, default=100, help="list: how many, oldest (100)")
     return parser
 
 
@@ -98,6 +108,8 @@ def main(
             return asyncio.run(_check(config, factories, Path(args.registration)))
         if command == "show-recovery-key":
             return asyncio.run(_show_recovery_key(config))
+        if command == "pending":
+            return asyncio.run(_pending(config, args.action, args.target, args.limit))
         if command == "dead-letters":
             return asyncio.run(_dead_letters(config, args.action, args.target, args.limit))
         return _run(config, factories)
@@ -221,6 +233,39 @@ async def _dead_letters(config: Config, action: str, target: str | None, limit: 
         print("A running bridge picks them up within seconds; a stopped one when it starts.")
     failed = [r for r in results if r.outcome in ("missing", "unreadable")]
     return 1 if letter_id is not None and failed else 0
+
+
+async def _pending(config: Config, action: str, target: str | None, limit: int) -> int:
+    if action == "park":
+        if target is None:
+            return _fail(["usage: pontis -c CONFIG pending park <m<id>|n<id>>"])
+        try:
+            parse_ref(target)
+        except ValueError as err:
+            return _fail([err])
+    try:
+        store = await Store.open(config.database_url)
+    except Exception as err:
+        return _fail([f"database: cannot open {config.database_url.split('@')[-1]}: {err}"])
+    rows = PendingRows(store)
+    try:
+        if action == "list":
+            found, total = await rows.oldest(limit), await rows.count()
+            now = int(time.time() * 1000)
+            for row in found:
+                print(row.line(now))
+            more = f" ({total - len(found)} newer not shown)" if total > len(found) else ""
+            print(f"{total} pending{more}")
+            return 0
+        assert target is not None
+        letter_id = await rows.park(target)
+    finally:
+        await store.close()
+    if letter_id is None:
+        return _fail([f"{target} is not pending (delivered meanwhile, or never existed)"])
+    print(f"Set {target} aside as dead letter {letter_id}; its portal goes on with the next. "
+          f"`pontis -c CONFIG dead-letters retry {letter_id}` puts it back.")  # fmt: skip
+    return 0
 
 
 def _run(config: Config, factories: Mapping[str, ConnectorFactory]) -> int:

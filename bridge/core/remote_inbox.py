@@ -25,7 +25,7 @@ from bridge.core.ids import PortalKey
 from bridge.core.metrics import Metrics
 from bridge.core.portals import PortalManager
 from bridge.core.queue import OrderedQueues
-from bridge.core.retry import RetryPolicy, until_done
+from bridge.core.retry import RetryPolicy, Withdrawn, until_done
 from bridge.core.stored_queue import StoredQueue
 from bridge.portal.models import RemoteInput
 from bridge.portal.remote_inbox import RemoteInboxRow, RemoteInboxStore
@@ -138,7 +138,11 @@ class RemoteInbox:
                 count_error=lambda err: self._metrics.errors.labels(
                     "remote_inbox", type(err).__name__
                 ).inc(),
+                still_wanted=lambda: self._store.exists(row.id),
             )  # fmt: skip
+        except Withdrawn:
+            self._log.info("%s was set aside by an operator; going on with the next", what)
+            return
         except Exception as err:
             self._metrics.remote_events.labels(row.network, item.kind, "failed").inc()
             self._metrics.dead_letters.labels(row.network).inc()

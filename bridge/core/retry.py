@@ -21,6 +21,11 @@ import asyncpg
 
 from bridge.core.errors import NotSupported, PermanentError, TransientError
 
+
+class Withdrawn(Exception):
+    """What was being tried is no longer wanted: an operator set its row aside meanwhile."""
+
+
 MIN_WAIT = 0.1
 """Shortest wait between two tries while the other side is away, in seconds."""
 
@@ -70,12 +75,14 @@ async def until_done(
     first_attempt: int = 1,
     count_error: Callable[[Exception], None] | None = None,
     bounded: bool = False,
+    still_wanted: Callable[[], Awaitable[bool]] | None = None,
 ) -> Any:
     """Run ``action`` until it succeeds; raises a permanent error at once and an unexpected
     one after ``policy.attempts`` tries. ``on_failure`` records each failure that counts (its
     own errors, a database that is down, are logged and do not stop the retrying). ``bounded``: transient
     failures count against ``attempts`` too, for callers that keep the event themselves and
-    offer it again later (an SMTP 451)."""
+    offer it again later (an SMTP 451). ``still_wanted`` is asked before each retry (never before
+    the first try); if it says no, :class:`Withdrawn` is raised."""
     unexpected = first_attempt - 1  # failures that count against the budget, this one's too
     tries = 1  # for the backoff only
     while True:
@@ -108,3 +115,15 @@ async def until_done(
                             what, unexpected, policy.attempts, err, delay)  # fmt: skip
             tries += 1
             await asyncio.sleep(delay)
+            if still_wanted is not None and not await _asked(still_wanted, what, log):
+                raise Withdrawn(what) from err
+
+
+async def _asked(
+    still_wanted: Callable[[], Awaitable[bool]], what: str, log: logging.Logger
+) -> bool:
+    try:
+        return await still_wanted()
+    except Exception as err:  # the database is away too: keep trying
+        log.debug("Could not check whether %s is still wanted: %s", what, err)
+        return True

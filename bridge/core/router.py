@@ -42,7 +42,7 @@ from bridge.core.permissions import Permissions
 from bridge.core.portals import PortalManager
 from bridge.core.queue import OrderedQueues
 from bridge.core.remote_inbox import RemoteInbox
-from bridge.core.retry import RetryPolicy, until_done
+from bridge.core.retry import RetryPolicy, Withdrawn, until_done
 from bridge.core.stored_queue import StoredQueue
 from bridge.portal.models import InboxItem, InboxRow, Portal, RemoteInput
 from bridge.portal.store import Store
@@ -320,7 +320,10 @@ class Router:
                 lambda: self._handle_inbox_row(row),
                 on_failure=lambda err: self._store.record_inbox_failure(row.id, str(err)),
                 first_attempt=row.attempts + 1,
+                still_wanted=lambda: self._store.inbox_row_exists(row.id),
             )
+        except Withdrawn:
+            self._log.info("%s %s was set aside by an operator", etype, row.event_id or row.id)
         except NotSupported as err:
             self._metrics.matrix_events.labels(etype, "", "unsupported").inc()
             if await self._store_write(
@@ -359,10 +362,11 @@ class Router:
         on_failure: Callable[[Exception], Awaitable[int]] | None = None,
         first_attempt: int = 1,
         bounded: bool = False,
+        still_wanted: Callable[[], Awaitable[bool]] | None = None,
     ) -> Any:
         return await until_done(
             what, action, self._retry, self._log, on_failure=on_failure,
-            first_attempt=first_attempt, bounded=bounded,
+            first_attempt=first_attempt, bounded=bounded, still_wanted=still_wanted,
             count_error=lambda err: self._metrics.errors.labels(
                 "router", type(err).__name__
             ).inc(),

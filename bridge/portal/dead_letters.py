@@ -248,7 +248,7 @@ def when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _one_line(text: str, limit: int = 200) -> str:
+def one_line(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -265,7 +265,7 @@ def line(letter: Letter) -> str:
     attempts = f"{letter.attempts} attempt{'s' if letter.attempts != 1 else ''}"
     return (
         f"{letter.id}  {letter.direction}  {letter.network or '-'}  {where(letter)}  "
-        f"{when(letter.parked_at)}  {attempts}  {_one_line(letter.error)}"
+        f"{when(letter.parked_at)}  {attempts}  {one_line(letter.error)}"
     )
 
 

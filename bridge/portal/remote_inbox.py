@@ -98,6 +98,13 @@ class RemoteInboxStore:
         )  # fmt: skip
         return [_row(row) for row in rows]
 
+    async def get(self, row_id: int) -> RemoteInboxRow | None:
+        row = await self._db.fetchrow(f"SELECT {_COLUMNS} FROM remote_inbox WHERE id=$1", row_id)
+        return None if row is None else _row(row)
+
+    async def exists(self, row_id: int) -> bool:
+        return bool(await self._db.fetchval("SELECT 1 FROM remote_inbox WHERE id=$1", row_id))
+
     async def finish(self, row_id: int) -> None:
         await self._db.execute("DELETE FROM remote_inbox WHERE id=$1", row_id)
 

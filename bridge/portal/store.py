@@ -763,6 +763,9 @@ class Store:
         )
         return [_inbox_row(row) for row in rows]
 
+    async def inbox_row_exists(self, row_id: int) -> bool:
+        return bool(await self._db.fetchval("SELECT 1 FROM inbox WHERE id=$1", row_id))
+
     async def finish_inbox(self, row_id: int) -> None:
         await self._db.execute("DELETE FROM inbox WHERE id=$1", row_id)
 
