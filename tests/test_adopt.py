@@ -18,6 +18,7 @@ from bridge.core.clients import ClientRegistry
 from bridge.core.connector import NetworkInfo
 from bridge.core.errors import BridgeError, NotFound
 from bridge.core.events import ChatInfo, UserInfo
+from bridge.core.federation import FederationPolicy, Refusal
 from bridge.core.ids import LoginID, NetworkID, PortalKey, RemoteChatID, RemoteUserID
 from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
@@ -114,8 +115,11 @@ class Connector:
         self.info = NetworkInfo(id=NetworkID(network), display_name=name)
 
 
+OPEN_TO_ALL = [{"network": "*", "remote": ["*"], "matrix": ["*"]}]
+
+
 class Hub:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, rules: list[dict[str, Any]] | None = OPEN_TO_ALL) -> None:
         self.store = store
         self.matrix = Homeserver()
         self.network = Network({"one", "two", "team@muc"})
@@ -134,7 +138,12 @@ class Hub:
             store=store, matrix=matrix, portals=self.portals, clients=clients,
             connectors=connectors, domain="hub.test", log=log,
             permissions=Permissions({"hub.test": "user", OUTSIDER: "relay"}),
+            federation=FederationPolicy(rules, "hub.test", on_refusal=self._refused),
         )  # fmt: skip
+        self.refusals: list[tuple[str, str]] = []
+
+    def _refused(self, refused: Refusal, entry: str) -> None:
+        self.refusals.append((entry, str(refused)))
 
     async def room_of(self, chat: str) -> str | None:
         portal = await self.store.get_portal(PortalKey(NET, RemoteChatID(chat)))

@@ -27,6 +27,7 @@ from bridge.core.clients import ClientRegistry, LoadedClient
 from bridge.core.connector import NetworkConnector, SupportsRoomBridging
 from bridge.core.errors import BridgeError, NotSupported
 from bridge.core.events import ChatInfo
+from bridge.core.federation import FederationPolicy, remote_domain
 from bridge.core.ids import LoginID, NetworkID, PortalKey, unescape_localpart
 from bridge.core.matrix import MatrixAPI
 from bridge.core.permissions import Permissions
@@ -51,7 +52,9 @@ class RoomBridging:
         permissions: Permissions,
         domain: str,
         log: logging.Logger,
+        federation: FederationPolicy | None = None,
     ) -> None:
+        self._federation = federation or FederationPolicy(None, domain)
         self._store = store
         self._matrix = matrix
         self._portals = portals
@@ -74,6 +77,13 @@ class RoomBridging:
                 user_message="You may not bridge rooms through this bridge.",
             )
         connector = self._connector(network)
+        if refused := self._federation.refusal(
+            connector.info.id, remote_domain(remote_id), sender, entry="bridge command"
+        ):
+            raise Refused(
+                str(refused),
+                user_message=f"Not allowed by this hub's federation policy: {refused}.",
+            )
         await self._check_room_free(room_id)
         loaded = self._clients.client_for(connector.info.id, LoginID(""), sender)
         key, info = await self._bridge_room(loaded, remote_id, sender)
@@ -97,6 +107,14 @@ class RoomBridging:
         if parsed is None:
             return None
         network, remote_id, localpart = parsed
+        domain = remote_domain(remote_id)
+        if not self._federation.open_to_every_server(network, domain):
+            # The homeserver does not say who asks, and anyone on any server may: only a chat
+            # every Matrix server may reach can be found by its alias.
+            self._federation.refusal(network, domain, "*", entry="room alias query")
+            self._log.info("Room alias query for %s: the federation policy does not open %s "
+                           "to every Matrix server", alias, domain)  # fmt: skip
+            return None
         try:
             loaded = self._clients.client_for(network, LoginID(""), None)
             key, info = await self._bridge_room(loaded, remote_id, "")

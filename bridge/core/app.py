@@ -23,6 +23,7 @@ from bridge.core.config import Config, ConfigError, ConfigProblem
 from bridge.core.connector import NetworkConnector
 from bridge.core.context import ConnectorContext, ConnectorRoutes
 from bridge.core.errors import BridgeError
+from bridge.core.federation import FederationPolicy, Refusal
 from bridge.core.health import HealthMonitor, health_response, refresh_metrics
 from bridge.core.housekeeping import Housekeeping, Retention
 from bridge.core.ids import LoginID, NetworkID, parse_ghost_mxid
@@ -135,6 +136,9 @@ class App:
             log=self.log.getChild("matrix"),
         )
         permissions = Permissions(cfg.permissions)
+        self.federation = FederationPolicy(
+            cfg.federation_rules, cfg.domain, on_refusal=self._federation_refused
+        )
         portals = PortalManager(
             store=self.store,
             matrix=self.matrix,
@@ -154,6 +158,7 @@ class App:
             queue_size=cfg.queue_size,
             domain=cfg.domain,
             log=self.log.getChild("router"),
+            federation=self.federation,
         )
         commands = CommandProcessor(
             store=self.store,
@@ -311,6 +316,7 @@ class App:
             metrics=self.metrics,
             core=self.router,
             routes=self._routes,
+            federation=self.federation,
         )
         self._contexts[network] = ctx
         await connector.start(ctx)
@@ -348,6 +354,10 @@ class App:
                 return False
             return True
         return False
+
+    def _federation_refused(self, refused: Refusal, entry: str) -> None:
+        self.metrics.errors.labels("federation", entry).inc()
+        self.log.warning("Refused by the federation policy (%s): %s", entry, refused)
 
     async def query_alias(self, alias: str) -> bool:
         """``#<network>_<escaped chat id>:<domain>``: bridge that chat into a room with this alias."""

@@ -36,6 +36,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from bridge.core.encryption_settings import PICKLE_KEY_ENV, EncryptionSettings
 from bridge.core.encryption_settings import check_section as _check_encryption
+from bridge.core.federation import check_rules
 from bridge.core.secret_files import FILE_SUFFIX, resolve_secret_files
 from bridge.core.secret_files import is_secret_key as _is_secret_key
 
@@ -680,6 +681,8 @@ class Config:
         bridge = data.get("bridge")
         if isinstance(bridge, Mapping) and "permissions" in bridge:
             problems += _check_permissions(bridge["permissions"])
+        if isinstance(bridge, Mapping):
+            problems += [ConfigProblem(*p) for p in check_rules(bridge.get("federation"))]
         if "connectors" in data:
             problems += _check_connectors(data["connectors"])
         if isinstance(data.get("encryption"), Mapping):
@@ -852,6 +855,10 @@ class Config:
     @property
     def permissions(self) -> dict[str, str]:
         return {str(k): str(v) for k, v in self._get("bridge", "permissions").items()}
+
+    @property
+    def federation_rules(self) -> list[dict[str, Any]]:
+        return [dict(rule) for rule in self._get("bridge", "federation")]
 
     @property
     def relay_enabled(self) -> bool:

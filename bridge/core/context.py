@@ -19,6 +19,7 @@ from aiohttp import web
 from bridge.core.connector import NetworkClient
 from bridge.core.errors import BridgeError
 from bridge.core.events import RemoteEvent
+from bridge.core.federation import FederationPolicy
 from bridge.core.ids import (
     LoginID,
     NetworkID,
@@ -111,6 +112,7 @@ class ConnectorContext:
         metrics: Metrics,
         core: CoreServices,
         routes: ConnectorRoutes | None = None,
+        federation: FederationPolicy | None = None,
     ) -> None:
         self.network = network
         self.config = config
@@ -121,6 +123,9 @@ class ConnectorContext:
         self.store = store
         self.http = http
         self.metrics = metrics
+        self.federation = federation or FederationPolicy(None, domain)
+        """Who may reach whom (:mod:`bridge.core.federation`): check it at every entry where a
+        remote person reaches a Matrix user or room, before anything changes."""
         self._core = core
         self._routes = routes or ConnectorRoutes()
         self._tasks: set[asyncio.Task[Any]] = set()

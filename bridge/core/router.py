@@ -27,6 +27,7 @@ from bridge.core.errors import BridgeError, NotSupported, PermanentError
 from bridge.core.events import (
     RemoteEvent,
 )
+from bridge.core.federation import FederationPolicy, Refusal, remote_domain
 from bridge.core.ids import (
     LoginID,
     NetworkID,
@@ -58,6 +59,14 @@ dead letter an operator retried from the command line while the bridge runs."""
 _REQUIRE_ENCRYPTED = frozenset({"m.room.message", "m.sticker"})
 _MEDIA_MSGTYPES = {"m.image", "m.file", "m.audio", "m.video"}
 _REPLY_FALLBACK = re.compile(r"^(> .*\n)+\n", re.MULTILINE)
+_CONTENT_TYPES = frozenset({"m.room.message", "m.sticker", "m.reaction"})
+"""What a Matrix user says in a portal: sent to the network only if the policy connects them."""
+
+
+def _policy_message(refused: Refusal) -> str:
+    return f"Not allowed by this hub's federation policy: {refused}."
+
+
 _HTML_REPLY_FALLBACK = re.compile(r"<mx-reply>.*?</mx-reply>", re.DOTALL)
 
 
@@ -75,12 +84,14 @@ class Router:
         queue_size: int,
         domain: str,
         log: logging.Logger,
+        federation: FederationPolicy | None = None,
     ) -> None:
         self._store = store
         self._matrix = matrix
         self.portals = portals
         self._connectors = connectors
         self._permissions = permissions
+        self._federation = federation or FederationPolicy(None, domain)
         self._metrics = metrics
         self._retry = retry
         self._domain = domain
@@ -106,7 +117,7 @@ class Router:
         self.bridging = RoomBridging(
             store=store, matrix=matrix, portals=portals, clients=self.clients,
             connectors=connectors, permissions=permissions, domain=domain,
-            log=log.getChild("bridging"),
+            log=log.getChild("bridging"), federation=self._federation,
         )  # fmt: skip
         self.command_handler: CommandHandler | None = None
         self._inbox_wakeup = asyncio.Event()
@@ -474,6 +485,12 @@ class Router:
         if (invited := self._invited_ghost(portal.network, event)) is not None:
             await self._ghost_invited_to_portal(portal, sender, invited)
             return portal.network
+        if event.get("type") in _CONTENT_TYPES and (
+            refused := self._federation.refusal(
+                portal.network, remote_domain(portal.remote_id), sender, entry="matrix message"
+            )
+        ):
+            raise PermanentError(str(refused), user_message=_policy_message(refused))
         await self._events.handle(portal, event)
         return portal.network
 
@@ -491,6 +508,10 @@ class Router:
         assert portal.mxid is not None
         ghost = ghost_mxid(portal.network, remote_user, self._domain)
         try:
+            if refused := self._federation.refusal(
+                portal.network, remote_domain(remote_user), inviter, entry="matrix invite"
+            ):
+                raise NotSupported(str(refused), user_message=_policy_message(refused))
             loaded = self.client_for(portal.network, portal.receiver, inviter)
             if not loaded.features.invites:
                 name = self._connectors[portal.network].info.display_name
@@ -537,6 +558,10 @@ class Router:
                 raise NotSupported(
                     "not permitted", user_message="You may not start chats through this bridge."
                 )
+            if refused := self._federation.refusal(
+                network, remote_domain(remote_user), inviter, entry="matrix direct chat"
+            ):
+                raise NotSupported(str(refused), user_message=_policy_message(refused))
             loaded = self.client_for(network, LoginID(""), inviter)
             if not loaded.features.direct_chats:
                 name = self._connectors[network].info.display_name

@@ -25,10 +25,11 @@ from bridge.core import (
     RemoteChatInfo,
     RemoteUserID,
 )
+from bridge.core.federation import remote_domain
 from bridge.core.remote_files import RemoteFiles
 from bridge.xmpp.component import Component, Stanza
 from bridge.xmpp.config import XmppConfig
-from bridge.xmpp.ids import message_id, muc_key
+from bridge.xmpp.ids import NETWORK, message_id, muc_key
 from bridge.xmpp.inbound import HOSTED, accept, as_is, remote_input
 from bridge.xmpp.muc import MUC_NS, MUC_USER_NS
 from bridge.xmpp.protocol.escaping import bare_jid, muc_to_room_alias, mxid_to_jid
@@ -137,6 +138,13 @@ class HostedRooms:
             self._error(presence, "jid-malformed", "Join with a nickname: room@domain/nick")
             return
         alias = muc_to_room_alias(room, self._cfg.rooms_domain)
+        if alias and (
+            refused := self._ctx.federation.refusal(
+                NETWORK, remote_domain(occupant), alias, entry="xmpp hosted room"
+            )
+        ):
+            self._error(presence, "forbidden", f"You may not join {alias}: {refused}", "auth")
+            return
         portal = await self._ctx.adopt_matrix_room(muc_key(room), alias) if alias else None
         if portal is None or portal.mxid is None:
             self._error(presence, "item-not-found", f"No public Matrix room {alias or room}")

@@ -25,6 +25,7 @@ from bridge.core import (
     RemoteMessageID,
     RemoteUserID,
 )
+from bridge.core.federation import remote_domain
 from bridge.core.remote_files import RemoteFiles
 from bridge.portal.models import RemoteInput
 from bridge.xmpp.component import Component
@@ -121,6 +122,12 @@ class Inbound:
         if mxid is None:
             if msg["to"].user:
                 self._component.reply_error(msg, "item-not-found", "No such Matrix user")
+            return
+        if refused := self._ctx.federation.refusal(
+            NETWORK, remote_domain(sender), mxid, entry="xmpp direct message"
+        ):
+            if carries_content(msg):  # chat states and markers are dropped without a word
+                self._component.reply_error(msg, "forbidden", f"Not delivered: {refused}.")
             return
         key = dm_key(sender, mxid)
         if not carries_content(msg):

@@ -22,6 +22,7 @@ from bridge.core import (
     RemoteTyping,
     TransientError,
 )
+from bridge.core.federation import FederationPolicy
 from bridge.portal.models import RemoteInput
 from bridge.xmpp.client import XmppClient
 from bridge.xmpp.component import MAX_RECONNECT_WAIT, Component
@@ -52,6 +53,7 @@ class FakeStore:
 class FakeContext:
     log = logging.getLogger("test.xmpp.inbound")
     http: Any = None
+    federation = FederationPolicy(None, "hub.example")
 
     def __init__(self, journal: list[str]) -> None:
         self.journal = journal
