@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import logging
 import os
+import random
 import shlex
 import shutil
 import sys
@@ -16,6 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.burst import burst
+from bench.chaos import chaos
+from bench.chaos_tally import render as render_chaos
+from bench.chaos_tally import section_of, splice
 from bench.driver import closed_loop
 from bench.encryption import encryption_comparison
 from bench.harness import BenchHub, running_hub, stop_bridge
@@ -42,6 +46,8 @@ from bench.source import SOURCES
 from bench.timing import TimedMatrixUser
 
 log = logging.getLogger("bench")
+CHAOS_MESSAGES = 1000
+CHAOS_KILLS = 10
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -93,6 +99,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "committed HEAD (default: %(default)s)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument(
+        "--chaos",
+        action="store_true",
+        help="run only the chaos benchmark (every connector in both directions while the "
+        "bridge is SIGKILLed at random moments; --messages per direction, default "
+        f"{CHAOS_MESSAGES}) and replace its section of the report, keeping the rest",
+    )
+    parser.add_argument(
+        "--kills",
+        type=int,
+        default=CHAOS_KILLS,
+        help="SIGKILLs in a chaos run (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seed of a chaos run's kill schedule (default: a random one, printed)",
+    )
     return parser.parse_args(argv)
 
 
@@ -221,8 +245,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
 
     return Report(
         date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        command=os.environ.get("PONTIS_BENCH_COMMAND")
-        or shlex.join([".venv/bin/python", "-m", "bench", *sys.argv[1:]]),
+        command=_command(),
         seconds=time.perf_counter() - began,
         machine=machine,
         settings=settings,
@@ -240,6 +263,41 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
     )
 
 
+def _command() -> str:
+    return os.environ.get("PONTIS_BENCH_COMMAND") or shlex.join(
+        [".venv/bin/python", "-m", "bench", *sys.argv[1:]]
+    )
+
+
+def _run_chaos(args: argparse.Namespace, workdir: Path) -> int:
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
+    log.info("chaos benchmark, seed %d (repeat with --seed %d)", seed, seed)
+    result = asyncio.run(
+        chaos(
+            workdir,
+            args.source,
+            messages=args.messages or CHAOS_MESSAGES,
+            kills=args.kills,
+            seed=seed,
+            command=_command(),
+        )
+    )
+    section = render_chaos(result)
+    existing = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(splice(existing, section))
+    log.info("seed %d; wrote the chaos section of %s", seed, args.output)
+    for d in result.directions:
+        log.info(
+            "  %-9s sent %d, refused %d, lost %d, vanished %d, duplicated %d, reordered %d "
+            "(%d never refused)",
+            d.key, d.sent, d.refused, len(d.lost), len(d.unconfirmed), len(d.duplicated),
+            len(d.reordered),
+            len(d.reordered_unrefused),
+        )  # fmt: skip
+    return 0 if result.quiescent and all(d.clean for d in result.directions) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -249,15 +307,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's, the SMTP sink's
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # the Graph emulator's
     logging.getLogger("nio").setLevel(logging.WARNING)  # the encrypting client's, per event
+    # The Graph emulator's notification retries, while a chaos run has the bridge down.
+    logging.getLogger("bridge.teams.emulator.notifier").setLevel(logging.ERROR)
     workdir = Path(tempfile.mkdtemp(prefix="pontis-bench-"))
     log.info("working directory %s", workdir)
     try:
+        if args.chaos:
+            return _run_chaos(args, workdir)
         report = asyncio.run(run(args, workdir))
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(report))
+    text = render(report)
+    # The chaos section comes from its own run (--chaos): a full run keeps it.
+    kept = section_of(args.output.read_text()) if args.output.exists() else None
+    args.output.write_text(splice(text, kept) if kept else text)
     missed = [c for c in report.checks() if not c.met]
     log.info("wrote %s; %d targets missed", args.output, len(missed))
     for check in missed:
