@@ -7,7 +7,6 @@ the test's store is open, as the bridge's would be.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
@@ -16,32 +15,13 @@ from bridge.core.cli import main
 from bridge.portal.dead_letters import UnreadableEvent
 from bridge.portal.models import Portal
 from bridge.portal.store import Store
-from tests.config_text import BASE_CONFIG
-from tests.store_fixtures import StoreTarget
+from tests.cli_fixtures import CONFIG
 from tests.test_dead_letters import KEY, NET, ROOM, matrix_letter, remote_letter
-
-CONFIG = (
-    BASE_CONFIG
-    + """\
-database: '{database}'
-"""
-)
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in os.environ if n.startswith("PONTIS_")]:
-        monkeypatch.delenv(name)
 
 
 @pytest.fixture
-def config(tmp_path: Path, store_target: StoreTarget) -> str:
-    database = store_target.url
-    if store_target.engine == "postgres":  # the test's schema, as a server setting
-        database += f"?search_path={store_target.db_args['server_settings']['search_path']}"
-    path = tmp_path / "config.yaml"
-    path.write_text(CONFIG.format(database=database))
-    return str(path)
+def config(cli_config: str) -> str:
+    return cli_config
 
 
 async def pontis(config: str, *args: str) -> int:

@@ -5,8 +5,6 @@ letter that can be retried later. Both engines; the CLI as an operator types it.
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
 
 import pytest
 
@@ -14,26 +12,9 @@ from bridge.core.cli import main
 from bridge.portal.models import RemoteInput
 from bridge.portal.pending import PARKED_BY_OPERATOR, PendingRows, parse_ref
 from bridge.portal.store import Store
-from tests.store_fixtures import StoreTarget
-from tests.test_cli_dead_letters import CONFIG, out_and_err
+from tests.test_cli_dead_letters import out_and_err
 from tests.test_dead_letters import pdu
 from tests.test_remote_inbox import CHAT, NET, Client, Hub
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in os.environ if n.startswith("PONTIS_")]:
-        monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def config(tmp_path: Path, store_target: StoreTarget) -> str:
-    database = store_target.url
-    if store_target.engine == "postgres":
-        database += f"?search_path={store_target.db_args['server_settings']['search_path']}"
-    path = tmp_path / "config.yaml"
-    path.write_text(CONFIG.format(database=database))
-    return str(path)
 
 
 async def pontis(config: str, *args: str) -> int:
@@ -87,23 +68,23 @@ async def test_park_names_nothing_else(store: Store) -> None:
 
 
 async def test_the_cli_lists_and_sets_aside(
-    store: Store, config: str, capsys: pytest.CaptureFixture[str]
+    store: Store, cli_config: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     [row] = await store.store_transaction("t1", [pdu("$waiting")]) or []
     await store.record_inbox_failure(row.id, "xmpp: remote-server-not-found")
-    assert await pontis(config, "list") == 0
+    assert await pontis(cli_config, "list") == 0
     out, _ = out_and_err(capsys)
     assert out[-1] == "1 pending"
     assert out[0].startswith(f"m{row.id}  Matrix → network") and "remote-server-not-found" in out[0]
 
-    assert await pontis(config, "park", "bogus") == 1
+    assert await pontis(cli_config, "park", "bogus") == 1
     _, err = out_and_err(capsys)
     assert "not a pending row" in err[0]
-    assert await pontis(config, "park") == 1
-    assert await pontis(config, "park", f"m{row.id}") == 0
+    assert await pontis(cli_config, "park") == 1
+    assert await pontis(cli_config, "park", f"m{row.id}") == 0
     out, _ = out_and_err(capsys)
     assert out[0].startswith(f"Set m{row.id} aside as dead letter ")
-    assert await pontis(config, "park", f"m{row.id}") == 1  # not pending any more
+    assert await pontis(cli_config, "park", f"m{row.id}") == 1  # not pending any more
     _, err = out_and_err(capsys)
     assert "is not pending" in err[0]
     assert await PendingRows(store).count() == 0 and await store.dead_letters.count() == 1
