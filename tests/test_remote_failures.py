@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 from unittest.mock import AsyncMock, MagicMock
 
 import pytest
 
 from bridge.core.errors import PermanentError, TransientError
-from bridge.core.events import MessagePart, RemoteMessage
+from bridge.core.events import MessagePart, RemoteMessage, RemoteReceipt, RemoteTyping
 from bridge.core.ids import NetworkID, PortalKey, RemoteChatID, RemoteMessageID, RemoteUserID
 from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
@@ -107,3 +108,23 @@ async def test_a_message_a_connector_gives_up_on_is_shown_in_its_room(store: Sto
         "A message from the remote side could not be bridged: The remote network is not"
         " reachable right now; the bridge kept retrying."
     ]
+
+
+async def test_typing_and_receipts_are_tried_once_and_never_noticed(store: Store) -> None:
+    """While the homeserver is away, a chat state must not hold the portal's messages up behind
+    its retries, nor end as a "could not be bridged" notice: it is worth one try."""
+    router, send = _router(store, TransientError("homeserver unreachable"))
+    portals: Any = router.portals
+    for _ in range(500):  # a chatty contact during a long outage: more than the queue holds
+        await router.submit_remote_event(
+            NET, RemoteTyping(portal=KEY, sender=RemoteUserID("someone"), timeout_ms=5000),
+            wait=False,
+        )  # fmt: skip
+    await router.submit_remote_event(
+        NET, RemoteReceipt(portal=KEY, sender=RemoteUserID("someone"), up_to=RemoteMessageID("m")),
+        wait=False,
+    )  # fmt: skip
+    async with asyncio.timeout(5):
+        await router.queues.drain()
+    assert _notices(send) == []
+    assert portals.handle.await_count <= 101, "one try each, and a full portal drops the rest"

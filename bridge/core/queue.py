@@ -69,6 +69,14 @@ class OrderedQueues:
             await lane.room.wait()
         self.push(key, job)
 
+    def offer(self, key: str, job: Job) -> bool:
+        """Queue ``job`` if its lane has room; False (and nothing queued) if it is full."""
+        lane = self._lanes.get(key)
+        if lane is not None and len(lane.jobs) >= self._maxsize:
+            return False
+        self.push(key, job)
+        return True
+
     def push(self, key: str, job: Job) -> None:
         """Queue ``job`` behind everything already queued for ``key`` without waiting."""
         self._check_open()

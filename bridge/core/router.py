@@ -24,9 +24,7 @@ from bridge.core.connector import (
 )
 from bridge.core.encryption import ENCRYPTED, TRANSACTION_DATA_KINDS, RoomEncryption
 from bridge.core.errors import BridgeError, NotSupported, PermanentError
-from bridge.core.events import (
-    RemoteEvent,
-)
+from bridge.core.events import RemoteEvent, RemoteReceipt, RemoteTyping
 from bridge.core.federation import FederationPolicy, Refusal, remote_domain
 from bridge.core.ids import (
     LoginID,
@@ -61,6 +59,9 @@ _MEDIA_MSGTYPES = {"m.image", "m.file", "m.audio", "m.video"}
 _REPLY_FALLBACK = re.compile(r"^(> .*\n)+\n", re.MULTILINE)
 _CONTENT_TYPES = frozenset({"m.room.message", "m.sticker", "m.reaction"})
 """What a Matrix user says in a portal: sent to the network only if the policy connects them."""
+
+
+_INVITE_REFUSAL = "Only users of this bridge (the `user` level) may add people to its chats."
 
 
 def _policy_message(refused: Refusal) -> str:
@@ -99,7 +100,7 @@ class Router:
         self.clients = ClientRegistry(connectors, metrics, log)
         self._events = MatrixEventHandler(
             store=store, matrix=matrix, connectors=connectors, clients=self.clients,
-            is_puppet=self.is_any_puppet,
+            is_puppet=self.is_any_puppet, permissions=permissions,
         )  # fmt: skip
         self.queues = OrderedQueues(
             maxsize=queue_size, log=log.getChild("queue"), observe_wait=metrics.queue_wait.observe
@@ -167,10 +168,13 @@ class Router:
     async def submit_remote_event(
         self, network: NetworkID, event: RemoteEvent, *, wait: bool, last_attempt: bool = True
     ) -> None:
+        kind = type(event).__name__
+        if isinstance(event, RemoteTyping | RemoteReceipt) and not wait:
+            self._offer_fleeting(network, event, kind)
+            return
         done: asyncio.Future[None] | None = (
             asyncio.get_running_loop().create_future() if wait else None
         )
-        kind = type(event).__name__
 
         async def job() -> None:
             try:
@@ -202,6 +206,23 @@ class Router:
         await self.queues.put(str(event.portal), job)
         if done is not None:
             await done
+
+    def _offer_fleeting(self, network: NetworkID, event: RemoteEvent, kind: str) -> None:
+        """Typing and read receipts: worth one try in the portal's turn, never a wait, a
+        retry, a notice or a dead letter. While the homeserver is away they would only hold
+        the portal's messages up; a full portal drops them."""
+
+        async def job() -> None:
+            try:
+                await self._handle_remote(network, event)
+            except Exception as err:
+                self._metrics.remote_events.labels(network, kind, "dropped").inc()
+                self._log.debug("Dropped %s in %s: %s", kind, event.portal, err)
+            else:
+                self._metrics.remote_events.labels(network, kind, "ok").inc()
+
+        if not self.queues.offer(str(event.portal), job):
+            self._metrics.remote_events.labels(network, kind, "dropped").inc()
 
     async def accept_remote(self, item: RemoteInput) -> bool:
         return await self.remote.accept(item)
@@ -508,6 +529,8 @@ class Router:
         assert portal.mxid is not None
         ghost = ghost_mxid(portal.network, remote_user, self._domain)
         try:
+            if self._permissions.level(inviter) < Permissions.USER:  # adds a recipient
+                raise NotSupported("relay-level invite", user_message=_INVITE_REFUSAL)
             if refused := self._federation.refusal(
                 portal.network, remote_domain(remote_user), inviter, entry="matrix invite"
             ):
