@@ -2,13 +2,12 @@
 
 Against the shared hub's real Postfix, Dovecot and Synapse:
 
-- the bridge SIGKILLed in the middle of a burst of mail: Postfix offers again what was not
-  answered ``250``, and every mail is in the room once, in the order the bridge took them;
-- Synapse stopped for 95 s while mail arrives: the mails are answered ``250`` at once (they
-  are stored), and are in the room once each, in order, when Synapse is back;
-- the SMTP relay (Postfix) stopped while a Matrix user writes: the mails go out when it is back.
+the bridge SIGKILLed in the middle of a burst of mail: Postfix offers again what was not
+answered ``250``, and every mail is in the room once, in the order the bridge took them.
+The homeserver and SMTP relay outages are in test_outages.py, together with the other networks';
+it uses the helpers here.
 
-The order the bridge took mails in is read from Postfix's log: while these tests run Postfix
+The order the bridge took mails in is read from Postfix's log: while a test runs Postfix
 hands the bridge one mail at a time (``lmtp_destination_concurrency_limit = 1``), so the order
 of its ``status=sent`` lines is exactly the order of the bridge's ``250`` answers. Everything
 stopped or changed here is restored in ``finally`` blocks: the hub is shared by the session.
@@ -36,7 +35,6 @@ from tests.e2e.test_email import PASSWORD, dm_with, mail, person, send
 pytestmark = pytest.mark.e2e
 
 NOT_BRIDGED = "could not be bridged"
-NOT_DELIVERED = "not delivered"
 
 
 def _body(event: dict[str, Any]) -> str:
@@ -188,71 +186,3 @@ async def test_a_bridge_killed_during_a_burst_of_mail_bridges_each_mail_once_in_
     # wherever Postfix's retry of it falls; all others in the order of their 250.
     assert rest == after or (rest[1:] == [m for m in after if m != rest[0]]), (rest, after)
     assert not alice.seen(lambda e: NOT_BRIDGED in _body(e), room_id=room_id)
-
-
-HOMESERVER_OUTAGE = 95.0
-"""Longer than the old give-up budget with the hub's retry settings (attempts=6, backoff 0.5 s):
-0.5 + 1 + 2 + 4 + 8 = 15.5 s of waiting between the tries, but against a stopped Synapse each
-try itself takes some 12 s (mautrix retries a refused connection after 4 and 8 s), so the old
-email path gave up after about 6 * 12 + 15.5 = 88 s and answered 451; until then Postfix got no
-answer at all. Now the mails are answered 250 at once and wait in the bridge's store."""
-
-
-async def test_mail_during_a_homeserver_outage_is_taken_at_once_and_bridged_after(
-    hub: Hub,
-) -> None:
-    iris, alice, room_id, portal = await _portal(hub, "iris")
-    mails, texts = _burst(iris, portal, "Outage", 5)
-    log = PostfixLog(hub)
-    async with one_delivery_at_a_time(hub):
-        stopped = time.monotonic()
-        await hub.synapse.stop()
-        try:
-            for msg in mails:
-                await send(hub, msg)
-            # Stored, hence 250 within seconds, with Synapse still away.
-            await eventually(lambda: len(log.deliveries(portal)) == len(mails), "5 mails taken",
-                             timeout=15)  # fmt: skip
-            assert not log.deliveries(portal, "deferred"), "no 451 while Matrix is away"
-            await asyncio.sleep(max(0.0, HOMESERVER_OUTAGE - (time.monotonic() - stopped)))
-        finally:
-            await hub.synapse.start()
-        arrived = await _all_arrive(alice, room_id, texts, timeout=120)
-
-    assert arrived == [m for m, _, _ in log.deliveries(portal)], "once each, in order"
-    assert not alice.seen(lambda e: NOT_BRIDGED in _body(e), room_id=room_id)
-
-
-# Longer than the Matrix side's old give-up budget with the hub's retry settings (attempts=6,
-# backoff 0.5 s: about 15 s, after which a message was parked as a dead letter); short enough
-# that Postfix is back before the try 31.5 s after the first failure.
-RELAY_OUTAGE = 25.0
-
-
-async def test_mail_written_while_the_relay_is_down_goes_out_once_it_is_back(hub: Hub) -> None:
-    jack, alice, room_id, _ = await _portal(hub, "jack")
-    subjects = [f"Written during the relay outage {i}" for i in range(3)]
-    log = PostfixLog(hub)
-    stopped = time.monotonic()
-    await hub.mail.stop()  # Postfix (the relay) and Dovecot
-    try:
-        for subject in subjects:
-            await alice.send_text(room_id, subject)
-        await asyncio.sleep(max(0.0, RELAY_OUTAGE - (time.monotonic() - stopped)))
-    finally:
-        await hub.mail.start()
-
-    async def inbox() -> dict[str, list[EmailMessage]]:
-        mails = await hub.mail.all_mail(jack, PASSWORD)
-        return {s: [m for m in mails if m["Subject"] == s] for s in subjects}
-
-    deadline = time.monotonic() + 60
-    while not all((await inbox()).values()):
-        assert time.monotonic() < deadline, f"not every mail arrived: {await inbox()}"
-        await asyncio.sleep(0.5)
-    await asyncio.sleep(2)  # a copy would be right behind
-    received = await inbox()
-    assert all(len(copies) == 1 for copies in received.values()), received
-    ids = [str(received[s][0]["Message-ID"]) for s in subjects]
-    assert [i for i in log.received_ids() if i in ids] == ids, "sent in the room's order"
-    assert not alice.seen(lambda e: NOT_DELIVERED in _body(e), room_id=room_id)

@@ -1,6 +1,6 @@
-"""Nothing Teams hands the hub is lost, and nothing Matrix sends to Teams gives up: a homeserver
-that is away for a minute, a Graph that answers 503 for a minute, a bridge killed in the middle
-of a burst. Each message arrives once, in order, and nobody is told of a loss.
+"""Nothing Teams hands the hub is lost: a bridge killed in the middle of a burst. Each message
+arrives once, in order, and nobody is told of a loss. The homeserver and Graph outages are in
+test_outages.py, together with the other networks'; it uses the helpers here.
 
 One Matrix user logs in as the Teams user Megan Bowen (test_teams.py has Adele); each test makes
 a fresh chat of Megan, Alex and the relay account. The hub is shared by the session: what a test
@@ -27,16 +27,6 @@ from tests.e2e.test_teams import Teams, _body, ghost, teams_login
 
 pytestmark = pytest.mark.e2e
 _chats = itertools.count(1)
-
-OUTAGE = 62.0
-"""Seconds the homeserver or Graph is away. Longer than the core's budget for the in-memory
-path (retry.attempts = 6 tries with conftest's backoff, about 15 s plus the time each try
-takes) but NOT longer than the old Teams worker's: it gave each notification 8 tries of that,
-which against a stopped homeserver (a send takes about 12 s to fail there) is some 13 minutes.
-What shows that an outage never uses up a budget is tests/test_remote_inbox.py; here the
-notifications wait in the remote inbox, not in memory, and arrive when it is back."""
-RECOVERY = 120.0
-"""After the outage: the next try comes within bridge.retry.max_backoff_seconds (60 s)."""
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -87,72 +77,6 @@ def _deliveries(hub: Hub, chat: str) -> list[Any]:
         for d in hub.graph.services.notifier.deliveries
         if d.kind == "change" and chat in json.dumps(d.payload)
     ]
-
-
-def _waiting(hub: Hub, chat: str) -> list[tuple[str, int, str]]:
-    """(kind, attempts, last error) of the chat's rows in the remote inbox, oldest first."""
-    return hub.bridge.query(
-        "SELECT kind, attempts, COALESCE(last_error, '') FROM remote_inbox"
-        " WHERE network = 'teams' AND portal_id = ? ORDER BY id",
-        chat,
-    )
-
-
-async def test_homeserver_away_a_minute_loses_no_teams_message(hub: Hub, megan: Teams) -> None:
-    chat, room_id = await _portal(hub, megan)
-    texts = [f"While Matrix was away {n}" for n in range(1, 6)]
-    await hub.synapse.stop()
-    stopped = time.monotonic()
-    try:
-        for text in texts:
-            await hub.graph.post_as("alex", chat, f"<p>{text}</p>")
-        # Graph got its 202 for each: the bridge kept them with the homeserver away.
-        await eventually(
-            lambda: [d.state for d in _deliveries(hub, chat)] == ["delivered"] * 6,
-            "Graph to deliver the notifications",
-        )
-        await asyncio.sleep(OUTAGE - (time.monotonic() - stopped))
-        # All five wait in the store (a crash now would lose none). An outage is not counted
-        # as a failed attempt of the message: it uses up no budget.
-        waiting = _waiting(hub, chat)
-        assert [kind for kind, _, _ in waiting] == ["notification"] * 5, waiting
-        assert all(attempts == 0 for _, attempts, _ in waiting), waiting
-        dead = "SELECT COUNT(*) FROM dead_letter WHERE network = 'teams' AND portal_id = ?"
-        assert hub.bridge.query(dead, chat) == [(0,)]
-    finally:
-        await hub.synapse.start()
-    await _arrived_once_in_order(hub, megan, room_id, texts, RECOVERY)
-
-
-async def test_graph_away_a_minute_loses_no_matrix_message(hub: Hub, megan: Teams) -> None:
-    chat, room_id = await _portal(hub, megan)
-    texts = [f"While Teams was away {n}" for n in range(1, 4)]
-    posts = f"/v1.0/chats/{chat}/messages"
-    wire = hub.graph.services.wire
-    fault = wire.add_fault("/v1.0/*", status=503, count=1_000_000)
-    try:
-        for text in texts:
-            await megan.user.send_text(room_id, text)
-        await asyncio.sleep(OUTAGE)
-        tried = [r["status"] for r in hub.graph.requests(posts, "POST")]
-        assert tried and set(tried) == {503}, tried
-    finally:
-        wire.faults.remove(fault)
-    megan_id = hub.graph.user("megan")["id"]
-    deadline = time.monotonic() + RECOVERY
-    while True:
-        sent = [
-            m["body"]["content"]
-            for m in await hub.graph.messages(chat)
-            if ((m.get("from") or {}).get("user") or {}).get("id") == megan_id
-        ]
-        if len(sent) >= len(texts) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.5)
-    assert sent == texts, f"expected each once, in order; Teams has {sent}\n{hub.bridge.tail()}"
-    # Nothing was given up: no notice to Megan that a message did not reach Teams.
-    notices = [e for e in await _timeline(megan.user, room_id) if e["sender"] == hub.bot]
-    assert notices == [], [_body(e) for e in notices]
 
 
 async def test_bridge_killed_after_its_202_loses_nothing(hub: Hub, megan: Teams) -> None:
