@@ -177,29 +177,51 @@ async def test_a_login_that_is_gone_after_start_is_a_dead_letter(store: Store) -
 
 
 async def test_a_database_outage_after_delivery_is_waited_out(store: Store) -> None:
-    """Delivered, then the database is away when the row is to be removed: the portal waits
-    for it (the next row must not overtake a row still stored) and removes the row after; the
-    message is sent once."""
+    """Delivered, then the database is away when the rows are to be removed: the portal waits
+    for it and removes them after; each message is sent once."""
     hub = Hub(store)
     hub.clients.add(NET, Client())  # type: ignore[arg-type]
-    finish = store.remote_inbox.finish
+    finish_many = store.remote_inbox.finish_many
     outage = {"left": 3}
 
-    async def database_away(row_id: int) -> None:
+    async def database_away(row_ids: list[int]) -> None:
         if outage["left"]:
             outage["left"] -= 1
             raise OSError("database unreachable")
-        await finish(row_id)
+        await finish_many(row_ids)
 
-    store.remote_inbox.finish = database_away  # type: ignore[method-assign]
+    store.remote_inbox.finish_many = database_away  # type: ignore[method-assign]
     try:
         await hub.accept("sent-once")
         await hub.accept("next")
         await hub.queues.drain()
     finally:
-        store.remote_inbox.finish = finish  # type: ignore[method-assign]
+        store.remote_inbox.finish_many = finish_many  # type: ignore[method-assign]
     assert hub.homeserver.sent == [(CHAT, "sent-once"), (CHAT, "next")]
     assert outage["left"] == 0 and await hub.pending() == 0
+
+
+async def test_a_burst_is_removed_in_one_statement_per_drain(store: Store) -> None:
+    hub = Hub(store)
+    hub.clients.add(NET, Client())  # type: ignore[arg-type]
+    finish_many = store.remote_inbox.finish_many
+    calls: list[int] = []
+
+    async def counted(row_ids: list[int]) -> None:
+        calls.append(len(row_ids))
+        await finish_many(row_ids)
+
+    store.remote_inbox.finish_many = counted  # type: ignore[method-assign]
+    hub.homeserver.away = 1  # the first try waits a moment, so the burst is queued meanwhile
+    try:
+        for n in range(40):
+            await hub.accept(f"b{n}")
+        await hub.queues.drain()
+    finally:
+        store.remote_inbox.finish_many = finish_many  # type: ignore[method-assign]
+    assert [text for _, text in hub.homeserver.sent] == [f"b{n}" for n in range(40)]
+    assert sum(calls) == 40 and len(calls) <= 3, calls
+    assert await hub.pending() == 0
 
 
 async def test_a_long_outage_does_not_use_up_the_budget_for_real_errors(store: Store) -> None:

@@ -55,8 +55,10 @@ class StoredQueue(Generic[K, Row]):
         limit: int,
         batch: int = 32,
         remember: int = 4096,
+        after_batch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """``run`` handles one row completely (retries, dead letter, removal from the store);
+        """``run`` handles one row completely (retries, dead letter, removal from the store,
+        or leaves the removal to ``after_batch``, awaited when a drain job ends);
         ``reread(key, limit)`` returns the key's rows still in the store, oldest first."""
         self._name = name
         self._queues = queues
@@ -71,6 +73,7 @@ class StoredQueue(Generic[K, Row]):
         self._known: set[int] = set()
         self._finished: deque[int] = deque()
         self._remember = remember
+        self._after_batch = after_batch
 
     def add(self, key: K, lane: str, row: Row) -> bool:
         """Queue ``row`` for ``key``, to run in ``lane``; False if it is already known."""
@@ -123,6 +126,8 @@ class StoredQueue(Generic[K, Row]):
                 finally:
                     self._done(self._row_id(row))
         finally:
+            if self._after_batch is not None:
+                await self._after_batch()
             backlog.scheduled = False
             if backlog.rows or backlog.spilled:
                 self._schedule(key, backlog)  # behind the lane's other jobs

@@ -24,7 +24,8 @@ from .models import (
     Portal,
     Reaction,
 )
-from .store import NetworkStore, Store, fetch_rows
+from .rows import fetch_rows
+from .store import NetworkStore, Store
 
 __all__ = [
     "FIRST_PART",

@@ -19,6 +19,7 @@ from mautrix.util.async_db import Connection, Database
 from bridge.core.ids import LoginID, NetworkID, PortalKey, RemoteChatID
 
 from .models import RemoteInput
+from .rows import fetch_rows
 
 _COLUMNS = (
     "id, network, portal_id, receiver, login_id, kind, dedupe_id, payload, received_at, "
@@ -69,7 +70,8 @@ class RemoteInboxStore:
         still pending."""
         key = item.portal
         received_at = self._clock()
-        row_id = await self._db.fetchval(
+        rows = await fetch_rows(
+            self._db,
             "INSERT INTO remote_inbox"
             " (network, portal_id, receiver, login_id, kind, dedupe_id, payload, received_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -77,9 +79,9 @@ class RemoteInboxStore:
             key.network, key.remote_id, key.receiver, item.login, item.kind, item.dedupe_id,
             json.dumps(item.payload, separators=(",", ":"), ensure_ascii=False), received_at,
         )  # fmt: skip
-        if row_id is None:
+        if not rows:
             return None
-        return RemoteInboxRow(id=int(row_id), input=item, received_at=received_at)
+        return RemoteInboxRow(id=int(rows[0][0]), input=item, received_at=received_at)
 
     async def pending(self, after_id: int = 0, limit: int = 500) -> list[RemoteInboxRow]:
         """Rows not yet on Matrix with ``id > after_id``, oldest first."""
@@ -107,6 +109,13 @@ class RemoteInboxStore:
 
     async def finish(self, row_id: int) -> None:
         await self._db.execute("DELETE FROM remote_inbox WHERE id=$1", row_id)
+
+    async def finish_many(self, row_ids: list[int]) -> None:
+        """Remove rows Matrix has, in one statement."""
+        for start in range(0, len(row_ids), 500):
+            chunk = row_ids[start : start + 500]
+            marks = ", ".join(f"${n}" for n in range(1, len(chunk) + 1))
+            await self._db.execute(f"DELETE FROM remote_inbox WHERE id IN ({marks})", *chunk)
 
     async def record_failure(self, row_id: int, error: str) -> None:
         await self._db.execute(

@@ -11,13 +11,11 @@ import copy
 import dataclasses
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
-import aiosqlite
 from mautrix.util.async_db import Connection, Database, Scheme
 
 from bridge.core.ids import (
@@ -47,36 +45,9 @@ from .models import (
     Reaction,
 )
 from .remote_inbox import RemoteInboxStore
-
-Row = Any  # sqlite3.Row or asyncpg.Record; both index by column name
-
+from .rows import Row, fetch_rows
 
 _log = logging.getLogger("pontis.store")
-_POSITIONAL = re.compile(r"\$(\d+)")
-_SLOW_QUERY_SECONDS = 1.0
-_SQLITE_SQL: dict[str, str] = {}
-"""Queries with ``$n`` placeholders → the same with SQLite's ``?n``."""
-
-
-async def fetch_rows(db: Database, query: str, *args: Any) -> list[Row]:
-    """The rows of ``query`` (``$1``-style placeholders), for the store and connector tables.
-
-    On SQLite each call of mautrix's ``fetch``/``fetchrow``/``fetchval`` is three hops to
-    aiosqlite's worker thread (execute, fetch, close the cursor), each a GIL handover both ways;
-    this is one (``execute_fetchall``), with mautrix's warning for queries slower than a
-    second. PostgreSQL is unchanged."""
-    conn: Connection
-    async with db.acquire() as conn:
-        if db.scheme != Scheme.SQLITE:
-            return list(await conn.fetch(query, *args))
-        sql = _SQLITE_SQL.get(query)
-        if sql is None:
-            sql = _SQLITE_SQL[query] = _POSITIONAL.sub(r"?\1", query)
-        began = time.monotonic()
-        rows = await cast(aiosqlite.Connection, conn.wrapped).execute_fetchall(sql, args)
-        if (took := time.monotonic() - began) > _SLOW_QUERY_SECONDS:
-            conn.log.warning("fetch(%r) took %.3f seconds", query, took)
-        return list(rows)
 
 
 def _now_ms() -> int:
