@@ -108,3 +108,14 @@ async def test_an_alias_query_finds_nothing_unless_the_chat_is_open_to_everyone(
     assert closed.refusals and closed.refusals[0][0] == "room alias query"
     opened = Hub(store, rules=[{"network": "reference", "remote": ["muc"], "matrix": ["*"]}])
     assert await opened.bridging.alias_query("#reference_team=40muc:hub.test") is not None
+
+
+def test_rooms_the_hub_hosts_are_never_refused_as_a_whole() -> None:
+    """An XMPP room the hub hosts for a Matrix room: its joiners are checked as they join."""
+    policy = FederationPolicy(
+        [{"network": "xmpp", "remote": ["xmpp.example"], "matrix": ["local"]}], "hub.test"
+    )
+    assert policy.refusal("xmpp", "rooms.hub.test", "@a:hub.test", entry="t") is not None
+    policy.host("xmpp", "Rooms.Hub.test")
+    assert policy.refusal("xmpp", "rooms.hub.test", "@a:hub.test", entry="t") is None
+    assert policy.refusal("email", "rooms.hub.test", "@a:elsewhere", entry="t") is not None

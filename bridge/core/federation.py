@@ -93,6 +93,13 @@ class FederationPolicy:
         self.local_domain = local_domain.lower()
         self.rules = [self._rule(raw) for raw in (DEFAULT_RULES if rules is None else rules)]
         self._on_refusal = on_refusal
+        self._hosted: set[tuple[str, str]] = set()
+
+    def host(self, network: str, domain: str) -> None:
+        """``domain`` is the hub's own on ``network`` (the XMPP rooms it hosts for Matrix
+        rooms): its people are checked one by one where they come in (joining a hosted room),
+        so a conversation there is never refused as a whole."""
+        self._hosted.add((network, domain.lower()))
 
     def _rule(self, raw: Mapping[str, Any]) -> FederationRule:
         def names(values: Iterable[Any]) -> tuple[str, ...]:
@@ -106,7 +113,9 @@ class FederationPolicy:
         (a Matrix id or a server name) reach each other; else the refusal, reported as refused
         at ``entry`` (such as ``xmpp direct message``)."""
         domain, server = remote.lower(), _server(matrix)
-        if any(rule.covers(network, domain, server) for rule in self.rules):
+        if (network, domain) in self._hosted or any(
+            rule.covers(network, domain, server) for rule in self.rules
+        ):
             return None
         refused = Refusal(network, domain, matrix)
         if self._on_refusal is not None:

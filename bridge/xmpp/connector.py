@@ -32,7 +32,10 @@ class XmppConnector:
         return Capabilities(replies=True, threads=False, media=True, html=True)
 
     async def start(self, ctx: ConnectorContext) -> None:
-        self.client = XmppClient(ctx, XmppConfig.from_section(ctx.config))
+        cfg = XmppConfig.from_section(ctx.config)
+        if cfg.rooms_domain:  # whoever joins a hosted room is checked as they join
+            ctx.federation.host(ctx.network, cfg.rooms_domain)
+        self.client = XmppClient(ctx, cfg)
         ctx.add_client(self.client)
         await self.client.connect()
 

@@ -143,7 +143,8 @@ class HostedRooms:
                 NETWORK, remote_domain(occupant), alias, entry="xmpp hosted room"
             )
         ):
-            self._error(presence, "forbidden", f"You may not join {alias}: {refused}", "auth")
+            self._error(presence, "forbidden", f"You may not join {alias}: refused by the hub's "
+                        f"federation policy: {refused}", "auth")  # fmt: skip
             return
         portal = await self._ctx.adopt_matrix_room(muc_key(room), alias) if alias else None
         if portal is None or portal.mxid is None:

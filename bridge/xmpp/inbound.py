@@ -127,7 +127,8 @@ class Inbound:
             NETWORK, remote_domain(sender), mxid, entry="xmpp direct message"
         ):
             if carries_content(msg):  # chat states and markers are dropped without a word
-                self._component.reply_error(msg, "forbidden", f"Not delivered: {refused}.")
+                self._component.reply_error(msg, "forbidden", f"Not delivered: refused by the "
+                                            f"hub's federation policy: {refused}.", "auth")  # fmt: skip
             return
         key = dm_key(sender, mxid)
         if not carries_content(msg):

@@ -45,6 +45,28 @@ MAIL_DOMAIN = "hub-mail.test"
 """The bridge's mail domain: Postfix hands its mail to the bridge over LMTP."""
 MAIL_AUTHSERV_ID = "mx.agency.test"
 """The authserv-id the bridge trusts, as if the agency's MX ran a DMARC milter."""
+XMPP_STRANGER_DOMAIN = "stranger.test"
+"""An XMPP domain of the test Prosody that no rule of the hub's federation policy allows."""
+XMPP_PARTNER_DOMAIN = "partner.test"
+"""An XMPP domain of the test Prosody that the policy connects with ``OTHER_MATRIX_SERVER``
+only, not with the users of this homeserver."""
+OTHER_MATRIX_SERVER = "other.example"
+
+
+def federation_rules(prosody: ProsodyServer) -> list[dict[str, Any]]:
+    """``bridge.federation`` of the test hub, as an operator would open it: the default rule
+    (remote people reach local users) for mail and Teams; for XMPP the test server's own domain
+    and the bridge's hosted rooms (a Matrix message in one is checked against ``rooms_domain``),
+    and the MUC service open to every Matrix server, so that its rooms are found by their
+    aliases; the reference network open to every server for the same reason."""
+    return [
+        {"network": "email", "remote": ["*"], "matrix": ["local"]},
+        {"network": "teams", "remote": ["*"], "matrix": ["local"]},
+        {"network": "reference", "remote": ["*"], "matrix": ["*"]},
+        {"network": "xmpp", "remote": [prosody.domain, XMPP_ROOMS], "matrix": ["local"]},
+        {"network": "xmpp", "remote": [prosody.muc_domain], "matrix": ["*"]},
+        {"network": "xmpp", "remote": [XMPP_PARTNER_DOMAIN], "matrix": [OTHER_MATRIX_SERVER]},
+    ]
 
 
 def write_config(
@@ -83,6 +105,9 @@ def write_config(
                 f"@{ADMIN}:{DOMAIN}": "admin",
             },
             "retry": {"attempts": 6, "backoff_seconds": 0.5},
+            "federation": federation_rules(prosody),
+            # Rooms joined through an alias (#xmpp_room=40muc...) need public portals.
+            "portals": {"public": True},
         },
         log_level="DEBUG",
         encryption=encryption,
@@ -119,6 +144,9 @@ class Hub:
 
     async def user(self, prefix: str = "user", *, localpart: str | None = None) -> MatrixUser:
         name = localpart or f"{prefix}{next(self._names)}"
+        known = [u for u in self.users if u.mxid == f"@{name}:{DOMAIN}"]
+        if known:  # a fixed localpart (@outsider) is registered once per hub
+            return known[0]
         mxid, token = await self.synapse.register_user(name, displayname=name.capitalize())
         user = MatrixUser(mxid, token, self.synapse.base_url)
         await user.start_sync()
@@ -172,7 +200,9 @@ async def start_hub(workdir: Path, remote: RemoteNetwork, *, encrypted: bool = F
     as_port, metrics_port = free_port(), free_port()
     config_path = workdir / "config.yaml"
     prosody = ProsodyServer(
-        workdir / "prosody", components={XMPP_COMPONENT: XMPP_SECRET, XMPP_ROOMS: XMPP_SECRET}
+        workdir / "prosody",
+        components={XMPP_COMPONENT: XMPP_SECRET, XMPP_ROOMS: XMPP_SECRET},
+        extra_domains=(XMPP_STRANGER_DOMAIN, XMPP_PARTNER_DOMAIN),
     )
     mail = MailServers(workdir / "mail", bridge_domain=MAIL_DOMAIN, bridge_lmtp_port=free_port())
     graph = GraphEmulator()

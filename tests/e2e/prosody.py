@@ -56,8 +56,10 @@ def prosody_installed() -> bool:
 class ProsodyServer(ServerProcess):
     """One Prosody process: ``domain`` plus MUC, upload and external components, on loopback.
 
-    ``components`` maps external component domains (XEP-0114) to their secrets. The ports are
-    chosen once, in the constructor, so ``restart()`` brings the server back on the same ones.
+    ``components`` maps external component domains (XEP-0114) to their secrets;
+    ``extra_domains`` are further virtual hosts, for accounts of other organisations on the same
+    server (``register(..., domain=...)``). The ports are chosen once, in the constructor, so
+    ``restart()`` brings the server back on the same ones.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class ProsodyServer(ServerProcess):
         muc_domain: str = "muc.xmpp.test",
         upload_domain: str = "upload.xmpp.test",
         components: dict[str, str] | None = None,
+        extra_domains: tuple[str, ...] = (),
         log_level: str = "debug",
     ) -> None:
         if not prosody_installed():
@@ -80,6 +83,7 @@ class ProsodyServer(ServerProcess):
         self.muc_domain = muc_domain
         self.upload_domain = upload_domain
         self.components = dict(components or {})
+        self.extra_domains = tuple(extra_domains)
         self.log_level = log_level
         self.c2s_port = free_port()
         self.component_port = free_port()
@@ -139,9 +143,9 @@ class ProsodyServer(ServerProcess):
             # archives in memory (file archives are slow, and tests never need them back).
             'storage = { archive = "memory"; muc_log = "memory" }',
             "",
-            f"VirtualHost {_lua(self.domain)}",
-            "",
         ]
+        for host in (self.domain, *self.extra_domains):
+            lines += [f"VirtualHost {_lua(host)}", ""]
         for component, secret in self.components.items():
             lines += [f"Component {_lua(component)}", f"    component_secret = {_lua(secret)}", ""]
         lines += [
@@ -253,14 +257,18 @@ class ProsodyServer(ServerProcess):
 
     # -- accounts -----------------------------------------------------------------------------
 
-    def register(self, user: str, password: str = "pw") -> str:
-        """Create ``user@domain`` with ``prosodyctl register``; returns the bare JID.
+    def register(self, user: str, password: str = "pw", *, domain: str | None = None) -> str:
+        """Create ``user@domain`` (``domain``: the main one or one of ``extra_domains``) with
+        ``prosodyctl register``; returns the bare JID.
 
         Works whether or not the server runs (~40 ms). Registering an existing user fails.
         """
+        host = domain or self.domain
+        if host not in (self.domain, *self.extra_domains):
+            raise ValueError(f"{host} is not a virtual host of this server")
         if not self.config_path.exists():
             self.write_config()
-        argv = [PROSODYCTL, "--config", str(self.config_path), "register", user, self.domain]
+        argv = [PROSODYCTL, "--config", str(self.config_path), "register", user, host]
         result = subprocess.run(
             self._as_prosody([*argv, password]),
             cwd=self.rundir,
@@ -274,4 +282,4 @@ class ProsodyServer(ServerProcess):
                 f"prosodyctl register {user} failed ({result.returncode}):\n"
                 f"{result.stdout}\n{result.stderr}"
             )
-        return f"{user}@{self.domain}"
+        return f"{user}@{host}"
