@@ -32,8 +32,9 @@ webhook:
     public_url: ""
     # Minutes a subscription lives before the bridge renews it (Graph allows at most 4320).
     subscription_minutes: 4320
-# Messages of each known chat fetched after a restart or a gap in notifications.
-catch_up_messages: 20
+# After a restart or a gap in notifications, each bridged chat's messages written since the
+# last one on Matrix are bridged, at most this many; older ones are skipped with a notice.
+catch_up_messages: 200
 """
 
 DELEGATED_SCOPES = ["Chat.ReadWrite", "ChatMessage.Send", "User.Read"]
@@ -84,7 +85,7 @@ class TeamsConfig:
             ),
             public_url=str(webhook.get("public_url", "")).rstrip("/"),
             subscription_minutes=int(webhook.get("subscription_minutes", 4320)),
-            catch_up_messages=int(section.get("catch_up_messages", 20)),
+            catch_up_messages=int(section.get("catch_up_messages", 200)),
         )
 
     @property
@@ -132,6 +133,8 @@ class TeamsConfig:
             )
         if not 1 <= self.subscription_minutes <= 4320:
             problems.append("connectors.teams.webhook.subscription_minutes: between 1 and 4320")
+        if not 1 <= self.catch_up_messages <= 10_000:
+            problems.append("connectors.teams.catch_up_messages: between 1 and 10000")
         return problems
 
 

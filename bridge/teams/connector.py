@@ -36,7 +36,8 @@ class TeamsConnector:
         id=NETWORK, display_name="Microsoft Teams", url="https://teams.microsoft.com"
     )
     example_config = EXAMPLE_CONFIG
-    kv_markers = ("edited:",)  # last bridged edit time of a message (inbound._edit_marker)
+    # Last bridged edit time of a message, oldest message a bounded catch-up kept (inbound).
+    kv_markers = ("edited:", "catch-up-floor:")
 
     def __init__(self) -> None:
         self._net: TeamsNetwork | None = None

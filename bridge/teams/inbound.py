@@ -18,12 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from kiota_abstractions.api_error import APIError
-from kiota_abstractions.base_request_configuration import RequestConfiguration
-from msgraph.generated.chats.item.messages.messages_request_builder import MessagesRequestBuilder
 from msgraph.generated.models.chat_message import ChatMessage
 
 from bridge.core import (
     ChatInfo,
+    MessagePart,
     NotFound,
     PermanentError,
     RemoteChatID,
@@ -39,6 +38,7 @@ from bridge.core import (
 )
 from bridge.portal.models import Message as StoredMessage
 from bridge.portal.models import RemoteInput
+from bridge.teams.catch_up import Missed, missed_messages
 from bridge.teams.client import TeamsSharedClient
 from bridge.teams.errors import as_bridge_error, graph_call
 from bridge.teams.ids import message_id, parse_message_resource, portal_key
@@ -71,6 +71,8 @@ class Inbound:
         self.ready = asyncio.Event()
         """Set once the Graph SDK's models are loaded; converting waits for it."""
         self._order = ChatOrder(self._ctx.accept_remote)
+        self._floors: dict[str, int | None] = {}
+        """Per chat, the oldest message a bounded catch-up bridged (see ``_below_floor``)."""
 
     def set_client_state(self, client_state: str) -> None:
         self._client_state = client_state
@@ -165,6 +167,9 @@ class Inbound:
         stored = await self._ctx.store.get_message(RemoteChatID(chat_id), message_id(msg_id))
         if change == "created" and stored is not None and stored.sender_id.startswith("@"):
             return []  # the same echo, after the core stored what it sent
+        if change == "created" and stored is None and await self._below_floor(chat_id, msg_id):
+            self._log.info("Message %s of %s was skipped by the catch-up", msg_id, chat_id)
+            return []
         link = self.net.tenant(str(payload.get("tenantId") or ""))
         if link is None:
             link = await self.net.tenant_for_chat(chat_id)
@@ -316,20 +321,20 @@ class Inbound:
     # --- catching up -----------------------------------------------------------------------
 
     async def _catch_up_chat(self, chat_id: str) -> list[RemoteEvent]:
-        """The recent messages of a bridged chat that Matrix does not have, oldest first."""
+        """The messages of a bridged chat written since the last one on Matrix, oldest first
+        (at most ``catch_up_messages``, after a notice saying how many older were skipped).
+
+        It may run before notifications stored earlier in the chat's queue (a catch-up left
+        by a run that died) and reads Graph as it is now, so it bridges those too, in order;
+        converting them afterwards finds them on Matrix. Those older than what a bounded
+        catch-up kept are not bridged afterwards either (the notice counted them)."""
         if not await self._bridged(chat_id):
             return []
         link = await self.net.tenant_for_chat(chat_id)
-        query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
-            top=min(self.net.cfg.catch_up_messages, 50)
-        )
+        limit = self.net.cfg.catch_up_messages
         try:
-            page = await graph_call(
-                f"list messages of {chat_id}",
-                link.app.chats.by_chat_id(chat_id).messages.get(
-                    RequestConfiguration(query_parameters=query)
-                ),
-                reading=True,
+            found = await missed_messages(
+                link, chat_id, lambda msg_id: self._known(chat_id, msg_id), limit
             )
         except TransientError:
             raise  # Graph away: the chat's queue waits for it
@@ -337,15 +342,59 @@ class Inbound:
             self._log.warning("Catch-up of chat %s failed: %s", chat_id, err)
             return []
         events: list[RemoteEvent] = []
-        for msg in reversed((page.value if page is not None else None) or []):
-            if not msg.id or msg.deleted_date_time is not None or not is_bridgeable(msg):
-                continue
-            known = await self._ctx.store.get_message(RemoteChatID(chat_id), message_id(msg.id))
-            if known is None and msg.id not in self.net.sent:
-                events.append(self._new_message(chat_id, msg, link, None))
-        if events:
-            self._log.info("Catching up %d message(s) in chat %s", len(events), chat_id)
+        if found.skipped or found.more:
+            oldest = found.messages[0].id if found.messages else None
+            self._log.warning(
+                "Catch-up of chat %s skipped %s%d older message(s) (catch_up_messages: %d)",
+                chat_id, "more than " if found.more else "", found.skipped, limit,
+            )  # fmt: skip
+            if oldest:
+                await self._set_floor(chat_id, oldest)
+            events.append(_skipped_notice(chat_id, found, limit, oldest or "none"))
+        events += [self._new_message(chat_id, msg, link, None) for msg in found.messages]
+        if found.messages:
+            self._log.info("Catching up %d message(s) in chat %s", len(found.messages), chat_id)
         return events
+
+    async def _known(self, chat_id: str, msg_id: str) -> bool:
+        """Whether the message is on Matrix (bridged, or sent from there)."""
+        if msg_id in self.net.sent:
+            return True
+        return (
+            await self._ctx.store.get_message(RemoteChatID(chat_id), message_id(msg_id)) is not None
+        )
+
+    async def _set_floor(self, chat_id: str, oldest: str) -> None:
+        if oldest.isdigit():
+            self._floors[chat_id] = int(oldest)
+            await self._ctx.store.kv_set(_floor_marker(chat_id), oldest)
+
+    async def _below_floor(self, chat_id: str, msg_id: str) -> bool:
+        """Whether a bounded catch-up skipped this message (and said so in the room): it must
+        not arrive now, below the newer ones. One store read per chat and process."""
+        if not msg_id.isdigit():
+            return False
+        if chat_id not in self._floors:
+            raw = await self._ctx.store.kv_get(_floor_marker(chat_id))
+            self._floors[chat_id] = int(raw) if raw and raw.isdigit() else None
+        floor = self._floors[chat_id]
+        return floor is not None and int(msg_id) < floor
+
+
+def _skipped_notice(chat_id: str, found: Missed, limit: int, oldest: str) -> RemoteMessage:
+    if found.skipped:
+        count = f"{'More than ' if found.more else ''}{found.skipped} older message(s)"
+    else:
+        count = "Older messages"
+    text = (
+        f"{count} of this Teams chat were not bridged: after an outage the bridge catches up"
+        f" at most {limit} messages per chat. Read them in Teams."
+    )
+    return RemoteMessage(
+        portal=portal_key(chat_id),
+        id=RemoteMessageID(f"catch-up-skipped:{oldest}"),
+        parts=[MessagePart(text=text, notice=True)],
+    )
 
 
 def _dedupe_id(change: str, msg_id: str, item: dict[str, Any]) -> str | None:
@@ -362,3 +411,8 @@ def _dedupe_id(change: str, msg_id: str, item: dict[str, Any]) -> str | None:
 def _edit_marker(chat_id: str, msg_id: str) -> str:
     """The key of a message's last bridged edit (pruned by age: see ``kv_markers``)."""
     return f"edited:{chat_id}:{msg_id}"
+
+
+def _floor_marker(chat_id: str) -> str:
+    """The oldest message a bounded catch-up of the chat bridged (pruned by age)."""
+    return f"catch-up-floor:{chat_id}"

@@ -331,3 +331,21 @@ async def test_a_new_database_has_no_notification_table(store: Store) -> None:
     await teams.upgrade()
     with pytest.raises(Exception, match="teams_notification"):
         await store.database.fetchval("SELECT COUNT(*) FROM teams_notification")
+
+
+async def test_a_catch_up_stops_paging_when_graph_never_stops_sending_next_links() -> None:
+    """A broken (or hostile) Graph answering the same page with a nextLink for ever: the walk
+    is bounded, nothing is bridged twice, and the room is told that older ones were left."""
+    fake = Fake()
+    fake.net.cfg.catch_up_messages = 3
+    page = MagicMock(value=[_message("3"), _message("2")], odata_next_link="https://graph/next")
+    messages = fake.link.app.chats.by_chat_id.return_value.messages
+    messages.get = AsyncMock(return_value=page)
+    messages.with_url.return_value.get = AsyncMock(return_value=page)
+    item = RemoteInput(portal=portal_key(CHAT), kind=CATCH_UP, payload={})
+    events = list(await fake.inbound.convert(item))
+    assert all(isinstance(e, RemoteMessage) for e in events)
+    notice, *bridged = [e for e in events if isinstance(e, RemoteMessage)]
+    assert [e.id for e in bridged] == ["2", "3"]
+    assert notice.parts[0].notice
+    assert messages.with_url.return_value.get.await_count <= 25
