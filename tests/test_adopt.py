@@ -43,6 +43,11 @@ class Homeserver:
         self.state: list[tuple[str, str]] = []
         self.added_aliases: list[tuple[str, str]] = []
         self.created: list[dict[str, Any]] = []
+        self.levels: dict[str, dict[str, Any]] = {}
+        """room id → its m.room.power_levels; a room not here: Alice created it."""
+
+    async def power_levels(self, room_id: str) -> tuple[dict[str, Any], list[str]]:
+        return self.levels.get(room_id, {"users": {ALICE: 100}, "state_default": 50}), []
 
     async def resolve_alias(self, alias: str) -> str | None:
         return self.aliases.get(alias)
@@ -119,7 +124,13 @@ OPEN_TO_ALL = [{"network": "*", "remote": ["*"], "matrix": ["*"]}]
 
 
 class Hub:
-    def __init__(self, store: Store, rules: list[dict[str, Any]] | None = OPEN_TO_ALL) -> None:
+    def __init__(
+        self,
+        store: Store,
+        rules: list[dict[str, Any]] | None = OPEN_TO_ALL,
+        *,
+        public_portals: bool = True,
+    ) -> None:
         self.store = store
         self.matrix = Homeserver()
         self.network = Network({"one", "two", "team@muc"})
@@ -137,7 +148,9 @@ class Hub:
         self.bridging = RoomBridging(
             store=store, matrix=matrix, portals=self.portals, clients=clients,
             connectors=connectors, domain="hub.test", log=log,
-            permissions=Permissions({"hub.test": "user", OUTSIDER: "relay"}),
+            permissions=Permissions(
+                {"hub.test": "user", OUTSIDER: "relay"}, public_portals=public_portals
+            ),
             federation=FederationPolicy(rules, "hub.test", on_refusal=self._refused),
         )  # fmt: skip
         self.refusals: list[tuple[str, str]] = []
@@ -160,6 +173,56 @@ def hub(store: Store) -> Hub:
 
 
 # --- refusals: each changes nothing --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("levels", [
+    {"users": {ALICE: 100, "@bob:hub.test": 0}, "state_default": 50},  # an ordinary member
+    {"users": {"@bob:hub.test": 49}, "users_default": 49, "state_default": 50},
+    {"users": {"@bob:hub.test": 50}, "events": {"m.bridge": 100}},  # m.bridge needs more
+])  # fmt: skip
+async def test_bridge_by_a_member_without_the_power_level_is_refused(
+    hub: Hub, levels: dict[str, Any]
+) -> None:
+    hub.matrix.levels["!room:hub.test"] = levels
+    with pytest.raises(Refused) as refused:
+        await hub.bridging.bridge_command("!room:hub.test", "@bob:hub.test", "reference", "one")
+    assert "power level" in refused.value.user_message
+    assert await hub.chat_of("!room:hub.test") is None
+    assert await hub.room_of("one") is None
+    assert hub.matrix.state == [] and hub.network.asked == []  # the network was not asked
+    assert "!room:hub.test" not in hub.portals.room_keys
+
+
+async def test_unbridge_needs_the_power_level_and_then_forgets_the_portal(hub: Hub) -> None:
+    await hub.bridging.bridge_command("!room:hub.test", ALICE, "reference", "one")
+    hub.matrix.levels["!room:hub.test"] = {"users": {ALICE: 100}, "state_default": 50}
+    for stranger in ("@bob:hub.test", OUTSIDER):
+        with pytest.raises(Refused):
+            await hub.bridging.unbridge("!room:hub.test", stranger)
+    assert await hub.chat_of("!room:hub.test") == "one"
+    portal = await hub.bridging.unbridge("!room:hub.test", ALICE)
+    assert portal.remote_id == "one"
+    assert await hub.chat_of("!room:hub.test") is None
+    assert "!room:hub.test" not in hub.portals.room_keys
+    assert hub.matrix.state[-2:] == [("!room:hub.test", "m.bridge"),
+                                     ("!room:hub.test", "uk.half-shot.bridge")]  # fmt: skip
+    with pytest.raises(Refused) as again:
+        await hub.bridging.unbridge("!room:hub.test", ALICE)
+    assert again.value.user_message == "This room is not bridged."
+    # and the chat may be bridged again, here or elsewhere
+    await hub.bridging.bridge_command("!other:hub.test", ALICE, "reference", "one")
+    assert await hub.room_of("one") == "!other:hub.test"
+
+
+async def test_private_portals_are_not_created_through_an_alias(store: Store) -> None:
+    hub = Hub(store, public_portals=False)
+    assert await hub.bridging.alias_query("#reference_team=40muc:hub.test") is None
+    assert hub.matrix.created == [] and hub.network.asked == []  # the network was not asked
+    # A chat bridged already is still found by its alias (its room decides who may join).
+    await hub.bridging.bridge_command("!room:hub.test", ALICE, "reference", "one")
+    portal = await hub.bridging.alias_query("#reference_one:hub.test")
+    assert portal is not None and portal.mxid == "!room:hub.test"
+    assert hub.matrix.added_aliases == [("!room:hub.test", "reference_one")]
 
 
 async def test_a_room_that_is_already_a_portal_is_not_bridged_again(hub: Hub) -> None:

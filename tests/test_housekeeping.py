@@ -182,6 +182,10 @@ class FakePruner:
         assert older_than_ms == 30 * DAY_MS
         return 0
 
+    async def audit(self, older_than_ms: int) -> int:
+        assert older_than_ms == 365 * DAY_MS
+        return 3
+
 
 async def test_schedule_first_run_after_a_minute_then_every_interval_despite_failures() -> None:
     now = [0.0]
@@ -216,7 +220,7 @@ async def test_schedule_first_run_after_a_minute_then_every_interval_despite_fai
 async def test_one_run_prunes_each_table_and_every_network() -> None:
     pruner = FakePruner([0.0])
     keeper = Housekeeping(pruner, Retention(), MARKERS, log=LOG)  # type: ignore[arg-type]
-    assert await keeper.run_once() == Pruned(transactions=1, markers=4, dead_letters=0)
+    assert await keeper.run_once() == Pruned(transactions=1, markers=4, dead_letters=0, audit=3)
 
 
 def test_retention_defaults_and_bad_values() -> None:

@@ -7,14 +7,23 @@ import time
 
 from mautrix.util.async_db import Database
 
+from bridge.core.audit import AuditLog
 from bridge.core.ids import NetworkID, PortalKey, RemoteChatID
+from bridge.portal.audit import AuditStore
 from bridge.portal.migrations import LATEST_VERSION
 from bridge.portal.models import RemoteInput
 from tests.store_fixtures import StoreTarget
 
 
+async def back_to_version_3(db: Database) -> None:
+    """Undo version 4: no audit log."""
+    await db.execute("DROP TABLE audit")
+    await db.execute("UPDATE pontis_version SET version=3")
+
+
 async def back_to_version_2(db: Database) -> None:
-    """Undo version 3: ``kv`` without ``updated_at``."""
+    """Undo versions 4 and 3: ``kv`` without ``updated_at``."""
+    await back_to_version_3(db)
     await db.execute("DROP INDEX kv_updated_at_idx")
     await db.execute("ALTER TABLE kv DROP COLUMN updated_at")
     await db.execute("UPDATE pontis_version SET version=2")
@@ -67,5 +76,24 @@ async def test_a_version_2_database_stamps_its_kv_rows_with_the_upgrade_time(
         stamped = await store.database.fetchval("SELECT updated_at FROM kv WHERE key='sid:room:1'")
         assert before <= stamped <= int(time.time() * 1000)
         assert await store.kv_get(NetworkID("xmpp"), "sid:room:1") == "m1"
+    finally:
+        await store.close()
+
+
+async def test_a_version_3_database_gains_the_audit_log(store_target: StoreTarget) -> None:
+    store = await store_target.open()
+    await back_to_version_3(store.database)
+    await store.kv_set(NetworkID("xmpp"), "sid:room:1", "m1")
+    await store.close()
+
+    store = await store_target.open()
+    try:
+        assert await store.database.fetchval("SELECT version FROM pontis_version") == LATEST_VERSION
+        assert await store.kv_get(NetworkID("xmpp"), "sid:room:1") == "m1"
+        entry = await AuditLog(store).record(
+            actor="cli:root", action="pending.park", target="n1", outcome="ok", origin="cli"
+        )
+        assert entry is not None
+        assert [e.id for e in await AuditStore(store.database).newest()] == [entry.id]
     finally:
         await store.close()

@@ -11,6 +11,12 @@ Three ways in, one set of rules:
   hosted by the bridge (:meth:`RoomBridging.adopt_alias`): the bot joins and the room becomes
   the portal.
 
+Who may: ``bridge`` (and ``unbridge``, :meth:`RoomBridging.unbridge`) needs the ``user`` level
+and the power level to send the room's ``m.bridge`` state event, as the homeserver has it right
+now. A room alias creates a new portal only if the operator made portals public
+(``bridge.portals.public``): otherwise portals are invite only, and an alias can only lead to a
+room that exists.
+
 The rules: a room is the portal of at most one chat, and a chat has at most one room. A refusal
 raises :class:`Refused` (or returns ``None`` where the caller only needs "no") and changes
 nothing: no mapping, no state event, no alias. The check and the write happen under one lock, so
@@ -23,14 +29,15 @@ import asyncio
 import logging
 from typing import cast
 
+from bridge.core.audit import AuditLog
 from bridge.core.clients import ClientRegistry, LoadedClient
 from bridge.core.connector import NetworkConnector, SupportsRoomBridging
 from bridge.core.errors import BridgeError, NotSupported
 from bridge.core.events import ChatInfo
 from bridge.core.federation import FederationPolicy, remote_domain
-from bridge.core.ids import LoginID, NetworkID, PortalKey, unescape_localpart
+from bridge.core.ids import LoginID, NetworkID, PortalKey, RemoteChatID, unescape_localpart
 from bridge.core.matrix import MatrixAPI
-from bridge.core.permissions import Permissions
+from bridge.core.permissions import Permissions, may_send_state
 from bridge.core.portals import PortalManager
 from bridge.portal.models import Portal
 from bridge.portal.store import Store
@@ -65,6 +72,10 @@ class RoomBridging:
         self._log = log
         self._lock = asyncio.Lock()
 
+    @property
+    def federation(self) -> FederationPolicy:
+        return self._federation
+
     # --- the three ways in ----------------------------------------------------------------------
 
     async def bridge_command(
@@ -84,6 +95,7 @@ class RoomBridging:
                 str(refused),
                 user_message=f"Not allowed by this hub's federation policy: {refused}.",
             )
+        await self.check_room_power(room_id, sender, "bridge")
         await self._check_room_free(room_id)
         loaded = self._clients.client_for(connector.info.id, LoginID(""), sender)
         key, info = await self._bridge_room(loaded, remote_id, sender)
@@ -98,7 +110,35 @@ class RoomBridging:
             portal = await self._portals.adopt_room(key, room_id, info)
             await self._store.add_portal_user(sender, key)
         self._log.info("%s bridged %s to %s", sender, room_id, key)
+        await AuditLog(self._store).record(actor=sender, action="bridge", target=f"{key.network} {key.remote_id}", outcome="ok", origin=f"room {room_id}")  # fmt: skip
         return portal
+
+    async def unbridge(self, room_id: str, sender: str) -> Portal:
+        """``sender`` asked in ``room_id`` to stop bridging it: the room stays, the portal (and
+        its message mapping) is forgotten, and the bridge's state event in it is emptied."""
+        if self._permissions.level(sender) < Permissions.USER:
+            raise Refused(f"{sender} may not unbridge rooms",
+                          user_message="You may not unbridge rooms through this bridge.")  # fmt: skip
+        await self.check_room_power(room_id, sender, "unbridge")
+        async with self._lock:
+            portal = await self._portals.portal_by_room(room_id)
+            if portal is None or portal.mxid != room_id:
+                raise Refused(
+                    f"{room_id} is not a portal", user_message="This room is not bridged."
+                )
+            await self._portals.forget(portal)
+        self._log.info("%s unbridged %s from %s", sender, room_id, portal.key)
+        return portal
+
+    async def check_room_power(self, room_id: str, sender: str, command: str) -> None:
+        """Refuse ``command`` unless ``sender`` may change the room's state (send ``m.bridge``)."""
+        levels, creators = await self._matrix.power_levels(room_id)
+        if not may_send_state(levels, sender, "m.bridge", creators):
+            raise Refused(
+                f"{sender} lacks the power level for m.bridge in {room_id}",
+                user_message=f"You need the power level to change this room's settings to "
+                f"`{command}` it; ask a room admin or moderator.",
+            )
 
     async def alias_query(self, alias: str) -> Portal | None:
         """The homeserver asks for ``alias``: the portal of the chat it names, which now has
@@ -116,6 +156,18 @@ class RoomBridging:
                            "to every Matrix server", alias, domain)  # fmt: skip
             return None
         try:
+            if not self._permissions.public_portals:
+                # Portals are private: an alias only leads to the room of a chat bridged already,
+                # and the network is not even asked.
+                key = PortalKey(network, RemoteChatID(remote_id))
+                async with self._lock:
+                    portal = await self._portals.find_portal(key)
+                    if portal is not None and portal.mxid:
+                        await self._matrix.add_alias(portal.mxid, localpart)
+                        return portal
+                self._log.info("Room alias query for %s: no portal yet, and portals are private "
+                               "(bridge.portals.public is off)", alias)  # fmt: skip
+                return None
             loaded = self._clients.client_for(network, LoginID(""), None)
             key, info = await self._bridge_room(loaded, remote_id, "")
             async with self._lock:

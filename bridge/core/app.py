@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge import __version__
 from bridge.core.appservice import AppServiceAPI
+from bridge.core.audit import AuditLog
 from bridge.core.commands import CommandProcessor
 from bridge.core.config import Config, ConfigError, ConfigProblem
 from bridge.core.connector import NetworkConnector
@@ -125,6 +126,7 @@ class App:
     async def start(self) -> None:
         cfg = self.config
         self.store = await Store.open(cfg.database_url, log=self.log.getChild("db"))
+        self.audit = AuditLog(self.store)
         pickle_key = await self._load_pickle_key(required=cfg.encryption.allow)
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=cfg.verify_ssl))
         self.matrix = MatrixAPI(
@@ -135,7 +137,11 @@ class App:
             http=self.http,
             log=self.log.getChild("matrix"),
         )
-        permissions = Permissions(cfg.permissions)
+        permissions = Permissions(
+            cfg.permissions,
+            relay_enabled=cfg.relay_enabled,
+            public_portals=bool(cfg.section("bridge", "portals")["public"]),
+        )
         self.federation = FederationPolicy(
             cfg.federation_rules, cfg.domain, on_refusal=self._federation_refused
         )
@@ -358,6 +364,7 @@ class App:
     def _federation_refused(self, refused: Refusal, entry: str) -> None:
         self.metrics.errors.labels("federation", entry).inc()
         self.log.warning("Refused by the federation policy (%s): %s", entry, refused)
+        self.audit.note_refusal(refused, entry)
 
     async def query_alias(self, alias: str) -> bool:
         """``#<network>_<escaped chat id>:<domain>``: bridge that chat into a room with this alias."""
@@ -404,5 +411,7 @@ class App:
             await runner.cleanup()
         if hasattr(self, "http"):
             await self.http.close()
+        if hasattr(self, "audit"):
+            await self.audit.flush()  # refusals noted in the background, before the store closes
         if hasattr(self, "store"):
             await self.store.close()

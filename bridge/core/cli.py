@@ -1,4 +1,4 @@
-"""``pontis``: generate-registration, run (the default), check, dead-letters and pending.
+"""``pontis``: generate-registration, run (the default), check, dead-letters, pending and audit.
 
 Every failure an operator can cause (missing file, bad YAML, invalid value, unreachable
 homeserver) ends as one clear line per problem on stderr and exit status 1, never a traceback.
@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -27,6 +28,7 @@ from bridge.core.app import (
     build_connectors,
     discover_connectors,
 )
+from bridge.core.audit import AuditLog, cli_actor, retried
 from bridge.core.config import Config, ConfigError, make_registration, write_registration
 from bridge.core.connector import SupportsCheck
 from bridge.core.encryption_settings import PICKLE_KEY_ENV
@@ -36,6 +38,7 @@ from bridge.core.pickle_key import PickleKeyError, SecretError, load_pickle_key,
 from bridge.core.registration_check import check_registration
 from bridge.core.secret_files import log_exposed_files, print_exposed_files
 from bridge.crypto.check import check_encryption
+from bridge.portal.audit import AuditStore, Outcome
 from bridge.portal.dead_letters import details, retry_summary
 from bridge.portal.dead_letters import line as letter_line
 from bridge.portal.pending import PendingRows, parse_ref
@@ -83,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     pending.add_argument("action", choices=("list", "park"))
     pending.add_argument("target", nargs="?", help="park: a row as listed (m<id> or n<id>)")
     pending.add_argument("--limit", type=int, default=100, help="list: how many, oldest (100)")
+    audit = sub.add_parser(
+        "audit",
+        help="admin actions and policy refusals, newest first (works while the bridge runs)",
+    )
+    audit.add_argument("--limit", type=int, default=100, help="how many, newest (100)")
+    audit.add_argument("--actor", help="only this actor (a Matrix id, xmpp:domain, cli:user)")
+    audit.add_argument("--action", help="only this action, or those under it (dead-letters)")
+    audit.add_argument("--since", help="only from this ISO date or time on (UTC if no offset)")
     return parser
 
 
@@ -112,6 +123,8 @@ def main(
             return asyncio.run(_pending(config, args.action, args.target, args.limit))
         if command == "dead-letters":
             return asyncio.run(_dead_letters(config, args.action, args.target, args.limit))
+        if command == "audit":
+            return asyncio.run(_audit_list(config, args.limit, args.actor, args.action, args.since))
         return _run(config, factories)
     except ConfigError as err:
         return _fail(err.problems)
@@ -139,7 +152,32 @@ def _generate_registration(
     print(
         f"Wrote {reg_path}. Add it to app_service_config_files in the homeserver config and restart it."
     )
+    if _database_exists(config.database_url):
+        asyncio.run(_audit_generated(config.database_url, reg_path))
     return 0
+
+
+def _database_exists(url: str) -> bool:
+    """False for a SQLite file not created yet: generate-registration usually comes first, and
+    it does not create the database just to record itself."""
+    if url.split(":", 1)[0] not in ("sqlite", "sqlite3"):
+        return True
+    path = url.split(":", 1)[1].removeprefix("//")
+    return path != ":memory:" and Path(path).is_file()
+
+
+async def _audit_generated(url: str, reg_path: Path) -> None:
+    """Records generate-registration in the store; a failure is one warning line."""
+    try:
+        store = await asyncio.wait_for(Store.open(url), AUDIT_OPEN_SECONDS)
+    except Exception as err:
+        print(f"pontis: warning: not in the audit log, the database cannot be opened: {err}",
+              file=sys.stderr)  # fmt: skip
+        return
+    try:
+        await _audit(store, "generate-registration", str(reg_path), "ok")
+    finally:
+        await store.close()
 
 
 def _generate_pickle_key(path: Path) -> int:
@@ -176,6 +214,19 @@ async def _show_recovery_key(config: Config) -> int:
 
 class _Usage(Exception):
     pass
+
+
+AUDIT_OPEN_SECONDS = 10.0
+
+
+async def _audit(
+    store: Store, action: str, target: str, outcome: Outcome, detail: str = ""
+) -> None:
+    """One audit entry for what this command line did (a store failure: a warning line)."""
+    await AuditLog(store).record(
+        actor=cli_actor(), action=action, target=target, outcome=outcome, origin="cli",
+        detail=detail,
+    )  # fmt: skip
 
 
 def _letter_target(action: str, target: str | None) -> int | None:
@@ -215,17 +266,23 @@ async def _dead_letters(config: Config, action: str, target: str | None, limit: 
                 return _fail([f"there is no dead letter {letter_id}"])
             print(details(shown))
             return 0
+        target = "all" if letter_id is None else str(letter_id)
         if action == "drop":
             if letter_id is None:
-                print(f"Dropped {await letters.drop_all()} dead letters.")
+                dropped = await letters.drop_all()
+                await _audit(store, "dead-letters.drop", target, "ok", f"{dropped} dropped")
+                print(f"Dropped {dropped} dead letters.")
             elif await letters.drop(letter_id):
+                await _audit(store, "dead-letters.drop", target, "ok")
                 print(f"Dropped dead letter {letter_id}.")
             else:
+                await _audit(store, "dead-letters.drop", target, "failed", "no such dead letter")
                 return _fail([f"there is no dead letter {letter_id}"])
             return 0
         results = (
             await letters.retry_all() if letter_id is None else [await letters.retry(letter_id)]
         )
+        await _audit(store, "dead-letters.retry", target, *retried(letter_id, results))
     finally:
         await store.close()
     print(retry_summary(results))
@@ -259,12 +316,55 @@ async def _pending(config: Config, action: str, target: str | None, limit: int) 
             return 0
         assert target is not None
         letter_id = await rows.park(target)
+        await _audit(store, "pending.park", target, "failed" if letter_id is None else "ok",
+                     "not pending" if letter_id is None else f"dead letter {letter_id}")  # fmt: skip
     finally:
         await store.close()
     if letter_id is None:
         return _fail([f"{target} is not pending (delivered meanwhile, or never existed)"])
     print(f"Set {target} aside as dead letter {letter_id}; its portal goes on with the next. "
           f"`pontis -c CONFIG dead-letters retry {letter_id}` puts it back.")  # fmt: skip
+    return 0
+
+
+def _since(text: str) -> int:
+    """Milliseconds since the epoch of an ISO date or time (UTC without an offset)."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise _Usage(
+            f"--since: {text!r} is not an ISO date or time, e.g. 2026-12-01 or "
+            "2026-12-01T08:30:00+01:00"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+async def _audit_list(
+    config: Config, limit: int, actor: str | None, action: str | None, since: str | None
+) -> int:
+    try:
+        if limit < 1:
+            raise _Usage("--limit: give at least 1")
+        since_ms = None if since is None else _since(since)
+    except _Usage as usage:
+        return _fail([usage])
+    try:
+        store = await Store.open(config.database_url)
+    except Exception as err:
+        return _fail([f"database: cannot open {config.database_url.split('@')[-1]}: {err}"])
+    entries = AuditStore(store.database)
+    try:
+        found = await entries.newest(limit, actor=actor, action=action, since_ms=since_ms)
+        total = await entries.count(actor=actor, action=action, since_ms=since_ms)
+    finally:
+        await store.close()
+    for entry in found:
+        # Printable whatever it holds (a lone surrogate would stop print()).
+        print(entry.line().encode("utf-8", "backslashreplace").decode("utf-8"))
+    more = f" ({total - len(found)} older not shown)" if total > len(found) else ""
+    print(f"{total} audit entr{'ies' if total != 1 else 'y'}{more}")
     return 0
 
 

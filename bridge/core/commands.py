@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge import __version__
+from bridge.core.audit import AuditLog, command_action, retried
 from bridge.core.connector import (
     LoginProcess,
     NetworkConnector,
@@ -23,33 +24,42 @@ from bridge.core.errors import BridgeError
 from bridge.core.ids import NetworkID
 from bridge.core.matrix import MatrixAPI
 from bridge.core.permissions import Permissions
+from bridge.core.portal_commands import ADMIN_REFUSAL, PortalCommands
 from bridge.core.router import Router
 from bridge.portal.dead_letters import line, retry_summary
 from bridge.portal.models import BridgeUser, Login
 from bridge.portal.store import Store
 
 HELP = """\
-**Pontis bridge** — commands (send them here, without a prefix):
+**Pontis bridge** — commands (send them here, without a prefix; elsewhere start with
+`{prefix}`). A `<room>` is `!id:server` or `#alias:server`.
 
 - `help` — this list
-- `version` — the bridge version
-- `ping` — check the bridge, the homeserver and each network
+- `version` — the bridge version; `ping` — check the bridge, the homeserver and each network
 - `list` — your logins and the portals you are in
-- `login <network>` — connect your own account on a network
-- `logout <network>` — disconnect it
-- `cancel` — stop a login in progress
-- `bridge <network> <chat>` — in any room with the bot (prefix `{prefix}`): bridge it to a
-  chat on that network, e.g. `{prefix} bridge xmpp team@muc.example.org`
+- `login <network>` — connect your own account on a network; `relogin <network>` — do it
+  again (an expired session); `logout <network>` — disconnect it; `cancel` — stop a login
+- `list-logins` — your logins and whether they are connected
+- `start-chat <network> <id>` — a new chat with someone on a network, in a new room
+- `search <network> <query>` — find people on a network, where it can be searched
+- `bridge <network> <chat>` — in a room with the bot: bridge it to a chat on that network,
+  e.g. `{prefix} bridge xmpp team@muc.example.org` (needs the power level to change the room)
+- `unbridge <room>` — stop bridging a room (the same power level); the room stays
+- `list-portals` — the portals you are in; `sync <room>` — fetch a portal's name, topic and
+  members from its network again
+- `set-relay <room>` / `unset-relay <room>` — relay mode in a portal: people who may only be
+  relayed (the `relay` level) get their messages sent by the bridge with their name in front
+  (needs the power level to change the room, and `bridge.relay.enabled`)
+- `set-management-room` — make this room (just you and the bot) your management room
 
-Bridge admins: `dead-letters` lists what could not be bridged; `retry <id>|all` sends it
-again, in its portal's order; `drop <id>|all` deletes it.
+Bridge admins only: `dead-letters` lists what could not be bridged; `retry <id>|all` sends it
+again, in its portal's order; `drop <id>|all` deletes it; `delete-portal <room>` forgets a
+portal and the bridge leaves its room; `list-portals all` and `list-logins all` show everyone's.
 
 Networks: {networks}"""
 
-ADMIN_REFUSAL = (
-    "Only bridge admins may use `{command}`: it needs the `admin` level in `bridge.permissions`."
-)
-ADMIN_COMMANDS = frozenset({"dead-letters", "retry", "drop"})
+ADMIN_COMMANDS = frozenset({"dead-letters", "retry", "drop", "delete-portal"})
+MANAGEMENT_ROOM_ONLY = frozenset({"dead-letters", "retry", "drop"})
 LISTED = 20
 """Dead letters listed in the room; the command line lists more."""
 
@@ -88,6 +98,10 @@ class CommandProcessor:
         self._load_login = load_login
         self._log = log
         self._pending: dict[str, _PendingLogin] = {}
+        self._portal_commands = PortalCommands(
+            store=store, matrix=matrix, router=router, connectors=connectors,
+            permissions=permissions, reply=self.reply, log=log,
+        )  # fmt: skip
 
     async def handle(self, room_id: str, sender: str, event: dict[str, Any]) -> None:
         if event.get("type") == "m.room.member":
@@ -118,8 +132,10 @@ class CommandProcessor:
         if command.lower() in ADMIN_COMMANDS:
             if self._permissions.level(sender) < Permissions.ADMIN:
                 await self.reply(room_id, ADMIN_REFUSAL.format(command=command.lower()))
+                await AuditLog(self._store).record(actor=sender, action=command_action(command), target=args.strip(), outcome="refused", origin=f"{'management-room' if in_management_room else 'room'} {room_id}", detail="needs the admin level")  # fmt: skip
                 return
-            if not in_management_room:  # dead letters hold other people's messages
+            if command.lower() in MANAGEMENT_ROOM_ONLY and not in_management_room:
+                # dead letters hold other people's messages
                 await self.reply(room_id, f"Send `{command.lower()}` in your management room.")
                 return
         handler = {
@@ -134,6 +150,8 @@ class CommandProcessor:
             "dead-letters": self._dead_letters,
             "retry": self._retry,
             "drop": self._drop,
+            "relogin": self._login,
+            **self._portal_commands.handlers(),
         }.get(command.lower())
         if handler is None:
             await self.reply(room_id, f"Unknown command `{command}`. Send `help` for the list.")
@@ -253,6 +271,7 @@ class CommandProcessor:
         self._pending.pop(sender, None)
         if step.login is not None:
             await self._store.save_login(step.login)
+            await AuditLog(self._store).record(actor=sender, action="login", target=f"{step.login.network} {step.login.login_id}", outcome="ok", origin=f"room {room_id}", detail=step.login.remote_name or "")  # fmt: skip
             await self._load_login(step.login)
         await self.reply(room_id, step.instructions)
 
@@ -288,11 +307,13 @@ class CommandProcessor:
                     await loaded.client.logout_remote()
                 await loaded.client.disconnect()
             await self._store.delete_login(login.network, login.login_id)
+            await AuditLog(self._store).record(actor=sender, action="logout", target=f"{login.network} {login.login_id}", outcome="ok", origin=f"room {room_id}")  # fmt: skip
         await self.reply(room_id, f"Logged out of {connector.info.display_name}.")
 
     # --- dead letters (admins) ------------------------------------------------------------------
 
     async def _dead_letters(self, room_id: str, sender: str, args: str) -> None:
+        await AuditLog(self._store).record(actor=sender, action="dead-letters.list", target="", outcome="ok", origin=f"management-room {room_id}")  # fmt: skip
         letters = await self._store.dead_letters.newest(LISTED)
         if not letters:
             await self.reply(room_id, "No dead letters: everything was bridged.")
@@ -323,6 +344,7 @@ class CommandProcessor:
         self._router.notify_inbox()
         await self._router.remote.poll()
         self._log.info("%s retried dead letters %s", sender, args)
+        await AuditLog(self._store).record(actor=sender, action="dead-letters.retry", target=args, outcome=retried(letter_id, results)[0], origin=f"management-room {room_id}", detail=retried(letter_id, results)[1])  # fmt: skip
         await self.reply(room_id, retry_summary(results))
 
     async def _drop(self, room_id: str, sender: str, args: str) -> None:
@@ -335,4 +357,5 @@ class CommandProcessor:
         else:
             text = f"There is no dead letter {letter_id}."
         self._log.info("%s dropped dead letters %s", sender, args)
+        await AuditLog(self._store).record(actor=sender, action="dead-letters.drop", target=args, outcome="failed" if text.startswith("There is no") else "ok", origin=f"management-room {room_id}", detail=text)  # fmt: skip
         await self.reply(room_id, text)

@@ -10,6 +10,7 @@ What is pruned and why it is safe (see also docs/operations.md):
   :class:`~bridge.core.connector.NetworkConnector` class, e.g. XMPP stanza ids and Teams edit
   times); every other key (subscriptions, the crypto recovery key) is kept.
 - ``dead_letter`` rows parked more than ``dead_letter_days`` ago (default 30), both directions.
+- ``audit`` entries recorded more than ``audit_days`` ago (default 365).
 
 Processed inbox rows (either direction) are deleted as soon as they are delivered; pending ones
 and message mappings (needed for replies and edits) are never pruned. A value of 0 keeps those
@@ -42,13 +43,17 @@ class Retention:
     marker_days: float = 90
     dead_letter_days: float = 30
     interval_minutes: float = 60
+    audit_days: float = 365
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> Retention:
         values: dict[str, float] = {}
         problems: list[ConfigProblem] = []
         defaults = cls()
-        for name in ("transaction_hours", "marker_days", "dead_letter_days", "interval_minutes"):
+        for name in (
+            "transaction_hours", "marker_days", "dead_letter_days", "interval_minutes",
+            "audit_days",
+        ):  # fmt: skip
             value = section.get(name, getattr(defaults, name))
             smallest = 0.1 if name == "interval_minutes" else 0
             if isinstance(value, bool) or not isinstance(value, int | float) or value < smallest:
@@ -97,6 +102,8 @@ class Housekeeping:
                 )
         if r.dead_letter_days:
             pruned.dead_letters = await self._pruner.dead_letters(int(r.dead_letter_days * DAY_MS))
+        if r.audit_days:
+            pruned.audit = await self._pruner.audit(int(r.audit_days * DAY_MS))
         return pruned
 
     async def run_forever(self) -> None:
@@ -109,8 +116,9 @@ class Housekeeping:
             else:
                 if pruned.total:
                     self._log.info(
-                        "Housekeeping deleted %d transaction ids, %d markers, %d dead letters",
-                        pruned.transactions, pruned.markers, pruned.dead_letters,
+                        "Housekeeping deleted %d transaction ids, %d markers, %d dead letters, "
+                        "%d audit entries",
+                        pruned.transactions, pruned.markers, pruned.dead_letters, pruned.audit,
                     )  # fmt: skip
             await self._sleep(self.retention.interval_minutes * 60)
 

@@ -34,6 +34,7 @@ from mautrix.types import (
 
 from bridge.core.encryption import ENCRYPTED, RoomEncryption
 from bridge.core.errors import BridgeError, PermanentError, TransientError
+from bridge.core.permissions import privileged_creators
 
 INTENT_CACHE = 4096
 
@@ -312,6 +313,26 @@ class MatrixAPI:
         except Exception as err:
             raise _wrap(err, f"resolving {alias}") from err
         return str(info.room_id)
+
+    async def power_levels(self, room_id: str) -> tuple[dict[str, Any], list[str]]:
+        """The room's ``m.room.power_levels`` content and, where the room version gives its
+        creators unlimited power (12 and later), its creators; read from the homeserver, not the
+        cache, since it decides who may change the room."""
+        try:
+            events = await self.bot.get_state(RoomID(room_id))
+        except Exception as err:
+            raise _wrap(err, f"reading the power levels of {room_id}") from err
+        levels: dict[str, Any] = {}
+        create: dict[str, Any] = {}
+        creator = ""
+        for event in events:
+            if event.type == EventType.ROOM_POWER_LEVELS:
+                levels = cast(dict[str, Any], event.content.serialize())
+            elif event.type == EventType.ROOM_CREATE:
+                create, creator = cast(dict[str, Any], event.content.serialize()), event.sender
+        if not levels:  # no power levels at all: only the creator is trusted with the room
+            return {}, [creator] if creator else []
+        return levels, privileged_creators(create, creator)
 
     async def room_name_and_topic(self, room_id: str) -> tuple[str | None, str | None]:
         values: list[str | None] = []

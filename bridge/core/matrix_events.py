@@ -3,6 +3,12 @@
 By the time a connector's ``handle_matrix_*`` runs, the core has found the stored messages a
 reply, edit, reaction or redaction points at, stripped reply fallbacks, downloaded media and
 checked that the connector supports the action at all.
+
+A sender with only the ``relay`` level (:mod:`bridge.core.permissions`) is relayed: if relay mode
+is on in the config and in the portal, the bot's identity on the network (the portal's relay
+login, else the shared client) sends the message with the sender's name in front, as mautrix
+relay mode does; otherwise the sender is told it was not delivered, and nothing reaches the
+network. Their reactions, typing, receipts and membership are not shown on the network at all.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from html import escape
 from typing import Any, cast
 
 from bridge.core.clients import ClientRegistry, LoadedClient
@@ -36,10 +43,13 @@ from bridge.core.events import (
 )
 from bridge.core.ids import NetworkID, RemoteMessageID
 from bridge.core.matrix import MatrixAPI
+from bridge.core.permissions import Permissions
 from bridge.portal.models import Message, Portal, Reaction
 from bridge.portal.store import Store
 
 _MEDIA_MSGTYPES = {"m.image", "m.file", "m.audio", "m.video"}
+_RELAYED = frozenset({"m.room.message", "m.sticker", "m.room.redaction"})
+"""What a relay-level user's events may become on the network, through the bot."""
 _REPLY_FALLBACK = re.compile(r"^(> .*\n)+\n", re.MULTILINE)
 _HTML_REPLY_FALLBACK = re.compile(r"<mx-reply>.*?</mx-reply>", re.DOTALL)
 
@@ -53,12 +63,14 @@ class MatrixEventHandler:
         connectors: dict[NetworkID, NetworkConnector],
         clients: ClientRegistry,
         is_puppet: Callable[[str], bool],
+        permissions: Permissions | None = None,
     ) -> None:
         self._store = store
         self._matrix = matrix
         self._connectors = connectors
         self._clients = clients
         self._is_puppet = is_puppet
+        self._permissions = permissions or Permissions({"*": "user"})
         self._typing: dict[str, set[str]] = {}
 
     async def handle(self, portal: Portal, event: dict[str, Any]) -> None:
@@ -72,15 +84,29 @@ class MatrixEventHandler:
             return
         if await self._store.get_message_by_mxid(event["event_id"]) is not None:
             return  # already bridged before a crash
-        loaded = self._clients.client_for(portal.network, portal.receiver, sender)
+        relates = content.get("m.relates_to") or {}
+        name = await self._matrix.get_displayname(portal.mxid or "", sender)
+        relay_for: str | None = None
+        if self._permissions.relay_only(sender):
+            if etype not in _RELAYED:
+                return  # a reaction cannot say who it is from; other events do nothing here
+            self._permissions.check_relay(sender, portal.relay_login is not None)
+            loaded = self._clients.client_for(
+                portal.network, portal.relay_login or portal.receiver, None
+            )
+            relay_for, sender = name, self._matrix.bot_mxid
+            name = await self._matrix.get_displayname(portal.mxid or "", sender)
+        else:
+            loaded = self._clients.client_for(portal.network, portal.receiver, sender)
         base = {
             "portal": portal,
             "event_id": event["event_id"],
             "sender": sender,
-            "sender_name": await self._matrix.get_displayname(portal.mxid or "", sender),
+            "sender_name": name,
             "timestamp": int(event.get("origin_server_ts") or time.time() * 1000),
         }
-        relates = content.get("m.relates_to") or {}
+        if relay_for is not None:
+            content = relayed_content(relay_for, content)
         if etype in ("m.room.message", "m.sticker"):
             if relates.get("rel_type") == "m.replace":
                 await self._edit(loaded, base, content, relates)
@@ -100,6 +126,8 @@ class MatrixEventHandler:
         membership = content.get("membership")
         if event.get("state_key") != sender or membership not in ("join", "leave"):
             return  # invites, kicks and bans by others are not shown on the network
+        if self._permissions.relay_only(sender):
+            return  # on the network they are the bot's relayed messages, not a member
         loaded = self._clients.client_or_none(portal, sender)
         if loaded is None or not loaded.features.membership:
             return
@@ -278,7 +306,9 @@ class MatrixEventHandler:
             now = {
                 u
                 for u in content.get("user_ids", [])
-                if isinstance(u, str) and not self._is_puppet(u)
+                if isinstance(u, str)
+                and not self._is_puppet(u)
+                and not self._permissions.relay_only(u)
             }
             before = self._typing.get(room_id, set())
             self._typing[room_id] = now
@@ -290,7 +320,7 @@ class MatrixEventHandler:
         elif event.get("type") == "m.receipt":
             for event_id, receipts in content.items():
                 for user in (receipts or {}).get("m.read", {}):
-                    if self._is_puppet(user):
+                    if self._is_puppet(user) or self._permissions.relay_only(user):
                         continue
                     target = await self._store.get_message_by_mxid(event_id)
                     loaded = self._clients.client_or_none(portal, user)
@@ -305,3 +335,35 @@ class MatrixEventHandler:
                         timestamp=int(time.time() * 1000),
                     )
                     await cast(SupportsReceipts, loaded.client).handle_matrix_receipt(receipt)
+
+
+def relayed_content(name: str, content: dict[str, Any]) -> dict[str, Any]:
+    """``content`` of a relayed message or edit: the sender's name in front of the text, as
+    mautrix relay mode writes it (``Name: text``; ``* Name text`` for an emote)."""
+    out = dict(content)
+    new = content.get("m.new_content")
+    if isinstance(new, dict):
+        out["m.new_content"] = relayed_content(name, new)
+    msgtype = content.get("msgtype")
+    body = str(content.get("body", ""))
+    html = (
+        content.get("formatted_body") if content.get("format") == "org.matrix.custom.html" else None
+    )
+    safe = escape(name)
+    if msgtype in _MEDIA_MSGTYPES:
+        if content.get("filename") and content.get("filename") != body:  # a caption
+            out["body"] = f"{name}: {body}"
+        else:  # no caption: the file name goes, the sender's name comes as the caption
+            out["filename"] = content.get("filename") or body or "file"
+            out["body"] = f"{name} sent a file"
+        return out
+    if msgtype == "m.emote":
+        out["msgtype"] = "m.text"
+        out["body"] = f"* {name} {body}"
+        if isinstance(html, str):
+            out["formatted_body"] = f"* <b>{safe}</b> {html}"
+        return out
+    out["body"] = f"{name}: {body}"
+    if isinstance(html, str):
+        out["formatted_body"] = f"<b>{safe}</b>: {html}"
+    return out

@@ -204,6 +204,25 @@ class PortalManager:
         await self.announce_encryption(portal)
         return portal
 
+    async def forget(self, portal: Portal) -> None:
+        """Stop bridging ``portal``: its mapping, messages and members are deleted, the room
+        stays (``unbridge``, ``delete-portal``), and its bridge info state is emptied."""
+        await self._store.delete_portal(portal.key)
+        self._portals.pop(portal.key, None)
+        if not portal.mxid:
+            return
+        self._rooms.pop(portal.mxid, None)
+        self.room_keys.pop(portal.mxid, None)
+        state_key = f"{self._bridge_id}/{portal.network}/{portal.remote_id}"
+        for event_type in ("m.bridge", "uk.half-shot.bridge"):
+            try:
+                await self._matrix.set_state(
+                    self._matrix.bot_mxid, portal.mxid, event_type, {}, state_key
+                )
+            except BridgeError as err:
+                self._log.info("Could not empty %s in %s: %s", event_type, portal.mxid, err)
+                break
+
     def _bridge_state(
         self, key: PortalKey, info: ChatInfo, *, encrypted: bool
     ) -> tuple[str, dict[str, Any]]:

@@ -2,8 +2,8 @@
 
 Only rows that are finished with are deleted: accepted transaction ids past the homeserver's
 retry horizon, connector markers nobody wrote for a long time, dead letters an operator had
-time to look at. Message and reaction mappings are kept (replies and edits need them); pending
-inbox rows are never touched. Deletes go in batches, so that SQLite's single writer is never
+time to look at, audit entries past their retention. Message and reaction mappings are kept
+(replies and edits need them); pending inbox rows are never touched. Deletes go in batches, so that SQLite's single writer is never
 held for long and PostgreSQL does not lock many rows at once.
 
 :class:`bridge.core.housekeeping.Housekeeping` runs these on a schedule.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from mautrix.util.async_db import Database
 
-from .store import fetch_rows
+from .rows import fetch_rows
 
 BATCH = 2000
 """Rows deleted per statement."""
@@ -35,10 +35,11 @@ class Pruned:
     transactions: int = 0
     markers: int = 0
     dead_letters: int = 0
+    audit: int = 0
 
     @property
     def total(self) -> int:
-        return self.transactions + self.markers + self.dead_letters
+        return self.transactions + self.markers + self.dead_letters + self.audit
 
 
 class Pruner:
@@ -85,6 +86,14 @@ class Pruner:
         return await self._delete(
             "DELETE FROM dead_letter WHERE id IN (SELECT id FROM dead_letter"
             " WHERE parked_at < $1 LIMIT $2) RETURNING 1",
+            self._clock() - older_than_ms,
+        )
+
+    async def audit(self, older_than_ms: int) -> int:
+        """Delete audit entries recorded more than ``older_than_ms`` ago."""
+        return await self._delete(
+            "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < $1 LIMIT $2)"
+            " RETURNING 1",
             self._clock() - older_than_ms,
         )
 

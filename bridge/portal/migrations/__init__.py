@@ -23,14 +23,16 @@ from mautrix.util.async_db.upgrade import Upgrade
 from .v01_latest import create_latest
 from .v02_remote_inbox import upgrade as upgrade_v02
 from .v03_kv_written_at import upgrade as upgrade_v03
+from .v04_audit import upgrade as upgrade_v04
 
-LATEST_VERSION = 3
+LATEST_VERSION = 4
 VERSION_TABLE = "pontis_version"
 
 # Steps from version N-1 to N for N = 2…LATEST_VERSION, in order.
 STEPS: tuple[tuple[str, Upgrade], ...] = (
     ("remote inbox; dead letters name their network and portal", upgrade_v02),
     ("key-value rows say when they were last written, for pruning markers", upgrade_v03),
+    ("the audit log: admin actions and policy refusals", upgrade_v04),
 )
 
 

@@ -11,6 +11,7 @@ from mautrix.util.async_db import Connection, Scheme
 from .columns import serial_pk
 from .v02_remote_inbox import REMOTE_INBOX
 from .v03_kv_written_at import KV_UPDATED_AT_INDEX
+from .v04_audit import AUDIT, AUDIT_AT_INDEX
 
 
 async def create_latest(conn: Connection, scheme: Scheme) -> None:
@@ -156,3 +157,5 @@ async def create_latest(conn: Connection, scheme: Scheme) -> None:
     """)
     await conn.execute(KV_UPDATED_AT_INDEX)
     await conn.execute(REMOTE_INBOX.format(serial=serial))
+    await conn.execute(AUDIT.format(serial=serial))
+    await conn.execute(AUDIT_AT_INDEX)

@@ -1,0 +1,298 @@
+"""Management commands about portals, relay mode, logins and new chats.
+
+They are sent to the bot (in the management room, or with the prefix in a room it is in) and
+name the portal room they act on (``!room:server`` or ``#alias:server``), since whatever is
+said in a portal goes to the network. Who may: every command needs the ``user`` level (the
+command processor checks that first); ``set-relay``, ``unset-relay`` and ``unbridge`` also need
+the power level to change the portal room's state; ``delete-portal`` and listing every portal
+are for bridge admins; ``sync`` is for the portal room's members.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol, cast, runtime_checkable
+
+from bridge.core.connector import NetworkConnector, SupportsDirectChats
+from bridge.core.errors import BridgeError, NotSupported
+from bridge.core.events import RemoteChatInfo, UserInfo
+from bridge.core.federation import remote_domain
+from bridge.core.ids import LoginID, NetworkID, RemoteUserID
+from bridge.core.matrix import MatrixAPI
+from bridge.core.permissions import Permissions
+from bridge.core.router import Router
+from bridge.portal.models import BridgeUser, Portal
+from bridge.portal.store import Store
+
+Reply = Callable[[str, str], Awaitable[None]]
+
+ADMIN_REFUSAL = (
+    "Only bridge admins may use `{command}`: it needs the `admin` level in `bridge.permissions`."
+)
+LISTED = 50
+"""Portals listed in one reply."""
+
+
+@runtime_checkable
+class SupportsSearch(Protocol):
+    """Optional on a network client: find people for ``search <network> <query>``."""
+
+    async def search_users(self, query: str) -> list[tuple[RemoteUserID, UserInfo]]: ...
+
+
+class PortalCommands:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        matrix: MatrixAPI,
+        router: Router,
+        connectors: dict[NetworkID, NetworkConnector],
+        permissions: Permissions,
+        reply: Reply,
+        log: logging.Logger,
+    ) -> None:
+        self._store = store
+        self._matrix = matrix
+        self._router = router
+        self._connectors = connectors
+        self._permissions = permissions
+        self._reply = reply
+        self._log = log
+
+    def handlers(self) -> dict[str, Callable[[str, str, str], Awaitable[None]]]:
+        return {
+            "set-relay": self.set_relay,
+            "unset-relay": self.unset_relay,
+            "unbridge": self.unbridge,
+            "list-portals": self.list_portals,
+            "delete-portal": self.delete_portal,
+            "list-logins": self.list_logins,
+            "start-chat": self.start_chat,
+            "search": self.search,
+            "set-management-room": self.set_management_room,
+            "sync": self.sync,
+        }
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _admin(self, sender: str) -> bool:
+        return self._permissions.level(sender) >= Permissions.ADMIN
+
+    async def _portal(self, args: str, command: str) -> Portal:
+        """The portal of the room named in ``args`` (a room id or alias)."""
+        target = args.strip()
+        if not target or " " in target or target[0] not in "!#":
+            raise BridgeError(
+                f"bad {command} argument",
+                user_message=f"Usage: `{command} <room>`, the room as `!id:server` or "
+                "`#alias:server`.",
+            )
+        room_id = target if target.startswith("!") else await self._matrix.resolve_alias(target)
+        portal = await self._router.portals.portal_by_room(room_id) if room_id else None
+        if portal is None or not portal.mxid:
+            raise BridgeError(f"{target} is no portal", user_message=f"{target} is not bridged.")
+        return portal
+
+    def _connector(self, network: str) -> NetworkConnector:
+        connector = self._connectors.get(NetworkID(network))
+        if connector is None:
+            known = ", ".join(self._connectors) or "none"
+            raise BridgeError(
+                f"unknown network {network}",
+                user_message=f"There is no network `{network}` here. Networks: {known}.",
+            )
+        return connector
+
+    # --- relay mode -----------------------------------------------------------------------------
+
+    async def set_relay(self, room_id: str, sender: str, args: str) -> None:
+        if not self._permissions.relay_enabled:
+            await self._reply(
+                room_id,
+                "Relay mode is turned off on this hub (`bridge.relay.enabled`); ask its operator.",
+            )
+            return
+        portal = await self._portal(args, "set-relay")
+        assert portal.mxid is not None
+        await self._router.bridging.check_room_power(portal.mxid, sender, "set-relay")
+        own = await self._store.list_logins(network=portal.network, user_mxid=sender)
+        portal.relay_login = own[0].login_id if own else LoginID("")
+        await self._router.portals.save_portal(portal)
+        self._log.info("%s turned relay mode on in %s", sender, portal.mxid)
+        through = f"your login {own[0].remote_name or own[0].login_id}" if own else "the bridge"
+        await self._reply(
+            room_id,
+            f"Relay mode is on in {portal.mxid}: messages of people without a login are sent "
+            f"by {through}, with their name in front.",
+        )
+
+    async def unset_relay(self, room_id: str, sender: str, args: str) -> None:
+        portal = await self._portal(args, "unset-relay")
+        assert portal.mxid is not None
+        await self._router.bridging.check_room_power(portal.mxid, sender, "unset-relay")
+        portal.relay_login = None
+        await self._router.portals.save_portal(portal)
+        self._log.info("%s turned relay mode off in %s", sender, portal.mxid)
+        await self._reply(room_id, f"Relay mode is off in {portal.mxid}.")
+
+    # --- portals --------------------------------------------------------------------------------
+
+    async def unbridge(self, room_id: str, sender: str, args: str) -> None:
+        portal = await self._portal(args or room_id, "unbridge")
+        assert portal.mxid is not None
+        await self._router.bridging.unbridge(portal.mxid, sender)
+        await self._reply(
+            room_id, f"{portal.mxid} is no longer bridged to {portal.network} `{portal.remote_id}`."
+        )
+
+    async def list_portals(self, room_id: str, sender: str, args: str) -> None:
+        every = args.strip().lower() == "all"
+        if every and not self._admin(sender):
+            await self._reply(room_id, ADMIN_REFUSAL.format(command="list-portals all"))
+            return
+        if every:
+            portals = await self._store.list_portals()
+        else:
+            portals = await self._store.list_portals_for_user(sender)
+        portals = [p for p in portals if p.mxid]
+        if not portals:
+            await self._reply(room_id, "No portals.")
+            return
+        lines = [f"**Portals** ({len(portals)})"]
+        for p in portals[:LISTED]:
+            relay = ", relay on" if p.relay_login is not None else ""
+            lines.append(f"- {p.network} `{p.remote_id}`: {p.name or '-'} ({p.mxid}{relay})")
+        if len(portals) > LISTED:
+            lines.append(f"- … and {len(portals) - LISTED} more")
+        await self._reply(room_id, "\n".join(lines))
+
+    async def delete_portal(self, room_id: str, sender: str, args: str) -> None:
+        if not self._admin(sender):
+            await self._reply(room_id, ADMIN_REFUSAL.format(command="delete-portal"))
+            return
+        portal = await self._portal(args, "delete-portal")
+        room = portal.mxid
+        assert room is not None
+        await self._router.portals.forget(portal)
+        members = await self._matrix.joined_members(room)
+        for mxid in members:
+            if self._router.is_any_puppet(mxid) and mxid != self._matrix.bot_mxid:
+                await self._quietly_leave(room, mxid)
+        await self._quietly_leave(room, self._matrix.bot_mxid)
+        self._log.info("%s deleted portal %s (%s)", sender, portal.key, room)
+        await self._reply(room_id, f"Deleted the portal of {portal.network} `{portal.remote_id}` "
+                          f"({room}): the bridge left the room.")  # fmt: skip
+
+    async def _quietly_leave(self, room: str, mxid: str) -> None:
+        try:
+            await self._matrix.leave(room, "the portal was deleted", mxid=mxid)
+        except BridgeError as err:
+            self._log.info("%s could not leave %s: %s", mxid, room, err)
+
+    async def sync(self, room_id: str, sender: str, args: str) -> None:
+        """Fetch the chat's name, topic and members from the network again, in the portal's
+        turn; for the portal's members and admins."""
+        portal = await self._portal(args, "sync")
+        assert portal.mxid is not None
+        if not self._admin(sender) and sender not in await self._matrix.joined_members(portal.mxid):
+            await self._reply(room_id, f"You are not in {portal.mxid}.")
+            return
+        loaded = self._router.client_for(portal.network, portal.receiver, sender)
+        info = await loaded.client.get_chat_info(portal.key)
+        info.matrix_users = None  # a sync invites nobody new
+        await self._router.submit_remote_event(
+            portal.network, RemoteChatInfo(portal=portal.key, login=loaded.client.login_id,
+                                           info=info, create_portal=False), wait=True,
+        )  # fmt: skip
+        await self._reply(
+            room_id, f"Synced {portal.mxid} with {portal.network} `{portal.remote_id}`."
+        )
+
+    # --- logins and chats -----------------------------------------------------------------------
+
+    async def list_logins(self, room_id: str, sender: str, args: str) -> None:
+        every = args.strip().lower() == "all"
+        if every and not self._admin(sender):
+            await self._reply(room_id, ADMIN_REFUSAL.format(command="list-logins all"))
+            return
+        logins = await self._store.list_logins(user_mxid=None if every else sender)
+        if not logins:
+            await self._reply(room_id, "No logins.")
+            return
+        lines = ["**Logins**"]
+        for login in logins:
+            loaded = dict(self._router.clients.items()).get((login.network, login.login_id))
+            if loaded is None:
+                state = "not loaded"
+            else:
+                state = "connected" if loaded.connected else loaded.state_message
+            who = f" of {login.user_mxid}" if every else ""
+            lines.append(f"- {login.network}: {login.remote_name or login.login_id}{who} ({state})")
+        await self._reply(room_id, "\n".join(lines))
+
+    async def start_chat(self, room_id: str, sender: str, args: str) -> None:
+        network, _, remote = args.partition(" ")
+        remote = remote.strip()
+        connector = self._connector(network)
+        if not remote:
+            await self._reply(room_id, f"Usage: `start-chat {network} <id>`")
+            return
+        if refused := self._router.bridging.federation.refusal(
+            connector.info.id, remote_domain(remote), sender, entry="start-chat command"
+        ):
+            raise NotSupported(str(refused),
+                               user_message=f"Not allowed by this hub's federation policy: {refused}.")  # fmt: skip
+        loaded = self._router.client_for(connector.info.id, LoginID(""), sender)
+        if not loaded.features.direct_chats:
+            raise NotSupported("no direct chats", user_message=f"{connector.info.display_name} "
+                               "chats cannot be started from Matrix.")  # fmt: skip
+        user = RemoteUserID(remote)
+        key = await cast(SupportsDirectChats, loaded.client).start_direct_chat(user, sender)
+        portals = self._router.portals
+        existing = await portals.find_portal(key)
+        if existing is not None and existing.mxid:
+            await self._matrix.invite(existing.mxid, sender)
+            await self._store.add_portal_user(sender, key)
+            await self._reply(room_id, f"You already have that chat: {existing.mxid} (invited).")
+            return
+        info = await loaded.client.get_chat_info(key)
+        info.is_direct = True
+        info.matrix_users = [*(info.matrix_users or []), sender]
+        if user not in (info.members or []):
+            info.members = [*(info.members or []), user]
+        portal = await portals.ensure_portal(key, loaded.client, info)
+        self._log.info("%s started chat %s in %s", sender, key, portal.mxid)
+        await self._reply(room_id, f"Started a chat with `{remote}`: {portal.mxid} (invited).")
+
+    async def search(self, room_id: str, sender: str, args: str) -> None:
+        network, _, query = args.partition(" ")
+        connector = self._connector(network)
+        if not query.strip():
+            await self._reply(room_id, f"Usage: `search {network} <query>`")
+            return
+        loaded = self._router.client_for(connector.info.id, LoginID(""), sender)
+        if not isinstance(loaded.client, SupportsSearch):
+            await self._reply(room_id, f"{connector.info.display_name} cannot be searched; "
+                              f"start a chat with `start-chat {network} <id>`.")  # fmt: skip
+            return
+        found = await loaded.client.search_users(query.strip())
+        if not found:
+            await self._reply(room_id, "Nobody found.")
+            return
+        lines = [f"- `{user}`: {info.name or user}" for user, info in found[:LISTED]]
+        await self._reply(room_id, "**Found**\n" + "\n".join(lines))
+
+    async def set_management_room(self, room_id: str, sender: str, args: str) -> None:
+        members = await self._matrix.joined_members(room_id)
+        others = set(members) - {sender, self._matrix.bot_mxid}
+        if others:
+            await self._reply(
+                room_id,
+                "A management room is only for you and the bot: this room has other members.",
+            )
+            return
+        await self._store.save_user(BridgeUser(mxid=sender, management_room=room_id))
+        self._log.info("Management room for %s is now %s", sender, room_id)
+        await self._reply(room_id, "This is now your management room.")
