@@ -86,6 +86,7 @@ def test_template_is_shipped_and_linked_from_repo_root() -> None:
         "bridge",
         "encryption",
         "connectors",
+        "provisioning",
         "metrics",
         "logging",
     ]

@@ -38,6 +38,7 @@ from bridge.core.router import Router
 from bridge.portal.models import Login
 from bridge.portal.pruning import Pruner
 from bridge.portal.store import NetworkStore, Store
+from bridge.provision import api as provisioning
 
 if TYPE_CHECKING:
     from bridge.crypto.engine import CryptoEngine
@@ -275,6 +276,7 @@ class App:
             log=self.log.getChild("appservice"),
         ).add_routes(app)
         app.router.add_get("/_pontis/health", self._health)
+        provisioning.install(app, self)  # /_pontis/provision/v1, if provisioning.enabled
         self._routes = ConnectorRoutes(self.connectors)
         self._routes.add_to(app)
         await self._serve(app, cfg.hostname, cfg.port)

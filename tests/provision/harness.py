@@ -1,0 +1,287 @@
+"""The provisioning API served for real (aiohttp on a loopback port, a real store on SQLite or
+PostgreSQL) in a thread of its own, so that synchronous HTTP clients (schemathesis, requests)
+can call it. The homeserver is a double that records what the bridge asked of it and answers
+``whoami`` for a few access tokens; the network is a small in-memory one (as in
+tests/test_adopt.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import aiohttp
+from aiohttp import web
+
+from bridge.core.adopt import RoomBridging
+from bridge.core.clients import ClientRegistry
+from bridge.core.connector import LoginFlow, NetworkInfo
+from bridge.core.errors import NotFound, PermanentError
+from bridge.core.events import ChatInfo, UserInfo
+from bridge.core.federation import FederationPolicy
+from bridge.core.ids import LoginID, NetworkID, PortalKey, RemoteChatID, RemoteUserID
+from bridge.core.metrics import Metrics
+from bridge.core.permissions import Permissions
+from bridge.core.portals import PortalManager
+from bridge.portal.dead_letters import UnreadableEvent
+from bridge.portal.models import InboxItem, Login, Portal
+from bridge.portal.store import Store
+from bridge.provision import PREFIX, build_app
+from bridge.provision.auth import Authenticator
+from tests.store_fixtures import StoreTarget
+
+T = TypeVar("T")
+NET = NetworkID("reference")
+DOMAIN = "hub.test"
+BOT = f"@pontis:{DOMAIN}"
+ALICE, BOB, ADMIN = f"@alice:{DOMAIN}", f"@bob:{DOMAIN}", f"@admin:{DOMAIN}"
+RELAY_USER = f"@guest:{DOMAIN}"
+STRANGER = "@mallory:evil.test"
+GHOST = f"@reference_bob:{DOMAIN}"
+SECRET = "s3cret-shared-provisioning-key-0123456789"
+TOKENS = {"alice-token": ALICE, "admin-token": ADMIN, "stranger-token": STRANGER}
+PERMISSIONS = {"*": "relay", DOMAIN: "user", ADMIN: "admin", f"@guest:{DOMAIN}": "relay"}
+
+ALICE_ROOM = f"!alice-room:{DOMAIN}"  # Alice and Bob are in it; Alice may change its state
+BOB_ROOM = f"!bob-room:{DOMAIN}"  # only Bob is in it
+POWERLESS_ROOM = f"!powerless:{DOMAIN}"  # Alice is in it, without the power level
+PORTAL_ROOM = f"!portal:{DOMAIN}"  # Alice's room, already the portal of chat "one"
+BOB_PORTAL_ROOM = f"!bob-portal:{DOMAIN}"  # Bob's, the portal of chat "two"
+ALICE_LOGIN, BOB_LOGIN = LoginID("alice@reference"), LoginID("bob@reference")
+
+
+class Homeserver:
+    """What the bridge asked of Matrix; rooms with their members and power levels."""
+
+    bot_mxid = BOT
+    encryption = None
+
+    def __init__(self) -> None:
+        admins = {ALICE: 100, BOB: 100, ADMIN: 100}
+        self.rooms: dict[str, tuple[set[str], dict[str, Any]]] = {
+            ALICE_ROOM: ({BOT, ALICE, BOB, ADMIN}, {"users": admins}),
+            BOB_ROOM: ({BOT, BOB}, {"users": {BOB: 100}}),
+            POWERLESS_ROOM: ({BOT, ALICE, BOB}, {"users": {BOB: 100}}),
+            PORTAL_ROOM: ({BOT, ALICE, ADMIN}, {"users": admins}),
+            BOB_PORTAL_ROOM: ({BOT, BOB}, {"users": {BOB: 100}}),
+        }
+        self.state: list[tuple[str, str]] = []
+        self.whoami_calls = 0
+
+    def _room(self, room_id: str) -> tuple[set[str], dict[str, Any]]:
+        if room_id not in self.rooms:
+            raise PermanentError(f"the bot is not in {room_id}")
+        return self.rooms[room_id]
+
+    async def joined_members(self, room_id: str) -> dict[str, str]:
+        return {mxid: mxid for mxid in self._room(room_id)[0]}
+
+    async def power_levels(self, room_id: str) -> tuple[dict[str, Any], list[str]]:
+        return self._room(room_id)[1], []  # (levels, creators with unlimited power)
+
+    async def set_state(self, sender: str, room_id: str, event_type: str, content: Any,
+                        state_key: str) -> None:  # fmt: skip
+        self.state.append((room_id, event_type))
+
+    async def room_encrypted(self, room_id: str) -> bool:
+        return False
+
+    async def room_name_and_topic(self, room_id: str) -> tuple[str | None, str | None]:
+        return "Room", None
+
+    async def ensure_registered(self, mxid: str) -> None:
+        pass
+
+    async def set_profile(self, mxid: str, **_: Any) -> None:
+        pass
+
+    async def ensure_joined(self, mxid: str, room_id: str) -> None:
+        pass
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        self.whoami_calls += 1
+        assert "user_id" not in request.query  # never masquerade
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token not in TOKENS:
+            return web.json_response({"errcode": "M_UNKNOWN_TOKEN", "error": "?"}, status=401)
+        return web.json_response({"user_id": TOKENS[token]})
+
+
+class Network:
+    """A network whose chats ``one``, ``two`` and ``three`` can be bridged into rooms."""
+
+    login_id = LoginID("")
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    async def bridge_room(self, remote_id: str, matrix_user: str) -> tuple[PortalKey, ChatInfo]:
+        self.asked.append((remote_id, matrix_user))
+        if remote_id not in ("one", "two", "three"):
+            raise NotFound(f"no chat {remote_id}", user_message=f"There is no chat {remote_id}.")
+        return PortalKey(NET, RemoteChatID(remote_id)), ChatInfo(name=f"Chat {remote_id}")
+
+    async def get_chat_info(self, portal: PortalKey) -> ChatInfo:
+        return ChatInfo(name=f"Chat {portal.remote_id}")
+
+    async def get_user_info(self, user: RemoteUserID) -> UserInfo:
+        return UserInfo(name=user)
+
+
+class PersonalClient(Network):
+    """A user's own login (bridging through the shared network); remembers being logged out."""
+
+    def __init__(self, login_id: LoginID, network: Network) -> None:
+        self.asked = network.asked
+        self.login_id = login_id
+        self.logged_out = False
+        self.disconnected = False
+
+    async def logout_remote(self) -> None:
+        self.logged_out = True
+
+    async def disconnect(self) -> None:
+        self.disconnected = True
+
+
+class Connector:
+    info = NetworkInfo(id=NET, display_name="Reference")
+
+    def login_flows(self) -> list[LoginFlow]:
+        return [LoginFlow(id="password", name="Password", description="Your password")]
+
+
+class ApiServer:
+    """The API on 127.0.0.1:<port>, with its own event loop in a thread."""
+
+    def __init__(self, target: StoreTarget, *, secret: str | None = SECRET) -> None:
+        self._target = target
+        self._secret = secret
+        self.homeserver = Homeserver()
+        self.network = Network()
+        self.clients_of: dict[LoginID, PersonalClient] = {}
+        self.retries = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runners: list[web.AppRunner] = []
+        self.store: Store
+        self.url = ""
+
+    def __enter__(self) -> ApiServer:
+        self._thread.start()
+        self.run(self._start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.run(self._stop())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the server's loop (to seed or read the store) and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(60)
+
+    async def _after_retry(self) -> None:
+        self.retries += 1
+
+    async def _start(self) -> None:
+        self.store = await self._target.open()
+        log = logging.getLogger("test.provision")
+        matrix: Any = self.homeserver
+        connectors: Any = {NET: Connector()}
+        portals = PortalManager(store=self.store, matrix=matrix, domain=DOMAIN, bridge_id="pontis",
+                                networks={NET: Connector.info}, log=log)  # fmt: skip
+        clients = ClientRegistry(connectors, Metrics(), log)
+        clients.add(NET, self.network)  # type: ignore[arg-type]
+        for login_id, user in ((ALICE_LOGIN, ALICE), (BOB_LOGIN, BOB)):
+            client = PersonalClient(login_id, self.network)
+            self.clients_of[login_id] = client
+            clients.add(NET, client, user)  # type: ignore[arg-type]
+        permissions = Permissions(PERMISSIONS)
+        bridging = RoomBridging(
+            store=self.store, matrix=matrix, portals=portals, clients=clients,
+            connectors=connectors, permissions=permissions, domain=DOMAIN, log=log,
+            federation=FederationPolicy(None, DOMAIN),
+        )  # fmt: skip
+        hs_url = await self._serve(self._homeserver_app())
+        self._http = aiohttp.ClientSession()
+        auth = Authenticator(
+            shared_secret=self._secret, permissions=permissions, http=self._http,
+            homeserver_url=hs_url, is_puppet=lambda mxid: mxid in (BOT, GHOST), log=log,
+        )  # fmt: skip
+        root = web.Application(client_max_size=16 * 1024**2)  # as the bridge's own server
+        root.add_subapp(PREFIX, build_app(
+            auth=auth, store=self.store, matrix=matrix, portals=portals, bridging=bridging,
+            clients=clients, connectors=connectors, after_retry=self._after_retry, log=log,
+        ))  # fmt: skip
+        self.url = await self._serve(root) + PREFIX
+        await self._seed()
+
+    def _homeserver_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/_matrix/client/v3/account/whoami", self.homeserver.whoami)
+        return app
+
+    async def _serve(self, app: web.Application) -> str:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self._runners.append(runner)
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
+
+    async def _seed(self) -> None:
+        store = self.store
+        for room, chat, user in ((PORTAL_ROOM, "one", ALICE), (BOB_PORTAL_ROOM, "two", BOB)):
+            key = PortalKey(NET, RemoteChatID(chat))
+            await store.save_portal(Portal(network=NET, remote_id=key.remote_id, mxid=room,
+                                           name=f"Chat {chat}"))  # fmt: skip
+            await store.add_portal_user(user, key)
+        for login_id, user in ((ALICE_LOGIN, ALICE), (BOB_LOGIN, BOB)):
+            await store.save_login(Login(network=NET, login_id=login_id, user_mxid=user,
+                                         metadata={"password": "hunter2"}))  # fmt: skip
+        rows = await store.store_transaction("t1", [InboxItem(
+            kind="pdu", event_id="$lost", room_id=PORTAL_ROOM,
+            payload={"type": "m.room.message", "event_id": "$lost", "room_id": PORTAL_ROOM,
+                     "sender": ALICE, "content": {"body": "hi", "access_token": "leak"}},
+        )])  # fmt: skip
+        assert rows is not None
+        await store.park_inbox(rows[0].id, "the network refused it")
+        await store.dead_letters.park_unreadable("t2", [UnreadableEvent(
+            kind="pdu", raw={"garbage": True}, reason="no event id", room_id=ALICE_ROOM,
+        )])  # fmt: skip
+
+    async def _stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        await self._http.close()
+        await self.store.close()
+
+    # --- what a test checks -------------------------------------------------------------------
+
+    async def _snapshot(self) -> dict[str, Any]:
+        db = self.store.database
+        tables = {}
+        for table, order in (("portal", "network, remote_id"), ("user_portal", "user_mxid, portal_id"),
+                             ("login", "network, login_id"), ("dead_letter", "id"),
+                             ("inbox", "id"), ("bridge_user", "mxid")):  # fmt: skip
+            rows = await db.fetch(f"SELECT * FROM {table} ORDER BY {order}")
+            tables[table] = [tuple(row) for row in rows]
+        return tables
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the API could change: the store's rows, what the homeserver and the
+        network were asked, the clients' state."""
+        return {
+            "store": self.run(self._snapshot()),
+            "state": list(self.homeserver.state),
+            "network": list(self.network.asked),
+            "clients": {k: (c.logged_out, c.disconnected) for k, c in self.clients_of.items()},
+            "retries": self.retries,
+        }
