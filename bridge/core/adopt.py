@@ -31,7 +31,7 @@ from typing import cast
 
 from bridge.core.audit import AuditLog
 from bridge.core.clients import ClientRegistry, LoadedClient
-from bridge.core.connector import NetworkConnector, SupportsRoomBridging
+from bridge.core.connector import NetworkConnector, SupportsRoomBridging, connector_named
 from bridge.core.errors import BridgeError, NotSupported
 from bridge.core.events import ChatInfo
 from bridge.core.federation import FederationPolicy, remote_domain
@@ -216,14 +216,10 @@ class RoomBridging:
     # --- the checks -----------------------------------------------------------------------------
 
     def _connector(self, network: str) -> NetworkConnector:
-        connector = self._connectors.get(NetworkID(network))
-        if connector is None:
-            known = ", ".join(self._connectors) or "none"
-            raise Refused(
-                f"unknown network {network}",
-                user_message=f"There is no network `{network}` here. Networks: {known}.",
-            )
-        return connector
+        try:
+            return connector_named(self._connectors, network)
+        except NotSupported as err:
+            raise Refused(str(err), user_message=err.user_message) from None
 
     async def _check_room_free(self, room_id: str) -> None:
         portal = await self._portals.portal_by_room(room_id)

@@ -19,6 +19,7 @@ from bridge.core.connector import (
     LoginProcess,
     NetworkConnector,
     SupportsLogout,
+    connector_named,
 )
 from bridge.core.errors import BridgeError
 from bridge.core.ids import NetworkID
@@ -231,14 +232,7 @@ class CommandProcessor:
         await self.reply(room_id, "\n".join(lines))
 
     def _connector(self, network: str) -> NetworkConnector:
-        connector = self._connectors.get(NetworkID(network))
-        if connector is None:
-            known = ", ".join(self._connectors) or "none"
-            raise BridgeError(
-                f"unknown network {network}",
-                user_message=f"There is no network `{network}` here. Networks: {known}.",
-            )
-        return connector
+        return connector_named(self._connectors, network)
 
     async def _login(self, room_id: str, sender: str, args: str) -> None:
         connector = self._connector(args)

@@ -26,10 +26,11 @@ talks to the homeserver itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from bridge.core.errors import NotSupported
 from bridge.core.events import (
     ChatInfo,
     MatrixEdit,
@@ -330,3 +331,18 @@ class ClientFeatures:
             invites=isinstance(client, SupportsInvites),
             remote_input=isinstance(client, SupportsRemoteInput),
         )
+
+
+def connector_named(
+    connectors: Mapping[NetworkID, NetworkConnector], network: str
+) -> NetworkConnector:
+    """The connector of ``network``; a :class:`NotSupported` naming the networks there are if
+    there is none, for the user who typed it."""
+    connector = connectors.get(NetworkID(network))
+    if connector is None:
+        known = ", ".join(connectors) or "none"
+        raise NotSupported(
+            f"unknown network {network}",
+            user_message=f"There is no network `{network}` here. Networks: {known}.",
+        )
+    return connector

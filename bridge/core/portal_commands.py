@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast, runtime_checkable
 
-from bridge.core.connector import NetworkConnector, SupportsDirectChats
+from bridge.core.connector import NetworkConnector, SupportsDirectChats, connector_named
 from bridge.core.errors import BridgeError, NotSupported
 from bridge.core.events import RemoteChatInfo, UserInfo
 from bridge.core.federation import remote_domain
@@ -96,14 +96,7 @@ class PortalCommands:
         return portal
 
     def _connector(self, network: str) -> NetworkConnector:
-        connector = self._connectors.get(NetworkID(network))
-        if connector is None:
-            known = ", ".join(self._connectors) or "none"
-            raise BridgeError(
-                f"unknown network {network}",
-                user_message=f"There is no network `{network}` here. Networks: {known}.",
-            )
-        return connector
+        return connector_named(self._connectors, network)
 
     # --- relay mode -----------------------------------------------------------------------------
 
