@@ -29,6 +29,7 @@ from bridge.core import (
     TransientError,
     UserInfo,
 )
+from bridge.core.federation import remote_domain
 from bridge.email.config import EmailConfig
 from bridge.email.from_matrix import Parent, compose_from_matrix
 from bridge.email.ids import portal_key
@@ -160,6 +161,19 @@ class EmailGateway:
         return address
 
     # --- mail in ---------------------------------------------------------------------------
+
+    def sender_refusal(self, mail_from: str) -> str | None:
+        """The SMTP answer refusing mail from ``mail_from`` under the federation policy, before
+        any recipient is looked up; None if its domain may reach this hub's users. A bounce
+        (empty sender) answers mail the bridge sent, so it is let through."""
+        if mail_from in ("", "<>"):
+            return None
+        refused = self._ctx.federation.refusal(
+            self._ctx.network, remote_domain(mail_from), self._ctx.domain, entry="mail in"
+        )
+        if refused is None:
+            return None
+        return f"550 5.7.1 Refused by the hub's federation policy: {refused}"
 
     async def is_portal_address(self, address: str) -> bool:
         portal = await self._ctx.store.get_portal(portal_key(address).remote_id)

@@ -24,6 +24,10 @@ UNAVAILABLE = "451 4.3.0 The bridge cannot take this now; try again later"
 
 
 class Receiver(Protocol):
+    def sender_refusal(self, mail_from: str) -> str | None:
+        """The answer refusing every recipient of mail from ``mail_from``, or None."""
+        ...
+
     async def is_portal_address(self, address: str) -> bool: ...
 
     async def receive(self, mail_from: str, recipients: list[str], raw: bytes) -> list[str]:
@@ -55,6 +59,8 @@ class _Handler:
             return "550 5.1.2 This bridge does not receive mail for that domain"
         if len(envelope.rcpt_tos) >= self._cfg.max_recipients:
             return "452 4.5.3 Too many recipients"
+        if refusal := self._receiver.sender_refusal(envelope.mail_from or ""):
+            return refusal
         try:
             known = await self._receiver.is_portal_address(address)
         except Exception as err:

@@ -24,6 +24,7 @@ from bridge.core import (
     RemoteMessage,
     TransientError,
 )
+from bridge.core.federation import FederationPolicy
 from bridge.core.metrics import Metrics
 from bridge.email.client import EmailGateway
 from bridge.email.config import EmailConfig
@@ -270,3 +271,15 @@ async def test_mail_from_matrix_waits_for_a_relay_that_is_away(store: Store, cor
         await server.wait_closed()
     assert fake.mails == [(ROOM, ["bob@example.org"])]
     assert core.states[-1] == (True, "relay reachable")
+
+
+async def test_the_federation_policy_decides_on_the_sender_domain(store: Store, core: Core) -> None:
+    gateway = await _gateway(store, core)
+    gateway._ctx.federation = FederationPolicy(
+        [{"network": "email", "remote": ["*.gouv.example"], "matrix": ["local"]}], "hub.test"
+    )
+    assert gateway.sender_refusal("agent@finances.gouv.example") is None
+    assert gateway.sender_refusal("") is None and gateway.sender_refusal("<>") is None  # bounces
+    refusal = gateway.sender_refusal("someone@Gmail.example")
+    assert refusal is not None and refusal.startswith("550 5.7.1 ")
+    assert "gmail.example" in refusal and "federation policy" in refusal

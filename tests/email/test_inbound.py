@@ -21,8 +21,15 @@ class Rooms:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, list[str], bytes]] = []
+        self.looked_up: list[str] = []
+
+    def sender_refusal(self, mail_from: str) -> str | None:
+        if mail_from.endswith("@blocked.example"):
+            return "550 5.7.1 Refused by the hub's federation policy: blocked.example"
+        return None
 
     async def is_portal_address(self, address: str) -> bool:
+        self.looked_up.append(address)
         return address in ROOMS
 
     async def receive(self, mail_from: str, recipients: list[str], raw: bytes) -> list[str]:
@@ -166,3 +173,17 @@ async def test_an_unexpected_failure_is_a_451_never_a_bounce(at: str) -> None:
         server.close()
         await server.wait_closed()
     assert answers[-1].startswith("451 4.3.0"), answers
+
+
+async def test_a_sender_the_policy_refuses_is_refused_at_rcpt(
+    listener: tuple[Rooms, int],
+) -> None:
+    """Refused before DATA, with the reason, and without learning which addresses are rooms."""
+    rooms, port = listener
+    answers = await _session(
+        port, b"LHLO client", b"MAIL FROM:<eve@blocked.example>",
+        b"RCPT TO:<a.aaaaaaaaaaaaaaaa@mail.test>", b"RCPT TO:<nobody.zzzzzzzzzzzzzzzz@mail.test>",
+    )  # fmt: skip
+    assert answers[2].startswith("550 5.7.1") and "federation policy" in answers[2]
+    assert answers[3] == answers[2], "a stranger cannot probe which addresses exist"
+    assert rooms.looked_up == [] and rooms.received == []
