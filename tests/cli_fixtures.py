@@ -19,9 +19,15 @@ CONFIG = BASE_CONFIG + "database: '{database}'\n"
 
 
 @pytest.fixture
-def cli_config(tmp_path: Path, store_target: StoreTarget, monkeypatch: pytest.MonkeyPatch) -> str:
+def no_pontis_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``PONTIS_*`` variable of the test run (the harness's own, such as
+    ``PONTIS_SYNAPSE_VENV``) reaches a config the test loads: it would be an unknown key."""
     for name in [n for n in os.environ if n.startswith("PONTIS_")]:
         monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def cli_config(tmp_path: Path, store_target: StoreTarget, no_pontis_env: None) -> str:
     database = store_target.url
     if store_target.engine == "postgres":  # the test's schema, as a server setting
         database += f"?search_path={store_target.db_args['server_settings']['search_path']}"

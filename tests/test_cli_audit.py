@@ -22,6 +22,8 @@ from tests.store_fixtures import StoreTarget
 from tests.test_cli_dead_letters import out_and_err
 from tests.test_dead_letters import matrix_letter
 
+pytestmark = pytest.mark.usefixtures("no_pontis_env")
+
 ADMIN = "@admin:hub.test"
 WHEN = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
 

@@ -18,6 +18,8 @@ from bridge.portal.store import Store
 from tests.cli_fixtures import CONFIG
 from tests.test_dead_letters import KEY, NET, ROOM, matrix_letter, remote_letter
 
+pytestmark = pytest.mark.usefixtures("no_pontis_env")
+
 
 @pytest.fixture
 def config(cli_config: str) -> str:

@@ -16,6 +16,8 @@ from tests.test_cli_dead_letters import out_and_err
 from tests.test_dead_letters import pdu
 from tests.test_remote_inbox import CHAT, NET, Client, Hub
 
+pytestmark = pytest.mark.usefixtures("no_pontis_env")
+
 
 async def pontis(config: str, *args: str) -> int:
     return await asyncio.to_thread(main, ["-c", config, "pending", *args], factories={})

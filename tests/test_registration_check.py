@@ -14,6 +14,8 @@ from tests.config_text import BASE_CONFIG
 from tests.e2e.hub import REPO
 from tests.test_cli import assert_clean_failure, pontis
 
+pytestmark = pytest.mark.usefixtures("no_pontis_env")
+
 AS_TOKEN, HS_TOKEN = "as-secret-value-1", "hs-secret-value-2"
 
 
