@@ -97,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cannot_open(config: Config, err: Exception) -> str:
+    """The database problem, naming the database without the URL's credentials."""
+    return f"database: cannot open {config.database_url.split('@')[-1]}: {err}"
+
+
 def _fail(lines: Sequence[object]) -> int:
     for line in lines:
         print(f"pontis: {line}", file=sys.stderr)
@@ -248,7 +253,7 @@ async def _dead_letters(config: Config, action: str, target: str | None, limit: 
     try:
         store = await Store.open(config.database_url)
     except Exception as err:
-        return _fail([f"database: cannot open {config.database_url.split('@')[-1]}: {err}"])
+        return _fail([_cannot_open(config, err)])
     letters = store.dead_letters
     try:
         if action == "list":
@@ -303,7 +308,7 @@ async def _pending(config: Config, action: str, target: str | None, limit: int) 
     try:
         store = await Store.open(config.database_url)
     except Exception as err:
-        return _fail([f"database: cannot open {config.database_url.split('@')[-1]}: {err}"])
+        return _fail([_cannot_open(config, err)])
     rows = PendingRows(store)
     try:
         if action == "list":
@@ -353,7 +358,7 @@ async def _audit_list(
     try:
         store = await Store.open(config.database_url)
     except Exception as err:
-        return _fail([f"database: cannot open {config.database_url.split('@')[-1]}: {err}"])
+        return _fail([_cannot_open(config, err)])
     entries = AuditStore(store.database)
     try:
         found = await entries.newest(limit, actor=actor, action=action, since_ms=since_ms)
@@ -419,7 +424,7 @@ async def _check(
         store = await Store.open(config.database_url)
         await store.close()
     except Exception as err:
-        problems.append(f"database: cannot open {config.database_url.split('@')[-1]}: {err}")
+        problems.append(_cannot_open(config, err))
     problems += check_registration(config, registration)
     problems += await _check_homeserver(config)
     if not problems:  # the encryption probe needs a homeserver that knows the appservice

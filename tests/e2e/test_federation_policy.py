@@ -21,31 +21,18 @@ from slixmpp.exceptions import PresenceError
 
 from tests.e2e.conftest import (
     DOMAIN,
-    XMPP_COMPONENT,
     XMPP_PARTNER_DOMAIN,
     XMPP_ROOMS,
     XMPP_STRANGER_DOMAIN,
     Hub,
 )
 from tests.e2e.hub import eventually
-from tests.e2e.matrix_client import MatrixRequestError, MatrixUser
+from tests.e2e.matrix_client import MatrixRequestError
+from tests.e2e.test_xmpp import _body, ghost_of, jid_of
 from tests.e2e.xmpp_client import XmppUser
 
 pytestmark = pytest.mark.e2e
 _names = itertools.count(1)
-
-
-def _body(event: dict[str, Any]) -> str:
-    return str(event.get("content", {}).get("body", ""))
-
-
-def _jid_of(user: MatrixUser) -> str:
-    local, server = user.mxid[1:].split(":", 1)
-    return f"{local}\\3a{server}@{XMPP_COMPONENT}"
-
-
-def _ghost_of(jid: str) -> str:
-    return "@xmpp_" + jid.replace("@", "=40") + f":{DOMAIN}"
 
 
 def _membership(event: dict[str, Any], mxid: str, membership: str) -> bool:
@@ -97,24 +84,24 @@ async def test_an_xmpp_user_at_a_domain_no_rule_allows_cannot_write_to_a_matrix_
 ) -> None:
     alice = await hub.user("alice")
     async with _account(hub, "eve", XMPP_STRANGER_DOMAIN) as eve:
-        stanza_id = eve.send_chat(_jid_of(alice), "Hello from a stranger")
+        stanza_id = eve.send_chat(jid_of(alice), "Hello from a stranger")
         error = await eve.wait_for_message(lambda m: m["type"] == "error" and m["id"] == stanza_id)
-        assert error["from"].bare == _jid_of(alice).lower()
+        assert error["from"].bare == jid_of(alice).lower()
         assert error["error"]["condition"] == "forbidden"
         assert error["error"]["type"] in {"cancel", "auth"}
         assert _refuses(error["error"]["text"], XMPP_STRANGER_DOMAIN), error["error"]["text"]
-        stranger_ghost = _ghost_of(eve.jid)
+        stranger_ghost = ghost_of(eve.jid)
 
         # A permitted sender's message right behind it reaches Alice: had the stranger's got
         # anywhere, its invite would be there by then.
         async with _account(hub, "carol") as carol:
-            carol.send_chat(_jid_of(alice), "Hello from a colleague")
+            carol.send_chat(jid_of(alice), "Hello from a colleague")
             room_id = await alice.wait_for_invite(timeout=20)
             await alice.join(room_id)
             got = await alice.wait_for(
                 lambda e: _body(e) == "Hello from a colleague", room_id=room_id
             )
-            assert got["sender"] == _ghost_of(carol.jid)
+            assert got["sender"] == ghost_of(carol.jid)
 
         assert [room for room, _ in alice.invites] == [room_id]
         assert await alice.joined_rooms() == [room_id]
@@ -152,10 +139,10 @@ async def test_an_xmpp_user_cannot_pull_the_bot_into_a_matrix_room_the_policy_do
         # The room itself can be joined from XMPP: a user of the test server's own domain does.
         async with _account(hub, "xeno") as xeno:
             await xeno.join_muc(muc, "Xeno")
-            await alice.wait_for(lambda e: _membership(e, _ghost_of(xeno.jid), "join"), room_id=room_id)  # fmt: skip
+            await alice.wait_for(lambda e: _membership(e, ghost_of(xeno.jid), "join"), room_id=room_id)  # fmt: skip
         members = set(await alice.joined_members(room_id))
         assert hub.bot in members
-        assert _ghost_of(mallory.jid) not in members
+        assert ghost_of(mallory.jid) not in members
         assert not mallory.seen(lambda m: m["type"] == "groupchat")
 
 
@@ -164,7 +151,7 @@ async def test_a_matrix_user_cannot_start_a_chat_with_a_domain_kept_from_their_s
 ) -> None:
     alice = await hub.user("alice")
     async with _account(hub, "dave", XMPP_PARTNER_DOMAIN) as dave:
-        ghost = _ghost_of(dave.jid)
+        ghost = ghost_of(dave.jid)
         room_id = await alice.create_room(invite=[ghost], is_direct=True)
         left = await alice.wait_for(lambda e: _membership(e, ghost, "leave"), room_id=room_id)
         reason = str(left["content"].get("reason", ""))
@@ -182,7 +169,7 @@ async def test_a_message_into_a_portal_the_policy_no_longer_allows_is_not_delive
     there afterwards is refused with the 'not delivered' reply, and kept as a dead letter."""
     alice = await hub.user("alice")
     async with _account(hub, "dave", XMPP_PARTNER_DOMAIN) as dave:
-        ghost = _ghost_of(dave.jid)
+        ghost = ghost_of(dave.jid)
         opened = {"network": "xmpp", "remote": [XMPP_PARTNER_DOMAIN], "matrix": ["local"]}
         hub_rules = YAML().load(hub.bridge.config_path)["bridge"]["federation"]
         async with _policy(hub, [*hub_rules, opened]):
