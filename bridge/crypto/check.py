@@ -29,7 +29,7 @@ from bridge.portal.models import InboxItem, InboxRow
 from bridge.portal.store import Store
 
 CHECK_DEVICE = "PONTISCHECK"
-PROBE_TIMEOUT = 10.0
+PROBE_TIMEOUT = 30.0
 HEALTH_TIMEOUT = 40.0
 
 
