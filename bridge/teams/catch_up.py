@@ -1,13 +1,13 @@
-"""Which messages of a chat Matrix missed: Graph's message list, paged back to the last one
-bridged.
+"""Which messages of a chat Matrix missed: Graph's message list, paged back to a bound.
 
 While the bridge is down Graph gives up on its change notifications, so a catch-up must find
-everything written since the last message that reached Matrix, not only the newest page. Graph
+everything written since the bridge last saw all of the chat, not only the newest page. Graph
 lists a chat's messages newest first, at most 50 a page, with ``@odata.nextLink`` to the next
-(older) page; the walk stops at the first message the bridge knows (in the message table, or
-just sent from Matrix). It keeps at most ``limit`` messages: after a week-long outage the room
-gets the newest ``limit`` and a notice of how many older ones were skipped (counted through at
-most :data:`COUNT_PAGES` further pages, else "more than").
+(older) page; the walk goes back to the bound :mod:`bridge.teams.coverage` proves, passing the
+messages the bridge knows (in the message table, or just sent from Matrix); without a bound it
+stops at the first one it knows. It keeps at most ``limit`` messages: after a week-long outage
+the room gets the newest ``limit`` and a notice of how many older ones were skipped (counted
+through at most :data:`COUNT_PAGES` further pages, else "more than").
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from msgraph.generated.models.chat_message_collection_response import (
 
 from bridge.teams.errors import graph_call
 from bridge.teams.tenant import TenantLink
-from bridge.teams.to_matrix import is_bridgeable
+from bridge.teams.to_matrix import is_bridgeable, timestamp_ms
 
 PAGE = 50
 """Graph's largest ``$top`` for chat messages."""
@@ -44,8 +44,11 @@ class Missed:
     """Counting stopped before the last bridged message: ``skipped`` is a lower bound."""
 
 
-async def missed_messages(link: TenantLink, chat_id: str, known: Known, limit: int) -> Missed:
-    """The messages of ``chat_id`` newer than the last one ``known`` says is on Matrix.
+async def missed_messages(
+    link: TenantLink, chat_id: str, known: Known, limit: int, bound: int | None
+) -> Missed:
+    """The messages of ``chat_id`` written after ``bound`` (ms since the epoch) that ``known``
+    says are not on Matrix; without a bound, those newer than the newest one on Matrix.
 
     Raises what :func:`graph_call` raises (``TransientError`` while Graph is away)."""
     what = f"list messages of {chat_id}"
@@ -63,7 +66,13 @@ async def missed_messages(link: TenantLink, chat_id: str, known: Known, limit: i
             if not msg.id or msg.id in seen:
                 continue
             seen.add(msg.id)
+            written = timestamp_ms(msg)
+            if bound is not None and written is not None and written <= bound:
+                found.messages = newest_first[::-1]
+                return found
             if await known(msg.id):
+                if bound is not None:
+                    continue
                 found.messages = newest_first[::-1]
                 return found
             if msg.deleted_date_time is not None or not is_bridgeable(msg):

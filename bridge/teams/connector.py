@@ -60,6 +60,8 @@ class TeamsConnector:
         inbound = Inbound(net, shared)
         inbound.set_client_state(client_state)
         shared.converter = inbound.convert
+        for link in links:
+            link.resubscribed = inbound.missed
         ctx.add_client(shared)
         # Notifications an older version kept in its own table go to the remote inbox first.
         if legacy := await store.legacy_notifications():
@@ -73,8 +75,10 @@ class TeamsConnector:
         except Exception as err:
             ctx.log.warning("Could not queue the catch-up of Teams chats: %s", err)
         endpoint = NotificationEndpoint(client_state, inbound.accept, ctx.log)
+        inbound.coverage.live()  # what Graph sends from here on is kept
         ctx.add_http_handler("notifications", endpoint.handle)
         ctx.add_http_handler("lifecycle", endpoint.handle)
+        ctx.background(inbound.coverage.keep_written(), name="catch-up-bound")
         ctx.background(shared.connect(), name="app-tokens")
         ctx.background(self._run(ctx, inbound, links, client_state), name="start")
         ctx.log.info(

@@ -13,6 +13,7 @@ and undeletes alike, so an update is compared with what the bridge has stored. G
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -40,6 +41,7 @@ from bridge.portal.models import Message as StoredMessage
 from bridge.portal.models import RemoteInput
 from bridge.teams.catch_up import Missed, missed_messages
 from bridge.teams.client import TeamsSharedClient
+from bridge.teams.coverage import Coverage
 from bridge.teams.errors import as_bridge_error, graph_call
 from bridge.teams.ids import message_id, parse_message_resource, portal_key
 from bridge.teams.network import TeamsNetwork
@@ -73,6 +75,8 @@ class Inbound:
         self._order = ChatOrder(self._ctx.accept_remote)
         self._floors: dict[str, int | None] = {}
         """Per chat, the oldest message a bounded catch-up bridged (see ``_below_floor``)."""
+        self.coverage = Coverage(self._ctx.store, self._log)
+        """How far back a catch-up looks."""
 
     def set_client_state(self, client_state: str) -> None:
         self._client_state = client_state
@@ -108,6 +112,9 @@ class Inbound:
             stored.append(self._order.add(chat_id, sort_key(msg_id, change), kept))
         for outcome in await asyncio.gather(*stored, return_exceptions=True):
             if isinstance(outcome, BaseException):
+                # Graph retries the call, but may give up: the next catch-up looks back here.
+                with contextlib.suppress(Exception):  # what matters is the caller's failure
+                    await self.coverage.broken("a webhook call could not be stored")
                 raise outcome
 
     async def _bridged(self, chat_id: str) -> bool:
@@ -121,9 +128,16 @@ class Inbound:
         for portal in await self._ctx.store.list_portals():
             if portal.mxid:
                 # One pending catch-up per chat is enough: it reads what is there when it runs.
+                payload = {TOKEN: uuid.uuid4().hex}
                 await self._ctx.accept_remote(
-                    RemoteInput(portal=portal.key, kind=CATCH_UP, payload={}, dedupe_id=CATCH_UP)
+                    RemoteInput(portal.key, CATCH_UP, payload, dedupe_id=CATCH_UP)
                 )
+
+    async def missed(self, why: str) -> None:
+        """Notifications were (or may have been) lost while the bridge ran: Graph said so,
+        or the subscription had to be created again. The chats are caught up."""
+        await self.coverage.broken(why)
+        await self.catch_up()
 
     async def _lifecycle(self, item: dict[str, Any], event: str) -> None:
         link = self.net.tenant(str(item.get("tenantId") or "")) or next(
@@ -137,7 +151,7 @@ class Inbound:
                 elif event == "subscriptionRemoved":
                     await link.create_subscription(self._client_state)
                 elif event == "missed":
-                    await self.catch_up()
+                    await self.missed("Graph's missed lifecycle event")
                 return
             except Exception as err:
                 if attempt == LIFECYCLE_TRIES:
@@ -153,7 +167,7 @@ class Inbound:
         await self.ready.wait()
         chat_id = item.portal.remote_id
         if item.kind == CATCH_UP:
-            return await self._catch_up_chat(chat_id)
+            return await self._catch_up_chat(chat_id, str(item.payload.get(TOKEN, "")))
         if item.kind != NOTIFICATION:
             raise PermanentError(f"unknown Teams input {item.kind!r}")
         payload = item.payload
@@ -183,6 +197,8 @@ class Inbound:
             if chat_info is None:
                 return []  # not bridged: its messages are not read
         msg = await self._fetch(link, chat_id, msg_id)
+        if chat_info is not None and msg is not None:
+            await self.coverage.first_bridged(chat_id, timestamp_ms(msg))
         return await self._events_for(
             chat_id, msg_id, change, msg, stored, link, str(payload.get(TOKEN, "")), chat_info
         )
@@ -320,7 +336,7 @@ class Inbound:
 
     # --- catching up -----------------------------------------------------------------------
 
-    async def _catch_up_chat(self, chat_id: str) -> list[RemoteEvent]:
+    async def _catch_up_chat(self, chat_id: str, token: str) -> list[RemoteEvent]:
         """The messages of a bridged chat written since the last one on Matrix, oldest first
         (at most ``catch_up_messages``, after a notice saying how many older were skipped).
 
@@ -332,10 +348,13 @@ class Inbound:
             return []
         link = await self.net.tenant_for_chat(chat_id)
         limit = self.net.cfg.catch_up_messages
+        bound = await self.coverage.bound(chat_id, token)
+        walked_at = self.coverage.now()
         try:
             found = await missed_messages(
-                link, chat_id, lambda msg_id: self._known(chat_id, msg_id), limit
+                link, chat_id, lambda msg_id: self._known(chat_id, msg_id), limit, bound
             )
+            await self.coverage.walked(chat_id, token, bound, walked_at)
         except TransientError:
             raise  # Graph away: the chat's queue waits for it
         except Exception as err:  # not a message lost: nothing to tell the room

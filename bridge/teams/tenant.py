@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -53,6 +54,8 @@ class TenantLink:
         )
         self.app = self.graph(self.app_tokens)
         self.relay: GraphServiceClient | None = None
+        self.resubscribed: Callable[[str], Awaitable[None]] | None = None
+        """Called when a subscription had to be created again (notifications were missed)."""
         self.relay_user_id: str | None = None
         if tenant.has_relay:
             self.relay = self.graph(
@@ -135,6 +138,7 @@ class TenantLink:
         )
         if created is None or not created.id:
             raise RuntimeError("Graph created a subscription without an id")
+        again = await self.subscription_id() is not None
         await self._store.kv_set(self._kv_key(), json.dumps({"id": created.id}))
         self._log.info(
             "Subscribed to %s of tenant %s (subscription %s, until %s)",
@@ -143,6 +147,8 @@ class TenantLink:
             created.id,
             expires.isoformat(timespec="seconds"),
         )
+        if again and self.resubscribed is not None:
+            await self.resubscribed(f"the subscription of tenant {self.id} was created again")
         return expires
 
     async def reauthorize(self, client_state: str) -> None:

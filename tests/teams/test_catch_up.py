@@ -249,3 +249,29 @@ async def test_stored_notifications_older_than_a_bounded_catch_up_do_not_arrive_
         sent = await restarted.settle()
     assert sent[0].startswith("notice: ") and "15" in sent[0], sent[0]
     assert sent[1:] == [f"while down {n}" for n in range(11, 21)]
+
+
+async def test_a_message_sent_from_matrix_after_a_restart_does_not_hide_what_was_missed(
+    store: Store, graph: GraphEmulator
+) -> None:
+    """The chaos benchmark's loss: the catch-up stopped at the newest message Matrix had, and
+    a Matrix user's message, bridged to Teams while the catch-up waited its turn, is one."""
+    chat_id = await _bridged_chat(store, graph)
+    async with aiohttp.ClientSession() as http:
+        first = Bridge(store, graph, http, catch_up_messages=200)
+        await first.start()
+        assert await first.settle() == []
+        await first.inbound.coverage.write()
+        await _post(graph, chat_id, "missed ", 5)  # Graph gave up on their notifications
+        restarted = Bridge(store, graph, http, catch_up_messages=200)
+        from_matrix = await graph.post_as("Adele", chat_id, "sent from Matrix")
+        await store.add_message(
+            Message(
+                network=NETWORK, portal_id=RemoteChatID(chat_id),
+                remote_id=RemoteMessageID(from_matrix), mxid="$m", room_id=ROOM,
+                sender_id="@adele:hub",
+            )
+        )  # fmt: skip
+        await restarted.start()
+        sent = await restarted.settle()
+    assert sent == [f"missed {n}" for n in range(1, 6)]

@@ -162,9 +162,14 @@ async def test_channels_and_lifecycle_events_are_not_kept_as_messages() -> None:
 
 async def test_a_store_that_cannot_keep_it_is_an_error_for_the_webhook() -> None:
     fake = Fake()
+    fake.inbound.coverage.live()
+    period = fake.inbound.coverage.period
     fake.ctx.accept_remote.side_effect = OSError("database unreachable")
     with pytest.raises(OSError):
         await fake.inbound.accept([_notification()])
+    # Graph may give up on it: what the period proved ends here, for the next catch-up.
+    assert fake.inbound.coverage.period != period
+    assert f'"id": "{period}"' in fake.kv["catch-up-periods"]
 
 
 async def test_notifications_sent_together_are_kept_in_the_order_of_their_messages() -> None:
