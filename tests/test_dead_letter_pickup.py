@@ -76,7 +76,7 @@ async def test_a_retried_network_event_is_queued_behind_the_portal_and_sent_once
     hub.homeserver.away = 0
     await hub.queues.drain()
     assert [text for _, text in hub.homeserver.sent] == ["queued-first", "refused"]
-    assert await hub.pending() == 0 and await store.dead_letters.count() == 0
+    assert await hub.emptied() and await store.dead_letters.count() == 0
 
 
 async def test_a_poll_that_read_a_row_just_sent_does_not_send_it_again(store: Store) -> None:

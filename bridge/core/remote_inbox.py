@@ -14,6 +14,7 @@ reach Matrix before anything newer of the same portal. Rows that someone else pu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, cast
@@ -33,6 +34,11 @@ from bridge.portal.remote_inbox import RemoteInboxRow, RemoteInboxStore
 _T = TypeVar("_T")
 FailureNotice = Callable[[PortalKey, Exception], Awaitable[None]]
 RECOVERY_BATCH = 500
+REMOVE_AFTER = 0.5
+"""Seconds a delivered row stays before it is removed with the others delivered meanwhile."""
+REMOVE_ROWS = 64
+CLOSE_WAIT = 5.0
+"""Delivered rows removed at once without waiting (far below what the queue remembers)."""
 
 
 class RemoteInbox:
@@ -61,14 +67,16 @@ class RemoteInbox:
         login that is gone, not one still loading."""
         self._rows: StoredQueue[PortalKey, RemoteInboxRow] = StoredQueue(
             name="remote inbox", queues=queues, run=self._run,
-            reread=lambda key, limit: store.pending_for(key, limit),
+            reread=self._reread,
             row_id=lambda row: row.id, retry=retry, log=log, limit=memory_rows,
             after_batch=self._remove_delivered,
         )  # fmt: skip
         self._delivered: list[int] = []
-        """Rows on Matrix, removed together when their drain job ends: one statement for a
-        burst instead of one per message. A crash before that offers them again after the
-        restart, and the message table knows them."""
+        """Rows on Matrix, removed together :data:`REMOVE_AFTER` later (or once there are
+        :data:`REMOVE_ROWS`): one statement for many messages, also when they come one at a
+        time. Until then the queue knows them (a poll or a read back skips them); a crash
+        before that offers them again after the restart, and the message table knows them."""
+        self._removing: asyncio.Task[None] | None = None
         self._polled_up_to = 0
         self._polling = asyncio.Lock()
 
@@ -165,7 +173,36 @@ class RemoteInbox:
         self._metrics.remote_events.labels(row.network, item.kind, "ok").inc()
         self._delivered.append(row.id)
 
+    async def _reread(self, key: PortalKey, limit: int) -> list[RemoteInboxRow]:
+        """A spilled portal's next rows; what was delivered goes first, or it would be read."""
+        await self.remove_delivered()
+        return await self._store.pending_for(key, limit)
+
     async def _remove_delivered(self) -> None:
+        """After a drain job: remove the delivered rows now if there are many, else soon."""
+        if len(self._delivered) >= REMOVE_ROWS:
+            await self.remove_delivered()
+        elif self._delivered and self._removing is None:
+            self._removing = asyncio.create_task(self._remove_later(), name="remote-inbox-remove")
+
+    async def _remove_later(self) -> None:
+        try:
+            await asyncio.sleep(REMOVE_AFTER)
+        finally:
+            self._removing = None
+        await self.remove_delivered()
+
+    async def close(self) -> None:
+        """On stop: remove what was delivered (a restart would otherwise convert it again),
+        unless the database is away (then the restart's conversion finds it on Matrix)."""
+        if self._removing is not None:
+            self._removing.cancel()
+            self._removing = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_WAIT):
+                await self.remove_delivered()
+
+    async def remove_delivered(self) -> None:
         delivered, self._delivered = self._delivered, []
         if not delivered:
             return

@@ -276,6 +276,7 @@ class Router:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.queues.close()
+        await self.remote.close()
 
     async def _dispatch_inbox(self) -> None:
         """Move inbox rows into portal queues, oldest first.

@@ -152,8 +152,11 @@ class Bridge:
         )
 
     async def settle(self) -> list[str]:
+        """Everything queued is on Matrix; the run stops (as the hub does)."""
         await self.queues.drain()
         await self.queues.close()
+        if self.ctx.inbox is not None:
+            await self.ctx.inbox.close()
         return self.matrix.sent
 
 
