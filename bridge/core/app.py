@@ -138,11 +138,7 @@ class App:
             http=self.http,
             log=self.log.getChild("matrix"),
         )
-        permissions = Permissions(
-            cfg.permissions,
-            relay_enabled=cfg.relay_enabled,
-            public_portals=bool(cfg.section("bridge", "portals")["public"]),
-        )
+        permissions = Permissions.from_config(cfg)
         self.federation = FederationPolicy(
             cfg.federation_rules, cfg.domain, on_refusal=self._federation_refused
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge import __version__
+from bridge.core.agency_view import AgencyView
 from bridge.core.audit import AuditLog, command_action, retried
 from bridge.core.connector import (
     LoginProcess,
@@ -27,7 +28,7 @@ from bridge.core.matrix import MatrixAPI
 from bridge.core.permissions import Permissions
 from bridge.core.portal_commands import ADMIN_REFUSAL, PortalCommands
 from bridge.core.router import Router
-from bridge.portal.dead_letters import line, retry_summary
+from bridge.portal.dead_letters import Retried, line, retry_summary
 from bridge.portal.models import BridgeUser, Login
 from bridge.portal.store import Store
 
@@ -53,9 +54,10 @@ HELP = """\
   (needs the power level to change the room, and `bridge.relay.enabled`)
 - `set-management-room` — make this room (just you and the bot) your management room
 
-Bridge admins only: `dead-letters` lists what could not be bridged; `retry <id>|all` sends it
-again, in its portal's order; `drop <id>|all` deletes it; `delete-portal <room>` forgets a
-portal and the bridge leaves its room; `list-portals all` and `list-logins all` show everyone's.
+Bridge admins only (an agency's admins: for their agency's portals, logins and messages):
+`dead-letters` lists what could not be bridged; `retry <id>|all` sends it again, in its
+portal's order; `drop <id>|all` deletes it; `delete-portal <room>` forgets a portal and the
+bridge leaves its room; `list-portals all` and `list-logins all` show everyone's.
 
 Networks: {networks}"""
 
@@ -131,7 +133,7 @@ class CommandProcessor:
             return
         command, _, args = text.partition(" ")
         if command.lower() in ADMIN_COMMANDS:
-            if self._permissions.level(sender) < Permissions.ADMIN:
+            if not self._permissions.admin_scope(sender):
                 await self.reply(room_id, ADMIN_REFUSAL.format(command=command.lower()))
                 await AuditLog(self._store).record(actor=sender, action=command_action(command), target=args.strip(), outcome="refused", origin=f"{'management-room' if in_management_room else 'room'} {room_id}", detail="needs the admin level")  # fmt: skip
                 return
@@ -308,11 +310,11 @@ class CommandProcessor:
 
     async def _dead_letters(self, room_id: str, sender: str, args: str) -> None:
         await AuditLog(self._store).record(actor=sender, action="dead-letters.list", target="", outcome="ok", origin=f"management-room {room_id}")  # fmt: skip
-        letters = await self._store.dead_letters.newest(LISTED)
+        scope = self._permissions.admin_scope(sender)
+        letters, total = await AgencyView(self._store).letters(scope, LISTED)
         if not letters:
             await self.reply(room_id, "No dead letters: everything was bridged.")
             return
-        total = await self._store.dead_letters.count()
         shown = f"; the newest {len(letters)} shown" if total > len(letters) else ""
         head = f"**Dead letters** ({total}{shown})"
         body = "\n".join(line(letter).replace("`", "'") for letter in letters)
@@ -332,8 +334,15 @@ class CommandProcessor:
 
     async def _retry(self, room_id: str, sender: str, args: str) -> None:
         letter_id = self._letter_id(args, "retry")
-        dead = self._store.dead_letters
-        results = await dead.retry_all() if letter_id is None else [await dead.retry(letter_id)]
+        dead, view = self._store.dead_letters, AgencyView(self._store)
+        scope = self._permissions.admin_scope(sender)
+        if letter_id is None:
+            ids = await view.letter_ids(scope)
+            results = await dead.retry_all() if ids is None else [await dead.retry(i) for i in ids]
+        elif await view.has_letter(scope, letter_id):
+            results = [await dead.retry(letter_id)]
+        else:
+            results = [Retried(letter_id, "missing")]  # another agency's is none of theirs
         # Here the bridge itself moved them: no need to wait for the next look at the tables.
         self._router.notify_inbox()
         await self._router.remote.poll()
@@ -343,10 +352,13 @@ class CommandProcessor:
 
     async def _drop(self, room_id: str, sender: str, args: str) -> None:
         letter_id = self._letter_id(args, "drop")
+        dead, view = self._store.dead_letters, AgencyView(self._store)
+        scope = self._permissions.admin_scope(sender)
         if letter_id is None:
-            count = await self._store.dead_letters.drop_all()
+            ids = await view.letter_ids(scope)
+            count = await dead.drop_all() if ids is None else sum([await dead.drop(i) for i in ids])
             text = f"Dropped {count} dead letter{'s' if count != 1 else ''}."
-        elif await self._store.dead_letters.drop(letter_id):
+        elif await view.has_letter(scope, letter_id) and await dead.drop(letter_id):
             text = f"Dropped dead letter {letter_id}."
         else:
             text = f"There is no dead letter {letter_id}."

@@ -34,6 +34,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from bridge.core.agencies import check_agencies
 from bridge.core.encryption_settings import PICKLE_KEY_ENV, EncryptionSettings
 from bridge.core.encryption_settings import check_section as _check_encryption
 from bridge.core.federation import check_rules
@@ -75,7 +76,7 @@ _URL_PASSWORD_VALUE_RE = re.compile(r"://[^:/@\s]*:([^@\s]+)@")
 _PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 # Mappings whose keys are the operator's data, not fixed config keys: no defaults are merged
 # into them and no key is "unknown".
-_OPEN_MAPPINGS = frozenset({"bridge.permissions"})
+_OPEN_MAPPINGS = frozenset({"bridge.permissions", "bridge.agencies"})
 
 
 @dataclass(frozen=True)
@@ -683,6 +684,7 @@ class Config:
             problems += _check_permissions(bridge["permissions"])
         if isinstance(bridge, Mapping):
             problems += [ConfigProblem(*p) for p in check_rules(bridge.get("federation"))]
+            problems += [ConfigProblem(*p) for p in check_agencies(bridge.get("agencies"))]
         if "connectors" in data:
             problems += _check_connectors(data["connectors"])
         if isinstance(data.get("encryption"), Mapping):

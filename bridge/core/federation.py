@@ -30,7 +30,7 @@ LOCAL = "local"
 DEFAULT_RULES: list[dict[str, Any]] = [{"network": ANY, "remote": [ANY], "matrix": [LOCAL]}]
 
 
-def _matches(pattern: str, name: str) -> bool:
+def matches_pattern(pattern: str, name: str) -> bool:
     if pattern == ANY:
         return True
     if pattern.startswith("*."):
@@ -47,9 +47,9 @@ class FederationRule:
 
     def covers(self, network: str, remote_domain: str, server: str) -> bool:
         return (
-            _matches(self.network, network)
-            and any(_matches(p, remote_domain) for p in self.remote)
-            and any(_matches(p, server) for p in self.matrix)
+            matches_pattern(self.network, network)
+            and any(matches_pattern(p, remote_domain) for p in self.remote)
+            and any(matches_pattern(p, server) for p in self.matrix)
         )
 
 
@@ -64,11 +64,11 @@ class Refusal:
     def __str__(self) -> str:
         return (
             f"this hub does not connect {self.network} users at {self.remote} with Matrix "
-            f"users at {_server(self.matrix) or self.matrix}"
+            f"users at {server_of(self.matrix) or self.matrix}"
         )
 
 
-def _server(mxid_or_server: str) -> str:
+def server_of(mxid_or_server: str) -> str:
     """The server name of a Matrix id (``@a:b`` → ``b``), or the argument if it is one."""
     if mxid_or_server[:1] in "@!#" and ":" in mxid_or_server:
         return mxid_or_server.split(":", 1)[1].lower()
@@ -112,7 +112,7 @@ class FederationPolicy:
         """None if a rule lets ``remote`` (a domain, or a tenant) of ``network`` and ``matrix``
         (a Matrix id or a server name) reach each other; else the refusal, reported as refused
         at ``entry`` (such as ``xmpp direct message``)."""
-        domain, server = remote.lower(), _server(matrix)
+        domain, server = remote.lower(), server_of(matrix)
         if (network, domain) in self._hosted or any(
             rule.covers(network, domain, server) for rule in self.rules
         ):
@@ -127,9 +127,9 @@ class FederationPolicy:
         since the homeserver does not say who is asking."""
         domain = remote.lower()
         return any(
-            _matches(rule.network, network)
+            matches_pattern(rule.network, network)
             and ANY in rule.matrix
-            and any(_matches(p, domain) for p in rule.remote)
+            and any(matches_pattern(p, domain) for p in rule.remote)
             for rule in self.rules
         )
 

@@ -11,15 +11,20 @@ Levels come from ``bridge.permissions``: an mxid beats its domain beats ``*``.
 
 Two operator choices travel with the levels: whether relay mode exists at all
 (``bridge.relay.enabled``) and whether portals may be joined by anyone through their alias
-(``bridge.portals.public``).
+(``bridge.portals.public``). So do the agencies (``bridge.agencies``, :mod:`bridge.core.agencies`):
+an agency's admins administer what belongs to it, with the ``user`` level otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from bridge.core.agencies import Agency, Scope, admin_scope, parse_agencies
 from bridge.core.errors import PermanentError
+
+if TYPE_CHECKING:
+    from bridge.core.config import Config
 
 RELAY_OFF_IN_CONFIG = (
     "Your Matrix account may only reach this network through relay mode, and this hub has "
@@ -42,8 +47,10 @@ class Permissions:
         *,
         relay_enabled: bool = False,
         public_portals: bool = False,
+        agencies: Collection[Agency] = (),
     ) -> None:
         self._rules = {key: self.LEVELS[value] for key, value in rules.items()}
+        self.agencies = tuple(agencies)
         self.relay_enabled = relay_enabled
         """``bridge.relay.enabled``: without it no message is ever relayed."""
         self.public_portals = public_portals
@@ -57,6 +64,23 @@ class Permissions:
         if domain in self._rules:
             return self._rules[domain]
         return self._rules.get("*", self.NONE)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Permissions:
+        bridge = cfg.section("bridge")
+        return cls(
+            cfg.permissions,
+            relay_enabled=cfg.relay_enabled,
+            public_portals=bool(bridge["portals"]["public"]),
+            agencies=parse_agencies(bridge.get("agencies")),
+        )
+
+    def admin_scope(self, mxid: str) -> Scope:
+        """What ``mxid`` administers: everything (the ``admin`` level), the agencies they are
+        an admin of (with at least the ``user`` level), or nothing (falsy)."""
+        if self.level(mxid) < self.USER:
+            return admin_scope(mxid, (), bridge_admin=False)
+        return admin_scope(mxid, self.agencies, bridge_admin=self.level(mxid) >= self.ADMIN)
 
     def relay_only(self, mxid: str) -> bool:
         """Whether ``mxid`` reaches networks only through relay mode."""

@@ -5,7 +5,8 @@ name the portal room they act on (``!room:server`` or ``#alias:server``), since 
 said in a portal goes to the network. Who may: every command needs the ``user`` level (the
 command processor checks that first); ``set-relay``, ``unset-relay`` and ``unbridge`` also need
 the power level to change the portal room's state; ``delete-portal`` and listing every portal
-are for bridge admins; ``sync`` is for the portal room's members.
+are for bridge admins and, for what belongs to their agency, agency admins
+(:mod:`bridge.core.agencies`); ``sync`` is for the portal room's members.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast, runtime_checkable
 
+from bridge.core.agency_view import AgencyView
+from bridge.core.audit import AuditLog
 from bridge.core.connector import NetworkConnector, SupportsDirectChats, connector_named
 from bridge.core.errors import BridgeError, NotSupported
 from bridge.core.events import RemoteChatInfo, UserInfo
@@ -28,7 +31,9 @@ from bridge.portal.store import Store
 Reply = Callable[[str, str], Awaitable[None]]
 
 ADMIN_REFUSAL = (
-    "Only bridge admins may use `{command}`: it needs the `admin` level in `bridge.permissions`."
+    "Only bridge admins may use `{command}`: it needs the `admin` level in `bridge.permissions`"
+    " (or, for an agency's own portals and messages, to be one of its `admins` in"
+    " `bridge.agencies`)."
 )
 LISTED = 50
 """Portals listed in one reply."""
@@ -60,6 +65,7 @@ class PortalCommands:
         self._permissions = permissions
         self._reply = reply
         self._log = log
+        self._view = AgencyView(store)
 
     def handlers(self) -> dict[str, Callable[[str, str, str], Awaitable[None]]]:
         return {
@@ -76,9 +82,6 @@ class PortalCommands:
         }
 
     # --- helpers --------------------------------------------------------------------------------
-
-    def _admin(self, sender: str) -> bool:
-        return self._permissions.level(sender) >= Permissions.ADMIN
 
     async def _portal(self, args: str, command: str) -> Portal:
         """The portal of the room named in ``args`` (a room id or alias)."""
@@ -142,11 +145,12 @@ class PortalCommands:
 
     async def list_portals(self, room_id: str, sender: str, args: str) -> None:
         every = args.strip().lower() == "all"
-        if every and not self._admin(sender):
+        scope = self._permissions.admin_scope(sender)
+        if every and not scope:
             await self._reply(room_id, ADMIN_REFUSAL.format(command="list-portals all"))
             return
         if every:
-            portals = await self._store.list_portals()
+            portals = await self._view.portals(scope)
         else:
             portals = await self._store.list_portals_for_user(sender)
         portals = [p for p in portals if p.mxid]
@@ -162,10 +166,19 @@ class PortalCommands:
         await self._reply(room_id, "\n".join(lines))
 
     async def delete_portal(self, room_id: str, sender: str, args: str) -> None:
-        if not self._admin(sender):
+        scope = self._permissions.admin_scope(sender)
+        if not scope:
             await self._reply(room_id, ADMIN_REFUSAL.format(command="delete-portal"))
             return
         portal = await self._portal(args, "delete-portal")
+        audit = AuditLog(self._store)
+        if not await self._view.has_portal(scope, portal):
+            await audit.record(actor=sender, action="delete-portal", target=str(portal.key),
+                               outcome="refused", origin=f"room {room_id}",
+                               detail=f"not in {scope.describe()}")  # fmt: skip
+            # As if it were not bridged: another agency's portals are none of their business.
+            await self._reply(room_id, f"{args.strip()} is not bridged.")
+            return
         room = portal.mxid
         assert room is not None
         await self._router.portals.forget(portal)
@@ -174,7 +187,8 @@ class PortalCommands:
             if self._router.is_any_puppet(mxid) and mxid != self._matrix.bot_mxid:
                 await self._quietly_leave(room, mxid)
         await self._quietly_leave(room, self._matrix.bot_mxid)
-        self._log.info("%s deleted portal %s (%s)", sender, portal.key, room)
+        await audit.record(actor=sender, action="delete-portal", target=str(portal.key),
+                           outcome="ok", origin=f"room {room_id}", detail=room)  # fmt: skip
         await self._reply(room_id, f"Deleted the portal of {portal.network} `{portal.remote_id}` "
                           f"({room}): the bridge left the room.")  # fmt: skip
 
@@ -189,7 +203,10 @@ class PortalCommands:
         turn; for the portal's members and admins."""
         portal = await self._portal(args, "sync")
         assert portal.mxid is not None
-        if not self._admin(sender) and sender not in await self._matrix.joined_members(portal.mxid):
+        scope = self._permissions.admin_scope(sender)
+        if not await self._view.has_portal(scope, portal) and sender not in (
+            await self._matrix.joined_members(portal.mxid)
+        ):
             await self._reply(room_id, f"You are not in {portal.mxid}.")
             return
         loaded = self._router.client_for(portal.network, portal.receiver, sender)
@@ -207,10 +224,14 @@ class PortalCommands:
 
     async def list_logins(self, room_id: str, sender: str, args: str) -> None:
         every = args.strip().lower() == "all"
-        if every and not self._admin(sender):
+        scope = self._permissions.admin_scope(sender)
+        if every and not scope:
             await self._reply(room_id, ADMIN_REFUSAL.format(command="list-logins all"))
             return
-        logins = await self._store.list_logins(user_mxid=None if every else sender)
+        if every:
+            logins = await self._view.logins(scope)
+        else:
+            logins = await self._store.list_logins(user_mxid=sender)
         if not logins:
             await self._reply(room_id, "No logins.")
             return

@@ -318,6 +318,16 @@ class Store:
             key.receiver,
         )
 
+    async def portal_users(self) -> dict[PortalKey, list[str]]:
+        """Every portal's Matrix users (as :meth:`add_portal_user` recorded them)."""
+        users: dict[PortalKey, list[str]] = {}
+        for row in await self._fetch(
+            "SELECT user_mxid, network, portal_id, receiver FROM user_portal ORDER BY user_mxid"
+        ):
+            key = PortalKey(row["network"], row["portal_id"], row["receiver"])
+            users.setdefault(key, []).append(row["user_mxid"])
+        return users
+
     async def list_portals_for_user(self, user_mxid: str) -> list[Portal]:
         columns = ", ".join(f"p.{c.strip()}" for c in _PORTAL_COLUMNS.split(","))
         rows = await self._fetch(

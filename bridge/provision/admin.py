@@ -1,5 +1,6 @@
-"""Dead letters through the provisioning API, for bridge admins only: they hold other people's
-messages. The same store calls as the ``dead-letters``/``retry``/``drop`` commands."""
+"""Dead letters through the provisioning API, for bridge admins only (and agency admins, for
+their agency's: :mod:`bridge.core.agencies`): they hold other people's messages. The same store
+calls as the ``dead-letters``/``retry``/``drop`` commands; another agency's letter is a 404."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from bridge.core.agency_view import AgencyView
 from bridge.core.audit import AuditLog
 from bridge.portal.audit import Outcome
+from bridge.portal.dead_letters import Retried
 from bridge.portal.store import Store
 from bridge.provision import views
 from bridge.provision.auth import Actor, Authenticator
@@ -35,6 +38,7 @@ class DeadLetterEndpoints:
         self._after_retry = after_retry
         self._audit = audit
         self._log = log
+        self._view = AgencyView(store)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/dead-letters", self.list)
@@ -47,18 +51,18 @@ class DeadLetterEndpoints:
         limit = _number(request.query.get("limit", "100"), "limit")
         if limit > MAX_LIMIT:
             raise bad_request(f"`limit` is at most {MAX_LIMIT}.", "M_INVALID_PARAM")
-        dead = self._store.dead_letters
-        letters = await dead.newest(limit)
+        letters, total = await self._view.letters(actor.scope, limit)
         await self._record(request, actor, "dead-letters.list", "", "ok", f"{len(letters)} shown")
         return web.json_response({
-            "total": await dead.count(),
-            "dead_letters": [views.letter(letter) for letter in letters],
+            "total": total, "dead_letters": [views.letter(letter) for letter in letters],
         })  # fmt: skip
 
     async def show(self, request: web.Request) -> web.Response:
         actor = await self._auth.actor(request, admin=True)
         letter_id = _number(request.match_info["letter_id"], "letter_id")
         letter = await self._store.dead_letters.get(letter_id)
+        if not await self._view.has_letter(actor.scope, letter_id):
+            letter = None  # another agency's: as if there were none
         await self._record(request, actor, "dead-letters.show", str(letter_id),
                            "failed" if letter is None else "ok")  # fmt: skip
         if letter is None:
@@ -68,7 +72,10 @@ class DeadLetterEndpoints:
     async def retry(self, request: web.Request) -> web.Response:
         actor = await self._auth.actor(request, admin=True)
         letter_id = _number(request.match_info["letter_id"], "letter_id")
-        result = await self._store.dead_letters.retry(letter_id)
+        if await self._view.has_letter(actor.scope, letter_id):
+            result = await self._store.dead_letters.retry(letter_id)
+        else:
+            result = Retried(letter_id, "missing")
         done = result.outcome in ("retried", "pending")
         await self._record(request, actor, "dead-letters.retry", str(letter_id),
                            "ok" if done else "failed", result.outcome)  # fmt: skip
@@ -85,7 +92,9 @@ class DeadLetterEndpoints:
     async def drop(self, request: web.Request) -> web.Response:
         actor = await self._auth.actor(request, admin=True)
         letter_id = _number(request.match_info["letter_id"], "letter_id")
-        dropped = await self._store.dead_letters.drop(letter_id)
+        dropped = await self._view.has_letter(
+            actor.scope, letter_id
+        ) and await self._store.dead_letters.drop(letter_id)
         await self._record(request, actor, "dead-letters.drop", str(letter_id),
                            "ok" if dropped else "failed")  # fmt: skip
         if not dropped:

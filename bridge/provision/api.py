@@ -109,7 +109,7 @@ def install(app: web.Application, hub: App) -> None:
 
     auth = Authenticator(
         shared_secret=secret,
-        permissions=Permissions(hub.config.permissions),
+        permissions=Permissions.from_config(hub.config),
         http=hub.http,
         homeserver_url=hub.config.homeserver_address,
         is_puppet=router.is_any_puppet,

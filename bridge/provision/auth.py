@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bridge.core.agencies import NOBODY, Scope
 from bridge.core.permissions import Permissions
 from bridge.provision.errors import ApiError, bad_request, forbidden
 
@@ -44,10 +45,8 @@ class Actor:
     level: int
     via: str
     """``shared_secret`` or ``access_token``."""
-
-    @property
-    def is_admin(self) -> bool:
-        return self.level >= Permissions.ADMIN
+    scope: Scope = NOBODY
+    """What the user administers: everything (a bridge admin), their agencies, or nothing."""
 
     @property
     def level_name(self) -> str:
@@ -113,11 +112,13 @@ class Authenticator:
         level = self._permissions.level(mxid)
         if level < Permissions.USER:
             raise forbidden(f"{mxid} may not use this bridge (bridge.permissions).")
-        if admin and level < Permissions.ADMIN:
+        scope = self._permissions.admin_scope(mxid)
+        if admin and not scope:
             raise forbidden(
-                "Only bridge admins may do this (the admin level in bridge.permissions)."
+                "Only bridge admins may do this (the admin level in bridge.permissions), or an "
+                "agency's admins for what belongs to their agency (bridge.agencies)."
             )
-        return Actor(mxid, level, via)
+        return Actor(mxid, level, via, scope)
 
     async def _whoami(self, token: str) -> str:
         digest = hashlib.sha256(token.encode()).digest()

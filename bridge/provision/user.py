@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.core.adopt import Refused, RoomBridging
+from bridge.core.agency_view import AgencyView
 from bridge.core.audit import AuditLog
 from bridge.core.clients import ClientRegistry
 from bridge.core.connector import NetworkConnector, SupportsLogout
@@ -62,6 +63,7 @@ class UserEndpoints:
         self._auth = auth
         self._audit = audit
         self._store = store
+        self._view = AgencyView(store)
         self._matrix = matrix
         self._portals = portals
         self._bridging = bridging
@@ -105,7 +107,9 @@ class UserEndpoints:
         network = self._network(request.match_info["network"])
         login_id = LoginID(text(request.match_info["login_id"], "login_id", max_length=255))
         row = await self._store.get_login(network, login_id)
-        if row is None or (row.user_mxid != actor.mxid and not actor.is_admin):
+        if row is None or (
+            row.user_mxid != actor.mxid and not await self._view.has_login(actor.scope, row)
+        ):
             # Someone else's login is as unknown to a user as one that does not exist.
             raise not_found(f"You have no {network} login {login_id}.")
         loaded = self._clients.remove(network, login_id)
@@ -131,9 +135,12 @@ class UserEndpoints:
         if scope not in ("mine", "all"):
             raise bad_request("`scope` is `mine` or `all`.", "M_INVALID_PARAM")
         if scope == "all":
-            if not actor.is_admin:
-                raise forbidden("Only bridge admins may list every portal.")
-            rows = await self._store.list_portals()
+            if not actor.scope:
+                raise forbidden(
+                    "Only bridge admins (and agency admins, for their agency) may list every "
+                    "portal."
+                )
+            rows = await self._view.portals(actor.scope)
             await self._audit.record(actor=actor.mxid, action="list-portals", target="all",
                                      outcome="ok", origin=origin(request, actor))  # fmt: skip
         else:

@@ -40,6 +40,12 @@ ADMIN = "hubadmin"
 """Localpart of the bridge admin (``admin`` in bridge.permissions)."""
 
 
+AGENCIES = {
+    name: {"matrix": [f"@{name}-staff:{DOMAIN}"], "admins": [f"@{name}-it:{DOMAIN}"]}
+    for name in ("north", "south")
+}
+"""Two agencies of the hub's own users, each with its IT admin (tests/e2e/test_agencies.py)."""
+
 XMPP_SECRET = "component-secret-for-tests"
 MAIL_DOMAIN = "hub-mail.test"
 """The bridge's mail domain: Postfix hands its mail to the bridge over LMTP."""
@@ -106,6 +112,7 @@ def write_config(
             },
             "retry": {"attempts": 6, "backoff_seconds": 0.5},
             "federation": federation_rules(prosody),
+            "agencies": AGENCIES,
             # Rooms joined through an alias (#xmpp_room=40muc...) need public portals.
             "portals": {"public": True},
         },

@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from bridge.core.adopt import RoomBridging
+from bridge.core.agencies import parse_agencies
 from bridge.core.clients import ClientRegistry
 from bridge.core.connector import LoginFlow, NetworkInfo
 from bridge.core.errors import NotFound, PermanentError
@@ -41,7 +42,9 @@ RELAY_USER = f"@guest:{DOMAIN}"
 STRANGER = "@mallory:evil.test"
 GHOST = f"@reference_bob:{DOMAIN}"
 SECRET = "s3cret-shared-provisioning-key-0123456789"
+BOB_IT = f"@bob-it:{DOMAIN}"  # an admin of Bob's agency only
 TOKENS = {"alice-token": ALICE, "admin-token": ADMIN, "stranger-token": STRANGER}
+AGENCIES = {"bobs": {"matrix": [BOB], "admins": [BOB_IT]}}
 PERMISSIONS = {"*": "relay", DOMAIN: "user", ADMIN: "admin", f"@guest:{DOMAIN}": "relay"}
 
 ALICE_ROOM = f"!alice-room:{DOMAIN}"  # Alice and Bob are in it; Alice may change its state
@@ -202,7 +205,7 @@ class ApiServer:
             client = PersonalClient(login_id, self.network)
             self.clients_of[login_id] = client
             clients.add(NET, client, user)  # type: ignore[arg-type]
-        permissions = Permissions(PERMISSIONS)
+        permissions = Permissions(PERMISSIONS, agencies=parse_agencies(AGENCIES))
         bridging = RoomBridging(
             store=self.store, matrix=matrix, portals=portals, clients=clients,
             connectors=connectors, permissions=permissions, domain=DOMAIN, log=log,

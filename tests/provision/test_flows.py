@@ -16,7 +16,9 @@ from tests.provision.harness import (
     ALICE_LOGIN,
     ALICE_ROOM,
     BOB,
+    BOB_IT,
     BOB_LOGIN,
+    BOB_PORTAL_ROOM,
     PORTAL_ROOM,
     SECRET,
     ApiServer,
@@ -122,3 +124,22 @@ def test_admin_actions_are_in_the_audit_log(api: ApiServer) -> None:
     assert (ADMIN, "dead-letters.list", "") in actions
     assert (ADMIN, "dead-letters.drop", "1") in actions
     assert all(r["origin"].startswith("provisioning shared_secret 127.0.0.1") for r in rows)
+
+
+def test_an_agency_admin_manages_only_their_agency(api: ApiServer) -> None:
+    """Bob's agency's admin: Bob's portal and login, none of Alice's, and no letter of hers."""
+    portals = call(api, "GET", "/portals", user=BOB_IT, params={"scope": "all"})
+    assert [p["room_id"] for p in portals.json()["portals"]] == [BOB_PORTAL_ROOM]
+    letters = call(api, "GET", "/dead-letters", user=BOB_IT).json()
+    assert letters == {"total": 0, "dead_letters": []}
+    alices = call(api, "GET", "/dead-letters", user=ADMIN).json()["dead_letters"][0]["id"]
+    before = api.snapshot()
+    for method, path in (("GET", f"/dead-letters/{alices}"), ("DELETE", f"/dead-letters/{alices}"),
+                         ("POST", f"/dead-letters/{alices}/retry"),
+                         ("DELETE", f"/logins/reference/{quote(ALICE_LOGIN, safe='')}")):  # fmt: skip
+        assert call(api, method, path, user=BOB_IT).status_code == 404, path
+    assert api.snapshot() == before
+    bobs = call(api, "DELETE", f"/logins/reference/{quote(BOB_LOGIN, safe='')}", user=BOB_IT)
+    assert bobs.status_code == 200, bobs.text
+    # Alice is in no agency of hers: every portal is still beyond her.
+    assert call(api, "GET", "/portals", params={"scope": "all"}).status_code == 403
