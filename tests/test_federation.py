@@ -11,9 +11,13 @@ from typing import Any
 import pytest
 
 from bridge.core.adopt import Refused
+from bridge.core.errors import PermanentError
 from bridge.core.federation import FederationPolicy, Refusal, check_rules, remote_domain
+from bridge.core.ids import PortalKey
 from bridge.portal.store import Store
 from tests.test_adopt import ALICE, Hub
+from tests.test_permissions import NET, Connector
+from tests.test_permissions import Hub as PermissionsHub
 
 AGENCIES = [
     {"network": "xmpp", "remote": ["agency-a.example"], "matrix": ["local", "a.gov.example"]},
@@ -119,3 +123,28 @@ def test_rooms_the_hub_hosts_are_never_refused_as_a_whole() -> None:
     policy.host("xmpp", "Rooms.Hub.test")
     assert policy.refusal("xmpp", "rooms.hub.test", "@a:hub.test", entry="t") is None
     assert policy.refusal("email", "rooms.hub.test", "@a:elsewhere", entry="t") is not None
+
+
+class _TenantConnector(Connector):
+    """A network whose chats belong to tenants, as Teams': its chat ids say nothing of it."""
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+
+    async def policy_domain(self, portal: PortalKey) -> str:
+        return self.tenant
+
+
+async def test_a_portal_of_a_tenant_network_is_checked_by_its_tenant(store: Store) -> None:
+    """Rules name Teams tenants; a chat id (``19:…@thread.v2``) has none to match."""
+    hub = PermissionsHub(store, relay_enabled=False)
+    await hub.portal(relay=False)
+    rules = [{"network": NET, "remote": ["tenant-a"], "matrix": ["local"]}]
+    hub.router._federation = FederationPolicy(rules, "hub.test")
+    hub.router._connectors[NET] = _TenantConnector("tenant-a")
+    await hub.event(ALICE, "m.room.message", {"msgtype": "m.text", "body": "allowed"})
+    assert [m.body for m in hub.client.messages] == ["allowed"]
+    hub.router._connectors[NET] = _TenantConnector("tenant-b")
+    with pytest.raises(PermanentError, match="tenant-b"):
+        await hub.event(ALICE, "m.room.message", {"msgtype": "m.text", "body": "refused"})
+    assert len(hub.client.messages) == 1

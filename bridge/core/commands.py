@@ -22,7 +22,7 @@ from bridge.core.connector import (
     SupportsLogout,
     connector_named,
 )
-from bridge.core.errors import BridgeError
+from bridge.core.errors import BridgeError, PermanentError
 from bridge.core.ids import NetworkID
 from bridge.core.matrix import MatrixAPI
 from bridge.core.permissions import Permissions
@@ -256,6 +256,10 @@ class CommandProcessor:
     ) -> None:
         try:
             step = await pending.process.submit(answer)
+        except PermanentError as err:  # trying again cannot help (a policy refusal)
+            self._pending.pop(sender, None)
+            await self.reply(room_id, err.user_message)
+            return
         except BridgeError as err:
             await self.reply(room_id, f"{err.user_message} Try again, or send `cancel`.")
             return

@@ -191,6 +191,17 @@ class SupportsCheck(Protocol):
         ...
 
 
+@runtime_checkable
+class SupportsPolicyDomain(Protocol):
+    """Optional on a :class:`NetworkConnector` whose chat ids do not carry the name the
+    federation policy knows their remote side by (a Teams chat's tenant). Without it the core
+    uses the domain of the chat id (a MUC's service, a mail address's domain)."""
+
+    async def policy_domain(self, portal: PortalKey) -> str:
+        """The ``remote`` name of ``bridge.federation`` rules that covers this chat."""
+        ...
+
+
 # --- optional capabilities, checked with isinstance() once per client ---------------------------
 
 

@@ -112,15 +112,19 @@ class FederationPolicy:
         """None if a rule lets ``remote`` (a domain, or a tenant) of ``network`` and ``matrix``
         (a Matrix id or a server name) reach each other; else the refusal, reported as refused
         at ``entry`` (such as ``xmpp direct message``)."""
-        domain, server = remote.lower(), server_of(matrix)
-        if (network, domain) in self._hosted or any(
-            rule.covers(network, domain, server) for rule in self.rules
-        ):
+        if self.allows(network, remote, matrix):
             return None
-        refused = Refusal(network, domain, matrix)
+        refused = Refusal(network, remote.lower(), matrix)
         if self._on_refusal is not None:
             self._on_refusal(refused, entry)
         return refused
+
+    def allows(self, network: str, remote: str, matrix: str) -> bool:
+        """:meth:`refusal` without reporting one: for offering only what is allowed."""
+        domain, server = remote.lower(), server_of(matrix)
+        return (network, domain) in self._hosted or any(
+            rule.covers(network, domain, server) for rule in self.rules
+        )
 
     def open_to_every_server(self, network: str, remote: str) -> bool:
         """Whether any Matrix user at all may reach ``remote``: what a room alias query needs,

@@ -21,6 +21,7 @@ from bridge.core.connector import (
     NetworkConnector,
     SupportsDirectChats,
     SupportsInvites,
+    SupportsPolicyDomain,
 )
 from bridge.core.encryption import ENCRYPTED, TRANSACTION_DATA_KINDS, RoomEncryption
 from bridge.core.errors import BridgeError, NotSupported, PermanentError
@@ -509,12 +510,20 @@ class Router:
             return portal.network
         if event.get("type") in _CONTENT_TYPES and (
             refused := self._federation.refusal(
-                portal.network, remote_domain(portal.remote_id), sender, entry="matrix message"
+                portal.network, await self._policy_domain(portal), sender, entry="matrix message"
             )
         ):
             raise PermanentError(str(refused), user_message=_policy_message(refused))
         await self._events.handle(portal, event)
         return portal.network
+
+    async def _policy_domain(self, portal: Portal, user: RemoteUserID | None = None) -> str:
+        """The remote side of ``portal`` (or of ``user`` in it) as the federation policy names
+        it: the connector's own answer (a Teams chat's tenant), else the domain of the id."""
+        connector = self._connectors.get(portal.network)
+        if isinstance(connector, SupportsPolicyDomain):
+            return await connector.policy_domain(portal.key)
+        return remote_domain(user if user is not None else portal.remote_id)
 
     def _invited_ghost(self, network: NetworkID, event: dict[str, Any]) -> RemoteUserID | None:
         if event.get("type") != "m.room.member":
@@ -533,7 +542,10 @@ class Router:
             if self._permissions.level(inviter) < Permissions.USER:  # adds a recipient
                 raise NotSupported("relay-level invite", user_message=_INVITE_REFUSAL)
             if refused := self._federation.refusal(
-                portal.network, remote_domain(remote_user), inviter, entry="matrix invite"
+                portal.network,
+                await self._policy_domain(portal, remote_user),
+                inviter,
+                entry="matrix invite",
             ):
                 raise NotSupported(str(refused), user_message=_policy_message(refused))
             loaded = self.client_for(portal.network, portal.receiver, inviter)

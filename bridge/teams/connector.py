@@ -16,6 +16,7 @@ from bridge.core import (
     NetworkClient,
     NetworkInfo,
     PermanentError,
+    PortalKey,
 )
 from bridge.portal.models import Login
 from bridge.teams.client import TeamsSharedClient, TeamsUserClient
@@ -121,6 +122,12 @@ class TeamsConnector:
                         f"connectors.teams.authority: cannot reach {cfg.authority} ({reason})"
                     )
         return problems
+
+    async def policy_domain(self, portal: PortalKey) -> str:
+        """A Teams chat's remote side, for ``bridge.federation``: its tenant's id."""
+        assert self._net is not None, "policy_domain before start"
+        link = await self._net.tenant_for_chat(portal.remote_id)
+        return link.tenant.tenant_id.lower()
 
     def login_flows(self) -> list[LoginFlow]:
         return [

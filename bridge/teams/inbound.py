@@ -43,7 +43,7 @@ from bridge.teams.catch_up import Missed, missed_messages
 from bridge.teams.client import TeamsSharedClient
 from bridge.teams.coverage import Coverage
 from bridge.teams.errors import as_bridge_error, graph_call
-from bridge.teams.ids import message_id, parse_message_resource, portal_key
+from bridge.teams.ids import NETWORK, message_id, parse_message_resource, portal_key
 from bridge.teams.network import TeamsNetwork
 from bridge.teams.ordering import ChatOrder, sort_key
 from bridge.teams.tenant import TenantLink
@@ -193,7 +193,7 @@ class Inbound:
         if not await self._bridged(chat_id):
             if change != "created":
                 return []
-            chat_info = await self._membership(chat_id)
+            chat_info = await self._membership(chat_id, link)
             if chat_info is None:
                 return []  # not bridged: its messages are not read
         msg = await self._fetch(link, chat_id, msg_id)
@@ -203,16 +203,24 @@ class Inbound:
             chat_id, msg_id, change, msg, stored, link, str(payload.get(TOKEN, "")), chat_info
         )
 
-    async def _membership(self, chat_id: str) -> ChatInfo | None:
-        """The chat's info if one of its members is a Matrix user logged in to Teams. A
-        tenant-wide subscription sees every chat of the agency; only those are bridged."""
+    async def _membership(self, chat_id: str, link: TenantLink) -> ChatInfo | None:
+        """The chat's info if one of its members is a Matrix user logged in to Teams whom
+        ``bridge.federation`` lets the tenant reach (the others are not invited). A tenant-wide
+        subscription sees every chat of the agency; only those are bridged."""
         try:
             info = await self._shared.get_chat_info(portal_key(chat_id))
         except (PermanentError, NotFound) as err:
             self._log.debug("Chat %s cannot be read (%s); not bridged", chat_id, err)
             return None
+        tenant = link.tenant.tenant_id
+        policy = self._ctx.federation
+        info.matrix_users = [
+            user
+            for user in info.matrix_users or []
+            if not policy.refusal(NETWORK, tenant, user, entry="new teams chat")
+        ]
         if not info.matrix_users:
-            self._log.debug("Chat %s has no bridged member; not bridged", chat_id)
+            self._log.debug("Chat %s has no bridged member it may reach; not bridged", chat_id)
             return None
         return info
 

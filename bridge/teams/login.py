@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.core import BridgeError, LoginStep
+from bridge.core import BridgeError, LoginStep, PermanentError
 from bridge.portal.models import Login
 from bridge.teams.config import DELEGATED_SCOPES
 from bridge.teams.errors import graph_call
@@ -32,7 +32,7 @@ class DeviceCodeLogin:
         self._code: dict[str, Any] | None = None
 
     async def submit(self, answer: str | None) -> LoginStep:
-        links = list(self._net.tenants.values())
+        links = self._allowed_tenants()
         if self._link is None:
             if len(links) == 1:
                 self._link = links[0]
@@ -48,6 +48,21 @@ class DeviceCodeLogin:
         if self._code is None:
             return await self._start()
         return await self._finish()
+
+    def _allowed_tenants(self) -> list[TenantLink]:
+        """The organisations ``bridge.federation`` lets this Matrix user reach; the login is
+        refused, with the reason, if there is none."""
+        policy = self._net.ctx.federation
+        links = list(self._net.tenants.values())
+        allowed = [t for t in links if policy.allows(NETWORK, t.tenant.tenant_id, self._user)]
+        if not allowed:
+            refused = policy.refusal(NETWORK, links[0].tenant.tenant_id, self._user, entry="login")
+            raise PermanentError(
+                f"teams login refused: {refused}",
+                user_message=f"Not allowed by this hub's federation policy: {refused}. Ask the"
+                " hub's operator if you need it.",
+            )
+        return allowed
 
     @staticmethod
     def _choose(answer: str, links: list[TenantLink]) -> TenantLink:

@@ -29,6 +29,7 @@ from bridge.core import (
     RemoteRedaction,
     TransientError,
 )
+from bridge.core.federation import FederationPolicy
 from bridge.portal import Store
 from bridge.portal.models import Message, Portal, RemoteInput
 from bridge.teams.errors import APP_REFUSED
@@ -88,8 +89,10 @@ class Fake:
         ctx.store.kv_get = AsyncMock(side_effect=self.kv.get)
         ctx.store.kv_set = AsyncMock(side_effect=self.kv.__setitem__)
         ctx.background = MagicMock(side_effect=lambda coro, name: coro.close())
+        ctx.federation = FederationPolicy(None, "hub")  # the default: local users only
         self.ctx = ctx
         self.link = MagicMock()
+        self.link.tenant.tenant_id = "tenant-a"
         self.get = AsyncMock(return_value=_message())
         chats = self.link.app.chats.by_chat_id.return_value
         chats.messages.by_chat_message_id.return_value.get = self.get
@@ -277,6 +280,22 @@ async def test_the_first_message_of_a_chat_with_a_matrix_member_creates_the_port
     (event,) = await fake.convert()
     assert isinstance(event, RemoteMessage) and event.chat_info is not None
     assert event.chat_info.matrix_users == ["@adele:hub"]
+
+
+async def test_a_new_chat_invites_only_the_matrix_users_the_policy_lets_its_tenant_reach() -> None:
+    fake = Fake(bridged=False)
+    fake.shared.get_chat_info.return_value = ChatInfo(
+        matrix_users=["@adele:hub", "@eve:elsewhere.example"]
+    )
+    (event,) = await fake.convert()
+    assert event.chat_info.matrix_users == ["@adele:hub"]  # elsewhere.example: not by default
+    # A tenant no rule names reaches nobody: its chat is not bridged, its message not read.
+    other = Fake(bridged=False)
+    other.ctx.federation = FederationPolicy(
+        [{"network": "teams", "remote": ["tenant-b"], "matrix": ["local"]}], "hub"
+    )
+    assert await other.convert() == []
+    other.get.assert_not_awaited()
 
 
 async def test_an_edit_is_converted_again_by_its_own_input_only() -> None:

@@ -1,0 +1,44 @@
+"""``login teams`` offers only the organisations the federation policy lets the Matrix user
+reach, and refuses, with the reason, when there is none. Nothing is asked of Microsoft first."""
+
+from __future__ import annotations
+
+from unittest.mock import MagicMock
+
+import pytest
+
+from bridge.core import PermanentError
+from bridge.core.federation import FederationPolicy
+from bridge.teams.login import DeviceCodeLogin
+
+TENANTS = ("tenant-a", "tenant-b", "tenant-c")
+
+
+def _login(rules: list[dict[str, object]], user: str = "@alice:hub") -> DeviceCodeLogin:
+    net = MagicMock()
+    links = {}
+    for tenant in TENANTS:
+        link = MagicMock()
+        link.id = tenant
+        link.tenant.tenant_id = tenant
+        links[tenant] = link
+    net.tenants = links
+    net.ctx.federation = FederationPolicy(rules, "hub")
+    net.ctx.http = None  # a device code request would fail: none must be made
+    return DeviceCodeLogin(net, user)
+
+
+async def test_a_user_no_rule_lets_reach_any_tenant_is_refused_with_the_reason() -> None:
+    login = _login([{"network": "teams", "remote": ["tenant-a"], "matrix": ["partner.example"]}])
+    with pytest.raises(PermanentError) as refused:
+        await login.submit(None)
+    assert "federation policy" in refused.value.user_message
+    assert "tenant-a" in refused.value.user_message
+
+
+async def test_only_the_allowed_organisations_are_offered() -> None:
+    login = _login([{"network": "teams", "remote": ["tenant-a", "tenant-c"], "matrix": ["local"]}])
+    step = await login.submit(None)
+    assert step.kind == "user_input"
+    assert "`tenant-a`" in step.instructions and "`tenant-c`" in step.instructions
+    assert "tenant-b" not in step.instructions
