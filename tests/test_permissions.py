@@ -213,6 +213,7 @@ async def test_a_relay_level_message_is_relayed_by_the_bot_with_the_name_in_fron
     })  # fmt: skip
     (msg,) = hub.client.messages
     assert (msg.sender, msg.sender_name) == (BOT, "Pontis")  # not the outsider's own identity
+    assert msg.relayed  # so a connector does not put the bot's name in front as well
     assert msg.body == "Otto <b>: hello"
     assert msg.html == "<b>Otto &lt;b&gt;</b>: <i>hello</i>"  # the name cannot inject markup
     await hub.event(OUTSIDER, "m.room.message", {"msgtype": "m.emote", "body": "waves"})
@@ -238,7 +239,7 @@ async def test_a_user_level_message_is_sent_as_themselves_whatever_the_relay(
     await hub.portal(relay=False)
     await hub.event(ALICE, "m.room.message", _text("hi"))
     (msg,) = hub.client.messages
-    assert (msg.sender, msg.body) == (ALICE, "hi")
+    assert (msg.sender, msg.body) == (ALICE, "hi") and not msg.relayed
 
 
 # --- adding people to a chat (mail recipients) ---------------------------------------------------

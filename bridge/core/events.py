@@ -180,6 +180,9 @@ class MatrixEvent:
     sender: str
     sender_name: str
     timestamp: int
+    relayed: bool = False
+    """Relay mode (:mod:`bridge.core.permissions`): ``sender`` is the bot, and the text already
+    starts with the relayed user's name; a connector must not put another name in front."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -104,6 +104,7 @@ class MatrixEventHandler:
             "sender": sender,
             "sender_name": name,
             "timestamp": int(event.get("origin_server_ts") or time.time() * 1000),
+            "relayed": relay_for is not None,
         }
         if relay_for is not None:
             content = relayed_content(relay_for, content)

@@ -43,7 +43,7 @@ from bridge.core import (
 )
 from bridge.portal.models import Login, RemoteInput
 from bridge.teams.errors import as_bridge_error, graph_call
-from bridge.teams.from_matrix import body_html, chat_message, edited_message, relayed
+from bridge.teams.from_matrix import as_posted, body_html, chat_message, edited_message
 from bridge.teams.ids import user_id
 from bridge.teams.network import TeamsNetwork
 from bridge.teams.protocol import OAuthTokenProvider, TokenError
@@ -76,8 +76,7 @@ class _TeamsActions:
                     user_message="Teams chats take pictures from Matrix, not other files yet.",
                 )
             image = (await msg.media.read(), msg.media.mimetype)
-        if relay:
-            content = relayed(msg.sender_name, content)
+        content = as_posted(msg, content, relay=relay)
         body = chat_message(
             content, reply_to=msg.reply_to, reply_text=msg.reply_to_text, image=image
         )
@@ -98,8 +97,7 @@ class _TeamsActions:
         chat_id = edit.portal.remote_id
         graph, relay = await self._acting(chat_id, edit.sender_name)
         content = body_html(edit.body, edit.html)
-        if relay:
-            content = relayed(edit.sender_name, content)
+        content = as_posted(edit, content, relay=relay)
         item = graph.chats.by_chat_id(chat_id).messages.by_chat_message_id(edit.target.remote_id)
         await self._call(f"edit {edit.target.remote_id}", item.patch(edited_message(content)))
 

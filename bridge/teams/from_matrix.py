@@ -17,6 +17,7 @@ from msgraph.generated.models.chat_message_attachment import ChatMessageAttachme
 from msgraph.generated.models.chat_message_hosted_content import ChatMessageHostedContent
 from msgraph.generated.models.item_body import ItemBody
 
+from bridge.core.events import MatrixEvent
 from bridge.portal.models import Message
 
 _MX_REPLY = re.compile(r"<mx-reply>.*?</mx-reply>", re.S | re.I)
@@ -32,6 +33,12 @@ def body_html(body: str, formatted: str | None) -> str:
 def relayed(sender_name: str, content: str) -> str:
     """``content`` as the relay account posts it: who wrote it comes first, in bold."""
     return f"<b>{html.escape(sender_name)}</b>: {content}"
+
+
+def as_posted(event: MatrixEvent, content: str, *, relay: bool) -> str:
+    """What the acting account posts: through the relay account, the sender's name first,
+    unless the core's relay mode put it there already (``event.sender`` is then the bot)."""
+    return relayed(event.sender_name, content) if relay and not event.relayed else content
 
 
 def reply_attachment(target: Message, preview: str) -> tuple[str, ChatMessageAttachment]:

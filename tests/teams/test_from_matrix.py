@@ -7,8 +7,10 @@ import json
 from msgraph.generated.models.body_type import BodyType
 
 from bridge.core import NetworkID, RemoteChatID, RemoteMessageID
-from bridge.portal.models import Message
-from bridge.teams.from_matrix import body_html, chat_message, relayed
+from bridge.core.events import MatrixEvent
+from bridge.portal.models import Message, Portal
+from bridge.teams.from_matrix import as_posted, body_html, chat_message, relayed
+from bridge.teams.ids import NETWORK
 
 
 def test_text_is_escaped_and_keeps_line_breaks() -> None:
@@ -49,3 +51,17 @@ def test_image_goes_as_hosted_content() -> None:
     (hosted,) = msg.hosted_contents or []
     assert hosted.content_bytes == b"\x89PNG"
     assert hosted.additional_data["@microsoft.graph.temporaryId"] == "1"
+
+
+def _event(*, relayed: bool) -> MatrixEvent:
+    portal = Portal(NETWORK, RemoteChatID("19:chat@thread.v2"), mxid="!room:hub")
+    name = "Pontis bridge" if relayed else "Bob <b>"
+    return MatrixEvent(portal=portal, event_id="$e", sender="@x:hub", sender_name=name,
+                       timestamp=0, relayed=relayed)  # fmt: skip
+
+
+def test_the_relay_account_puts_the_senders_name_in_front_once() -> None:
+    assert as_posted(_event(relayed=False), "hi", relay=True) == "<b>Bob &lt;b&gt;</b>: hi"
+    assert as_posted(_event(relayed=False), "hi", relay=False) == "hi"  # their own login
+    # The core's relay mode: the bot sends "Bob: hi" already; not "Pontis bridge: Bob: hi".
+    assert as_posted(_event(relayed=True), "<b>Bob</b>: hi", relay=True) == "<b>Bob</b>: hi"
