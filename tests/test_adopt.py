@@ -23,6 +23,7 @@ from bridge.core.ids import LoginID, NetworkID, PortalKey, RemoteChatID, RemoteU
 from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
 from bridge.core.portals import PortalManager
+from bridge.portal.audit import AuditStore
 from bridge.portal.store import Store
 
 NET = NetworkID("reference")
@@ -191,6 +192,11 @@ async def test_bridge_by_a_member_without_the_power_level_is_refused(
     assert await hub.room_of("one") is None
     assert hub.matrix.state == [] and hub.network.asked == []  # the network was not asked
     assert "!room:hub.test" not in hub.portals.room_keys
+    audit = await AuditStore(hub.store.database).newest()
+    assert [(e.actor, e.action, e.outcome) for e in audit] == [
+        ("@bob:hub.test", "bridge", "refused")
+    ]
+    assert "power level" in audit[0].detail
 
 
 async def test_unbridge_needs_the_power_level_and_then_forgets_the_portal(hub: Hub) -> None:
@@ -209,6 +215,10 @@ async def test_unbridge_needs_the_power_level_and_then_forgets_the_portal(hub: H
     with pytest.raises(Refused) as again:
         await hub.bridging.unbridge("!room:hub.test", ALICE)
     assert again.value.user_message == "This room is not bridged."
+    unbridges = await AuditStore(hub.store.database).newest(action="unbridge")
+    assert [(e.actor, e.outcome) for e in reversed(unbridges)] == [
+        ("@bob:hub.test", "refused"), (OUTSIDER, "refused"), (ALICE, "ok"), (ALICE, "refused"),
+    ]  # fmt: skip
     # and the chat may be bridged again, here or elsewhere
     await hub.bridging.bridge_command("!other:hub.test", ALICE, "reference", "one")
     assert await hub.room_of("one") == "!other:hub.test"

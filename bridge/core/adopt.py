@@ -81,7 +81,17 @@ class RoomBridging:
     async def bridge_command(
         self, room_id: str, sender: str, network: str, remote_id: str
     ) -> Portal:
-        """``sender`` asked in ``room_id`` to bridge it to ``remote_id`` on ``network``."""
+        """``sender`` asked in ``room_id`` to bridge it to ``remote_id`` on ``network``; a
+        refusal is in the audit log too."""
+        try:
+            return await self._bridge_command(room_id, sender, network, remote_id)
+        except Refused as err:
+            await AuditLog(self._store).record(actor=sender, action="bridge", target=f"{network} {remote_id}", outcome="refused", origin=f"room {room_id}", detail=str(err))  # fmt: skip
+            raise
+
+    async def _bridge_command(
+        self, room_id: str, sender: str, network: str, remote_id: str
+    ) -> Portal:
         if self._permissions.level(sender) < Permissions.USER:
             raise Refused(
                 f"{sender} may not bridge rooms",
@@ -115,7 +125,18 @@ class RoomBridging:
 
     async def unbridge(self, room_id: str, sender: str) -> Portal:
         """``sender`` asked in ``room_id`` to stop bridging it: the room stays, the portal (and
-        its message mapping) is forgotten, and the bridge's state event in it is emptied."""
+        its message mapping) is forgotten, and the bridge's state event in it is emptied.
+        Done or refused, it is in the audit log."""
+        audit = AuditLog(self._store)
+        try:
+            portal = await self._unbridge(room_id, sender)
+        except Refused as err:
+            await audit.record(actor=sender, action="unbridge", target=room_id, outcome="refused", origin=f"room {room_id}", detail=str(err))  # fmt: skip
+            raise
+        await audit.record(actor=sender, action="unbridge", target=f"{portal.network} {portal.remote_id}", outcome="ok", origin=f"room {room_id}")  # fmt: skip
+        return portal
+
+    async def _unbridge(self, room_id: str, sender: str) -> Portal:
         if self._permissions.level(sender) < Permissions.USER:
             raise Refused(f"{sender} may not unbridge rooms",
                           user_message="You may not unbridge rooms through this bridge.")  # fmt: skip
