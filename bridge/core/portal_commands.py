@@ -15,17 +15,20 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast, runtime_checkable
 
+from bridge.core.adopt import Refused, RoomBridging
 from bridge.core.agency_view import AgencyView
 from bridge.core.audit import AuditLog
+from bridge.core.clients import ClientRegistry
 from bridge.core.connector import NetworkConnector, SupportsDirectChats, connector_named
 from bridge.core.errors import BridgeError, NotSupported
 from bridge.core.events import RemoteChatInfo, UserInfo
-from bridge.core.federation import remote_domain
+from bridge.core.federation import FederationPolicy, remote_domain
 from bridge.core.ids import LoginID, NetworkID, RemoteUserID
 from bridge.core.matrix import MatrixAPI
 from bridge.core.permissions import Permissions
+from bridge.core.portals import PortalManager
 from bridge.core.router import Router
-from bridge.portal.models import BridgeUser, Portal
+from bridge.portal.models import BridgeUser, Login, Portal
 from bridge.portal.store import Store
 
 Reply = Callable[[str, str], Awaitable[None]]
@@ -36,7 +39,8 @@ ADMIN_REFUSAL = (
     " `bridge.agencies`)."
 )
 LISTED = 50
-"""Portals listed in one reply."""
+"""Portals (and people found) listed in one reply."""
+RELAY_OFF = "Relay mode is turned off on this hub (`bridge.relay.enabled`); ask its operator."
 
 
 @runtime_checkable
@@ -44,6 +48,87 @@ class SupportsSearch(Protocol):
     """Optional on a network client: find people for ``search <network> <query>``."""
 
     async def search_users(self, query: str) -> list[tuple[RemoteUserID, UserInfo]]: ...
+
+
+class NetworkCannot(NotSupported):
+    """The network cannot do this at all (be searched, have chats started from Matrix): no
+    login or permission would change that."""
+
+
+# --- what the commands and the provisioning API share -------------------------------------------
+
+
+async def switch_relay(
+    portal: Portal,
+    sender: str,
+    *,
+    on: bool,
+    permissions: Permissions,
+    bridging: RoomBridging,
+    store: Store,
+    portals: PortalManager,
+) -> Login | None:
+    """Turn relay mode on or off in ``portal``'s room for ``sender`` (``set-relay`` and
+    ``unset-relay``). :class:`Refused`, with nothing changed, unless relay mode exists on this
+    hub (to turn it on) and ``sender`` may change the room's state. It relays through the
+    sender's own login of the network if they have one (returned), else the bridge."""
+    assert portal.mxid is not None
+    if on and not permissions.relay_enabled:
+        raise Refused("relay is off in the config", user_message=RELAY_OFF)
+    await bridging.check_room_power(portal.mxid, sender, "set-relay" if on else "unset-relay")
+    own = await store.list_logins(network=portal.network, user_mxid=sender) if on else []
+    portal.relay_login = (own[0].login_id if own else LoginID("")) if on else None
+    await portals.save_portal(portal)
+    return own[0] if own else None
+
+
+async def search_people(
+    clients: ClientRegistry, connector: NetworkConnector, sender: str, query: str
+) -> list[tuple[RemoteUserID, UserInfo]]:
+    """People of the network found for ``query`` through the client ``sender`` acts with."""
+    loaded = clients.client_for(connector.info.id, LoginID(""), sender)
+    if not isinstance(loaded.client, SupportsSearch):
+        raise NetworkCannot("no search", user_message=f"{connector.info.display_name} cannot be "
+                            f"searched; start a chat with `start-chat {connector.info.id} <id>`.")  # fmt: skip
+    return await loaded.client.search_users(query)
+
+
+async def start_direct_chat(
+    remote: str,
+    sender: str,
+    *,
+    connector: NetworkConnector,
+    entry: str,
+    federation: FederationPolicy,
+    clients: ClientRegistry,
+    portals: PortalManager,
+    matrix: MatrixAPI,
+    store: Store,
+) -> tuple[Portal, bool]:
+    """Start a direct chat of ``sender`` with ``remote`` (``start-chat``): the portal and
+    whether it is new. An existing one invites ``sender`` again. The federation policy comes
+    first (:class:`Refused`, reported as refused at ``entry``); then the client to act with
+    (:class:`NotSupported` without one) and whether the network can (:class:`NetworkCannot`)."""
+    if refused := federation.refusal(connector.info.id, remote_domain(remote), sender, entry=entry):
+        raise Refused(str(refused),
+                      user_message=f"Not allowed by this hub's federation policy: {refused}.")  # fmt: skip
+    loaded = clients.client_for(connector.info.id, LoginID(""), sender)
+    if not loaded.features.direct_chats:
+        raise NetworkCannot("no direct chats", user_message=f"{connector.info.display_name} "
+                            "chats cannot be started from Matrix.")  # fmt: skip
+    user = RemoteUserID(remote)
+    key = await cast(SupportsDirectChats, loaded.client).start_direct_chat(user, sender)
+    existing = await portals.find_portal(key)
+    if existing is not None and existing.mxid:
+        await matrix.invite(existing.mxid, sender)
+        await store.add_portal_user(sender, key)
+        return existing, False
+    info = await loaded.client.get_chat_info(key)
+    info.is_direct = True
+    info.matrix_users = [*(info.matrix_users or []), sender]
+    if user not in (info.members or []):
+        info.members = [*(info.members or []), user]
+    return await portals.ensure_portal(key, loaded.client, info), True
 
 
 class PortalCommands:
@@ -105,19 +190,15 @@ class PortalCommands:
 
     async def set_relay(self, room_id: str, sender: str, args: str) -> None:
         if not self._permissions.relay_enabled:
-            await self._reply(
-                room_id,
-                "Relay mode is turned off on this hub (`bridge.relay.enabled`); ask its operator.",
-            )
+            await self._reply(room_id, RELAY_OFF)
             return
         portal = await self._portal(args, "set-relay")
-        assert portal.mxid is not None
-        await self._router.bridging.check_room_power(portal.mxid, sender, "set-relay")
-        own = await self._store.list_logins(network=portal.network, user_mxid=sender)
-        portal.relay_login = own[0].login_id if own else LoginID("")
-        await self._router.portals.save_portal(portal)
+        own = await switch_relay(
+            portal, sender, on=True, permissions=self._permissions,
+            bridging=self._router.bridging, store=self._store, portals=self._router.portals,
+        )  # fmt: skip
         self._log.info("%s turned relay mode on in %s", sender, portal.mxid)
-        through = f"your login {own[0].remote_name or own[0].login_id}" if own else "the bridge"
+        through = f"your login {own.remote_name or own.login_id}" if own else "the bridge"
         await self._reply(
             room_id,
             f"Relay mode is on in {portal.mxid}: messages of people without a login are sent "
@@ -126,10 +207,10 @@ class PortalCommands:
 
     async def unset_relay(self, room_id: str, sender: str, args: str) -> None:
         portal = await self._portal(args, "unset-relay")
-        assert portal.mxid is not None
-        await self._router.bridging.check_room_power(portal.mxid, sender, "unset-relay")
-        portal.relay_login = None
-        await self._router.portals.save_portal(portal)
+        await switch_relay(
+            portal, sender, on=False, permissions=self._permissions,
+            bridging=self._router.bridging, store=self._store, portals=self._router.portals,
+        )  # fmt: skip
         self._log.info("%s turned relay mode off in %s", sender, portal.mxid)
         await self._reply(room_id, f"Relay mode is off in {portal.mxid}.")
 
@@ -253,31 +334,16 @@ class PortalCommands:
         if not remote:
             await self._reply(room_id, f"Usage: `start-chat {network} <id>`")
             return
-        if refused := self._router.bridging.federation.refusal(
-            connector.info.id, remote_domain(remote), sender, entry="start-chat command"
-        ):
-            raise NotSupported(str(refused),
-                               user_message=f"Not allowed by this hub's federation policy: {refused}.")  # fmt: skip
-        loaded = self._router.client_for(connector.info.id, LoginID(""), sender)
-        if not loaded.features.direct_chats:
-            raise NotSupported("no direct chats", user_message=f"{connector.info.display_name} "
-                               "chats cannot be started from Matrix.")  # fmt: skip
-        user = RemoteUserID(remote)
-        key = await cast(SupportsDirectChats, loaded.client).start_direct_chat(user, sender)
-        portals = self._router.portals
-        existing = await portals.find_portal(key)
-        if existing is not None and existing.mxid:
-            await self._matrix.invite(existing.mxid, sender)
-            await self._store.add_portal_user(sender, key)
-            await self._reply(room_id, f"You already have that chat: {existing.mxid} (invited).")
+        router = self._router
+        portal, created = await start_direct_chat(
+            remote, sender, connector=connector, entry="start-chat command",
+            federation=router.bridging.federation, clients=router.clients,
+            portals=router.portals, matrix=self._matrix, store=self._store,
+        )  # fmt: skip
+        if not created:
+            await self._reply(room_id, f"You already have that chat: {portal.mxid} (invited).")
             return
-        info = await loaded.client.get_chat_info(key)
-        info.is_direct = True
-        info.matrix_users = [*(info.matrix_users or []), sender]
-        if user not in (info.members or []):
-            info.members = [*(info.members or []), user]
-        portal = await portals.ensure_portal(key, loaded.client, info)
-        self._log.info("%s started chat %s in %s", sender, key, portal.mxid)
+        self._log.info("%s started chat %s in %s", sender, portal.key, portal.mxid)
         await self._reply(room_id, f"Started a chat with `{remote}`: {portal.mxid} (invited).")
 
     async def search(self, room_id: str, sender: str, args: str) -> None:
@@ -286,12 +352,7 @@ class PortalCommands:
         if not query.strip():
             await self._reply(room_id, f"Usage: `search {network} <query>`")
             return
-        loaded = self._router.client_for(connector.info.id, LoginID(""), sender)
-        if not isinstance(loaded.client, SupportsSearch):
-            await self._reply(room_id, f"{connector.info.display_name} cannot be searched; "
-                              f"start a chat with `start-chat {network} <id>`.")  # fmt: skip
-            return
-        found = await loaded.client.search_users(query.strip())
+        found = await search_people(self._router.clients, connector, sender, query.strip())
         if not found:
             await self._reply(room_id, "Nobody found.")
             return

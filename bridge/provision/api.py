@@ -30,6 +30,7 @@ from bridge.portal.store import Store
 from bridge.provision.admin import DeadLetterEndpoints
 from bridge.provision.auth import Authenticator
 from bridge.provision.errors import error_middleware
+from bridge.provision.networks import NetworkEndpoints
 from bridge.provision.user import UserEndpoints
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def build_app(
     bridging: RoomBridging,
     clients: ClientRegistry,
     connectors: dict[NetworkID, NetworkConnector],
+    permissions: Permissions,
     after_retry: Callable[[], Awaitable[None]],
     log: logging.Logger,
 ) -> web.Application:
@@ -69,6 +71,10 @@ def build_app(
     app.router.add_get("/openapi.json", _openapi)
     audit = AuditLog(store)
     UserEndpoints(
+        auth=auth, store=store, matrix=matrix, portals=portals, bridging=bridging,
+        clients=clients, connectors=connectors, permissions=permissions, audit=audit, log=log,
+    ).add_routes(app)  # fmt: skip
+    NetworkEndpoints(
         auth=auth, store=store, matrix=matrix, portals=portals, bridging=bridging,
         clients=clients, connectors=connectors, audit=audit, log=log,
     ).add_routes(app)  # fmt: skip
@@ -107,9 +113,10 @@ def install(app: web.Application, hub: App) -> None:
         router.notify_inbox()
         await router.remote.poll()
 
+    permissions = Permissions.from_config(hub.config)
     auth = Authenticator(
         shared_secret=secret,
-        permissions=Permissions.from_config(hub.config),
+        permissions=permissions,
         http=hub.http,
         homeserver_url=hub.config.homeserver_address,
         is_puppet=router.is_any_puppet,
@@ -119,6 +126,6 @@ def install(app: web.Application, hub: App) -> None:
     app.add_subapp(PREFIX, build_app(
         auth=auth, store=hub.store, matrix=hub.matrix, portals=router.portals,
         bridging=router.bridging, clients=router.clients, connectors=hub.connectors,
-        after_retry=after_retry, log=log,
+        permissions=permissions, after_retry=after_retry, log=log,
     ))  # fmt: skip
     log.info("Provisioning API at %s", PREFIX)

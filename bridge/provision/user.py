@@ -1,5 +1,6 @@
 """What a permitted Matrix user does through the provisioning API: who am I, my logins, my
-portals, bridge a room. Every refusal is an :class:`ApiError` raised before anything changes."""
+portals, bridge a room, relay mode in it. Every refusal is an :class:`ApiError` raised before
+anything changes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from bridge.core.connector import NetworkConnector, SupportsLogout
 from bridge.core.errors import BridgeError, NotFound, TransientError
 from bridge.core.ids import LoginID, NetworkID
 from bridge.core.matrix import MatrixAPI
+from bridge.core.permissions import Permissions
+from bridge.core.portal_commands import switch_relay
 from bridge.core.portals import PortalManager
 from bridge.portal.store import Store
 from bridge.provision import views
@@ -32,12 +35,10 @@ from bridge.provision.errors import (
     string_field,
     text,
 )
+from bridge.provision.networks import network_named
 
 ROOM_ID = re.compile(r"^![^:/\u0000-\u0020\u007f]+:[A-Za-z0-9.\-\[\]:]+$")
 """As ``openapi.yaml`` has it: ``!opaque:server``, at most 255 characters."""
-
-
-_NETWORK_ID = re.compile(r"^[a-z][a-z0-9]*$")
 
 
 def _room_id(value: str) -> str:
@@ -57,10 +58,12 @@ class UserEndpoints:
         bridging: RoomBridging,
         clients: ClientRegistry,
         connectors: dict[NetworkID, NetworkConnector],
+        permissions: Permissions,
         audit: AuditLog,
         log: logging.Logger,
     ) -> None:
         self._auth = auth
+        self._permissions = permissions
         self._audit = audit
         self._store = store
         self._view = AgencyView(store)
@@ -78,6 +81,8 @@ class UserEndpoints:
         app.router.add_get("/portals", self.list_portals)
         app.router.add_post("/portals", self.bridge)
         app.router.add_delete("/portals/{room_id}", self.unbridge)
+        app.router.add_put("/portals/{room_id}/relay", self.set_relay)
+        app.router.add_delete("/portals/{room_id}/relay", self.unset_relay)
 
     # --- who am I -------------------------------------------------------------------------------
 
@@ -194,6 +199,40 @@ class UserEndpoints:
             raise forbidden(err.user_message) from None
         return web.json_response(views.portal(portal))
 
+    # --- relay mode -----------------------------------------------------------------------------
+
+    async def set_relay(self, request: web.Request) -> web.Response:
+        """Relay mode on, as ``set-relay``: through the user's own login if they have one."""
+        return await self._switch_relay(request, on=True)
+
+    async def unset_relay(self, request: web.Request) -> web.Response:
+        return await self._switch_relay(request, on=False)
+
+    async def _switch_relay(self, request: web.Request, *, on: bool) -> web.Response:
+        actor = await self._auth.actor(request)
+        room_id = _room_id(request.match_info["room_id"])
+        portal = await self._portals.portal_by_room(room_id)
+        if portal is None or portal.mxid != room_id:
+            raise not_found("This room is not bridged.")
+        await self._check_member(actor, room_id)
+        try:
+            own = await switch_relay(
+                portal, actor.mxid, on=on, permissions=self._permissions,
+                bridging=self._bridging, store=self._store, portals=self._portals,
+            )  # fmt: skip
+        except TransientError as err:
+            raise ApiError(503, "FI.PONTIS.HOMESERVER_AWAY", err.user_message) from None
+        except BridgeError as err:  # relay mode off on this hub, or no power level
+            raise forbidden(err.user_message) from None
+        action = "set-relay" if on else "unset-relay"
+        through = f"login {own.login_id}" if own else ("the bridge" if on else "")
+        self._log.info("%s turned relay mode %s in %s", actor.mxid, "on" if on else "off", room_id)
+        await self._audit.record(actor=actor.mxid, action=action, outcome="ok",
+                                 target=f"{portal.network} {portal.remote_id}",
+                                 detail=f"{room_id} {through}".strip(),
+                                 origin=origin(request, actor))  # fmt: skip
+        return web.json_response(views.portal(portal))
+
     async def _check_member(self, actor: Actor, room_id: str) -> None:
         """The user must be in the room, which the bot must be in too: through the management
         room that is shown by the command being sent there."""
@@ -209,10 +248,4 @@ class UserEndpoints:
             raise forbidden(f"{actor.mxid} is not in this room.")
 
     def _network(self, name: str) -> NetworkID:
-        if len(name) > 64 or not _NETWORK_ID.fullmatch(name):
-            raise bad_request("`network` is not a network id (xmpp, email, …).", "M_INVALID_PARAM")
-        network = NetworkID(name)
-        if network not in self._connectors:
-            known = ", ".join(self._connectors) or "none"
-            raise not_found(f"There is no network `{name[:64]}` here. Networks: {known}.")
-        return network
+        return network_named(self._connectors, name)

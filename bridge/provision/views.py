@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from bridge.core.clients import LoadedClient
-from bridge.core.connector import NetworkConnector
+from bridge.core.connector import LoginFlow, NetworkConnector
 from bridge.portal.dead_letters import Letter, hide_secrets
 from bridge.portal.models import Login, Portal
 
@@ -21,6 +21,7 @@ def portal(p: Portal) -> dict[str, Any]:
         "name": p.name,
         "topic": p.topic,
         "is_direct": p.is_direct,
+        "relay": p.relay_login is not None,
     }
 
 
@@ -39,11 +40,12 @@ def network(connector: NetworkConnector) -> dict[str, Any]:
     return {
         "id": connector.info.id,
         "display_name": connector.info.display_name,
-        "login_flows": [
-            {"id": f.id, "name": f.name, "description": f.description}
-            for f in connector.login_flows()
-        ],
+        "login_flows": [login_flow(f) for f in connector.login_flows()],
     }
+
+
+def login_flow(flow: LoginFlow) -> dict[str, Any]:
+    return {"id": flow.id, "name": flow.name, "description": flow.description}
 
 
 def letter(row: Letter, *, with_payload: bool = False) -> dict[str, Any]:

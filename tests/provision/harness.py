@@ -2,7 +2,8 @@
 PostgreSQL) in a thread of its own, so that synchronous HTTP clients (schemathesis, requests)
 can call it. The homeserver is a double that records what the bridge asked of it and answers
 ``whoami`` for a few access tokens; the network is a small in-memory one (as in
-tests/test_adopt.py)."""
+tests/test_adopt.py) whose people can be searched and chatted with, and a second, ``plain``
+network can do neither."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from tests.store_fixtures import StoreTarget
 
 T = TypeVar("T")
 NET = NetworkID("reference")
+PLAIN = NetworkID("plain")
 DOMAIN = "hub.test"
 BOT = f"@pontis:{DOMAIN}"
 ALICE, BOB, ADMIN = f"@alice:{DOMAIN}", f"@bob:{DOMAIN}", f"@admin:{DOMAIN}"
@@ -43,9 +45,13 @@ STRANGER = "@mallory:evil.test"
 GHOST = f"@reference_bob:{DOMAIN}"
 SECRET = "s3cret-shared-provisioning-key-0123456789"
 BOB_IT = f"@bob-it:{DOMAIN}"  # an admin of Bob's agency only
+CAROL = "@carol:partner.test"  # may use the bridge, but no federation rule lets her reach anyone
 TOKENS = {"alice-token": ALICE, "admin-token": ADMIN, "stranger-token": STRANGER}
 AGENCIES = {"bobs": {"matrix": [BOB], "admins": [BOB_IT]}}
-PERMISSIONS = {"*": "relay", DOMAIN: "user", ADMIN: "admin", f"@guest:{DOMAIN}": "relay"}
+PERMISSIONS = {"*": "relay", DOMAIN: "user", ADMIN: "admin", f"@guest:{DOMAIN}": "relay",
+               CAROL: "user"}  # fmt: skip
+PEOPLE = {"dana@elsewhere.test": "Dana", "dan@elsewhere.test": "Dan", "eve@evil.test": "Eve"}
+"""Whom the reference network's search finds and whom a chat can be started with."""
 
 ALICE_ROOM = f"!alice-room:{DOMAIN}"  # Alice and Bob are in it; Alice may change its state
 BOB_ROOM = f"!bob-room:{DOMAIN}"  # only Bob is in it
@@ -71,6 +77,8 @@ class Homeserver:
             BOB_PORTAL_ROOM: ({BOT, BOB}, {"users": {BOB: 100}}),
         }
         self.state: list[tuple[str, str]] = []
+        self.created: list[tuple[str, list[str]]] = []  # (room, invited)
+        self.invited: list[tuple[str, str]] = []
         self.whoami_calls = 0
 
     def _room(self, room_id: str) -> tuple[set[str], dict[str, Any]]:
@@ -87,6 +95,15 @@ class Homeserver:
     async def set_state(self, sender: str, room_id: str, event_type: str, content: Any,
                         state_key: str) -> None:  # fmt: skip
         self.state.append((room_id, event_type))
+
+    async def create_room(self, *, is_direct: bool, invite: list[str], **_: Any) -> str:
+        room_id = f"!dm{len(self.created) + 1}:{DOMAIN}"
+        self.created.append((room_id, list(invite)))
+        self.rooms[room_id] = ({BOT}, {"users": {BOT: 100}})
+        return room_id
+
+    async def invite(self, room_id: str, mxid: str, *, inviter: str | None = None) -> None:
+        self.invited.append((room_id, mxid))
 
     async def room_encrypted(self, room_id: str) -> bool:
         return False
@@ -113,7 +130,8 @@ class Homeserver:
 
 
 class Network:
-    """A network whose chats ``one``, ``two`` and ``three`` can be bridged into rooms."""
+    """A network whose chats ``one``, ``two`` and ``three`` can be bridged into rooms, and
+    whose :data:`PEOPLE` can be searched and chatted with."""
 
     login_id = LoginID("")
 
@@ -128,6 +146,28 @@ class Network:
 
     async def get_chat_info(self, portal: PortalKey) -> ChatInfo:
         return ChatInfo(name=f"Chat {portal.remote_id}")
+
+    async def get_user_info(self, user: RemoteUserID) -> UserInfo:
+        return UserInfo(name=PEOPLE.get(user, user))
+
+    async def search_users(self, query: str) -> list[tuple[RemoteUserID, UserInfo]]:
+        self.asked.append(("search", query))
+        return [(RemoteUserID(u), UserInfo(name=n)) for u, n in PEOPLE.items() if query in u]
+
+    async def start_direct_chat(self, user: RemoteUserID, matrix_user: str) -> PortalKey:
+        self.asked.append((f"chat {user}", matrix_user))
+        if user not in PEOPLE:
+            raise NotFound(f"no {user}", user_message=f"There is nobody called {user}.")
+        return PortalKey(NET, RemoteChatID(f"dm {user} {matrix_user}"))
+
+
+class PlainNetwork:
+    """A network that can be neither searched nor have chats started from Matrix."""
+
+    login_id = LoginID("")
+
+    async def get_chat_info(self, portal: PortalKey) -> ChatInfo:
+        return ChatInfo(name=str(portal.remote_id))
 
     async def get_user_info(self, user: RemoteUserID) -> UserInfo:
         return UserInfo(name=user)
@@ -156,12 +196,22 @@ class Connector:
         return [LoginFlow(id="password", name="Password", description="Your password")]
 
 
+class PlainConnector:
+    info = NetworkInfo(id=PLAIN, display_name="Plain")
+
+    def login_flows(self) -> list[LoginFlow]:
+        return []
+
+
 class ApiServer:
     """The API on 127.0.0.1:<port>, with its own event loop in a thread."""
 
-    def __init__(self, target: StoreTarget, *, secret: str | None = SECRET) -> None:
+    def __init__(
+        self, target: StoreTarget, *, secret: str | None = SECRET, relay_enabled: bool = True
+    ) -> None:
         self._target = target
         self._secret = secret
+        self._relay_enabled = relay_enabled
         self.homeserver = Homeserver()
         self.network = Network()
         self.clients_of: dict[LoginID, PersonalClient] = {}
@@ -196,16 +246,19 @@ class ApiServer:
         self.store = await self._target.open()
         log = logging.getLogger("test.provision")
         matrix: Any = self.homeserver
-        connectors: Any = {NET: Connector()}
+        connectors: Any = {NET: Connector(), PLAIN: PlainConnector()}
         portals = PortalManager(store=self.store, matrix=matrix, domain=DOMAIN, bridge_id="pontis",
-                                networks={NET: Connector.info}, log=log)  # fmt: skip
+                                networks={NET: Connector.info, PLAIN: PlainConnector.info},
+                                log=log)  # fmt: skip
         clients = ClientRegistry(connectors, Metrics(), log)
         clients.add(NET, self.network)  # type: ignore[arg-type]
+        clients.add(PLAIN, PlainNetwork())  # type: ignore[arg-type]
         for login_id, user in ((ALICE_LOGIN, ALICE), (BOB_LOGIN, BOB)):
             client = PersonalClient(login_id, self.network)
             self.clients_of[login_id] = client
             clients.add(NET, client, user)  # type: ignore[arg-type]
-        permissions = Permissions(PERMISSIONS, agencies=parse_agencies(AGENCIES))
+        permissions = Permissions(PERMISSIONS, relay_enabled=self._relay_enabled,
+                                  agencies=parse_agencies(AGENCIES))  # fmt: skip
         bridging = RoomBridging(
             store=self.store, matrix=matrix, portals=portals, clients=clients,
             connectors=connectors, permissions=permissions, domain=DOMAIN, log=log,
@@ -220,7 +273,8 @@ class ApiServer:
         root = web.Application(client_max_size=16 * 1024**2)  # as the bridge's own server
         root.add_subapp(PREFIX, build_app(
             auth=auth, store=self.store, matrix=matrix, portals=portals, bridging=bridging,
-            clients=clients, connectors=connectors, after_retry=self._after_retry, log=log,
+            clients=clients, connectors=connectors, permissions=permissions,
+            after_retry=self._after_retry, log=log,
         ))  # fmt: skip
         self.url = await self._serve(root) + PREFIX
         await self._seed()
@@ -273,7 +327,8 @@ class ApiServer:
         tables = {}
         for table, order in (("portal", "network, remote_id"), ("user_portal", "user_mxid, portal_id"),
                              ("login", "network, login_id"), ("dead_letter", "id"),
-                             ("inbox", "id"), ("bridge_user", "mxid")):  # fmt: skip
+                             ("inbox", "id"), ("bridge_user", "mxid"),
+                             ("ghost", "network, remote_id")):  # fmt: skip
             rows = await db.fetch(f"SELECT * FROM {table} ORDER BY {order}")
             tables[table] = [tuple(row) for row in rows]
         return tables
@@ -284,6 +339,8 @@ class ApiServer:
         return {
             "store": self.run(self._snapshot()),
             "state": list(self.homeserver.state),
+            "rooms": list(self.homeserver.created),
+            "invited": list(self.homeserver.invited),
             "network": list(self.network.asked),
             "clients": {k: (c.logged_out, c.disconnected) for k, c in self.clients_of.items()},
             "retries": self.retries,

@@ -37,7 +37,7 @@ def test_whoami_with_the_shared_secret_and_with_the_users_own_token(api: ApiServ
     assert by_secret.status_code == 200
     me = by_secret.json()
     assert (me["user_id"], me["level"]) == (ALICE, "user")
-    assert [n["id"] for n in me["networks"]] == ["reference"]
+    assert [n["id"] for n in me["networks"]] == ["reference", "plain"]
     assert [(x["network"], x["login_id"]) for x in me["logins"]] == [("reference", ALICE_LOGIN)]
     assert "hunter2" not in by_secret.text  # the login's metadata (its password) is not shown
     by_token = call(api, "GET", "/whoami", user=None, token="alice-token")

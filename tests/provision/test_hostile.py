@@ -79,6 +79,7 @@ def refused(resp: requests.Response, status: int, errcode: str | None = None) ->
 def test_every_operation_is_in_the_list() -> None:
     assert {op for op, _, _ in OPERATIONS} == {
         "whoami", "listLogins", "logout", "listPortals", "bridgeRoom", "unbridgeRoom",
+        "listLoginFlows", "searchPeople", "startChat", "setRelay", "unsetRelay",
         "listDeadLetters", "showDeadLetter", "dropDeadLetter", "retryDeadLetter",
     }  # fmt: skip
 
