@@ -25,9 +25,10 @@ from bridge.core.connector import NetworkConnector
 from bridge.core.context import ConnectorContext, ConnectorRoutes
 from bridge.core.errors import BridgeError
 from bridge.core.federation import FederationPolicy, Refusal
+from bridge.core.ghost_names import GhostNames
 from bridge.core.health import HealthMonitor, health_response, refresh_metrics
 from bridge.core.housekeeping import Housekeeping, Retention
-from bridge.core.ids import LoginID, NetworkID, parse_ghost_mxid
+from bridge.core.ids import LoginID, NetworkID
 from bridge.core.matrix import MatrixAPI
 from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
@@ -111,6 +112,7 @@ class App:
             config, discover_connectors() if factories is None else factories
         )
         self.metrics = Metrics()
+        self.ghost_names = GhostNames.from_config(config)
         self.retention = Retention.from_section(config.section("bridge").get("retention") or {})
         self.ready = False
         self._monitor: HealthMonitor | None = None
@@ -149,6 +151,7 @@ class App:
             bridge_id=cfg.appservice_id,
             networks={n: c.info for n, c in self.connectors.items()},
             log=self.log.getChild("portal"),
+            ghost_names=self.ghost_names,
         )
         self.router = Router(
             store=self.store,
@@ -321,6 +324,7 @@ class App:
             core=self.router,
             routes=self._routes,
             federation=self.federation,
+            ghost_names=self.ghost_names,
         )
         self._contexts[network] = ctx
         await connector.start(ctx)
@@ -346,7 +350,7 @@ class App:
 
     async def query_user(self, mxid: str) -> bool:
         for network in self.connectors:
-            remote_id = parse_ghost_mxid(network, mxid, self.config.domain)
+            remote_id = self.ghost_names.parse(network, mxid)
             if remote_id is None:
                 continue
             try:

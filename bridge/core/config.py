@@ -38,6 +38,7 @@ from bridge.core.agencies import check_agencies
 from bridge.core.encryption_settings import PICKLE_KEY_ENV, EncryptionSettings
 from bridge.core.encryption_settings import check_section as _check_encryption
 from bridge.core.federation import check_rules
+from bridge.core.ghost_names import TEMPLATE_KEY, GhostNames, check_templates
 from bridge.core.secret_files import FILE_SUFFIX, resolve_secret_files
 from bridge.core.secret_files import is_secret_key as _is_secret_key
 
@@ -661,7 +662,8 @@ class Config:
     # -- validation ---------------------------------------------------------------------------
 
     def validate(self, *, require_tokens: bool = True) -> list[ConfigProblem]:
-        """Every problem of the core keys (connector sections: only ``enabled``)."""
+        """Every problem of the core keys (connector sections: only ``enabled`` and
+        ``ghost_username_template``)."""
         data = self._effective
         problems: list[ConfigProblem] = []
         _check(
@@ -686,7 +688,7 @@ class Config:
             problems += [ConfigProblem(*p) for p in check_rules(bridge.get("federation"))]
             problems += [ConfigProblem(*p) for p in check_agencies(bridge.get("agencies"))]
         if "connectors" in data:
-            problems += _check_connectors(data["connectors"])
+            problems += _check_connectors(data["connectors"], data.get("appservice"))
         if isinstance(data.get("encryption"), Mapping):
             problems += [
                 ConfigProblem(path, msg) for path, msg in _check_encryption(data["encryption"])
@@ -725,7 +727,11 @@ class Config:
         if isinstance(core_section, Mapping):
             _merge_defaults(template, core_section)
         path = _join("connectors", network)
-        problems = validate_section(self._effective["connectors"][network], template, path)
+        section = self._effective["connectors"][network]
+        # ghost_username_template belongs to every section; validate() checked it.
+        if isinstance(section, Mapping) and TEMPLATE_KEY in section:
+            template[TEMPLATE_KEY] = section[TEMPLATE_KEY]
+        problems = validate_section(section, template, path)
         problems += [
             ConfigProblem(name, "no such config key") for name in self._pending_env.get(network, [])
         ]
@@ -977,7 +983,7 @@ def _check_permissions(permissions: Any) -> list[ConfigProblem]:
     return problems
 
 
-def _check_connectors(connectors: Any) -> list[ConfigProblem]:
+def _check_connectors(connectors: Any, appservice: Any) -> list[ConfigProblem]:
     if not isinstance(connectors, Mapping):
         return [
             ConfigProblem(
@@ -1000,6 +1006,8 @@ def _check_connectors(connectors: Any) -> list[ConfigProblem]:
             problems.append(
                 ConfigProblem(f"{path}.enabled", f"expected true or false, got {shown}")
             )
+    bot = appservice.get("bot_username") if isinstance(appservice, Mapping) else None
+    problems += [ConfigProblem(*p) for p in check_templates(connectors, bot, BUILTIN_CONNECTORS)]
     return problems
 
 
@@ -1010,15 +1018,17 @@ def _check_connectors(connectors: Any) -> list[ConfigProblem]:
 def make_registration(config: Config, connector_ids: Iterable[str]) -> dict[str, Any]:
     """The appservice registration for the homeserver.
 
-    Claims ``@<id>_.*`` users and ``#<id>_.*`` aliases on the bridge's domain exclusively for
-    teams, xmpp and email (always, DESIGN §3) and every other id in ``connector_ids``, plus the
-    bot. Regexes are anchored, since some homeservers search rather than match them.
+    Claims the ghost names of teams, xmpp and email (always, DESIGN §3) and of every other id in
+    ``connector_ids`` (``@<id>_.*`` unless ``connectors.<id>.ghost_username_template`` says
+    otherwise), ``#<id>_.*`` aliases and the bot, on the bridge's domain, exclusively. Regexes
+    are anchored, since some homeservers search rather than match them.
     """
     ids = list(dict.fromkeys([*BUILTIN_CONNECTORS, *connector_ids]))
     domain = re.escape(config.domain)
+    ghost_names = GhostNames.from_config(config)
     users = [
         {"exclusive": True, "regex": f"^@{re.escape(config.bot_username)}:{domain}$"},
-        *({"exclusive": True, "regex": f"^@{re.escape(cid)}_.*:{domain}$"} for cid in ids),
+        *({"exclusive": True, "regex": ghost_names.regex(cid)} for cid in ids),
     ]
     aliases = [{"exclusive": True, "regex": f"^#{re.escape(cid)}_.*:{domain}$"} for cid in ids]
     return {

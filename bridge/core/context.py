@@ -20,13 +20,12 @@ from bridge.core.connector import NetworkClient
 from bridge.core.errors import BridgeError
 from bridge.core.events import RemoteEvent
 from bridge.core.federation import FederationPolicy
+from bridge.core.ghost_names import GhostNames
 from bridge.core.ids import (
     LoginID,
     NetworkID,
     PortalKey,
     RemoteUserID,
-    ghost_mxid,
-    parse_ghost_mxid,
 )
 from bridge.core.metrics import Metrics
 
@@ -113,6 +112,7 @@ class ConnectorContext:
         core: CoreServices,
         routes: ConnectorRoutes | None = None,
         federation: FederationPolicy | None = None,
+        ghost_names: GhostNames | None = None,
     ) -> None:
         self.network = network
         self.config = config
@@ -126,15 +126,19 @@ class ConnectorContext:
         self.federation = federation or FederationPolicy(None, domain)
         """Who may reach whom (:mod:`bridge.core.federation`): check it at every entry where a
         remote person reaches a Matrix user or room, before anything changes."""
+        self._ghost_names = ghost_names or GhostNames(domain)
         self._core = core
         self._routes = routes or ConnectorRoutes()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def ghost_mxid(self, user: RemoteUserID) -> str:
-        return ghost_mxid(self.network, user, self.domain)
+        """The Matrix user standing for ``user`` (``connectors.<id>.ghost_username_template``)."""
+        return self._ghost_names.mxid(self.network, user)
 
     def parse_ghost_mxid(self, mxid: str) -> RemoteUserID | None:
-        return parse_ghost_mxid(self.network, mxid, self.domain)
+        """The remote user ``mxid`` stands for if it is one of this network's ghosts, else
+        ``None`` (a Matrix user, another network's or another hub's ghost)."""
+        return self._ghost_names.parse(self.network, mxid)
 
     async def accept_remote(self, item: RemoteInput) -> bool:
         """Keep ``item`` (the network's raw input) durably and queue it on its portal; the

@@ -3,7 +3,8 @@
 Remote ids are opaque to the core: it stores and compares them, never parses them. Each
 connector builds and parses its own ids in its ``ids.py``. The core owns only the mapping from a
 remote user id to a ghost Matrix ID, because that mapping is an operator-facing contract
-(DESIGN §3) and must be identical for every connector.
+(DESIGN §3) and must be identical for every connector: the escaping is here, the names built
+from it (per-connector templates) in :mod:`bridge.core.ghost_names`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import NewType
 
 NetworkID = NewType("NetworkID", str)
 """The connector's id, e.g. ``"xmpp"``. It is the ``network`` column of every shared table and
-the prefix of its ghosts (``@xmpp_…``)."""
+by default the prefix of its ghosts (``@xmpp_…``, see :mod:`bridge.core.ghost_names`)."""
 
 RemoteChatID = NewType("RemoteChatID", str)
 """A chat on the remote network (a Teams chat id, a MUC JID, a mail thread token)."""
@@ -87,23 +88,3 @@ def unescape_localpart(value: str) -> str:
             raw.extend(char.encode("utf-8"))
             i += 1
     return raw.decode("utf-8")
-
-
-def ghost_localpart(network: NetworkID, remote_user: RemoteUserID) -> str:
-    """The localpart of the ghost of ``remote_user``: ``<network>_<escaped id>``."""
-    return f"{network}_{escape_localpart(remote_user)}"
-
-
-def ghost_mxid(network: NetworkID, remote_user: RemoteUserID, domain: str) -> str:
-    return f"@{ghost_localpart(network, remote_user)}:{domain}"
-
-
-def parse_ghost_mxid(network: NetworkID, mxid: str, domain: str) -> RemoteUserID | None:
-    """The remote user behind a ghost mxid of ``network``, or ``None`` if it is not one."""
-    prefix, suffix = f"@{network}_", f":{domain}"
-    if not (mxid.startswith(prefix) and mxid.endswith(suffix)):
-        return None
-    try:
-        return RemoteUserID(unescape_localpart(mxid[len(prefix) : -len(suffix)]))
-    except (ValueError, UnicodeDecodeError):
-        return None

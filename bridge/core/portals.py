@@ -30,8 +30,9 @@ from bridge.core.events import (
     RemoteTyping,
     UserInfo,
 )
+from bridge.core.ghost_names import GhostNames
 from bridge.core.html import sanitize_html
-from bridge.core.ids import NetworkID, PartID, PortalKey, RemoteUserID, ghost_mxid
+from bridge.core.ids import NetworkID, PartID, PortalKey, RemoteUserID
 from bridge.core.matrix import MatrixAPI, deterministic_txn_id
 from bridge.portal.models import FIRST_PART, Ghost, Message, Portal, Reaction
 from bridge.portal.store import Store
@@ -51,10 +52,13 @@ class PortalManager:
         bridge_id: str,
         networks: dict[NetworkID, NetworkInfo],
         log: logging.Logger,
+        ghost_names: GhostNames | None = None,
     ) -> None:
         self._store = store
         self._matrix = matrix
         self._domain = domain
+        self.ghost_names = ghost_names or GhostNames(domain)
+        """Each connector's ghost names (``ghost_username_template``); the defaults if not given."""
         self._bridge_id = bridge_id
         self._networks = networks
         self._log = log
@@ -257,7 +261,7 @@ class PortalManager:
             ghost = Ghost(
                 network=network,
                 remote_id=remote_id,
-                mxid=ghost_mxid(network, remote_id, self._domain),
+                mxid=self.ghost_names.mxid(network, remote_id),
             )
             await self._matrix.ensure_registered(ghost.mxid)
             if info is None:

@@ -32,8 +32,6 @@ from bridge.core.ids import (
     NetworkID,
     PortalKey,
     RemoteUserID,
-    ghost_mxid,
-    parse_ghost_mxid,
 )
 from bridge.core.matrix import MatrixAPI, deterministic_txn_id
 from bridge.core.matrix_events import MatrixEventHandler
@@ -443,9 +441,7 @@ class Router:
     # --- Matrix → network: one event --------------------------------------------------------------
 
     def _is_own_puppet(self, network: NetworkID, mxid: str) -> bool:
-        return mxid == self._matrix.bot_mxid or (
-            mxid.startswith(f"@{network}_") and mxid.endswith(f":{self._domain}")
-        )
+        return mxid == self._matrix.bot_mxid or self.portals.ghost_names.owns(network, mxid)
 
     def is_any_puppet(self, mxid: str) -> bool:
         return mxid == self._matrix.bot_mxid or any(
@@ -530,14 +526,14 @@ class Router:
             return None
         if event.get("content", {}).get("membership") != "invite":
             return None
-        return parse_ghost_mxid(network, str(event.get("state_key", "")), self._domain)
+        return self.portals.ghost_names.parse(network, str(event.get("state_key", "")))
 
     async def _ghost_invited_to_portal(
         self, portal: Portal, inviter: str, remote_user: RemoteUserID
     ) -> None:
         """A Matrix user invited a ghost into a portal room: add that person to the chat."""
         assert portal.mxid is not None
-        ghost = ghost_mxid(portal.network, remote_user, self._domain)
+        ghost = self.portals.ghost_names.mxid(portal.network, remote_user)
         try:
             if self._permissions.level(inviter) < Permissions.USER:  # adds a recipient
                 raise NotSupported("relay-level invite", user_message=_INVITE_REFUSAL)
@@ -576,7 +572,7 @@ class Router:
         )
         if invited and target != self._matrix.bot_mxid:
             for network in self._connectors:
-                remote_user = parse_ghost_mxid(network, target, self._domain)
+                remote_user = self.portals.ghost_names.parse(network, target)
                 if remote_user is not None:
                     await self._ghost_invited(room_id, sender, network, target, remote_user)
                     return network

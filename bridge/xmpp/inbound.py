@@ -117,7 +117,7 @@ class Inbound:
             return
         sender = bare_jid(str(msg["from"]))
         mxid = jid_to_mxid(msg["to"].bare, self._cfg.jid)
-        if mxid is not None and mxid.startswith(f"@{NETWORK}_"):
+        if mxid is not None and self._ctx.parse_ghost_mxid(mxid) is not None:
             mxid = None  # an XMPP person's own ghost: writing to it would loop back to XMPP
         if mxid is None:
             if msg["to"].user:

@@ -12,7 +12,8 @@ from slixmpp import JID, ComponentXMPP
 from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream import StanzaBase
 
-from bridge.core.ids import NetworkID, parse_ghost_mxid
+from bridge.core.ghost_names import GhostNames
+from bridge.core.ids import NetworkID
 from bridge.xmpp.component import PLUGINS
 from bridge.xmpp.config import XmppConfig
 from bridge.xmpp.identity import USER_FEATURES, Identity, caps_ver
@@ -29,7 +30,7 @@ class FakeContext:
         self.profiles: dict[str, tuple[str | None, bytes | None, str]] = {}
 
     def parse_ghost_mxid(self, mxid: str) -> str | None:
-        return parse_ghost_mxid(NetworkID("xmpp"), mxid, "hub.example")
+        return GhostNames("hub.example").parse(NetworkID("xmpp"), mxid)
 
     async def matrix_profile(self, mxid: str) -> tuple[str | None, bytes | None, str]:
         return self.profiles.get(mxid, (None, None, ""))

@@ -23,6 +23,8 @@ from bridge.core import (
     TransientError,
 )
 from bridge.core.federation import FederationPolicy
+from bridge.core.ghost_names import GhostNames
+from bridge.core.ids import NetworkID, RemoteUserID
 from bridge.portal.models import RemoteInput
 from bridge.xmpp.client import XmppClient
 from bridge.xmpp.component import MAX_RECONNECT_WAIT, Component
@@ -56,6 +58,7 @@ class FakeContext:
     federation = FederationPolicy(None, "hub.example")
 
     def __init__(self, journal: list[str]) -> None:
+        self.ghost_names = GhostNames("hub.example")
         self.journal = journal
         self.store = FakeStore()
         self.accepted: list[RemoteInput] = []
@@ -71,6 +74,9 @@ class FakeContext:
 
     async def queue_remote_event(self, event: Any) -> None:
         self.queued.append(event)
+
+    def parse_ghost_mxid(self, mxid: str) -> RemoteUserID | None:
+        return self.ghost_names.parse(NetworkID("xmpp"), mxid)
 
 
 def make_cfg() -> XmppConfig:
@@ -126,6 +132,24 @@ async def test_a_dm_is_kept_then_confirmed_and_converted_from_what_was_kept(setu
     assert event.timestamp == item.payload["received"]
     assert event.chat_info is not None and event.chat_info.is_direct
     assert await inbound.convert(item) == [event]  # the same events after a restart
+
+
+async def test_a_dm_to_a_ghost_of_this_hub_is_refused_and_another_hubs_ghost_is_a_user(
+    setup: Any,
+) -> None:
+    """With ``hubb_xmpp_{id}``, this hub's ghost would loop back to XMPP; ``@xmpp_…`` is the
+    ghost of another hub on the same homeserver, a Matrix user like any other here."""
+    inbound, component, ctx, sent, _ = setup
+    ctx.ghost_names = GhostNames("hub.example", {"xmpp": "hubb_xmpp_{id}"})
+    own = f"hubb_xmpp_romeo=40xmpp.example\\3ahub.example@{DOMAIN}"
+    await inbound.direct(incoming(component, "<body>loop?</body>", to=own))
+    [error] = sent
+    assert error["type"] == "error" and error["error"]["condition"] == "item-not-found"
+    assert ctx.accepted == []
+    other = f"xmpp_romeo=40xmpp.example\\3ahub.example@{DOMAIN}"
+    await inbound.direct(incoming(component, "<body>hi</body>", to=other, mid="m2"))
+    [item] = ctx.accepted
+    assert item.portal.receiver == "@xmpp_romeo=40xmpp.example:hub.example"
 
 
 async def test_a_store_that_is_down_answers_wait_and_sends_no_receipt(setup: Any) -> None:
