@@ -195,7 +195,9 @@ class SupportsCheck(Protocol):
 class SupportsPolicyDomain(Protocol):
     """Optional on a :class:`NetworkConnector` whose chat ids do not carry the name the
     federation policy knows their remote side by (a Teams chat's tenant). Without it the core
-    uses the domain of the chat id (a MUC's service, a mail address's domain)."""
+    uses the domain of the chat id (a MUC's service, a mail address's domain). Such a connector
+    checks the policy itself where it starts a chat with a person (``start_direct_chat``):
+    only it can tell whose the person is."""
 
     async def policy_domain(self, portal: PortalKey) -> str:
         """The ``remote`` name of ``bridge.federation`` rules that covers this chat."""

@@ -19,7 +19,12 @@ from bridge.core.adopt import Refused, RoomBridging
 from bridge.core.agency_view import AgencyView
 from bridge.core.audit import AuditLog
 from bridge.core.clients import ClientRegistry
-from bridge.core.connector import NetworkConnector, SupportsDirectChats, connector_named
+from bridge.core.connector import (
+    NetworkConnector,
+    SupportsDirectChats,
+    SupportsPolicyDomain,
+    connector_named,
+)
 from bridge.core.errors import BridgeError, NotSupported
 from bridge.core.events import RemoteChatInfo, UserInfo
 from bridge.core.federation import FederationPolicy, remote_domain
@@ -109,7 +114,11 @@ async def start_direct_chat(
     whether it is new. An existing one invites ``sender`` again. The federation policy comes
     first (:class:`Refused`, reported as refused at ``entry``); then the client to act with
     (:class:`NotSupported` without one) and whether the network can (:class:`NetworkCannot`)."""
-    if refused := federation.refusal(connector.info.id, remote_domain(remote), sender, entry=entry):
+    # A network whose ids do not name the remote side (Teams: the tenant) checks it itself,
+    # once it has found the person (SupportsPolicyDomain).
+    if not isinstance(connector, SupportsPolicyDomain) and (
+        refused := federation.refusal(connector.info.id, remote_domain(remote), sender, entry=entry)
+    ):
         raise Refused(str(refused),
                       user_message=f"Not allowed by this hub's federation policy: {refused}.")  # fmt: skip
     loaded = clients.client_for(connector.info.id, LoginID(""), sender)

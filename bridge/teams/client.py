@@ -42,11 +42,13 @@ from bridge.core import (
     UserInfo,
 )
 from bridge.portal.models import Login, RemoteInput
+from bridge.teams import directory
 from bridge.teams.errors import as_bridge_error, graph_call
 from bridge.teams.from_matrix import as_posted, body_html, chat_message, edited_message
-from bridge.teams.ids import user_id
+from bridge.teams.ids import portal_key, user_id
 from bridge.teams.network import TeamsNetwork
 from bridge.teams.protocol import OAuthTokenProvider, TokenError
+from bridge.teams.tenant import TenantLink
 
 T = TypeVar("T")
 
@@ -167,6 +169,28 @@ class _TeamsActions:
             members=ghosts,
         )
 
+    # --- people and new chats (bridge.teams.directory) -------------------------------------
+
+    async def search_users(self, query: str) -> list[tuple[RemoteUserID, UserInfo]]:
+        return await directory.search(self.net, self._directories(), query)
+
+    async def start_direct_chat(self, user: RemoteUserID, matrix_user: str) -> PortalKey:
+        """``start-chat teams <person>``: the one-on-one chat of the acting account and the
+        person, if ``bridge.federation`` lets the person's tenant and ``matrix_user`` meet."""
+        link = await directory.tenant_of(self.net, user)
+        directory.check_policy(self.net, link, matrix_user)
+        graph, me = self._chat_opener(link)
+        chat_id = await directory.open_chat(self.net, graph, me, user, self.delegated)
+        await self.net.remember_chat(chat_id, link.id)
+        return portal_key(chat_id)
+
+    def _directories(self) -> list[TenantLink]:
+        raise NotImplementedError
+
+    def _chat_opener(self, link: TenantLink) -> tuple[GraphServiceClient, str]:
+        """The Graph client and the member id that open a chat with a person of ``link``."""
+        raise NotImplementedError
+
     async def get_user_info(self, user: RemoteUserID) -> UserInfo:
         for link in self.net.tenants.values():
             try:
@@ -216,6 +240,15 @@ class TeamsSharedClient(_TeamsActions):
             raise NotSupported(f"no relay account for tenant {link.id}", user_message=NEEDS_LOGIN)
         return link.relay, True
 
+    def _directories(self) -> list[TenantLink]:
+        return list(self.net.tenants.values())
+
+    def _chat_opener(self, link: TenantLink) -> tuple[GraphServiceClient, str]:
+        # Without a login of their own, the Matrix user writes through the relay account.
+        if link.relay is None or not link.relay_user_id:
+            raise NotSupported(f"no relay account for tenant {link.id}", user_message=NEEDS_LOGIN)
+        return link.relay, link.relay_user_id
+
 
 class TeamsUserClient(_TeamsActions):
     def __init__(self, net: TeamsNetwork, login: Login) -> None:
@@ -224,6 +257,7 @@ class TeamsUserClient(_TeamsActions):
         self.login_id = login.login_id
         tenant_id = str(login.metadata.get("tenant_id", ""))
         link = net.tenant(tenant_id) or next(iter(net.tenants.values()))
+        self._link = link
         self._tokens = OAuthTokenProvider.refresh_token(
             net.ctx.http,
             net.cfg.authority,
@@ -253,6 +287,18 @@ class TeamsUserClient(_TeamsActions):
 
     async def _acting(self, chat_id: str, sender_name: str) -> tuple[GraphServiceClient, bool]:
         return self._graph, False
+
+    def _directories(self) -> list[TenantLink]:
+        return [self._link]
+
+    def _chat_opener(self, link: TenantLink) -> tuple[GraphServiceClient, str]:
+        if link is not self._link:
+            raise NotSupported(
+                f"{link.id} is not the tenant of login {self.login_id}",
+                user_message="That person is in another organisation than your Teams account;"
+                " Teams chats across organisations cannot be opened from here.",
+            )
+        return self._graph, self.login_id
 
     async def _after_call(self) -> None:
         await self._save_refresh_token()

@@ -342,3 +342,37 @@ async def test_check_explains_an_unreachable_authority(hub: Hub) -> None:
     section["authority"] = f"http://127.0.0.1:{free_port()}"
     (problem,) = await TeamsConnector().check(section)
     assert problem.startswith("connectors.teams.authority: cannot reach")
+
+
+async def test_a_matrix_user_finds_a_teams_person_and_starts_a_chat(hub: Hub, adele: Teams) -> None:
+    """``search teams`` and ``start-chat teams`` for a Matrix user without a Teams login: the
+    chat is the relay account's with Megan, and the conversation goes both ways."""
+    bob = await hub.user("bob")
+    room = await bob.create_room(invite=[hub.bot], is_direct=True)
+    await bob.wait_for(lambda e: "Pontis bridge bot" in _body(e), room_id=room)
+
+    async def ask(command: str, expect: str) -> str:
+        mark = bob.mark()
+        await bob.send_text(room, command)
+        reply = await bob.wait_for(
+            lambda e: e["sender"] == hub.bot and expect in _body(e), room_id=room, after=mark
+        )
+        return _body(reply)
+
+    megan = hub.graph.user("megan")["id"]
+    found = await ask("search teams meg", "Found")
+    assert f"`{megan}`: Megan Bowen" in found and "Adele" not in found
+    assert await ask("search teams pontis", "Nobody found") == "Nobody found."  # the relay
+    started = await ask(f"start-chat teams {megan}", "Started a chat")
+    portal_room = started.rsplit(": ", 1)[1].split(" ", 1)[0]
+    await bob.join(portal_room)
+    ((chat,),) = hub.bridge.query("SELECT remote_id FROM portal WHERE mxid = ?", portal_room)
+    await bob.send_text(portal_room, "Hello Megan, from Matrix")
+    sent = await _teams_message(
+        hub, chat, lambda m: "Hello Megan, from Matrix" in m["body"]["content"], "Bob's message"
+    )
+    assert sent["from"]["user"]["displayName"] == "Pontis Relay"
+    assert "<b>Bob" in sent["body"]["content"]
+    await hub.graph.post_as("megan", chat, "<p>Hi Bob, from Teams</p>")
+    reply = await bob.wait_for(lambda e: _body(e) == "Hi Bob, from Teams", room_id=portal_room)
+    assert reply["sender"] == ghost(hub, "megan")

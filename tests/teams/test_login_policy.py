@@ -1,5 +1,6 @@
 """``login teams`` offers only the organisations the federation policy lets the Matrix user
-reach, and refuses, with the reason, when there is none. Nothing is asked of Microsoft first."""
+reach, and refuses, with the reason, when there is none; ``start-chat teams`` and ``search
+teams`` refuse what they must before Graph is asked."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from unittest.mock import MagicMock
 
 import pytest
 
-from bridge.core import PermanentError
+from bridge.core import BridgeError, PermanentError
 from bridge.core.federation import FederationPolicy
+from bridge.teams import directory
 from bridge.teams.login import DeviceCodeLogin
 
 TENANTS = ("tenant-a", "tenant-b", "tenant-c")
@@ -42,3 +44,23 @@ async def test_only_the_allowed_organisations_are_offered() -> None:
     assert step.kind == "user_input"
     assert "`tenant-a`" in step.instructions and "`tenant-c`" in step.instructions
     assert "tenant-b" not in step.instructions
+
+
+def test_a_chat_with_a_person_of_a_tenant_the_policy_closes_is_refused() -> None:
+    login = _login([{"network": "teams", "remote": ["tenant-a"], "matrix": ["local"]}])
+    net = login._net  # the same network double
+    directory.check_policy(net, net.tenants["tenant-a"], "@alice:hub")  # allowed: no error
+    with pytest.raises(PermanentError) as refused:
+        directory.check_policy(net, net.tenants["tenant-b"], "@alice:hub")
+    assert "tenant-b" in refused.value.user_message
+
+
+@pytest.mark.parametrize("query", ["", "   ", '"\\', "\x00\x01"])
+def test_a_search_for_nothing_is_refused_before_graph_is_asked(query: str) -> None:
+    with pytest.raises(BridgeError):
+        directory.search_phrase(query)
+
+
+def test_a_search_phrase_is_capped_and_quote_free() -> None:
+    phrase = directory.search_phrase('a" OR "mail:' + "x" * 500)
+    assert phrase.count('"') == 4 and len(phrase) < 2 * directory.MAX_QUERY + 40

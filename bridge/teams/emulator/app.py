@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import control, graph_chats, graph_teams, subscriptions
+from . import control, graph_chats, graph_teams, graph_users, subscriptions
 from .config import EmulatorConfig
 from .odata import GraphError, error_response, request_id
 from .services import SERVICES, Services
@@ -76,6 +76,7 @@ def create_app(
     )
     app.router.add_get("/{tenant}/discovery/v2.0/keys", identity.keys)
     graph_chats.add_routes(app)
+    graph_users.add_routes(app)
     graph_teams.add_routes(app)
     subscriptions.add_routes(app)
     control.add_routes(app)

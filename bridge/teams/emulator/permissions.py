@@ -28,6 +28,10 @@ READ_USER = Need(
     ("User.Read", "User.ReadBasic.All", "User.Read.All", "User.ReadWrite.All"),
     ("User.Read.All", "User.ReadBasic.All", "User.ReadWrite.All"),
 )
+LIST_USERS = Need(
+    ("User.ReadBasic.All", "User.Read.All", "User.ReadWrite.All"),
+    ("User.Read.All", "User.ReadBasic.All", "User.ReadWrite.All"),
+)
 READ_CHAT = Need(
     ("Chat.ReadBasic", "Chat.Read", "Chat.ReadWrite"),
     ("Chat.ReadBasic.All", "Chat.Read.All", "Chat.ReadWrite.All"),
