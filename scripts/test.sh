@@ -10,7 +10,7 @@ source scripts/lib.sh
 # (tests/e2e/prosody.py); postfix, dovecot-imapd and dovecot-lmtpd: the email end-to-end tests
 # run their own mail servers (tests/e2e/mail.py). ensure_debian_packages keeps the packaged
 # services from starting; postfix's installer is told not to configure the system's mail.
-DEBIAN_PACKAGES=(python3-venv prosody postfix dovecot-imapd dovecot-lmtpd)
+DEBIAN_PACKAGES=(python3-venv prosody postfix dovecot-imapd dovecot-lmtpd systemd prometheus)
 DEBCONF_SELECTIONS=("postfix postfix/main_mailer_type select No configuration")
 
 step "Debian packages"

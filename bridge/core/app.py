@@ -383,6 +383,9 @@ class App:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         await refresh_metrics(self.metrics, self.store, list(self.connectors), self.log)
+        if self._monitor is not None:  # what /_pontis/health says, for the alert rules
+            _, dependencies = await self._monitor.report()
+            self.metrics.show_dependencies({n: d["reachable"] for n, d in dependencies.items()})
         return web.Response(
             body=generate_latest(self.metrics.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},

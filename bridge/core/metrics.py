@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -99,11 +99,25 @@ class Metrics:
             ["direction", "network"],
             registry=self.registry,
         )
+        self.dependency_reachable = Gauge(
+            "pontis_dependency_reachable",
+            "1 when the dependency answered the bridge's last probe, 0 when it did not"
+            " (homeserver, database: as /_pontis/health reports them)",
+            ["dependency"],
+            registry=self.registry,
+        )
         Info("pontis_build", "Version of the running bridge", registry=self.registry).info(
             {"version": __version__}
         )
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+
+    def show_dependencies(self, reachable: Mapping[str, bool | None]) -> None:
+        """Set ``pontis_dependency_reachable`` from the health probes (dependency name →
+        reachable); one not probed yet (None) gets no series until it is."""
+        for dependency, ok in reachable.items():
+            if ok is not None:
+                self.dependency_reachable.labels(dependency).set(int(ok))
 
     def show_backlog(self, backlog: Backlog, networks: Iterable[str], now_ms: int) -> None:
         """Set the backlog gauges from ``backlog``; every network in ``networks`` gets a series

@@ -51,15 +51,18 @@ async def test_not_ready_while_the_homeserver_is_away(hub: Hub) -> None:
         assert body["live"] is True and body["ready"] is False
         assert body["dependencies"]["homeserver"]["reachable"] is False
         assert body["dependencies"]["database"]["reachable"] is True
+        # The alert rules (deploy/prometheus) read the same from the metrics.
+        down = await _metrics(hub)
+        assert 'pontis_dependency_reachable{dependency="homeserver"} 0.0' in down
+        assert 'pontis_dependency_reachable{dependency="database"} 1.0' in down
     finally:
         await hub.synapse.start()
     # While it fails the bridge probes every 2 s.
     body = await _until_status(hub, 200, timeout=15)
     assert body["ready"] is True
 
-    url = f"http://127.0.0.1:{hub.metrics_port}/metrics"
-    async with aiohttp.ClientSession() as http, http.get(url) as resp:
-        metrics = await resp.text()
+    metrics = await _metrics(hub)
+    assert 'pontis_dependency_reachable{dependency="homeserver"} 1.0' in metrics
     for network in ("reference", "xmpp", "email", "teams"):
         for direction in ("matrix_to_network", "network_to_matrix"):
             labels = f'direction="{direction}",network="{network}"'
@@ -67,3 +70,9 @@ async def test_not_ready_while_the_homeserver_is_away(hub: Hub) -> None:
             assert re.search(rf"^pontis_dead_letters_kept\{{{labels}\}} ", metrics, re.M)
     assert 'pontis_build_info{version="' in metrics
     assert "process_resident_memory_bytes" in metrics
+
+
+async def _metrics(hub: Hub) -> str:
+    url = f"http://127.0.0.1:{hub.metrics_port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        return await resp.text()
