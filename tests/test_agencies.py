@@ -4,19 +4,16 @@ recorders of tests/test_permissions.py for the homeserver and the network."""
 
 from __future__ import annotations
 
-import logging
-from unittest.mock import AsyncMock
-
 import pytest
 
 from bridge.core.agencies import check_agencies, parse_agencies
-from bridge.core.commands import CommandProcessor
 from bridge.core.ids import LoginID, PortalKey, RemoteChatID
 from bridge.core.permissions import Permissions
 from bridge.portal.audit import AuditStore
 from bridge.portal.models import BridgeUser, Login, Portal, RemoteInput
 from bridge.portal.store import Store
-from tests.test_permissions import ALICE, KEY, NET, ROOM, RULES, Hub
+from tests.test_permissions import ALICE, KEY, NET, ROOM, RULES
+from tests.test_portal_commands import Bot
 
 FIN_ADMIN, HEALTH_ADMIN = "@it-finance:hub.test", "@it-health:hub.test"
 CAROL = "@carol:health.test"
@@ -82,26 +79,6 @@ def test_the_example_agencies_are_valid() -> None:
 # --- the commands, scoped ----------------------------------------------------------------------
 
 
-class Bot:
-    def __init__(self, store: Store) -> None:
-        self.hub = Hub(store, relay_enabled=False)
-        self.store = store
-        self.commands = CommandProcessor(
-            store=store, matrix=self.hub.matrix, router=self.hub.router,  # type: ignore[arg-type]
-            connectors=self.hub.router._connectors, permissions=permissions(),
-            prefix="!pontis", load_login=AsyncMock(), log=logging.getLogger("test.agencies"),
-        )  # fmt: skip
-
-    async def say(self, room_id: str, sender: str, text: str) -> str:
-        before = len(self.hub.matrix.sent)
-        event = {"type": "m.room.message", "event_id": "$cmd", "sender": sender,
-                 "content": {"msgtype": "m.text", "body": text}}  # fmt: skip
-        await self.commands.handle(room_id, sender, event)
-        ((room, reply),) = self.hub.matrix.sent[before:]
-        assert room == room_id
-        return reply
-
-
 async def _letter(store: Store, key: PortalKey, text: str) -> int:
     row = await store.remote_inbox.add(RemoteInput(key, "message", {"text": text}))
     assert row is not None
@@ -112,7 +89,7 @@ async def _letter(store: Store, key: PortalKey, text: str) -> int:
 async def bot(store: Store) -> Bot:
     for mxid, room in ((FIN_ADMIN, FIN_DM), (HEALTH_ADMIN, HEALTH_DM)):
         await store.save_user(BridgeUser(mxid=mxid, management_room=room))
-    bot = Bot(store)
+    bot = Bot(store, relay_enabled=False, permissions=permissions())
     await bot.hub.portal(relay=False)  # finance: Alice is in it
     await store.add_portal_user(ALICE, KEY)
     await store.save_portal(Portal(NET, HEALTH_KEY.remote_id, mxid=HEALTH_ROOM))

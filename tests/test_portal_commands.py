@@ -21,13 +21,16 @@ ALICE_DM, ADMIN_DM, OTHER_ROOM = "!alice-dm:hub.test", "!admin-dm:hub.test", "!o
 
 
 class Bot:
-    def __init__(self, store: Store, *, relay_enabled: bool = True) -> None:
+    def __init__(
+        self, store: Store, *, relay_enabled: bool = True, permissions: Permissions | None = None
+    ) -> None:
         self.hub = Hub(store, relay_enabled=relay_enabled)
         self.store = store
         self.commands = CommandProcessor(
             store=store, matrix=self.hub.matrix, router=self.hub.router,  # type: ignore[arg-type]
             connectors=self.hub.router._connectors,
-            permissions=Permissions({**RULES, ADMIN: "admin"}, relay_enabled=relay_enabled),
+            permissions=permissions
+            or Permissions({**RULES, ADMIN: "admin"}, relay_enabled=relay_enabled),
             prefix="!pontis", load_login=AsyncMock(), log=logging.getLogger("test.commands"),
         )  # fmt: skip
 

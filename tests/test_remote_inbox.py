@@ -8,8 +8,9 @@ a notice; nothing stays behind in the table."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from bridge.core.clients import ClientRegistry
@@ -207,9 +208,9 @@ async def test_a_database_outage_after_delivery_is_waited_out(store: Store) -> N
     assert outage["left"] == 0
 
 
-async def test_a_burst_is_removed_in_one_statement(store: Store) -> None:
-    hub = Hub(store)
-    hub.clients.add(NET, Client())  # type: ignore[arg-type]
+@contextlib.contextmanager
+def removals(store: Store) -> Iterator[list[int]]:
+    """The size of each removal statement made meanwhile."""
     finish_many = store.remote_inbox.finish_many
     calls: list[int] = []
 
@@ -218,14 +219,21 @@ async def test_a_burst_is_removed_in_one_statement(store: Store) -> None:
         await finish_many(row_ids)
 
     store.remote_inbox.finish_many = counted  # type: ignore[method-assign]
-    hub.homeserver.away = 1  # the first try waits a moment, so the burst is queued meanwhile
     try:
+        yield calls
+    finally:
+        store.remote_inbox.finish_many = finish_many  # type: ignore[method-assign]
+
+
+async def test_a_burst_is_removed_in_one_statement(store: Store) -> None:
+    hub = Hub(store)
+    hub.clients.add(NET, Client())  # type: ignore[arg-type]
+    hub.homeserver.away = 1  # the first try waits a moment, so the burst is queued meanwhile
+    with removals(store) as calls:
         for n in range(40):
             await hub.accept(f"b{n}")
         await hub.queues.drain()
         assert await hub.emptied()
-    finally:
-        store.remote_inbox.finish_many = finish_many  # type: ignore[method-assign]
     assert [text for _, text in hub.homeserver.sent] == [f"b{n}" for n in range(40)]
     assert sum(calls) == 40 and len(calls) <= 3, calls
 
@@ -234,21 +242,11 @@ async def test_messages_that_come_one_at_a_time_are_removed_together(store: Stor
     """Not one statement per message: the removal waits a moment for the next ones."""
     hub = Hub(store)
     hub.clients.add(NET, Client())  # type: ignore[arg-type]
-    finish_many = store.remote_inbox.finish_many
-    calls: list[int] = []
-
-    async def counted(row_ids: list[int]) -> None:
-        calls.append(len(row_ids))
-        await finish_many(row_ids)
-
-    store.remote_inbox.finish_many = counted  # type: ignore[method-assign]
-    try:
+    with removals(store) as calls:
         for n in range(10):
             await hub.accept(f"m{n}")
             await hub.queues.drain()
         assert await hub.emptied()
-    finally:
-        store.remote_inbox.finish_many = finish_many  # type: ignore[method-assign]
     assert len(hub.homeserver.sent) == 10
     assert sum(calls) == 10 and len(calls) < 5, calls
 

@@ -41,6 +41,7 @@ from bridge.core.federation import check_rules
 from bridge.core.ghost_names import TEMPLATE_KEY, GhostNames, check_templates
 from bridge.core.secret_files import FILE_SUFFIX, resolve_secret_files
 from bridge.core.secret_files import is_secret_key as _is_secret_key
+from bridge.core.shown import shown
 
 __all__ = [
     "ENV_PREFIX",
@@ -66,13 +67,11 @@ PERMISSION_LEVELS = ("relay", "user", "admin")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 
-_HIDDEN = "<hidden>"
 _SERVER_NAME = r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,255})(?::[0-9]{1,5})?"
 _SERVER_NAME_RE = re.compile(_SERVER_NAME)
 _MXID_RE = re.compile(r"@[^:\s]+:" + _SERVER_NAME)
 _LOCALPART_RE = re.compile(r"[a-z0-9._=/+-]+")
 _CONNECTOR_ID_RE = re.compile(r"[a-z][a-z0-9]*")
-_URL_PASSWORD_RE = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 _URL_PASSWORD_VALUE_RE = re.compile(r"://[^:/@\s]*:([^@\s]+)@")
 _PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 # Mappings whose keys are the operator's data, not fixed config keys: no defaults are merged
@@ -235,20 +234,7 @@ def _placeholder_secrets(section: Any, path: str) -> list[ConfigProblem]:
 
 def _show(path: str, value: Any) -> str:
     """The user's value as a problem message may show it: never a secret."""
-    if _is_secret_key(path.rsplit(".", 1)[-1]):
-        return _HIDDEN
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        text = _URL_PASSWORD_RE.sub(rf"\1{_HIDDEN}@", value)
-        return repr(text if len(text) <= 80 else text[:77] + "...")
-    return repr(value)
+    return shown(value, secret=_is_secret_key(path.rsplit(".", 1)[-1]))
 
 
 def _join(path: str, key: Any) -> str:
@@ -1002,9 +988,9 @@ def _check_connectors(connectors: Any, appservice: Any) -> list[ConfigProblem]:
         elif "enabled" not in section:
             problems.append(ConfigProblem(f"{path}.enabled", "missing; expected true or false"))
         elif not isinstance(section["enabled"], bool):
-            shown = _show(f"{path}.enabled", section["enabled"])
+            given = _show(f"{path}.enabled", section["enabled"])
             problems.append(
-                ConfigProblem(f"{path}.enabled", f"expected true or false, got {shown}")
+                ConfigProblem(f"{path}.enabled", f"expected true or false, got {given}")
             )
     bot = appservice.get("bot_username") if isinstance(appservice, Mapping) else None
     problems += [ConfigProblem(*p) for p in check_templates(connectors, bot, BUILTIN_CONNECTORS)]

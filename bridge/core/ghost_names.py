@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bridge.core.ids import NetworkID, RemoteUserID, escape_localpart, unescape_localpart
+from bridge.core.shown import shown
 
 if TYPE_CHECKING:
     from bridge.core.config import Config
@@ -50,17 +51,17 @@ def split_template(template: object) -> tuple[str, str]:
     wrong (the message completes ``connectors.<network>.ghost_username_template: ...``)."""
     example = "such as 'hubb_xmpp_{id}'"
     if not isinstance(template, str):
-        raise ValueError(f"expected a string {example}, got {_shown(template)}")
+        raise ValueError(f"expected a string {example}, got {shown(template)}")
     if template.count(ID_FIELD) != 1:
         raise ValueError(
             f"expected {ID_FIELD} exactly once (it stands for the escaped remote id), {example}; "
-            f"got {_shown(template)}"
+            f"got {shown(template)}"
         )
     prefix, suffix = template.split(ID_FIELD)
     if not _FIXED_RE.fullmatch(prefix + suffix):
         raise ValueError(
             f"expected only lowercase letters, digits and ._=-/+ besides {ID_FIELD}, {example}; "
-            f"got {_shown(template)}"
+            f"got {shown(template)}"
         )
     if not prefix + suffix:
         raise ValueError(
@@ -177,7 +178,7 @@ def check_templates(
                 problems.append(
                     (
                         _path(network),
-                        f"overlaps {_path(other)} ({_shown(_joined(parts[other]))}): both "
+                        f"overlaps {_path(other)} ({shown(_joined(parts[other]))}): both "
                         f"would name @{clash}; give each connector fixed text the other's "
                         "names cannot contain",
                     )
@@ -187,7 +188,7 @@ def check_templates(
                 (
                     _path(network),
                     f"would name the bridge bot (appservice.bot_username is "
-                    f"{_shown(bot_username)}); change one of them",
+                    f"{shown(bot_username)}); change one of them",
                 )
             )
     return problems
@@ -219,13 +220,3 @@ def _path(network: str) -> str:
     return f"connectors.{network}.{TEMPLATE_KEY}"
 
 
-def _shown(value: object) -> str:
-    if isinstance(value, str):
-        return repr(value if len(value) <= 80 else value[:77] + "...")
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    return "a list" if isinstance(value, list) else repr(value)
