@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 
 import pytest
 
 from bridge.core.ids import LoginID, NetworkID
+from bridge.core.logs import setup_logging
 from bridge.core.pickle_key import PickleKey
 from bridge.portal.models import Login
 from bridge.portal.store import Store
@@ -92,3 +95,25 @@ async def test_a_sealed_token_moved_to_another_login_does_not_open(store: Store)
     got = await store.get_login(TEAMS, LoginID("mallory"))
     assert got is not None and got.metadata.get("refresh_token") != TOKEN
     assert "refresh_token" not in got.metadata
+
+
+async def test_a_login_secret_is_not_logged_even_at_debug(store_target: StoreTarget) -> None:
+    """Without a pickle key the secret is stored as it is; the database driver's DEBUG log
+    (statements with their parameters) must not carry it to the operator's log."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logging.getLogger("aiosqlite").level)
+    out = io.StringIO()
+    try:
+        setup_logging("DEBUG", "text", [])
+        root.handlers[0].stream = out  # type: ignore[attr-defined]
+        store = await store_target.open()
+        try:
+            await store.save_login(Login(NetworkID("teams"), LoginID("a"), "@a:hub", "A",
+                                         {"refresh_token": "never-in-a-log-0123"}))  # fmt: skip
+        finally:
+            await store.close()
+    finally:
+        root.handlers[:], _, aiosqlite_level = saved
+        root.setLevel(saved[1])
+        logging.getLogger("aiosqlite").setLevel(aiosqlite_level)
+    assert "never-in-a-log-0123" not in out.getvalue()

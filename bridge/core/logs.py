@@ -55,4 +55,7 @@ def setup_logging(level: str, fmt: str, secrets: Iterable[str]) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # aiosmtpd logs every SMTP/LMTP command at INFO (and a dropped connection as if it failed).
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # aiosqlite logs every statement with its parameters at DEBUG: login secrets (when no pickle
+    # key seals them), message bodies of the inbox. Never, whatever the level.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     logging.getLogger("pontis.matrix.api").setLevel(max(logging.getLevelName(level), logging.INFO))
