@@ -72,6 +72,23 @@ REFUSAL = (
 )
 
 
+async def finish_login(
+    login: Login,
+    *,
+    actor: str,
+    origin: str,
+    store: Store,
+    audit: AuditLog,
+    load_login: Callable[[Login], Awaitable[None]],
+) -> None:
+    """Keep the login a flow completed: store it, audit it, connect it. The management room and
+    the provisioning API both end a login here."""
+    await store.save_login(login)
+    await audit.record(actor=actor, action="login", target=f"{login.network} {login.login_id}",
+                       outcome="ok", origin=origin, detail=login.remote_name or "")  # fmt: skip
+    await load_login(login)
+
+
 @dataclass(slots=True)
 class _PendingLogin:
     network: NetworkID
@@ -270,9 +287,7 @@ class CommandProcessor:
             return
         self._pending.pop(sender, None)
         if step.login is not None:
-            await self._store.save_login(step.login)
-            await AuditLog(self._store).record(actor=sender, action="login", target=f"{step.login.network} {step.login.login_id}", outcome="ok", origin=f"room {room_id}", detail=step.login.remote_name or "")  # fmt: skip
-            await self._load_login(step.login)
+            await finish_login(step.login, actor=sender, origin=f"room {room_id}", store=self._store, audit=AuditLog(self._store), load_login=self._load_login)  # fmt: skip
         await self.reply(room_id, step.instructions)
 
     async def _bridge(self, room_id: str, sender: str, args: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -26,10 +27,12 @@ from bridge.core.ids import NetworkID
 from bridge.core.matrix import MatrixAPI
 from bridge.core.permissions import Permissions
 from bridge.core.portals import PortalManager
+from bridge.portal.models import Login
 from bridge.portal.store import Store
 from bridge.provision.admin import DeadLetterEndpoints
 from bridge.provision.auth import Authenticator
 from bridge.provision.errors import error_middleware
+from bridge.provision.logins import LoginEndpoints
 from bridge.provision.networks import NetworkEndpoints
 from bridge.provision.user import UserEndpoints
 
@@ -64,9 +67,12 @@ def build_app(
     connectors: dict[NetworkID, NetworkConnector],
     permissions: Permissions,
     after_retry: Callable[[], Awaitable[None]],
+    load_login: Callable[[Login], Awaitable[None]],
     log: logging.Logger,
+    clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
-    """The sub-application to mount at :data:`PREFIX`."""
+    """The sub-application to mount at :data:`PREFIX`. ``load_login`` builds and connects the
+    client of a login completed through the API, as for the management room."""
     app = web.Application(middlewares=[error_middleware(log)])
     app.router.add_get("/openapi.json", _openapi)
     audit = AuditLog(store)
@@ -77,6 +83,10 @@ def build_app(
     NetworkEndpoints(
         auth=auth, store=store, matrix=matrix, portals=portals, bridging=bridging,
         clients=clients, connectors=connectors, audit=audit, log=log,
+    ).add_routes(app)  # fmt: skip
+    LoginEndpoints(
+        auth=auth, store=store, clients=clients, connectors=connectors, audit=audit,
+        load_login=load_login, log=log, clock=clock,
     ).add_routes(app)  # fmt: skip
     DeadLetterEndpoints(
         auth=auth, store=store, after_retry=after_retry, audit=audit, log=log
@@ -126,6 +136,6 @@ def install(app: web.Application, hub: App) -> None:
     app.add_subapp(PREFIX, build_app(
         auth=auth, store=hub.store, matrix=hub.matrix, portals=router.portals,
         bridging=router.bridging, clients=router.clients, connectors=hub.connectors,
-        permissions=permissions, after_retry=after_retry, log=log,
+        permissions=permissions, after_retry=after_retry, load_login=hub.load_login, log=log,
     ))  # fmt: skip
     log.info("Provisioning API at %s", PREFIX)

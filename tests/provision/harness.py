@@ -2,8 +2,8 @@
 PostgreSQL) in a thread of its own, so that synchronous HTTP clients (schemathesis, requests)
 can call it. The homeserver is a double that records what the bridge asked of it and answers
 ``whoami`` for a few access tokens; the network is a small in-memory one (as in
-tests/test_adopt.py) whose people can be searched and chatted with, and a second, ``plain``
-network can do neither."""
+tests/test_adopt.py) whose people can be searched and chatted with, with a two-step login flow
+(:class:`TokenLogin`), and a second, ``plain`` network can do none of it."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from aiohttp import web
 from bridge.core.adopt import RoomBridging
 from bridge.core.agencies import parse_agencies
 from bridge.core.clients import ClientRegistry
-from bridge.core.connector import LoginFlow, NetworkInfo
-from bridge.core.errors import NotFound, PermanentError
+from bridge.core.connector import LoginFlow, LoginStep, NetworkInfo
+from bridge.core.errors import BridgeError, NotFound, PermanentError
 from bridge.core.events import ChatInfo, UserInfo
 from bridge.core.federation import FederationPolicy
 from bridge.core.ids import LoginID, NetworkID, PortalKey, RemoteChatID, RemoteUserID
@@ -189,11 +189,52 @@ class PersonalClient(Network):
         self.disconnected = True
 
 
+GOOD_TOKEN = "good-token"
+"""The token the reference network's login flow accepts."""
+
+
+class TokenLogin:
+    """The reference network's login flow: it asks for a token (a secret), refuses an answer
+    with a space in it and keeps asking, ends on a wrong token, and completes on
+    :data:`GOOD_TOKEN` with the login ``<user>/token``, which keeps the token (as a connector
+    keeps what it needs to connect again)."""
+
+    def __init__(self, user: str, network: Network) -> None:
+        self.user = user
+        self.network = network
+        self.cancelled = False
+
+    async def submit(self, answer: str | None) -> LoginStep:
+        self.network.asked.append(("login", self.user))  # never the answer itself
+        if answer is None:
+            return LoginStep(kind="user_input", instructions="Send your token.", secret=True)
+        if " " in answer:
+            raise BridgeError("token with a space", user_message="A token has no spaces.")
+        if answer != GOOD_TOKEN:
+            raise PermanentError("wrong token", user_message="The network refused this token.")
+        login = Login(network=NET, login_id=LoginID(f"{self.user}/token"), user_mxid=self.user,
+                      remote_name="Token user", metadata={"token": answer})  # fmt: skip
+        return LoginStep(kind="complete", instructions="You are logged in.", login=login)
+
+    async def cancel(self) -> None:
+        self.cancelled = True
+        self.network.asked.append(("login cancelled", self.user))
+
+
 class Connector:
     info = NetworkInfo(id=NET, display_name="Reference")
 
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self.started: list[TokenLogin] = []
+
     def login_flows(self) -> list[LoginFlow]:
-        return [LoginFlow(id="password", name="Password", description="Your password")]
+        return [LoginFlow(id="token", name="Token", description="A token of the network")]
+
+    async def start_login(self, user_mxid: str, flow_id: str) -> TokenLogin:
+        assert flow_id == "token"
+        self.started.append(TokenLogin(user_mxid, self.network))
+        return self.started[-1]
 
 
 class PlainConnector:
@@ -216,10 +257,14 @@ class ApiServer:
         self.network = Network()
         self.clients_of: dict[LoginID, PersonalClient] = {}
         self.retries = 0
+        self.now = 0.0
+        """The clock of the login processes; a test moves it on."""
+        self.connector = Connector(self.network)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runners: list[web.AppRunner] = []
         self.store: Store
+        self.clients: ClientRegistry
         self.url = ""
 
     def __enter__(self) -> ApiServer:
@@ -242,15 +287,21 @@ class ApiServer:
     async def _after_retry(self) -> None:
         self.retries += 1
 
+    async def _load_login(self, login: Login) -> None:
+        """As :meth:`App.load_login`: the login's client joins the registry."""
+        client = PersonalClient(login.login_id, self.network)
+        self.clients_of[login.login_id] = client
+        self.clients.add(login.network, client, login.user_mxid)  # type: ignore[arg-type]
+
     async def _start(self) -> None:
         self.store = await self._target.open()
         log = logging.getLogger("test.provision")
         matrix: Any = self.homeserver
-        connectors: Any = {NET: Connector(), PLAIN: PlainConnector()}
+        connectors: Any = {NET: self.connector, PLAIN: PlainConnector()}
         portals = PortalManager(store=self.store, matrix=matrix, domain=DOMAIN, bridge_id="pontis",
                                 networks={NET: Connector.info, PLAIN: PlainConnector.info},
                                 log=log)  # fmt: skip
-        clients = ClientRegistry(connectors, Metrics(), log)
+        self.clients = clients = ClientRegistry(connectors, Metrics(), log)
         clients.add(NET, self.network)  # type: ignore[arg-type]
         clients.add(PLAIN, PlainNetwork())  # type: ignore[arg-type]
         for login_id, user in ((ALICE_LOGIN, ALICE), (BOB_LOGIN, BOB)):
@@ -274,7 +325,8 @@ class ApiServer:
         root.add_subapp(PREFIX, build_app(
             auth=auth, store=self.store, matrix=matrix, portals=portals, bridging=bridging,
             clients=clients, connectors=connectors, permissions=permissions,
-            after_retry=self._after_retry, log=log,
+            after_retry=self._after_retry, load_login=self._load_login, log=log,
+            clock=lambda: self.now,
         ))  # fmt: skip
         self.url = await self._serve(root) + PREFIX
         await self._seed()

@@ -187,7 +187,7 @@ def test_login_flows_of_a_network(api: ApiServer) -> None:
     flows = call(api, "GET", "/networks/reference/login-flows")
     assert flows.status_code == 200, flows.text
     assert flows.json() == {
-        "login_flows": [{"id": "password", "name": "Password", "description": "Your password"}]
+        "login_flows": [{"id": "token", "name": "Token", "description": "A token of the network"}]
     }
     assert call(api, "GET", "/networks/plain/login-flows").json() == {"login_flows": []}
 
