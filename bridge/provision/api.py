@@ -34,6 +34,7 @@ from bridge.provision.auth import Authenticator
 from bridge.provision.errors import error_middleware
 from bridge.provision.logins import LoginEndpoints
 from bridge.provision.networks import NetworkEndpoints
+from bridge.provision.parts import ApiParts
 from bridge.provision.user import UserEndpoints
 
 if TYPE_CHECKING:
@@ -76,18 +77,13 @@ def build_app(
     app = web.Application(middlewares=[error_middleware(log)])
     app.router.add_get("/openapi.json", _openapi)
     audit = AuditLog(store)
-    UserEndpoints(
+    parts = ApiParts(
         auth=auth, store=store, matrix=matrix, portals=portals, bridging=bridging,
         clients=clients, connectors=connectors, permissions=permissions, audit=audit, log=log,
-    ).add_routes(app)  # fmt: skip
-    NetworkEndpoints(
-        auth=auth, store=store, matrix=matrix, portals=portals, bridging=bridging,
-        clients=clients, connectors=connectors, audit=audit, log=log,
-    ).add_routes(app)  # fmt: skip
-    LoginEndpoints(
-        auth=auth, store=store, clients=clients, connectors=connectors, audit=audit,
-        load_login=load_login, log=log, clock=clock,
-    ).add_routes(app)  # fmt: skip
+    )  # fmt: skip
+    UserEndpoints(parts).add_routes(app)
+    NetworkEndpoints(parts).add_routes(app)
+    LoginEndpoints(parts, load_login=load_login, clock=clock).add_routes(app)
     DeadLetterEndpoints(
         auth=auth, store=store, after_retry=after_retry, audit=audit, log=log
     ).add_routes(app)

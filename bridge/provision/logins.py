@@ -8,24 +8,19 @@ audit log or a reply."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from bridge.core.audit import AuditLog
-from bridge.core.clients import ClientRegistry
 from bridge.core.commands import finish_login
-from bridge.core.connector import LoginStep, NetworkConnector
+from bridge.core.connector import LoginStep
 from bridge.core.errors import BridgeError, PermanentError, TransientError
-from bridge.core.ids import NetworkID
 from bridge.portal.models import Login
-from bridge.portal.store import Store
 from bridge.provision import views
 from bridge.provision.admin import origin
-from bridge.provision.auth import Actor, Authenticator
+from bridge.provision.auth import Actor
 from bridge.provision.errors import (
     ApiError,
     bad_request,
@@ -34,6 +29,7 @@ from bridge.provision.errors import (
     string_field,
 )
 from bridge.provision.networks import network_named
+from bridge.provision.parts import ApiParts, Endpoints
 from bridge.provision.processes import PROCESS_ID, LoginProcesses, Pending
 
 MAX_FLOW_ID = 255
@@ -58,29 +54,19 @@ def _step(step: LoginStep) -> dict[str, Any]:
     return {"kind": step.kind, "instructions": step.instructions, "secret": step.secret}
 
 
-class LoginEndpoints:
+class LoginEndpoints(Endpoints):
     def __init__(
         self,
+        parts: ApiParts,
         *,
-        auth: Authenticator,
-        store: Store,
-        clients: ClientRegistry,
-        connectors: dict[NetworkID, NetworkConnector],
-        audit: AuditLog,
         load_login: Callable[[Login], Awaitable[None]],
-        log: logging.Logger,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``load_login`` builds and connects the client of a new login (:meth:`App.load_login`,
         as the management room has it)."""
-        self._auth = auth
-        self._store = store
-        self._clients = clients
-        self._connectors = connectors
-        self._audit = audit
+        super().__init__(parts)
         self._load_login = load_login
-        self._log = log
-        self._processes = LoginProcesses(log=log, clock=clock)
+        self._processes = LoginProcesses(log=parts.log, clock=clock)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/networks/{network}/logins", self.start)

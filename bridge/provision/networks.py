@@ -5,24 +5,17 @@ raised before anything changes."""
 
 from __future__ import annotations
 
-import logging
 import re
 
 from aiohttp import web
 
-from bridge.core.adopt import Refused, RoomBridging
-from bridge.core.audit import AuditLog
-from bridge.core.clients import ClientRegistry
+from bridge.core.adopt import Refused
 from bridge.core.connector import NetworkConnector
 from bridge.core.errors import BridgeError, NotFound, NotSupported, TransientError
 from bridge.core.ids import NetworkID
-from bridge.core.matrix import MatrixAPI
 from bridge.core.portal_commands import LISTED, NetworkCannot, search_people, start_direct_chat
-from bridge.core.portals import PortalManager
-from bridge.portal.store import Store
 from bridge.provision import views
 from bridge.provision.admin import origin
-from bridge.provision.auth import Authenticator
 from bridge.provision.errors import (
     ApiError,
     bad_request,
@@ -31,6 +24,7 @@ from bridge.provision.errors import (
     read_json,
     string_field,
 )
+from bridge.provision.parts import Endpoints
 
 MAX_QUERY = 256
 """Longest search query, in characters; a name or an address is far shorter."""
@@ -64,30 +58,7 @@ def network_failure(err: BridgeError) -> ApiError:
     return bad_request(err.user_message, "FI.PONTIS.REFUSED")
 
 
-class NetworkEndpoints:
-    def __init__(
-        self,
-        *,
-        auth: Authenticator,
-        store: Store,
-        matrix: MatrixAPI,
-        portals: PortalManager,
-        bridging: RoomBridging,
-        clients: ClientRegistry,
-        connectors: dict[NetworkID, NetworkConnector],
-        audit: AuditLog,
-        log: logging.Logger,
-    ) -> None:
-        self._auth = auth
-        self._audit = audit
-        self._store = store
-        self._matrix = matrix
-        self._portals = portals
-        self._bridging = bridging
-        self._clients = clients
-        self._connectors = connectors
-        self._log = log
-
+class NetworkEndpoints(Endpoints):
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/networks/{network}/login-flows", self.login_flows)
         app.router.add_post("/networks/{network}/search", self.search)

@@ -4,27 +4,20 @@ anything changes."""
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
 
 from aiohttp import web
 
-from bridge.core.adopt import Refused, RoomBridging
+from bridge.core.adopt import Refused
 from bridge.core.agency_view import AgencyView
-from bridge.core.audit import AuditLog
-from bridge.core.clients import ClientRegistry
-from bridge.core.connector import NetworkConnector, SupportsLogout
+from bridge.core.connector import SupportsLogout
 from bridge.core.errors import BridgeError, NotFound, TransientError
 from bridge.core.ids import LoginID, NetworkID
-from bridge.core.matrix import MatrixAPI
-from bridge.core.permissions import Permissions
 from bridge.core.portal_commands import switch_relay
-from bridge.core.portals import PortalManager
-from bridge.portal.store import Store
 from bridge.provision import views
 from bridge.provision.admin import origin
-from bridge.provision.auth import Actor, Authenticator
+from bridge.provision.auth import Actor
 from bridge.provision.errors import (
     ApiError,
     bad_request,
@@ -36,6 +29,7 @@ from bridge.provision.errors import (
     text,
 )
 from bridge.provision.networks import network_named
+from bridge.provision.parts import ApiParts, Endpoints
 
 ROOM_ID = re.compile(r"^![^:/\u0000-\u0020\u007f]+:[A-Za-z0-9.\-\[\]:]+$")
 """As ``openapi.yaml`` has it: ``!opaque:server``, at most 255 characters."""
@@ -47,32 +41,10 @@ def _room_id(value: str) -> str:
     return value
 
 
-class UserEndpoints:
-    def __init__(
-        self,
-        *,
-        auth: Authenticator,
-        store: Store,
-        matrix: MatrixAPI,
-        portals: PortalManager,
-        bridging: RoomBridging,
-        clients: ClientRegistry,
-        connectors: dict[NetworkID, NetworkConnector],
-        permissions: Permissions,
-        audit: AuditLog,
-        log: logging.Logger,
-    ) -> None:
-        self._auth = auth
-        self._permissions = permissions
-        self._audit = audit
-        self._store = store
-        self._view = AgencyView(store)
-        self._matrix = matrix
-        self._portals = portals
-        self._bridging = bridging
-        self._clients = clients
-        self._connectors = connectors
-        self._log = log
+class UserEndpoints(Endpoints):
+    def __init__(self, parts: ApiParts) -> None:
+        super().__init__(parts)
+        self._view = AgencyView(parts.store)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/whoami", self.whoami)

@@ -10,9 +10,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import requests
 
 from bridge.core.ids import PortalKey, RemoteChatID
+from tests.provision.calls import call, refused
 from tests.provision.harness import (
     ADMIN,
     ALICE,
@@ -43,25 +43,6 @@ REQUESTS = [  # every new operation, with a body it would accept
     ("PUT", RELAY, None),
     ("DELETE", RELAY, None),
 ]
-
-
-def call(api: ApiServer, method: str, path: str, body: Any = None, *, user: str | None = ALICE,
-         token: str | None = SECRET, data: bytes | None = None) -> requests.Response:  # fmt: skip
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    if data is not None:
-        headers["Content-Type"] = "application/json"
-    params = {"user_id": user} if user is not None else {}
-    return requests.request(method, api.url + path, params=params, headers=headers, timeout=30,
-                            json=body, data=data)  # fmt: skip
-
-
-def refused(resp: requests.Response, status: int, errcode: str | None = None) -> str:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"errcode", "error"} and body["error"]
-    if errcode is not None:
-        assert body["errcode"] == errcode
-    return str(body["error"])
 
 
 def relay_login(api: ApiServer) -> str | None:

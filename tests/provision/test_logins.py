@@ -10,10 +10,10 @@ import logging
 from typing import Any
 
 import pytest
-import requests
 
 from bridge.provision.errors import ApiError
 from bridge.provision.processes import LoginProcesses
+from tests.provision.calls import call, refused
 from tests.provision.harness import (
     ALICE,
     ALICE_LOGIN,
@@ -31,26 +31,6 @@ from tests.provision.harness import (
 START = "/networks/reference/logins"
 TOKEN_FLOW = {"flow_id": "token"}
 ALICE_TOKEN_LOGIN = f"{ALICE}/token"
-
-
-def call(api: ApiServer, method: str, path: str, body: Any = None, *, user: str | None = ALICE,
-         token: str | None = SECRET, data: bytes | None = None) -> requests.Response:  # fmt: skip
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    if data is not None:
-        headers["Content-Type"] = "application/json"
-    params = {"user_id": user} if user is not None else {}
-    return requests.request(method, api.url + path, params=params, headers=headers, timeout=30,
-                            json=body, data=data)  # fmt: skip
-
-
-def refused(resp: requests.Response, status: int, errcode: str | None = None) -> str:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["Content-Type"].startswith("application/json")
-    body = resp.json()
-    assert set(body) == {"errcode", "error"} and body["error"]
-    if errcode is not None:
-        assert body["errcode"] == errcode, body
-    return str(body["error"])
 
 
 def start(api: ApiServer, user: str = ALICE) -> str:
