@@ -590,8 +590,12 @@ class Router:
                 raise NotSupported(
                     "not permitted", user_message="You may not start chats through this bridge."
                 )
-            if refused := self._federation.refusal(
-                network, remote_domain(remote_user), inviter, entry="matrix direct chat"
+            # A network whose ids do not name their side (Teams) checks when it finds the person.
+            connector = self._connectors.get(network)
+            if not isinstance(connector, SupportsPolicyDomain) and (
+                refused := self._federation.refusal(
+                    network, remote_domain(remote_user), inviter, entry="matrix direct chat"
+                )
             ):
                 raise NotSupported(str(refused), user_message=_policy_message(refused))
             loaded = self.client_for(network, LoginID(""), inviter)

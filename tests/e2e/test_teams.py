@@ -376,3 +376,36 @@ async def test_a_matrix_user_finds_a_teams_person_and_starts_a_chat(hub: Hub, ad
     await hub.graph.post_as("megan", chat, "<p>Hi Bob, from Teams</p>")
     reply = await bob.wait_for(lambda e: _body(e) == "Hi Bob, from Teams", room_id=portal_room)
     assert reply["sender"] == ghost(hub, "megan")
+
+
+async def test_a_dm_with_a_teams_ghost_opens_the_teams_chat(hub: Hub, adele: Teams) -> None:
+    """Inviting Alex's ghost to a new DM opens the relay account's chat with Alex in Teams."""
+    carol = await hub.user("carol")
+    alex = ghost(hub, "alex")
+    room_id = await carol.create_room(invite=[alex], is_direct=True)
+    await carol.wait_for(
+        lambda e: e["type"] == "m.room.member" and e["state_key"] == alex
+        and e["content"]["membership"] == "join",
+        room_id=room_id,
+    )  # fmt: skip
+    ((chat,),) = await _chat_of_room(hub, room_id)
+    await carol.send_text(room_id, "Hello Alex, from a Matrix DM")
+    sent = await _teams_message(
+        hub, chat, lambda m: "Hello Alex, from a Matrix DM" in m["body"]["content"], "the DM"
+    )
+    assert sent["from"]["user"]["displayName"] == "Pontis Relay"
+    await hub.graph.post_as("alex", chat, "<p>Hi Carol</p>")
+    reply = await carol.wait_for(lambda e: _body(e) == "Hi Carol", room_id=room_id)
+    assert reply["sender"] == alex
+
+
+async def _chat_of_room(hub: Hub, room_id: str) -> list[tuple[Any, ...]]:
+    """The Teams chat of the portal room, once the bridge has made it one."""
+    rows: list[tuple[Any, ...]] = []
+
+    def bridged() -> bool:
+        rows[:] = hub.bridge.query("SELECT remote_id FROM portal WHERE mxid = ?", room_id)
+        return bool(rows)
+
+    await eventually(bridged, "the DM to become a portal")
+    return rows
