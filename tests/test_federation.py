@@ -32,6 +32,9 @@ def test_by_default_remote_people_reach_local_users_only() -> None:
     refused = policy.refusal("xmpp", "anywhere.example", "@bob:elsewhere.example", entry="t")
     assert refused == Refusal("xmpp", "anywhere.example", "@bob:elsewhere.example")
     assert "elsewhere.example" in str(refused) and "anywhere.example" in str(refused)
+    # The user is told whom to ask, and what to ask for.
+    assert refused is not None and "operator" in refused.user_message
+    assert "`bridge.federation`" in refused.user_message
     assert not policy.open_to_every_server("xmpp", "anywhere.example")
 
 

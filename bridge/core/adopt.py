@@ -103,7 +103,7 @@ class RoomBridging:
         ):
             raise Refused(
                 str(refused),
-                user_message=f"Not allowed by this hub's federation policy: {refused}.",
+                user_message=refused.user_message,
             )
         await self.check_room_power(room_id, sender, "bridge")
         await self._check_room_free(room_id)

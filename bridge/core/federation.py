@@ -67,6 +67,14 @@ class Refusal:
             f"users at {server_of(self.matrix) or self.matrix}"
         )
 
+    @property
+    def user_message(self) -> str:
+        """The refusal as its Matrix user reads it, with whom to ask."""
+        return (
+            f"Not allowed by this hub's federation policy: {self}. If you need it, ask the "
+            "hub's operator (it is `bridge.federation` in the bridge's config)."
+        )
+
 
 def server_of(mxid_or_server: str) -> str:
     """The server name of a Matrix id (``@a:b`` → ``b``), or the argument if it is one."""

@@ -120,7 +120,7 @@ async def start_direct_chat(
         refused := federation.refusal(connector.info.id, remote_domain(remote), sender, entry=entry)
     ):
         raise Refused(str(refused),
-                      user_message=f"Not allowed by this hub's federation policy: {refused}.")  # fmt: skip
+                      user_message=refused.user_message)  # fmt: skip
     loaded = clients.client_for(connector.info.id, LoginID(""), sender)
     if not loaded.features.direct_chats:
         raise NetworkCannot("no direct chats", user_message=f"{connector.info.display_name} "

@@ -26,7 +26,7 @@ from bridge.core.connector import (
 from bridge.core.encryption import ENCRYPTED, TRANSACTION_DATA_KINDS, RoomEncryption
 from bridge.core.errors import BridgeError, NotSupported, PermanentError
 from bridge.core.events import RemoteEvent, RemoteReceipt, RemoteTyping
-from bridge.core.federation import FederationPolicy, Refusal, remote_domain
+from bridge.core.federation import FederationPolicy, remote_domain
 from bridge.core.ids import (
     LoginID,
     NetworkID,
@@ -61,10 +61,6 @@ _CONTENT_TYPES = frozenset({"m.room.message", "m.sticker", "m.reaction"})
 
 
 _INVITE_REFUSAL = "Only users of this bridge (the `user` level) may add people to its chats."
-
-
-def _policy_message(refused: Refusal) -> str:
-    return f"Not allowed by this hub's federation policy: {refused}."
 
 
 _HTML_REPLY_FALLBACK = re.compile(r"<mx-reply>.*?</mx-reply>", re.DOTALL)
@@ -509,7 +505,7 @@ class Router:
                 portal.network, await self._policy_domain(portal), sender, entry="matrix message"
             )
         ):
-            raise PermanentError(str(refused), user_message=_policy_message(refused))
+            raise PermanentError(str(refused), user_message=refused.user_message)
         await self._events.handle(portal, event)
         return portal.network
 
@@ -543,7 +539,7 @@ class Router:
                 inviter,
                 entry="matrix invite",
             ):
-                raise NotSupported(str(refused), user_message=_policy_message(refused))
+                raise NotSupported(str(refused), user_message=refused.user_message)
             loaded = self.client_for(portal.network, portal.receiver, inviter)
             if not loaded.features.invites:
                 name = self._connectors[portal.network].info.display_name
@@ -597,7 +593,7 @@ class Router:
                     network, remote_domain(remote_user), inviter, entry="matrix direct chat"
                 )
             ):
-                raise NotSupported(str(refused), user_message=_policy_message(refused))
+                raise NotSupported(str(refused), user_message=refused.user_message)
             loaded = self.client_for(network, LoginID(""), inviter)
             if not loaded.features.direct_chats:
                 name = self._connectors[network].info.display_name

@@ -84,9 +84,7 @@ def check_policy(net: TeamsNetwork, link: TenantLink, matrix_user: str) -> None:
     if refused := net.ctx.federation.refusal(
         NETWORK, link.tenant.tenant_id, matrix_user, entry="start-chat"
     ):
-        raise PermanentError(
-            str(refused), user_message=f"Not allowed by this hub's federation policy: {refused}."
-        )
+        raise PermanentError(str(refused), user_message=refused.user_message)
 
 
 async def open_chat(

@@ -57,10 +57,9 @@ class DeviceCodeLogin:
         allowed = [t for t in links if policy.allows(NETWORK, t.tenant.tenant_id, self._user)]
         if not allowed:
             refused = policy.refusal(NETWORK, links[0].tenant.tenant_id, self._user, entry="login")
+            assert refused is not None  # allows() said no
             raise PermanentError(
-                f"teams login refused: {refused}",
-                user_message=f"Not allowed by this hub's federation policy: {refused}. Ask the"
-                " hub's operator if you need it.",
+                f"teams login refused: {refused}", user_message=refused.user_message
             )
         return allowed
 
