@@ -218,5 +218,3 @@ def _joined(parts: tuple[str, str]) -> str:
 
 def _path(network: str) -> str:
     return f"connectors.{network}.{TEMPLATE_KEY}"
-
-
