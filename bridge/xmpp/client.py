@@ -59,6 +59,7 @@ from bridge.xmpp.ids import (
 )
 from bridge.xmpp.inbound import Inbound
 from bridge.xmpp.muc import MUC_NS, JoinError, MucTracker
+from bridge.xmpp.muc_presence import MucKeeper
 from bridge.xmpp.protocol.escaping import (
     bare_jid,
     is_valid_jid,
@@ -101,11 +102,14 @@ class XmppClient:
         self.hosted = HostedRooms(cfg, ctx, self.files) if cfg.rooms_domain else None
         self.inbound = Inbound(ctx, cfg, self.component, self.mucs, self.files)
         self._sent: OrderedDict[str, _Sent] = OrderedDict()
+        self.keeper = MucKeeper(ctx, self.component, self.mucs, f"{cfg.listener_jid}/pontis",
+                                self._join_listener, cfg.self_ping_minutes)  # fmt: skip
 
     # --- connection -------------------------------------------------------------------------------
 
     async def connect(self) -> None:
         self.component.start()
+        self.keeper.start()
         if self.hosted is not None:
             self.hosted.component.start()
 
@@ -129,14 +133,19 @@ class XmppClient:
                 )
 
     async def _rejoin(self, room: str) -> None:
+        if self.keeper.rejoining(room):
+            return  # the keeper's loop is on it, and tells Matrix when the room is back
         try:
-            await self._join(
-                room, self._cfg.listener_jid, self._cfg.muc_nick, history=self._cfg.history_on_join
-            )
+            await self._join_listener(room)
         except (JoinError, TimeoutError, TransientError) as err:
             self._log.error(
                 "Could not rejoin %s: %s; its messages are not bridged until it works", room, err
             )
+
+    async def _join_listener(self, room: str) -> str:
+        return await self._join(
+            room, self._cfg.listener_jid, self._cfg.muc_nick, history=self._cfg.history_on_join
+        )
 
     async def _join(self, room: str, our_jid: str, nick: str, *, history: int = 0) -> str:
         """Join ``room`` as ``our_jid``/``nick``; returns the full JID we joined with."""
@@ -176,6 +185,7 @@ class XmppClient:
 
     async def _on_stanza(self, stanza: Stanza) -> None:
         if isinstance(stanza, Presence):
+            self.keeper.on_presence(stanza)  # first: the tracker forgets our nick on unavailable
             self.mucs.on_presence(stanza)
             return
         if stanza["type"] == "error":

@@ -29,6 +29,9 @@ upload_service: ""
 muc_nick: Matrix bridge
 # Messages of MUC history requested on every (re)join, to catch up after an outage.
 history_on_join: 50
+# Every this many minutes the bridge checks that it is still in each bridged MUC (XEP-0410
+# self-ping) and rejoins if not. 0: only kicks and errors the room reports trigger a rejoin.
+self_ping_minutes: 5
 # Largest file the bridge downloads from XMPP (MiB).
 max_file_mib: 50
 # Files from XMPP arrive as links (XEP-0066, XEP-0363) that the bridge downloads. Links to
@@ -52,6 +55,7 @@ class XmppConfig:
     history_on_join: int
     max_file_bytes: int
     fetch_allow_private: tuple[AllowedAddress, ...] = ()
+    self_ping_minutes: float = 5.0
 
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> XmppConfig:
@@ -67,6 +71,7 @@ class XmppConfig:
             history_on_join=int(section["history_on_join"]),
             max_file_bytes=int(section["max_file_mib"]) * 1024 * 1024,
             fetch_allow_private=_allowed(section.get("fetch_allow_private") or []),
+            self_ping_minutes=_minutes(section.get("self_ping_minutes", 5)),
         )
 
     @property
@@ -74,6 +79,18 @@ class XmppConfig:
         """The bridge's own occupant in bridged MUCs. No escaped mxid can equal it (those
         always contain ``\\3a``)."""
         return f"bridge@{self.jid}"
+
+
+def _minutes(value: Any) -> float:
+    try:
+        minutes = float(value)
+    except (TypeError, ValueError):
+        minutes = -1.0
+    if not minutes >= 0:  # also NaN
+        raise ConfigError(
+            [ConfigProblem("connectors.xmpp.self_ping_minutes", "expected 0 or more minutes")]
+        )
+    return minutes
 
 
 def _allowed(entries: list[Any]) -> tuple[AllowedAddress, ...]:
