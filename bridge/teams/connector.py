@@ -63,6 +63,7 @@ class TeamsConnector:
         shared.converter = inbound.convert
         for link in links:
             link.resubscribed = inbound.missed
+            link.subscription_state = inbound.subscription_state
         ctx.add_client(shared)
         # Notifications an older version kept in its own table go to the remote inbox first.
         if legacy := await store.legacy_notifications():
@@ -76,7 +77,7 @@ class TeamsConnector:
         except Exception as err:
             ctx.log.warning("Could not queue the catch-up of Teams chats: %s", err)
         endpoint = NotificationEndpoint(client_state, inbound.accept, ctx.log)
-        inbound.coverage.live()  # what Graph sends from here on is kept
+        # Coverage begins once every tenant's subscription is in place (subscription_state).
         ctx.add_http_handler("notifications", endpoint.handle)
         ctx.add_http_handler("lifecycle", endpoint.handle)
         ctx.background(inbound.coverage.keep_written(), name="catch-up-bound")

@@ -8,12 +8,14 @@ message above older ones nobody has seen, and they were lost. So the bridge keep
 proof in its key-value store and walks back only to where they end:
 
 - **Periods.** A period is a stretch of time in which every notification Graph tried to
-  deliver was kept. It begins when the webhook goes live and ends with the process, with a
-  webhook call that could not be stored (Graph retries it, but may give up), with a
-  subscription that had to be created again, and with Graph's ``missed`` lifecycle event.
-  Every :data:`WRITE_EVERY` seconds, and when it ends, the period is written down as covering
-  the messages written from its start until :data:`MARGIN` ago (Graph notifies within
-  seconds; the margin also absorbs clock skew). The last :data:`PERIODS_KEPT` are kept.
+  deliver was kept. It begins once the webhook is live and every tenant's subscription has
+  been renewed or created in this process, and ends with the process, with a webhook call that
+  could not be stored (Graph retries it, but may give up), with a subscription that could not
+  be renewed or had to be created again, and with Graph's ``missed`` lifecycle event (then
+  reaching back :data:`MISSED_LOOKBACK_MS`). Every :data:`WRITE_EVERY` seconds the period is
+  written down as covering the messages written from its start until :data:`MARGIN` ago (Graph
+  notifies within seconds; the margin also absorbs clock skew); an ending never moves that
+  forward. The last :data:`PERIODS_KEPT` are kept.
 - **Chat records.** Per chat, the time of its last catch-up's walk (the walk found what was
   written before it), or, for a chat that a notification bridged first, that message's time;
   with the period it was made in.
@@ -42,8 +44,10 @@ from typing import Any, Protocol
 MARGIN_MS = 120_000
 """Graph's notification delay and clock skew allowed for, in milliseconds."""
 MARGIN = MARGIN_MS / 1000
+MISSED_LOOKBACK_MS = 4 * 3600 * 1000 + MARGIN_MS
+"""Graph retries a notification for up to four hours before it gives up and says ``missed``."""
 WRITE_EVERY = 60.0
-PERIODS_KEPT = 8
+PERIODS_KEPT = 64
 PERIODS_KEY = "catch-up-periods"
 CHAT_PREFIX = "catch-up:"
 
@@ -94,20 +98,25 @@ class Coverage:
         return self._period.id if self._period else ""
 
     def live(self) -> None:
-        """The webhook keeps notifications from now on: a period begins."""
-        now = self._now()
-        self._period = Period(secrets.token_hex(8), since=now, until=now - MARGIN_MS)
-
-    async def broken(self, why: str) -> None:
-        """Notifications may have been lost just now: the period ends, a new one begins."""
+        """The webhook keeps what Graph sends, and every tenant's subscription is in place:
+        a period begins (unless one runs)."""
         if self._period is None:
+            now = self._now()
+            self._period = Period(secrets.token_hex(8), since=now, until=now - MARGIN_MS)
+
+    async def end(self, why: str, lookback_ms: int = 0) -> None:
+        """Notifications may have been lost: the period ends where it was last written down (not
+        later: the loss may have begun before it was noticed), or ``lookback_ms`` before now if
+        that is earlier (Graph's ``missed`` concerns notifications it retried for hours)."""
+        ending, self._period = self._period, None
+        if ending is None:
             return
         self._log.info("Teams: notifications may have been missed (%s); catch-up bound kept", why)
-        ending = self._period
-        self.live()
-        # What was written MARGIN before now was notified before now, within the period.
-        ending.until = max(ending.until, self._now() - MARGIN_MS)
-        await self._write(ending)
+        written = {p.id: p for p in await self._periods()}
+        if ending.id not in written:
+            return  # it never claimed anything
+        ending.until = min(written[ending.id].until, self._now() - lookback_ms)
+        await self._write(ending, extend=False)
 
     async def write(self) -> None:
         """Record that the current period covers everything until :data:`MARGIN` ago."""
@@ -124,8 +133,10 @@ class Coverage:
             except Exception as err:  # the database is away: the bound stays older
                 self._log.warning("Teams: cannot record the catch-up bound: %s", err)
 
-    async def _write(self, period: Period) -> None:
+    async def _write(self, period: Period, *, extend: bool = True) -> None:
         async with self._lock:
+            if extend and (self._period is None or self._period.id != period.id):
+                return  # ended meanwhile: what it claims is fixed
             periods = [p for p in await self._periods() if p.id != period.id]
             periods = [*periods, Period(period.id, period.since, period.until)][-PERIODS_KEPT:]
             await self._kv.kv_set(PERIODS_KEY, json.dumps([asdict(p) for p in periods]))

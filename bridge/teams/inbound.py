@@ -41,7 +41,7 @@ from bridge.portal.models import Message as StoredMessage
 from bridge.portal.models import RemoteInput
 from bridge.teams.catch_up import Missed, missed_messages
 from bridge.teams.client import TeamsSharedClient
-from bridge.teams.coverage import Coverage
+from bridge.teams.coverage import MISSED_LOOKBACK_MS, Coverage
 from bridge.teams.errors import as_bridge_error, graph_call
 from bridge.teams.ids import NETWORK, message_id, parse_message_resource, portal_key
 from bridge.teams.network import TeamsNetwork
@@ -77,6 +77,8 @@ class Inbound:
         """Per chat, the oldest message a bounded catch-up bridged (see ``_below_floor``)."""
         self.coverage = Coverage(self._ctx.store, self._log)
         """How far back a catch-up looks."""
+        self._unsubscribed = set(net.tenants)
+        """Tenants whose subscription this process has not (or no longer) seen in place."""
 
     def set_client_state(self, client_state: str) -> None:
         self._client_state = client_state
@@ -114,7 +116,7 @@ class Inbound:
             if isinstance(outcome, BaseException):
                 # Graph retries the call, but may give up: the next catch-up looks back here.
                 with contextlib.suppress(Exception):  # what matters is the caller's failure
-                    await self.coverage.broken("a webhook call could not be stored")
+                    await self._coverage_lost("a webhook call could not be stored")
                 raise outcome
 
     async def _bridged(self, chat_id: str) -> bool:
@@ -133,11 +135,28 @@ class Inbound:
                     RemoteInput(portal.key, CATCH_UP, payload, dedupe_id=CATCH_UP)
                 )
 
-    async def missed(self, why: str) -> None:
+    async def missed(self, why: str, lookback_ms: int = 0) -> None:
         """Notifications were (or may have been) lost while the bridge ran: Graph said so,
         or the subscription had to be created again. The chats are caught up."""
-        await self.coverage.broken(why)
+        await self._coverage_lost(why, lookback_ms)
         await self.catch_up()
+
+    async def subscription_state(self, tenant: str, in_place: bool) -> None:
+        """A tenant's subscription was renewed or created (``in_place``), or could not be."""
+        if in_place:
+            self._unsubscribed.discard(tenant)
+            self._resume_coverage()
+        else:
+            self._unsubscribed.add(tenant)
+            await self.coverage.end(f"the subscription of tenant {tenant} could not be renewed")
+
+    async def _coverage_lost(self, why: str, lookback_ms: int = 0) -> None:
+        await self.coverage.end(why, lookback_ms)
+        self._resume_coverage()
+
+    def _resume_coverage(self) -> None:
+        if not self._unsubscribed:
+            self.coverage.live()
 
     async def _lifecycle(self, item: dict[str, Any], event: str) -> None:
         link = self.net.tenant(str(item.get("tenantId") or "")) or next(
@@ -151,7 +170,7 @@ class Inbound:
                 elif event == "subscriptionRemoved":
                     await link.create_subscription(self._client_state)
                 elif event == "missed":
-                    await self.missed("Graph's missed lifecycle event")
+                    await self.missed("Graph's missed lifecycle event", MISSED_LOOKBACK_MS)
                 return
             except Exception as err:
                 if attempt == LIFECYCLE_TRIES:

@@ -56,6 +56,8 @@ class TenantLink:
         self.relay: GraphServiceClient | None = None
         self.resubscribed: Callable[[str], Awaitable[None]] | None = None
         """Called when a subscription had to be created again (notifications were missed)."""
+        self.subscription_state: Callable[[str, bool], Awaitable[None]] | None = None
+        """Called after each renewal: the tenant's id, and whether the subscription is in place."""
         self.relay_user_id: str | None = None
         if tenant.has_relay:
             self.relay = self.graph(
@@ -164,18 +166,18 @@ class TenantLink:
 
     async def keep_subscribed(self, client_state: str) -> None:
         """Background loop: subscribe, then renew at a third of the lifetime; retry failures
-        with backoff (a Graph outage must not end it)."""
+        with backoff (a Graph outage must not end it). Each outcome is reported
+        (``subscription_state``): while it is not in place, no notification is certain."""
         lifetime = self.cfg.subscription_minutes * 60
         delay = 5.0
         while True:
             try:
                 await self.resolve_relay()
                 await self.ensure_subscription(client_state)
-                delay = 5.0
-                await asyncio.sleep(max(lifetime / 3, 30))
             except asyncio.CancelledError:
                 raise
             except Exception as err:
+                await self._report_subscription(in_place=False)
                 self._log.warning(
                     "Tenant %s: cannot subscribe to chat messages (%s); retrying in %.0f s",
                     self.id,
@@ -184,3 +186,15 @@ class TenantLink:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 600)
+                continue
+            delay = 5.0
+            await self._report_subscription(in_place=True)
+            await asyncio.sleep(max(lifetime / 3, 30))
+
+    async def _report_subscription(self, *, in_place: bool) -> None:
+        if self.subscription_state is None:
+            return
+        try:
+            await self.subscription_state(self.id, in_place)
+        except Exception as err:  # the database is away: the next round reports again
+            self._log.warning("Tenant %s: cannot record the subscription's state: %s", self.id, err)

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from bridge.portal.store import NetworkStore, Store
-from bridge.teams.coverage import MARGIN, Coverage
+from bridge.teams.coverage import MARGIN, MISSED_LOOKBACK_MS, Coverage
 from bridge.teams.ids import NETWORK
 
 LOG = logging.getLogger("test.teams.coverage")
@@ -66,19 +66,47 @@ async def test_a_period_the_webhook_kept_everything_extends_the_walk(
     assert await coverage(store, clock).bound(CHAT, "t2") == written
 
 
-async def test_a_webhook_call_that_was_not_stored_ends_what_the_period_proves(
+async def test_an_ending_keeps_what_the_period_last_wrote_down_never_later(
     store: Store, clock: Clock
 ) -> None:
+    """The loss may have begun before it was noticed (a store that hung, deliveries that never
+    reached the webhook): an ending does not move the period's end forward."""
     cov = coverage(store, clock)
     clock.now += 5
     await cov.walked(CHAT, "t1", None, ms(clock.now))
-    clock.now += 1800
-    await cov.broken("a webhook call could not be stored")
-    broke = ms(clock.now - MARGIN)
+    clock.now += 600
+    await cov.write()
+    written = ms(clock.now - MARGIN)
+    clock.now += 1200  # nothing written meanwhile (the database was away)
+    await cov.end("a webhook call could not be stored")
+    cov.live()  # the webhook keeps notifications again
     clock.now += 1800
     await cov.write()  # the new period began after the chat's walk: it proves nothing for it
     clock.now += 60
-    assert await coverage(store, clock).bound(CHAT, "t2") == broke
+    assert await coverage(store, clock).bound(CHAT, "t2") == written
+
+
+async def test_graphs_missed_event_reaches_back_hours(store: Store, clock: Clock) -> None:
+    """Graph says ``missed`` after retrying for hours: the period's end goes back that far."""
+    cov = coverage(store, clock)
+    clock.now += 5
+    walked = ms(clock.now)
+    await cov.walked(CHAT, "t1", None, walked)
+    clock.now += 10 * 3600
+    await cov.write()
+    await cov.end("Graph's missed lifecycle event", MISSED_LOOKBACK_MS)
+    assert await coverage(store, clock).bound(CHAT, "t2") == ms(clock.now) - MISSED_LOOKBACK_MS
+
+
+async def test_no_period_claims_anything_before_it_is_live(store: Store, clock: Clock) -> None:
+    """Until every subscription is in place (the connector calls ``live``) nothing is proven."""
+    cov = Coverage(NetworkStore(store, NETWORK), LOG, clock)
+    await cov.walked(CHAT, "t1", None, ms(clock.now))
+    clock.now += 3600
+    await cov.write()
+    assert await Coverage(NetworkStore(store, NETWORK), LOG, clock).bound(CHAT, "t2") == ms(
+        clock.now - 3600 - MARGIN
+    )
 
 
 async def test_a_catch_up_converted_again_after_a_crash_walks_as_far_as_the_first_time(

@@ -100,6 +100,7 @@ class Fake:
         net.ctx = ctx
         net.sent = RecentIds()
         net.tenant.return_value = self.link
+        net.tenants = {"tenant-a": self.link}
         net.tenant_for_chat = AsyncMock(return_value=self.link)
         net.remember_chat = AsyncMock()
         net.logged_in = AsyncMock(return_value={})
@@ -165,8 +166,11 @@ async def test_channels_and_lifecycle_events_are_not_kept_as_messages() -> None:
 
 async def test_a_store_that_cannot_keep_it_is_an_error_for_the_webhook() -> None:
     fake = Fake()
-    fake.inbound.coverage.live()
+    assert not fake.inbound.coverage.period  # no subscription in place yet: nothing proven
+    await fake.inbound.subscription_state("tenant-a", True)
     period = fake.inbound.coverage.period
+    assert period  # every (the one) tenant's subscription is in place
+    await fake.inbound.coverage.write()
     fake.ctx.accept_remote.side_effect = OSError("database unreachable")
     with pytest.raises(OSError):
         await fake.inbound.accept([_notification()])
@@ -373,3 +377,14 @@ async def test_a_catch_up_stops_paging_when_graph_never_stops_sending_next_links
     assert [e.id for e in bridged] == ["2", "3"]
     assert notice.parts[0].notice
     assert messages.with_url.return_value.get.await_count <= 25
+
+
+async def test_a_subscription_that_could_not_be_renewed_ends_what_is_proven() -> None:
+    """While it may have lapsed, Graph may send nothing: no period may claim that time."""
+    fake = Fake()
+    await fake.inbound.subscription_state("tenant-a", True)
+    first = fake.inbound.coverage.period
+    await fake.inbound.subscription_state("tenant-a", False)
+    assert not fake.inbound.coverage.period
+    await fake.inbound.subscription_state("tenant-a", True)
+    assert fake.inbound.coverage.period not in ("", first)
