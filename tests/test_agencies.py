@@ -138,8 +138,11 @@ async def test_an_agency_admin_lists_their_agencys_logins(bot: Bot, store: Store
     await store.save_login(Login(NET, LoginID("alice@else.test"), ALICE, "Alice"))
     await store.save_login(Login(NET, LoginID("carol@health.test"), CAROL, "Carol"))
     await store.save_login(Login(NET, LoginID("desk@finance.test"), "@bob:hub.test", "Desk"))
+    # A name its owner chose proves nothing: a display name that looks like finance's domain.
+    await store.save_login(Login(NET, LoginID("eve@else.test"), "@eve:else.test", "x@finance.test"))
     finance = await bot.say(FIN_DM, FIN_ADMIN, "list-logins all")
     assert "Alice" in finance and "Desk" in finance and "Carol" not in finance
+    assert "eve" not in finance and "x@finance.test" not in finance
 
 
 async def test_a_member_of_an_agency_is_no_admin_of_it(bot: Bot, store: Store) -> None:

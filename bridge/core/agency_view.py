@@ -42,11 +42,11 @@ class AgencyView:
         return [
             login
             for login in logins
-            if scope.covers_login(login.network, login.user_mxid, login.login_id, login.remote_name)
+            if scope.covers_login(login.network, login.user_mxid, *_accounts(login))
         ]
 
     async def has_login(self, scope: Scope, login: Login) -> bool:
-        return scope.covers_login(login.network, login.user_mxid, login.login_id, login.remote_name)
+        return scope.covers_login(login.network, login.user_mxid, *_accounts(login))
 
     async def letters(self, scope: Scope, limit: int) -> tuple[list[Letter], int]:
         """The newest ``limit`` dead letters in scope, and how many there are in all."""
@@ -101,3 +101,10 @@ class AgencyView:
     ) -> bool:
         owner = owners.get((key.network, key.receiver)) if key.receiver else None
         return scope.covers_portal(key.network, key.remote_id, users.get(key, ()), owner)
+
+
+def _accounts(login: Login) -> tuple[str, ...]:
+    """What names a login's remote account for ``networks``: its id (an address, a JID) and a
+    tenant the connector recorded, never its display name, which its owner chooses."""
+    tenant = login.metadata.get("tenant_id")
+    return (login.login_id, tenant) if isinstance(tenant, str) and tenant else (login.login_id,)
