@@ -52,7 +52,11 @@ RELAY_OFF = "Relay mode is turned off on this hub (`bridge.relay.enabled`); ask 
 class SupportsSearch(Protocol):
     """Optional on a network client: find people for ``search <network> <query>``."""
 
-    async def search_users(self, query: str) -> list[tuple[RemoteUserID, UserInfo]]: ...
+    async def search_users(
+        self, query: str, matrix_user: str
+    ) -> list[tuple[RemoteUserID, UserInfo]]:
+        """People ``matrix_user`` may find: only where ``bridge.federation`` lets them meet."""
+        ...
 
 
 class NetworkCannot(NotSupported):
@@ -95,7 +99,7 @@ async def search_people(
     if not isinstance(loaded.client, SupportsSearch):
         raise NetworkCannot("no search", user_message=f"{connector.info.display_name} cannot be "
                             f"searched; start a chat with `start-chat {connector.info.id} <id>`.")  # fmt: skip
-    return await loaded.client.search_users(query)
+    return await loaded.client.search_users(query, sender)
 
 
 async def start_direct_chat(

@@ -45,7 +45,7 @@ from bridge.portal.models import Login, RemoteInput
 from bridge.teams import directory
 from bridge.teams.errors import as_bridge_error, graph_call
 from bridge.teams.from_matrix import as_posted, body_html, chat_message, edited_message
-from bridge.teams.ids import portal_key, user_id
+from bridge.teams.ids import NETWORK, portal_key, user_id
 from bridge.teams.network import TeamsNetwork
 from bridge.teams.protocol import OAuthTokenProvider, TokenError
 from bridge.teams.tenant import TenantLink
@@ -171,8 +171,17 @@ class _TeamsActions:
 
     # --- people and new chats (bridge.teams.directory) -------------------------------------
 
-    async def search_users(self, query: str) -> list[tuple[RemoteUserID, UserInfo]]:
-        return await directory.search(self.net, self._directories(), query)
+    async def search_users(
+        self, query: str, matrix_user: str
+    ) -> list[tuple[RemoteUserID, UserInfo]]:
+        """The people of the tenants ``bridge.federation`` lets ``matrix_user`` reach."""
+        policy = self.net.ctx.federation
+        links = [
+            link
+            for link in self._directories()
+            if policy.allows(NETWORK, link.tenant.tenant_id, matrix_user)
+        ]
+        return await directory.search(self.net, links, query) if links else []
 
     async def start_direct_chat(self, user: RemoteUserID, matrix_user: str) -> PortalKey:
         """``start-chat teams <person>``: the one-on-one chat of the acting account and the

@@ -150,7 +150,9 @@ class Network:
     async def get_user_info(self, user: RemoteUserID) -> UserInfo:
         return UserInfo(name=PEOPLE.get(user, user))
 
-    async def search_users(self, query: str) -> list[tuple[RemoteUserID, UserInfo]]:
+    async def search_users(
+        self, query: str, matrix_user: str
+    ) -> list[tuple[RemoteUserID, UserInfo]]:
         self.asked.append(("search", query))
         return [(RemoteUserID(u), UserInfo(name=n)) for u, n in PEOPLE.items() if query in u]
 

@@ -4,13 +4,14 @@ teams`` refuse what they must before Graph is asked."""
 
 from __future__ import annotations
 
-from unittest.mock import MagicMock
+from unittest.mock import MagicMock, patch
 
 import pytest
 
 from bridge.core import BridgeError, PermanentError
 from bridge.core.federation import FederationPolicy
 from bridge.teams import directory
+from bridge.teams.client import TeamsSharedClient
 from bridge.teams.login import DeviceCodeLogin
 
 TENANTS = ("tenant-a", "tenant-b", "tenant-c")
@@ -64,3 +65,21 @@ def test_a_search_for_nothing_is_refused_before_graph_is_asked(query: str) -> No
 def test_a_search_phrase_is_capped_and_quote_free() -> None:
     phrase = directory.search_phrase('a" OR "mail:' + "x" * 500)
     assert phrase.count('"') == 4 and len(phrase) < 2 * directory.MAX_QUERY + 40
+
+
+async def test_a_search_reads_only_the_directories_the_user_may_reach() -> None:
+    """A Matrix user the policy keeps from a tenant cannot list its people either."""
+    login = _login([{"network": "teams", "remote": ["tenant-a"], "matrix": ["local"]}])
+    net = login._net
+    client = TeamsSharedClient(net)
+    searched: list[str] = []
+
+    async def search(_net: object, links: list[MagicMock], query: str) -> list[object]:
+        searched.extend(link.tenant.tenant_id for link in links)
+        return []
+
+    with patch.object(directory, "search", search):
+        assert await client.search_users("ann", "@alice:hub") == []
+        assert searched == ["tenant-a"]
+        assert await client.search_users("ann", "@mallory:elsewhere.example") == []
+        assert searched == ["tenant-a"]  # no directory was read for them
