@@ -46,8 +46,8 @@ from bench.paths.email import MailDm, email_paths
 from bench.paths.teams import teams_paths
 from bench.paths.xmpp import xmpp_paths
 from bench.timing import TimedMatrixUser
-from bridge.teams.emulator.state import Message
-from bridge.teams.emulator.teamwork import ChangeType
+from graph_emulator.state import Message
+from graph_emulator.teamwork import ChangeType
 from tests.e2e.mail import POSTFIX, MailServers
 
 log = logging.getLogger("bench.chaos")

@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # the Graph emulator's
     logging.getLogger("nio").setLevel(logging.WARNING)  # the encrypting client's, per event
     # The Graph emulator's notification retries, while a chaos run has the bridge down.
-    logging.getLogger("bridge.teams.emulator.notifier").setLevel(logging.ERROR)
+    logging.getLogger("graph_emulator.notifier").setLevel(logging.ERROR)
     workdir = Path(tempfile.mkdtemp(prefix="pontis-bench-"))
     log.info("working directory %s", workdir)
     try:

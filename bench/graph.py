@@ -1,7 +1,7 @@
 """The Graph emulator in the benchmark process, timestamping the messages the bridge posts.
 
 Microsoft Graph cannot be reached from the benchmark machine; the project's emulator
-(``bridge/teams/emulator``, docs/graph-emulator.md) stands in for it, as in the end-to-end tests:
+(``graph_emulator``, docs/graph-emulator.md) stands in for it, as in the end-to-end tests:
 :class:`~tests.e2e.graph.GraphEmulator` runs it on a loopback port in this event loop, seeded with
 one tenant, its app, three people and a relay account.
 
@@ -18,8 +18,8 @@ import re
 import time
 
 from bench.timing import Arrivals
-from bridge.teams.emulator.state import Message
-from bridge.teams.emulator.teamwork import ChangeType
+from graph_emulator.state import Message
+from graph_emulator.teamwork import ChangeType
 from tests.e2e.graph import GraphEmulator
 
 _TAG = re.compile(r"<[^>]+>")

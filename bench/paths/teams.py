@@ -1,7 +1,7 @@
 """Through the bridge's Teams connector to the Graph emulator, in both directions, over a chat.
 
 Microsoft Graph cannot be reached from the benchmark machine, so the project's Graph emulator
-stands in for it (:class:`~bench.graph.TimedGraphEmulator`: ``bridge/teams/emulator`` on a
+stands in for it (:class:`~bench.graph.TimedGraphEmulator`: ``graph_emulator`` on a
 loopback port in the benchmark process, seeded as in ``tests/e2e/graph.py``). The connector talks
 to it over HTTP exactly as to Graph, through the unmodified msgraph-sdk; Graph's own latency and
 its notification delays are not part of these figures.

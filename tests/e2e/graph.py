@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from bridge.teams.emulator import EmulatorConfig, create_app
-from bridge.teams.emulator.services import SERVICES, Services
+from graph_emulator import EmulatorConfig, create_app
+from graph_emulator.services import SERVICES, Services
 from tests.teams_emulator.seeded import SeededEmulator
 
 TENANT = "Contoso"

@@ -16,9 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from msgraph import GraphServiceClient
 
-from bridge.teams.emulator import EmulatorConfig, create_app
-from bridge.teams.emulator.services import SERVICES, Services
 from bridge.teams.protocol import OAuthTokenProvider, graph_client
+from graph_emulator import EmulatorConfig, create_app
+from graph_emulator.services import SERVICES, Services
 from tests.teams_emulator.seeded import SeededEmulator
 
 # Scopes the bridge asks for when it signs a user in.

@@ -37,7 +37,7 @@ async def record() -> dict[str, Any]:
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
-    from bridge.teams.emulator import EmulatorConfig, create_app
+    from graph_emulator import EmulatorConfig, create_app
     from tests.teams_emulator.conftest import SEED
 
     notifications: list[dict[str, Any]] = []

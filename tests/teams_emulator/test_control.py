@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from bridge.teams.emulator.__main__ import load_seed
+from graph_emulator.__main__ import load_seed
 
 from .conftest import Emulator
 

@@ -1,4 +1,4 @@
-"""``python -m bridge.teams.emulator --host 127.0.0.1 --port 8765 [--seed FILE]``."""
+"""``python -m graph_emulator --host 127.0.0.1 --port 8765 [--seed FILE]``."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def load_seed(path: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bridge.teams.emulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m graph_emulator", description=__doc__)
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: loopback only)"
     )
