@@ -260,6 +260,31 @@ async def test_a_stop_removes_what_was_delivered(store: Store) -> None:
     assert await store.remote_inbox.pending() == []
 
 
+async def test_a_stop_during_a_removal_still_removes_its_rows(store: Store) -> None:
+    """The stop cancels the removal while its statement runs: the rows it had taken are
+    removed by the stop, not left for the restart to convert again."""
+    hub = Hub(store)
+    hub.clients.add(NET, Client())  # type: ignore[arg-type]
+    finish_many = store.remote_inbox.finish_many
+    started = asyncio.Event()
+
+    async def slow(row_ids: list[int]) -> None:
+        if not started.is_set():
+            started.set()
+            await asyncio.sleep(30)  # cancelled by the stop
+        await finish_many(row_ids)
+
+    store.remote_inbox.finish_many = slow  # type: ignore[method-assign]
+    try:
+        await hub.accept("in-flight")
+        await hub.queues.drain()
+        await asyncio.wait_for(started.wait(), 5)
+        await hub.inbox.close()
+    finally:
+        store.remote_inbox.finish_many = finish_many  # type: ignore[method-assign]
+    assert await store.remote_inbox.pending() == []
+
+
 async def test_a_long_outage_does_not_use_up_the_budget_for_real_errors(store: Store) -> None:
     """After an outage longer than ``attempts`` tries, one unexpected failure is retried, not
     parked: only failures that are the event's own count."""

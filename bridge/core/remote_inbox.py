@@ -186,18 +186,24 @@ class RemoteInbox:
             self._removing = asyncio.create_task(self._remove_later(), name="remote-inbox-remove")
 
     async def _remove_later(self) -> None:
+        """Known as ``_removing`` until its statement is done, so a stop can wait for it; the
+        rows delivered meanwhile go with the next round."""
         try:
-            await asyncio.sleep(REMOVE_AFTER)
+            while self._delivered:
+                await asyncio.sleep(REMOVE_AFTER)
+                await self.remove_delivered()
         finally:
-            self._removing = None
-        await self.remove_delivered()
+            if self._removing is asyncio.current_task():
+                self._removing = None
 
     async def close(self) -> None:
         """On stop: remove what was delivered (a restart would otherwise convert it again),
         unless the database is away (then the restart's conversion finds it on Matrix)."""
-        if self._removing is not None:
-            self._removing.cancel()
-            self._removing = None
+        removing, self._removing = self._removing, None
+        if removing is not None:  # asleep or mid-statement: its rows come back to the list
+            removing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await removing
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_WAIT):
                 await self.remove_delivered()
@@ -211,6 +217,9 @@ class RemoteInbox:
                 f"removing {len(delivered)} delivered rows",
                 lambda: self._store.finish_many(delivered),
             )
+        except asyncio.CancelledError:  # a stop came in the middle: close() tries them again
+            self._delivered[:0] = delivered
+            raise
         except Exception as err:  # sent; a redelivery after a restart is deduplicated
             self._log.warning("Could not remove delivered rows from the remote inbox: %s", err)
 
