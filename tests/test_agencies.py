@@ -120,6 +120,23 @@ async def test_an_agency_admin_deletes_their_portal_but_not_another_agencys(
     assert (FIN_ADMIN, "delete-portal", "ok") in audit
 
 
+async def test_a_portal_shared_with_another_agency_is_not_one_agencys_to_delete(
+    bot: Bot, store: Store
+) -> None:
+    """Carol (health) joined finance's portal: the finance admin still sees it, but deleting it
+    would cut health off too; a bridge admin may."""
+    await store.add_portal_user(CAROL, KEY)
+    listing = await bot.say(FIN_DM, FIN_ADMIN, "list-portals all")
+    assert ROOM in listing
+    refused = await bot.say(FIN_DM, FIN_ADMIN, f"delete-portal {ROOM}")
+    assert "shared with health" in refused and "bridge admin" in refused, refused
+    assert await store.get_portal(KEY) is not None and bot.hub.matrix.left == []
+    audit = [
+        (e.actor, e.action, e.outcome, e.detail) for e in await AuditStore(store.database).newest()
+    ]
+    assert (FIN_ADMIN, "delete-portal", "refused", "shared with health") in audit
+
+
 async def test_an_agency_admin_sees_retries_and_drops_only_their_dead_letters(
     bot: Bot, store: Store
 ) -> None:

@@ -8,7 +8,9 @@ dead letter is told there is none, so nothing about it leaks.
 
 from __future__ import annotations
 
-from bridge.core.agencies import Scope
+from collections.abc import Collection
+
+from bridge.core.agencies import Agency, Scope
 from bridge.core.ids import LoginID, NetworkID, PortalKey, RemoteChatID
 from bridge.portal.dead_letters import Letter
 from bridge.portal.models import Login, Portal
@@ -36,6 +38,22 @@ class AgencyView:
         return self._covers(
             scope, portal.key, await self._store.portal_users(), await self._owners()
         )
+
+    async def shared_with(
+        self, scope: Scope, portal: Portal, agencies: Collection[Agency]
+    ) -> list[str]:
+        """The agencies outside ``scope`` that the portal belongs to as well: what one agency's
+        admin may see of a shared portal, but must not destroy for the others."""
+        if scope.everything:
+            return []
+        users = await self._store.portal_users()
+        owners = await self._owners()
+        return [
+            agency.name
+            for agency in agencies
+            if agency not in scope.agencies
+            and self._covers(Scope(agencies=(agency,)), portal.key, users, owners)
+        ]
 
     async def logins(self, scope: Scope) -> list[Login]:
         logins = await self._store.list_logins()

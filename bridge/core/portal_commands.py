@@ -273,6 +273,14 @@ class PortalCommands:
             # As if it were not bridged: another agency's portals are none of their business.
             await self._reply(room_id, f"{args.strip()} is not bridged.")
             return
+        if others := await self._view.shared_with(scope, portal, self._permissions.agencies):
+            await audit.record(actor=sender, action="delete-portal", target=str(portal.key),
+                               outcome="refused", origin=f"room {room_id}",
+                               detail=f"shared with {', '.join(others)}")  # fmt: skip
+            await self._reply(room_id, f"{args.strip()} is shared with {', '.join(others)}: "
+                              "deleting it would cut them off too, so only a bridge admin "
+                              "may. Ask one, or unbridge it from the room instead.")  # fmt: skip
+            return
         room = portal.mxid
         assert room is not None
         await self._router.portals.forget(portal)
