@@ -172,8 +172,8 @@ class LoginEndpoints(Endpoints):
         try:
             return await pending.process.submit(answer)
         except PermanentError as err:  # trying again cannot help: the process is over
-            self._processes.discard(pending)
-            self._log.info("A %s login of %s failed: %s", pending.network, pending.user, err)
+            if self._processes.discard(pending):  # and the connector lets go of what it holds
+                await self._processes.cancel(pending, f"it failed: {err}")
             raise ApiError(400, "FI.PONTIS.LOGIN_FAILED", (
                 f"{err.user_message} This login process has ended; start a new one to try again."
             )) from None  # fmt: skip

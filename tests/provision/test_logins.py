@@ -173,6 +173,9 @@ def test_an_answer_the_flow_refuses_keeps_the_process_and_a_wrong_token_ends_it(
     refused(call(api, "DELETE", process(process_id)), 404, "M_NOT_FOUND")
     assert token_logins(api) == []
     assert audit_rows(api) == []
+    # The connector was told, once, so it lets go of what the process held (a poll, a socket).
+    assert api.connector.started[0].cancelled
+    assert api.connector.network.asked.count(("login cancelled", ALICE)) == 1
 
 
 def test_the_answer_is_never_logged_audited_or_echoed(
