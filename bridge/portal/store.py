@@ -7,16 +7,11 @@ uses ``$n`` placeholders so the same text runs on PostgreSQL and SQLite.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import json
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
-from mautrix.util.async_db import Connection, Database, Scheme
+from mautrix.util.async_db import Database
 
 from bridge.core.ids import (
     LoginID,
@@ -31,38 +26,24 @@ from bridge.core.ids import (
 from .db import open_database
 from .dead_letters import DeadLetterStore
 from .login_secrets import Sealer, has_plaintext_secret, open_metadata, seal_metadata
+from .matrix_inbox import MatrixInbox
 from .models import (
     FIRST_PART,
-    NO_RECEIVER,
     BridgeUser,
-    DeadLetter,
     Ghost,
-    InboxItem,
-    InboxRow,
     Login,
     Message,
     Portal,
     Reaction,
 )
+from .network_store import NetworkStore
 from .remote_inbox import RemoteInboxStore
-from .rows import Row, fetch_rows
+from .rows import Row
+from .store_base import dump_json, load_json, now_ms
+
+__all__ = ["NetworkStore", "Store"]
 
 _log = logging.getLogger("pontis.store")
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _dump(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _load(value: str | None) -> dict[str, Any]:
-    if not value:
-        return {}
-    loaded = json.loads(value)
-    return loaded if isinstance(loaded, dict) else {}
 
 
 _PORTAL_COLUMNS = (
@@ -78,27 +59,6 @@ _REACTION_COLUMNS = (
     "network, portal_id, receiver, message_id, part_id, sender_id, emoji, mxid, room_id, "
     "timestamp, metadata"
 )
-_PG_STORE_TRANSACTION = """
-WITH txn AS (
-    INSERT INTO as_transaction (txn_id, received_at) VALUES ($1, $2)
-    ON CONFLICT (txn_id) DO NOTHING RETURNING txn_id
-), ins AS (
-    INSERT INTO inbox (txn_id, kind, event_id, room_id, payload, received_at)
-    SELECT txn.txn_id, i.kind, i.event_id, i.room_id, i.payload, $2
-    FROM txn, unnest($3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
-        AS i (kind, event_id, room_id, payload, n)
-    ORDER BY i.n
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING id, kind, event_id, room_id, payload
-)
-SELECT (SELECT count(*) FROM txn) AS accepted, ins.*
-FROM (SELECT 1) AS one LEFT JOIN ins ON true
-"""
-"""Store.store_transaction on PostgreSQL: the transaction id, then its items, in one statement;
-at least one row, whose ``accepted`` is 0 if the transaction id was seen before."""
-
-_INBOX_COLUMNS = "id, txn_id, kind, event_id, room_id, payload, received_at, attempts, last_error"
-_DEAD_LETTER_COLUMNS = "id, kind, event_id, room_id, payload, error, attempts, parked_at"
 
 
 def _portal(row: Row) -> Portal:
@@ -112,7 +72,7 @@ def _portal(row: Row) -> Portal:
         avatar_mxc=row["avatar_mxc"],
         is_direct=bool(row["is_direct"]),
         relay_login=LoginID(row["relay_login"]) if row["relay_login"] is not None else None,
-        metadata=_load(row["metadata"]),
+        metadata=load_json(row["metadata"]),
     )
 
 
@@ -124,7 +84,7 @@ def _ghost(row: Row) -> Ghost:
         name=row["name"],
         avatar_mxc=row["avatar_mxc"],
         avatar_id=row["avatar_id"],
-        metadata=_load(row["metadata"]),
+        metadata=load_json(row["metadata"]),
     )
 
 
@@ -134,7 +94,7 @@ def _login(row: Row) -> Login:
         login_id=LoginID(row["login_id"]),
         user_mxid=row["user_mxid"],
         remote_name=row["remote_name"],
-        metadata=_load(row["metadata"]),
+        metadata=load_json(row["metadata"]),
     )
 
 
@@ -153,7 +113,7 @@ def _message(row: Row) -> Message:
         thread_root_id=row["thread_root_id"],
         reply_to_id=row["reply_to_id"],
         edit_count=row["edit_count"],
-        metadata=_load(row["metadata"]),
+        metadata=load_json(row["metadata"]),
     )
 
 
@@ -169,47 +129,18 @@ def _reaction(row: Row) -> Reaction:
         mxid=row["mxid"],
         room_id=row["room_id"],
         timestamp=row["timestamp"],
-        metadata=_load(row["metadata"]),
+        metadata=load_json(row["metadata"]),
     )
 
 
-def _inbox_row(row: Row) -> InboxRow:
-    return InboxRow(
-        id=row["id"],
-        txn_id=row["txn_id"],
-        kind=row["kind"],
-        event_id=row["event_id"],
-        room_id=row["room_id"],
-        payload=_load(row["payload"]),
-        received_at=row["received_at"],
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-    )
-
-
-def _dead_letter(row: Row) -> DeadLetter:
-    return DeadLetter(
-        id=row["id"],
-        kind=row["kind"],
-        event_id=row["event_id"],
-        room_id=row["room_id"],
-        payload=_load(row["payload"]),
-        error=row["error"],
-        attempts=row["attempts"],
-        parked_at=row["parked_at"],
-    )
-
-
-class Store:
+class Store(MatrixInbox):
     """All shared tables of one database. Safe to share between tasks.
 
     ``clock`` returns milliseconds since the epoch; tests replace it.
     """
 
-    def __init__(self, db: Database, *, clock: Callable[[], int] = _now_ms) -> None:
-        self._db = db
-        self._clock = clock
-        self._sqlite = db.scheme == Scheme.SQLITE
+    def __init__(self, db: Database, *, clock: Callable[[], int] = now_ms) -> None:
+        super().__init__(db, clock=clock)
         self.remote_inbox = RemoteInboxStore(db, clock)
         self.dead_letters = DeadLetterStore(db, clock)
         self.secrets: Sealer | None = None
@@ -222,36 +153,13 @@ class Store:
         *,
         log: logging.Logger | None = None,
         db_args: dict[str, Any] | None = None,
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = now_ms,
     ) -> Store:
         """Open ``url`` (see :func:`~bridge.portal.db.open_database`), migrating if needed."""
         return cls(await open_database(url, log=log, db_args=db_args), clock=clock)
 
     async def close(self) -> None:
         await self._db.stop()
-
-    @property
-    def database(self) -> Database:
-        """The underlying database, for connector-private tables."""
-        return self._db
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Connection]:
-        """One connection in one transaction; nested store calls in the task share it."""
-        conn: Connection
-        async with self._db.acquire() as conn, conn.transaction():
-            yield conn
-
-    async def _fetch(self, query: str, *args: Any) -> list[Row]:
-        return await fetch_rows(self._db, query, *args)
-
-    async def _fetchrow(self, query: str, *args: Any) -> Row | None:
-        rows = await self._fetch(query, *args)
-        return rows[0] if rows else None
-
-    async def _fetchval(self, query: str, *args: Any) -> Any:
-        rows = await self._fetch(query, *args)
-        return rows[0][0] if rows else None
 
     # --- portals ---------------------------------------------------------------------------
 
@@ -287,7 +195,7 @@ class Store:
             p.avatar_mxc,
             p.is_direct,
             p.relay_login,
-            _dump(p.metadata),
+            dump_json(p.metadata),
         )
 
     async def delete_portal(self, key: PortalKey) -> None:
@@ -383,7 +291,7 @@ class Store:
             g.name,
             g.avatar_mxc,
             g.avatar_id,
-            _dump(g.metadata),
+            dump_json(g.metadata),
         )
 
     async def count_ghosts(self, network: NetworkID | None = None) -> int:
@@ -452,7 +360,7 @@ class Store:
             login.login_id,
             login.user_mxid,
             login.remote_name,
-            _dump(
+            dump_json(
                 login.metadata
                 if self.secrets is None
                 else seal_metadata(self.secrets, login.network, login.login_id, login.metadata)
@@ -510,7 +418,7 @@ class Store:
             m.thread_root_id,
             m.reply_to_id,
             m.edit_count,
-            _dump(m.metadata),
+            dump_json(m.metadata),
         )
         if row_id is None:
             return False
@@ -595,7 +503,7 @@ class Store:
             r.mxid,
             r.room_id,
             r.timestamp,
-            _dump(r.metadata),
+            dump_json(r.metadata),
         )
         return inserted is not None
 
@@ -642,179 +550,6 @@ class Store:
     async def delete_reaction(self, mxid: str) -> None:
         await self._db.execute("DELETE FROM reaction WHERE mxid=$1", mxid)
 
-    # --- inbox -----------------------------------------------------------------------------
-
-    async def store_transaction(self, txn_id: str, items: list[InboxItem]) -> list[InboxRow] | None:
-        """Durably accept one appservice transaction, all or nothing.
-
-        Returns None (storing nothing) if ``txn_id`` was accepted before; otherwise the rows
-        actually inserted, in order, leaving out events whose ``event_id`` is already in the
-        inbox. Database errors propagate and leave nothing behind.
-        """
-        now = self._clock()
-        # Serialise first, so a bad payload fails before the database is touched.
-        payloads = [_dump(item.payload) for item in items]
-        if not self._sqlite:
-            return await self._store_transaction_in_one_statement(txn_id, items, payloads, now)
-        rows: list[InboxRow] = []
-        async with self._transaction():
-            accepted = await self._fetchval(
-                "INSERT INTO as_transaction (txn_id, received_at) VALUES ($1, $2)"
-                " ON CONFLICT (txn_id) DO NOTHING RETURNING txn_id",
-                txn_id,
-                now,
-            )
-            if accepted is None:
-                return None
-            for item, payload in zip(items, payloads, strict=True):
-                row_id = await self._fetchval(
-                    "INSERT INTO inbox (txn_id, kind, event_id, room_id, payload, received_at)"
-                    " VALUES ($1, $2, $3, $4, $5, $6)"
-                    " ON CONFLICT (event_id) DO NOTHING RETURNING id",
-                    txn_id,
-                    item.kind,
-                    item.event_id,
-                    item.room_id,
-                    payload,
-                    now,
-                )
-                if row_id is not None:
-                    rows.append(
-                        InboxRow(
-                            id=int(row_id),
-                            txn_id=txn_id,
-                            kind=item.kind,
-                            event_id=item.event_id,
-                            room_id=item.room_id,
-                            payload=item.payload,
-                            received_at=now,
-                        )
-                    )
-        return rows
-
-    async def _store_transaction_in_one_statement(
-        self, txn_id: str, items: list[InboxItem], payloads: list[str], now: int
-    ) -> list[InboxRow] | None:
-        """:meth:`store_transaction` on PostgreSQL: one statement, so one round trip instead
-        of ``BEGIN``, an insert per item and ``COMMIT`` while the homeserver waits for its 200.
-
-        A statement is atomic by itself. The rows come back from ``RETURNING`` whole and are
-        put in id order, the order the dispatcher and :meth:`pending_inbox` use (the insert
-        follows the items' order, so in practice that is the items' order too)."""
-        records = await self._fetch(
-            _PG_STORE_TRANSACTION,
-            txn_id,
-            now,
-            [item.kind for item in items],
-            [item.event_id for item in items],
-            [item.room_id for item in items],
-            payloads,
-        )
-        if not records[0]["accepted"]:
-            return None
-        parsed = dict(zip(payloads, (item.payload for item in items), strict=True))
-        return [
-            InboxRow(
-                id=r["id"],
-                txn_id=txn_id,
-                kind=r["kind"],
-                event_id=r["event_id"],
-                room_id=r["room_id"],
-                payload=parsed[r["payload"]],
-                received_at=now,
-            )
-            for r in sorted((r for r in records if r["id"] is not None), key=lambda r: r["id"])
-        ]
-
-    async def pending_inbox(self, after_id: int = 0, limit: int = 500) -> list[InboxRow]:
-        """Unfinished inbox rows with ``id > after_id``, oldest first."""
-        rows = await self._fetch(
-            f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE id > $1 ORDER BY id LIMIT $2",
-            after_id,
-            limit,
-        )
-        return [_inbox_row(row) for row in rows]
-
-    async def pending_inbox_of_room(self, room_id: str | None, limit: int) -> list[InboxRow]:
-        """Unfinished inbox rows of one room (``None``: of no room), oldest first."""
-        where = "room_id IS NULL" if room_id is None else "room_id = $2"
-        args: list[Any] = [limit] if room_id is None else [limit, room_id]
-        rows = await self._fetch(
-            f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE {where} ORDER BY id LIMIT $1", *args
-        )
-        return [_inbox_row(row) for row in rows]
-
-    async def inbox_row_exists(self, row_id: int) -> bool:
-        return bool(await self._db.fetchval("SELECT 1 FROM inbox WHERE id=$1", row_id))
-
-    async def finish_inbox(self, row_id: int) -> None:
-        await self._db.execute("DELETE FROM inbox WHERE id=$1", row_id)
-
-    async def record_inbox_failure(self, row_id: int, error: str) -> int:
-        """Count one more failed attempt; returns the number of attempts so far."""
-        attempts = await self._fetchval(
-            "UPDATE inbox SET attempts=attempts+1, last_error=$2 WHERE id=$1 RETURNING attempts",
-            row_id,
-            error,
-        )
-        if attempts is None:
-            raise KeyError(f"inbox row {row_id} does not exist")
-        return int(attempts)
-
-    async def park_inbox(self, row_id: int, error: str) -> DeadLetter:
-        """Move an inbox row to the dead letters, with the error that made it give up."""
-        async with self._transaction() as conn:
-            row = await self._fetchrow(f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE id=$1", row_id)
-            if row is None:
-                raise KeyError(f"inbox row {row_id} does not exist")
-            item = _inbox_row(row)
-            parked_at = self._clock()
-            dead_id = await self._fetchval(
-                "INSERT INTO dead_letter"
-                " (kind, event_id, room_id, payload, error, attempts, parked_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-                item.kind,
-                item.event_id,
-                item.room_id,
-                row["payload"],
-                error,
-                item.attempts,
-                parked_at,
-            )
-            await conn.execute("DELETE FROM inbox WHERE id=$1", row_id)
-        return DeadLetter(
-            id=int(dead_id),
-            kind=item.kind,
-            event_id=item.event_id,
-            room_id=item.room_id,
-            payload=item.payload,
-            error=error,
-            attempts=item.attempts,
-            parked_at=parked_at,
-        )
-
-    async def inbox_depth(self) -> int:
-        return int(await self._fetchval("SELECT COUNT(*) FROM inbox"))
-
-    async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """The most recently parked dead letters, newest first."""
-        rows = await self._fetch(
-            f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letter ORDER BY id DESC LIMIT $1", limit
-        )
-        return [_dead_letter(row) for row in rows]
-
-    async def prune_transactions(self, older_than_ms: int) -> int:
-        """Forget transaction ids accepted more than ``older_than_ms`` ago; returns how many.
-
-        The homeserver retries a transaction only until it succeeds, so ids older than its
-        retry horizon are no longer needed for deduplication.
-        """
-        cutoff = self._clock() - older_than_ms
-        rows = await self._fetch(
-            "DELETE FROM as_transaction WHERE received_at < $1 RETURNING txn_id", cutoff
-        )
-        return len(rows)
-
     # --- key/value -------------------------------------------------------------------------
 
     async def kv_get(self, network: NetworkID, key: str) -> str | None:
@@ -838,87 +573,3 @@ class Store:
 
     async def kv_delete(self, network: NetworkID, key: str) -> None:
         await self._db.execute("DELETE FROM kv WHERE network=$1 AND key=$2", network, key)
-
-
-class NetworkStore:
-    """The store as one connector sees it: only rows of its own network.
-
-    Connectors read through this view; the core writes portals, ghosts and messages. Private
-    tables go in :attr:`database` with their own migrations
-    (:func:`bridge.portal.db.upgrade_connector_tables`).
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        network: NetworkID,
-        find_portal: Callable[[PortalKey], Awaitable[Portal | None]] | None = None,
-    ) -> None:
-        self._store = store
-        self._network = network
-        self._find_portal = find_portal or store.get_portal
-
-    @property
-    def network(self) -> NetworkID:
-        return self._network
-
-    @property
-    def database(self) -> Database:
-        return self._store.database
-
-    async def get_portal(
-        self, remote_id: RemoteChatID, receiver: LoginID = NO_RECEIVER
-    ) -> Portal | None:
-        """The portal, from the core's portal cache when the bridge runs: a copy, so the
-        connector never sees the core change it mid-update."""
-        portal = await self._find_portal(PortalKey(self._network, remote_id, receiver))
-        if portal is None:
-            return None
-        return dataclasses.replace(portal, metadata=copy.deepcopy(portal.metadata))
-
-    async def list_portals(self) -> list[Portal]:
-        return await self._store.list_portals(self._network)
-
-    async def get_ghost(self, remote_id: RemoteUserID) -> Ghost | None:
-        return await self._store.get_ghost(self._network, remote_id)
-
-    async def list_logins(self) -> list[Login]:
-        return await self._store.list_logins(network=self._network)
-
-    async def get_login(self, login_id: LoginID) -> Login | None:
-        return await self._store.get_login(self._network, login_id)
-
-    async def save_login(self, login: Login) -> None:
-        """Save ``login`` (e.g. refreshed tokens in its metadata); it must be of this network."""
-        if login.network != self._network:
-            raise ValueError(
-                f"login {login.login_id!r} belongs to network {login.network!r},"
-                f" not {self._network!r}"
-            )
-        await self._store.save_login(login)
-
-    async def get_message(
-        self,
-        portal_remote_id: RemoteChatID,
-        remote_id: RemoteMessageID,
-        part_id: PartID = FIRST_PART,
-        receiver: LoginID = NO_RECEIVER,
-    ) -> Message | None:
-        key = PortalKey(self._network, portal_remote_id, receiver)
-        return await self._store.get_message(key, remote_id, part_id)
-
-    async def list_reactions(
-        self, portal: PortalKey, message_id: RemoteMessageID, sender_id: str | None = None
-    ) -> list[Reaction]:
-        if portal.network != self._network:
-            raise ValueError(f"portal {portal} is not of network {self._network!r}")
-        return await self._store.list_reactions(portal, message_id, sender_id)
-
-    async def kv_get(self, key: str) -> str | None:
-        return await self._store.kv_get(self._network, key)
-
-    async def kv_set(self, key: str, value: str) -> None:
-        await self._store.kv_set(self._network, key, value)
-
-    async def kv_delete(self, key: str) -> None:
-        await self._store.kv_delete(self._network, key)
