@@ -49,11 +49,11 @@ fi
 export PONTIS_TEST_POSTGRES="${PONTIS_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}"
 
 lint_dirs=()
-for dir in bridge graph_emulator tests bench; do
+for dir in bridge graph_emulator tests bench demo; do
     [ -d "$dir" ] && lint_dirs+=("$dir")
 done
 format_dirs=()
-for dir in bridge graph_emulator tests; do
+for dir in bridge graph_emulator tests demo; do
     [ -d "$dir" ] && format_dirs+=("$dir")
 done
 
