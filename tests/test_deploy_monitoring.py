@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import aiohttp
@@ -26,6 +27,8 @@ from bridge.core.health import HealthMonitor
 from bridge.core.ids import NetworkID
 from bridge.core.metrics import Metrics
 from bridge.email.client import EmailGateway
+from bridge.email.config import EXAMPLE_CONFIG as EMAIL_EXAMPLE
+from bridge.email.config import EmailConfig
 from bridge.portal.store import Store
 from tests.e2e.process import free_port
 
@@ -51,20 +54,44 @@ PROMQL_WORDS = {
 }  # fmt: skip
 
 
-def exported_names() -> set[str]:
-    """Every series name the bridge's /metrics can show, labelled metrics without a child yet
-    included (their samples appear once something is counted)."""
+def bridge_metrics() -> Metrics:
+    """The registry a running bridge serves: the core's metrics, the process and build
+    collectors, and the email connector's own counters (registered as it starts)."""
     metrics = Metrics()
     ctx = ConnectorContext(
         network=NetworkID("email"), config={}, domain="hub.test", log=logging.getLogger("test"),
         store=cast(Any, None), http=cast(Any, None), metrics=metrics, core=cast(Any, None),
     )  # fmt: skip
-    EmailGateway(ctx, cast(Any, None), cast(Any, None), cast(Any, None))
+    email_config = EmailConfig.from_section(YAML(typ="safe").load(EMAIL_EXAMPLE))
+    EmailGateway(ctx, email_config, cast(Any, SimpleNamespace(database=None)), cast(Any, None))
+    return metrics
+
+
+def exported_names() -> set[str]:
+    """Every series name the bridge's /metrics can show, labelled metrics without a child yet
+    included (their samples appear once something is counted)."""
     names: set[str] = set()
-    for family in metrics.registry.collect():
+    for family in bridge_metrics().registry.collect():
         names |= {family.name + suffix for suffix in SAMPLE_SUFFIXES[family.type]}
         names |= {sample.name for sample in family.samples}
     return names
+
+
+def exported_labels() -> dict[str, set[str]]:
+    """Series name → the label names it can carry, from the same registry as the names:
+    declared label names for the bridge's own metrics, sample labels for the collectors
+    (build info, process, Python)."""
+    metrics = bridge_metrics()
+    labels: dict[str, set[str]] = {}
+    for collector, names in metrics.registry._collector_to_names.items():  # no public API
+        declared = set(getattr(collector, "_labelnames", ()))
+        for family in collector.collect():
+            declared |= {label for sample in family.samples for label in sample.labels}
+        for name in names:
+            labels.setdefault(name, set()).update(declared)
+    for name in [name for name in labels if name.endswith("_bucket")]:
+        labels[name].add("le")
+    return labels
 
 
 def metric_names(expr: str) -> set[str]:
@@ -149,6 +176,8 @@ def test_exported_names_come_from_the_registry() -> None:
     assert {
         "pontis_errors_total", "pontis_queue_wait_seconds_bucket", "pontis_build_info",
         "pontis_oldest_pending_seconds", "pontis_email_inbound_total", "process_cpu_seconds_total",
+        "process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds",
+        "python_info",
     } <= names  # fmt: skip
     assert "pontis_errors" not in names and "pontis_made_up_total" not in names
 
@@ -220,6 +249,26 @@ def test_dashboard_shows_what_an_operator_needs() -> None:
         "process_cpu_seconds_total", "process_resident_memory_bytes",
     ):  # fmt: skip
         assert name in used, name
+
+
+def test_dashboard_legends_name_labels_the_metrics_have() -> None:
+    """A legend such as ``{{version}} (Python {{python}})`` shows a label of the series the
+    panel selects (or Prometheus's own ``instance``/``job``), else Grafana prints it empty."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    labels = exported_labels()
+    assert labels["pontis_build_info"] == {"version", "python"}
+    wrong = []
+    for panel in _panels(dashboard["panels"]):
+        for target in panel.get("targets", []):
+            known = {"instance", "job"}.union(
+                *(labels.get(name, set()) for name in metric_names(target["expr"]))
+            )
+            wrong += [
+                f"panel {panel['title']!r}: {{{{{label}}}}}"
+                for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", ""))
+                if label not in known
+            ]
+    assert wrong == []
 
 
 def test_dashboard_is_one_grafana_can_import() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -106,9 +107,11 @@ class Metrics:
             ["dependency"],
             registry=self.registry,
         )
-        Info("pontis_build", "Version of the running bridge", registry=self.registry).info(
-            {"version": __version__}
-        )
+        Info(
+            "pontis_build",
+            "Version of the running bridge (from the installed package) and of its Python",
+            registry=self.registry,
+        ).info({"version": __version__, "python": platform.python_version()})
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
 
