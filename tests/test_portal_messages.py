@@ -84,3 +84,16 @@ async def test_a_one_part_message_is_sent_once(manager: tuple[PortalManager, Hom
     await portals.handle(message, MagicMock())
     await portals.handle(message, MagicMock())
     assert homeserver.sent == ["hi"]
+
+
+async def test_a_part_s_extra_keys_reach_the_event_but_never_replace_the_core_s(
+    manager: tuple[PortalManager, Homeserver],
+) -> None:
+    portals, _ = manager
+    extra = {"fi.pontis.email.sha256": "ab" * 32, "body": "forged", "msgtype": "m.notice"}
+    message = RemoteMessage(portal=KEY, id=RemoteMessageID("y"),
+                            parts=[MessagePart(text="real", extra=extra)])  # fmt: skip
+    await portals.handle(message, MagicMock())
+    content = portals._matrix.send.call_args.args[2]  # type: ignore[attr-defined]
+    assert content["fi.pontis.email.sha256"] == "ab" * 32
+    assert (content["body"], content["msgtype"]) == ("real", "m.text")

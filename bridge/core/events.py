@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bridge.core.ids import LoginID, PartID, PortalKey, RemoteMessageID, RemoteUserID
 
@@ -68,6 +68,11 @@ class ChatInfo:
     """Remote members whose ghosts should join the portal."""
 
 
+INLINE_URL = "mxc://inline.pontis.invalid/"
+"""Placeholder prefix for :attr:`MessagePart.inline` images: an ``mxc://`` URL, so the HTML
+sanitiser keeps it, on a server name that cannot exist."""
+
+
 @dataclass(slots=True, kw_only=True)
 class MessagePart:
     """One Matrix event of a remote message. ``html`` is sanitised by the core."""
@@ -78,6 +83,15 @@ class MessagePart:
     notice: bool = False
     emote: bool = False
     media: Media | None = None
+    inline: dict[str, Media] = field(default_factory=dict)
+    """Images ``html`` shows in place, by key: the html has ``<img src="{INLINE_URL}<key>">``
+    (see :data:`INLINE_URL`) and the core uploads each image and writes its ``mxc://`` URL
+    there. In an encrypted room an image in the formatted body would be an unencrypted upload,
+    so there each image follows as an (encrypted) file event of its own instead."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Extra keys for the event's content, namespaced by the connector (``fi.pontis.email.…``):
+    metadata a client or an auditor reads (the hash of the mail's record). They cannot replace
+    the keys the core sets (body, msgtype, formatted body, file)."""
 
 
 # --- network → Matrix -------------------------------------------------------------------------

@@ -7,14 +7,18 @@ the message it answers and an edit never overtakes its original.
 from __future__ import annotations
 
 import hashlib
+import html as htmllib
 import logging
+import re
 import time
+from dataclasses import replace
 from typing import Any
 
 from bridge.core.connector import NetworkClient, NetworkInfo
 from bridge.core.encryption import ends_at_hub_notice
 from bridge.core.errors import BridgeError
 from bridge.core.events import (
+    INLINE_URL,
     ChatInfo,
     Media,
     MessagePart,
@@ -32,7 +36,7 @@ from bridge.core.events import (
 )
 from bridge.core.ghost_names import GhostNames
 from bridge.core.html import sanitize_html
-from bridge.core.ids import NetworkID, PartID, PortalKey, RemoteUserID
+from bridge.core.ids import NetworkID, PartID, PortalKey, RemoteMessageID, RemoteUserID
 from bridge.core.matrix import MatrixAPI, deterministic_txn_id
 from bridge.portal.models import FIRST_PART, Ghost, Message, Portal, Reaction
 from bridge.portal.store import Store
@@ -343,8 +347,9 @@ class PortalManager:
     async def _message(self, portal: Portal, sender: str, event: RemoteMessage) -> None:
         key = portal.key
         assert portal.mxid is not None
-        stored = await self._stored_parts(key, event)
-        if stored >= {part.part_id for part in event.parts}:
+        parts = await self._inline_as_files(portal.mxid, event.parts)
+        stored = await self._stored_parts(key, event.id, parts)
+        if stored >= {part.part_id for part in parts}:
             self._log.debug("Message %s in %s already bridged", event.id, key)
             return
         reply = root = None
@@ -354,7 +359,7 @@ class PortalManager:
             root = reply
         elif event.thread_root:
             root = await self._store.get_message(key, event.thread_root)
-        for index, part in enumerate(event.parts):
+        for index, part in enumerate(parts):
             if part.part_id in stored:
                 continue  # sent before a later part failed; the retry sends only the rest
             content = await self._part_content(sender, portal.mxid, part)
@@ -382,19 +387,28 @@ class PortalManager:
                 )
             )
 
-    async def _stored_parts(self, key: PortalKey, event: RemoteMessage) -> set[PartID]:
-        """The parts of ``event`` on Matrix already (one query either way)."""
-        if len(event.parts) == 1 and event.parts[0].part_id == FIRST_PART:
-            found = await self._store.get_message(key, event.id)
+    async def _stored_parts(
+        self, key: PortalKey, message_id: RemoteMessageID, parts: list[MessagePart]
+    ) -> set[PartID]:
+        """The ``parts`` of message ``message_id`` on Matrix already (one query either way)."""
+        if len(parts) == 1 and parts[0].part_id == FIRST_PART:
+            found = await self._store.get_message(key, message_id)
             return {FIRST_PART} if found is not None else set()
-        return {m.part_id for m in await self._store.get_message_parts(key, event.id)}
+        return {m.part_id for m in await self._store.get_message_parts(key, message_id)}
 
     async def _part_content(self, sender: str, room_id: str, part: MessagePart) -> dict[str, Any]:
         msgtype = "m.notice" if part.notice else "m.emote" if part.emote else "m.text"
-        content: dict[str, Any] = {"msgtype": msgtype, "body": part.text}
+        content: dict[str, Any] = {**part.extra, "msgtype": msgtype, "body": part.text}
         if part.html:
             content["format"] = "org.matrix.custom.html"
             content["formatted_body"] = sanitize_html(part.html)
+            for key, image in part.inline.items():  # after sanitising: it keeps mxc:// URLs
+                placeholder = f"{INLINE_URL}{key}"
+                if placeholder in content["formatted_body"]:
+                    mxc = await self._matrix.upload(
+                        sender, await image.read(), image.mimetype, image.filename
+                    )
+                    content["formatted_body"] = content["formatted_body"].replace(placeholder, mxc)
         if part.media is not None:
             media = part.media
             data = await media.read()
@@ -409,6 +423,24 @@ class PortalManager:
             if not part.text:  # no caption: the body is the file name, as clients expect
                 content["body"] = media.filename
         return content
+
+    async def _inline_as_files(self, room_id: str, parts: list[MessagePart]) -> list[MessagePart]:
+        """``parts``, where the room is encrypted with each inline image as a file event of its
+        own after its part (see :attr:`MessagePart.inline`); unchanged elsewhere."""
+        if not any(part.inline for part in parts) or not await self._matrix.room_encrypted(room_id):
+            return parts
+        expanded = []
+        for part in parts:
+            html = part.html or ""
+            for key, image in part.inline.items():
+                html = re.sub(rf'<img[^>]*{re.escape(INLINE_URL + key)}[^>]*>',
+                              f"[{htmllib.escape(image.filename)}]", html)  # fmt: skip
+            expanded.append(replace(part, html=html if part.html is not None else None, inline={}))
+            expanded += [
+                MessagePart(part_id=PartID(f"{part.part_id or 'text'}.{key}"), media=image)
+                for key, image in part.inline.items()
+            ]
+        return expanded
 
     async def _edit(self, portal: Portal, sender: str, event: RemoteEdit) -> None:
         assert portal.mxid is not None

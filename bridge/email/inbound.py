@@ -30,7 +30,9 @@ class Receiver(Protocol):
 
     async def is_portal_address(self, address: str) -> bool: ...
 
-    async def receive(self, mail_from: str, recipients: list[str], raw: bytes) -> list[str]:
+    async def receive(
+        self, mail_from: str, recipients: list[str], raw: bytes, *, peer: str | None = None
+    ) -> list[str]:
         """One SMTP answer line per recipient, in order."""
         ...
 
@@ -73,11 +75,15 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
+        recipients = list(envelope.rcpt_tos)
         try:
-            answers = await self._receiver.receive(envelope.mail_from or "", envelope.rcpt_tos, raw)
+            answers = await self._receiver.receive(
+                envelope.mail_from or "", recipients, raw, peer=_peer_address(session)
+            )
         except Exception:
-            self._log.exception("Could not take a mail for %s", ", ".join(envelope.rcpt_tos))
-            answers = [UNAVAILABLE] * len(envelope.rcpt_tos)
+            self._log.exception("Could not take a mail for %s", ", ".join(recipients))
+            answers = [UNAVAILABLE] * len(recipients)
+        answers = self._checked(answers, recipients)
         if isinstance(server, LMTP):
             for answer in answers[:-1]:
                 await server.push(answer)
@@ -86,6 +92,28 @@ class _Handler:
         # again to the others is harmless, the bridge recognises a Message-ID it has bridged.
         failed = [a for a in answers if not a.startswith("2")]
         return failed[0] if failed else answers[0]
+
+    def _checked(self, answers: list[str], recipients: list[str]) -> list[str]:
+        """Exactly one well-formed answer line per recipient, whatever ``receive`` returned.
+
+        aiosmtpd answers 500 when pushing a line fails (a non-ASCII character in an error
+        message taken from the mail), and with LMTP a missing line leaves the mail server
+        waiting for the next recipient's answer: both are worse than a 451.
+        """
+        if len(answers) != len(recipients):
+            self._log.error("Got %d answers for %d recipients; answering 451 to all",
+                            len(answers), len(recipients))  # fmt: skip
+            return [UNAVAILABLE] * len(recipients)
+        return [smtp_line(answer) for answer in answers]
+
+
+def smtp_line(answer: str) -> str:
+    """``answer`` as one printable-ASCII line of at most 512 characters (RFC 5321 §4.5.3.1.5),
+    or a 451 if it is not an SMTP answer at all."""
+    if len(answer) < 3 or not answer[:3].isdigit() or answer[0] not in "245":
+        return UNAVAILABLE
+    text = "".join(c if " " <= c <= "~" else "?" for c in " ".join(answer.split()))
+    return text[:510]
 
 
 async def start_listener(
@@ -106,3 +134,9 @@ async def start_listener(
 
     loop = asyncio.get_running_loop()
     return await loop.create_server(factory, cfg.listen_host, cfg.listen_port)
+
+
+def _peer_address(session: Session) -> str | None:
+    """The IP address of the mail server that delivered (session.peer is (host, port, ...))."""
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None

@@ -10,6 +10,10 @@ AUTH) the handshake cost more latency and CPU than a small mail, so a session st
 :data:`MAX_SESSIONS` are open at once, so a burst from many portals does not flood the relay.
 Only a failed RSET moves on to another session: once MAIL FROM went out, a mail is never sent
 again on another session, since the relay may have taken it already and would deliver it twice.
+
+International addresses (RFC 6531, a non-ASCII local part) go out with SMTPUTF8 when the relay
+offers it, headers in UTF-8 too (RFC 6532). A relay that does not offer it cannot carry them:
+those recipients are refused for good, with a message saying why, and the others get the mail.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import asyncio
 from email.message import EmailMessage
 
 import aiosmtplib
+from aiosmtplib.email import flatten_message
 
 from bridge.core import PermanentError, TransientError
 from bridge.email.config import EmailConfig
-from bridge.email.protocol.addresses import InvalidAddress, normalize_domain
+from bridge.email.protocol.addresses import InvalidAddress, is_international, normalize_domain
 
 MAX_SESSIONS = 4
 """Sessions open to the relay at once: enough for portals sending together, few enough to stay
@@ -34,6 +39,8 @@ CLOSE_SECONDS = 5.0
 """How long stopping waits for the relay to answer QUIT."""
 
 _SESSION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
+NO_SMTPUTF8 = "553 5.6.7 the mail relay does not offer SMTPUTF8, needed for this address"
+_ADDRESS_HEADERS = ("From", "To", "Cc", "Reply-To", "Sender")
 
 
 class Relay:
@@ -57,13 +64,13 @@ class Relay:
 
         Raises if the relay refused every recipient or the mail itself.
         """
+        unsendable: dict[str, str] = {}
         try:
             async with self._slots:
                 smtp = await self._session()
                 try:
-                    refused, _ = await smtp.send_message(
-                        message, sender=sender, recipients=recipients
-                    )
+                    recipients, unsendable = await self._utf8_check(smtp, sender, recipients)
+                    refused, _ = await self._send(smtp, message, sender, recipients)
                 except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException):
                     self._keep(smtp)  # a plain SMTP answer: the session is still in step
                     raise
@@ -89,7 +96,52 @@ class Relay:
         except _SESSION_ERRORS as err:
             where = f"{self._cfg.relay_host}:{self._cfg.relay_port}"
             raise TransientError(f"relay {where} not usable: {err}") from err
-        return {rcpt: f"{answer.code} {answer.message}" for rcpt, answer in refused.items()}
+        result = {rcpt: f"{answer.code} {answer.message}" for rcpt, answer in refused.items()}
+        return unsendable | result
+
+    @staticmethod
+    async def _utf8_check(
+        smtp: aiosmtplib.SMTP, sender: str, recipients: list[str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """(the recipients this relay can take, those it cannot with why): without SMTPUTF8 an
+        international address cannot be sent. Raises if none is left."""
+        if smtp.is_ehlo_or_helo_needed:  # the extensions are known after EHLO
+            try:
+                await smtp.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await smtp.helo()
+        if smtp.supports_extension("smtputf8"):
+            return recipients, {}
+        unsendable = {r: NO_SMTPUTF8 for r in recipients if is_international(r)}
+        sendable = [r for r in recipients if r not in unsendable]
+        if is_international(sender) or not sendable:
+            raise PermanentError(
+                f"relay without SMTPUTF8 for {sender} → {recipients}",
+                user_message="The mail server cannot send to international addresses (it does"
+                " not offer SMTPUTF8): " + ", ".join(unsendable or [sender]),
+            )
+        return sendable, unsendable
+
+    @staticmethod
+    async def _send(
+        smtp: aiosmtplib.SMTP, message: EmailMessage, sender: str, recipients: list[str]
+    ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+        """``send_message``, but in UTF-8 (RFC 6532) with SMTPUTF8 whenever an address in the
+        envelope or the headers needs it and the relay offers it; aiosmtplib alone looks only
+        at the envelope and would write a header's address as an (invalid) encoded word."""
+        headers = " ".join(str(message.get(name, "")) for name in _ADDRESS_HEADERS)
+        needs_utf8 = is_international(sender) or any(map(is_international, recipients))
+        if not (needs_utf8 or _international_header(headers)) or not smtp.supports_extension(
+            "smtputf8"
+        ):
+            return await smtp.send_message(message, sender=sender, recipients=recipients)
+        options = ["SMTPUTF8"]
+        if smtp.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        flat = flatten_message(
+            message, utf8=True, cte_type="8bit" if "BODY=8BITMIME" in options else "7bit"
+        )
+        return await smtp.sendmail(sender, recipients, flat, mail_options=options)
 
     async def check(self) -> str | None:
         """Connect, greet and (if configured) log in; ``None`` if that worked."""
@@ -184,3 +236,9 @@ async def _quit(smtp: aiosmtplib.SMTP) -> None:
         pass  # the relay left first, or answered oddly: nothing left to do with the session
     finally:
         smtp.close()
+
+
+def _international_header(addresses: str) -> bool:
+    """Whether address headers name a mailbox whose local part is not ASCII (display names
+    are encoded words either way)."""
+    return any(not word.isascii() and "@" in word for word in addresses.replace(",", " ").split())

@@ -15,8 +15,9 @@ import hashlib
 from collections import OrderedDict
 from typing import Any
 
-from bridge.core import PermanentError, RemoteMessageID
-from bridge.email.protocol.parse import MalformedMail, ParsedMail, parse_mail
+from bridge.core import PermanentError, RemoteMessageID, TransientError
+from bridge.email.parsing import MailParser, ParserUnavailable
+from bridge.email.protocol.parse import MalformedMail, ParsedMail
 from bridge.portal.models import RemoteInput
 
 KIND_MAIL = "mail"
@@ -55,15 +56,18 @@ def decode_payload(item: RemoteInput) -> bytes:
         ) from err
 
 
-def parse_stored(raw: bytes) -> ParsedMail:
-    """``parse_mail`` for a mail that was already accepted: it passed the same parser then, so
-    a failure now (a newer, stricter bridge) will not heal."""
+async def parse_stored(raw: bytes, parser: MailParser) -> ParsedMail:
+    """A mail that was already accepted, parsed again (in the parse worker). It passed the same
+    parser then, so a malformed mail now (a newer, stricter bridge) will not heal; a worker
+    that is not available may, and the portal's queue tries again."""
     try:
-        return parse_mail(raw)
+        return await parser.parse(raw)
     except MalformedMail as err:
         raise PermanentError(
             f"malformed mail: {err}", user_message=f"{_UNREADABLE}: {err}"
         ) from err
+    except ParserUnavailable as err:
+        raise TransientError(f"cannot parse a stored mail now: {err}") from err
 
 
 _UNREADABLE = "A mail could not be read"

@@ -51,6 +51,8 @@ MAIL_DOMAIN = "hub-mail.test"
 """The bridge's mail domain: Postfix hands its mail to the bridge over LMTP."""
 MAIL_AUTHSERV_ID = "mx.agency.test"
 """The authserv-id the bridge trusts, as if the agency's MX ran a DMARC milter."""
+SMIME_CA = Path(__file__).resolve().parents[1] / "email" / "data" / "smime" / "ca.pem"
+"""The CA the bridge trusts for S/MIME signatures (test-only; see its README)."""
 XMPP_STRANGER_DOMAIN = "stranger.test"
 """An XMPP domain of the test Prosody that no rule of the hub's federation policy allows."""
 XMPP_PARTNER_DOMAIN = "partner.test"
@@ -129,6 +131,8 @@ def email_section(mail: MailServers) -> dict[str, Any]:
         "outbound": {"host": "127.0.0.1", "port": mail.smtp_port, "security": "none"},
         "trusted_authserv_id": MAIL_AUTHSERV_ID,
         "sender_verification": "dmarc",
+        # The test CA that signed tests/email/data/smime/signer.pem (S/MIME "valid").
+        "parsing": {"smime_trust_anchors": str(SMIME_CA)},
     }
 
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from bridge.email.protocol.addresses import (
     RESERVED_LOCALPARTS,
     InvalidAddress,
+    is_international,
     is_own_message_id,
     is_portal_localpart,
     is_valid_message_id,
@@ -62,8 +63,9 @@ def test_valid_addresses_are_case_folded(given_address: str, normalized: str) ->
         ("b(o)b@example.org", "local part"),
         ("=?utf-8?q?=0d=0a?=@example.org", "encoded word"),
         ("x" * 65 + "@example.org", "local part"),
-        ("jürgen@example.de", "internationalised local parts"),
-        ("bob@bücher.example", "internationalised domain names"),
+        ("j\u202egen@example.de", "U+202E"),  # a bidi override is no letter
+        ("j€rgen@example.de", "U+20AC"),
+        ("bob@bü_cher.example", "not a valid internationalised domain name"),
         ("bob@-example.org", "not a host name"),
         ("bob@example-.org", "not a host name"),
         ("bob@exa_mple.org", "not a host name"),
@@ -77,6 +79,23 @@ def test_valid_addresses_are_case_folded(given_address: str, normalized: str) ->
 def test_invalid_addresses_are_refused_with_the_reason(bad: str, reason: str) -> None:
     with pytest.raises(InvalidAddress, match=re.escape(reason)):
         normalize_address(bad)
+
+
+@pytest.mark.parametrize(
+    ("given_address", "normalized"),
+    [
+        ("Jürgen@Müller.example", "jürgen@xn--mller-kva.example"),
+        ("jürgen@xn--mller-kva.example", "jürgen@xn--mller-kva.example"),
+        ("J\u0075\u0308rgen@example.de", "jürgen@example.de"),  # NFC: one address, one ghost
+        ("用户@例子.广告", "用户@xn--fsqu00a.xn--4rr70v"),
+        ("नमस्ते@example.in", "नमस्ते@example.in"),  # combining marks are part of words
+    ],
+)
+def test_international_addresses_are_accepted_with_ascii_domains(
+    given_address: str, normalized: str
+) -> None:
+    assert normalize_address(given_address) == normalized
+    assert is_international(normalized) == (not normalized.split("@")[0].isascii())
 
 
 def test_invalid_address_is_a_value_error() -> None:

@@ -22,6 +22,7 @@ class Rooms:
     def __init__(self) -> None:
         self.received: list[tuple[str, list[str], bytes]] = []
         self.looked_up: list[str] = []
+        self.peers: list[str | None] = []
 
     def sender_refusal(self, mail_from: str) -> str | None:
         if mail_from.endswith("@blocked.example"):
@@ -32,8 +33,11 @@ class Rooms:
         self.looked_up.append(address)
         return address in ROOMS
 
-    async def receive(self, mail_from: str, recipients: list[str], raw: bytes) -> list[str]:
+    async def receive(
+        self, mail_from: str, recipients: list[str], raw: bytes, *, peer: str | None = None
+    ) -> list[str]:
         self.received.append((mail_from, recipients, raw))
+        self.peers.append(peer)
         return [ROOMS[r] for r in recipients]
 
 
@@ -90,6 +94,7 @@ async def test_each_recipient_gets_its_own_answer_after_data(listener: tuple[Roo
     writer.close()
     assert first.startswith("250 ") and second.startswith("451 ")
     assert rooms.received[0][1] == ["a.aaaaaaaaaaaaaaaa@mail.test", "b.bbbbbbbbbbbbbbbb@mail.test"]
+    assert rooms.peers == ["127.0.0.1"]  # who delivered: sender verification trusts only its MTA
 
 
 async def test_recipients_are_checked_before_the_mail_is_accepted(

@@ -4,10 +4,16 @@ DESIGN §3: email addresses are case-folded, so ``Bob@Example.ORG`` and ``bob@ex
 one sender (one ghost) and one portal. Strictly, RFC 5321 lets the receiving server treat the
 local part case-sensitively; no server in use does, and two ghosts for one person would be worse.
 
-Validation is deliberately narrower than RFC 5322: a dot-atom local part of ASCII ``atext``
-(no quoted strings, no comments) and an ASCII domain name. That covers the addresses people
-use and rules out the forms mail software disagrees about, which is where spoofing and header
-injection live. Internationalised addresses (RFC 6531, IDNA domains) are refused for now.
+Validation is deliberately narrower than RFC 5322: a dot-atom local part (no quoted strings,
+no comments) and a host name. That covers the addresses people use and rules out the forms mail
+software disagrees about, which is where spoofing and header injection live.
+
+Internationalised addresses (RFC 6531) are accepted: a local part may hold letters, marks and
+digits of any script besides ASCII ``atext`` (NFC-normalised, lower-cased; never controls,
+format characters such as bidi overrides, or spaces), and a domain may be an IDN, which is kept
+in its ASCII form (``xn--``, IDNA 2008 with UTS #46 mapping), the one form DNS, DKIM and DMARC
+compare. So ``Jürgen@Müller.example`` and ``jürgen@xn--mller-kva.example`` are one address.
+An address with a non-ASCII local part can only be sent to relays that offer SMTPUTF8.
 """
 
 from __future__ import annotations
@@ -18,12 +24,18 @@ import re
 import secrets
 import unicodedata
 
+import idna
+
 MAX_ADDRESS_LENGTH = 254  # RFC 5321 §4.5.3.1.3 (path) minus the angle brackets
 _MAX_LOCAL_LENGTH = 64  # RFC 5321 §4.5.3.1.1
 _MAX_LABEL_LENGTH = 63  # RFC 1035 §2.3.4
 
 # RFC 5322 §3.2.3 atext, lower-cased (addresses are case-folded before checking).
 _LOCAL_ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
+# Non-ASCII local parts: the same, plus letters, marks and digits of any script.
+_INTERNATIONAL_ATOM = r"(?:[a-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])+"
+_INTERNATIONAL_LOCAL_PART = re.compile(rf"{_INTERNATIONAL_ATOM}(?:\.{_INTERNATIONAL_ATOM})*")
+_INTERNATIONAL_CATEGORIES = frozenset("LMN")
 _LOCAL_PART = re.compile(rf"{_LOCAL_ATOM}(?:\.{_LOCAL_ATOM})*")
 _DOMAIN_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 # Named in the messages so the user sees what is wrong; anything else gets the generic reason.
@@ -95,30 +107,36 @@ def _short(value: str) -> str:
     return repr(value if len(value) <= 80 else value[:80] + "…")
 
 
-def _check_domain(domain: str, shown: str) -> None:
+def _ascii_domain(domain: str, shown: str) -> str:
+    """``domain`` (lower-cased) checked as a host name; an IDN becomes its ``xn--`` form."""
     if not domain:
         raise InvalidAddress(f"{_short(shown)} is not a valid email address: the domain is empty")
     if not domain.isascii():
-        raise InvalidAddress(
-            f"{_short(shown)} is not supported: internationalised domain names are not accepted "
-            "yet; use the ASCII (xn--) form"
-        )
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as err:
+            raise InvalidAddress(
+                f"{_short(shown)} is not a valid email address: the domain is not a valid"
+                f" internationalised domain name ({err})"
+            ) from None
     for label in domain.split("."):
         if len(label) > _MAX_LABEL_LENGTH or not _DOMAIN_LABEL.fullmatch(label):
             raise InvalidAddress(
                 f"{_short(shown)} is not a valid email address: the domain {_short(domain)} is "
                 "not a host name (letters, digits and inner hyphens, labels separated by dots)"
             )
+    return domain
 
 
 def normalize_address(addr: str) -> str:
     """The case-folded form of the bare address ``addr`` (``local@domain``, no display name).
 
     Raises ``InvalidAddress`` naming the problem: not exactly one ``@``, an empty or
-    over-long part, whitespace or control characters, ``<>,;"``, a local part that is not a
-    dot-atom, a domain that is not an ASCII host name, or more than 254 characters in all.
+    over-long part, whitespace, control or format characters, ``<>,;"``, a local part that is
+    not a dot-atom, a domain that is not a host name (or IDN), or more than 254 bytes in all.
+    ``is_international`` tells whether the result needs SMTPUTF8.
     """
-    address = addr.strip().lower()
+    address = unicodedata.normalize("NFC", addr.strip()).lower()
     for char in address:
         if char in _FORBIDDEN or unicodedata.category(char)[0] in "CZ":
             what = _FORBIDDEN.get(char, f"the character U+{ord(char):04X}")
@@ -136,22 +154,35 @@ def normalize_address(addr: str) -> str:
         raise InvalidAddress(
             f"{_short(addr)} is not a valid email address: the local part is empty"
         )
-    if not local.isascii():
-        raise InvalidAddress(
-            f"{_short(addr)} is not supported: internationalised local parts are not accepted yet"
-        )
+    pattern = _LOCAL_PART if local.isascii() else _INTERNATIONAL_LOCAL_PART
+    for char in local:
+        if not char.isascii() and unicodedata.category(char)[0] not in _INTERNATIONAL_CATEGORIES:
+            raise InvalidAddress(
+                f"{_short(addr)} is not a valid email address: it contains the character"
+                f" U+{ord(char):04X} (only letters, marks and digits besides ASCII)"
+            )
     if "=?" in local:  # valid atext, but Python's header parser decodes it as RFC 2047
         raise InvalidAddress(
             f"{_short(addr)} is not supported: its local part looks like an encoded word ('=?')"
         )
-    if len(local) > _MAX_LOCAL_LENGTH or not _LOCAL_PART.fullmatch(local):
+    if len(local.encode()) > _MAX_LOCAL_LENGTH or not pattern.fullmatch(local):
         raise InvalidAddress(
             f"{_short(addr)} is not a valid email address: the local part must be at most "
-            f"{_MAX_LOCAL_LENGTH} characters of letters, digits and !#$%&'*+/=?^_`{{|}}~- "
+            f"{_MAX_LOCAL_LENGTH} bytes of letters, digits and !#$%&'*+/=?^_`{{|}}~- "
             "separated by single dots"
         )
-    _check_domain(domain, addr)
+    address = f"{local}@{_ascii_domain(domain, addr)}"
+    if len(address.encode()) > MAX_ADDRESS_LENGTH:
+        raise InvalidAddress(
+            f"{_short(addr)} is not a valid email address: longer than {MAX_ADDRESS_LENGTH} bytes"
+        )
     return address
+
+
+def is_international(address: str) -> bool:
+    """Whether a normalized ``address`` can only be sent with SMTPUTF8 (RFC 6531): its local
+    part is not ASCII (domains are kept in their ASCII form)."""
+    return not address.isascii()
 
 
 def split_address(addr: str) -> tuple[str, str]:
@@ -161,10 +192,9 @@ def split_address(addr: str) -> tuple[str, str]:
 
 
 def normalize_domain(domain: str) -> str:
-    """The lower-cased mail ``domain``; raises ``InvalidAddress`` if it is not a host name."""
-    folded = domain.strip().lower()
-    _check_domain(folded, domain)
-    return folded
+    """The lower-cased mail ``domain`` (an IDN in its ``xn--`` form); raises
+    ``InvalidAddress`` if it is not a host name."""
+    return _ascii_domain(unicodedata.normalize("NFC", domain.strip()).lower(), domain)
 
 
 def _slugify(text: str) -> str:

@@ -9,9 +9,13 @@ cpython#94306, #105802) and ``get_content()`` raises ``LookupError`` on unknown 
 structure is parsed with a ``compat32`` policy (header values stay raw text and the structure
 parser registers defects instead of raising), and the few headers we need are read here: address
 headers through the stdlib's RFC 5322 parser, guarded, everything else with small tolerant
-readers. Refused outright: MIME bombs (too many parts, nesting too deep), several From headers
-or a From naming several mailboxes without a Sender (both spoofing tricks, espoofer), and a
-missing From unless the mail system itself reports a delivery status.
+readers. Refused outright: mail over a ``ParseLimits`` limit (parts, nesting, headers, decoded
+size: counted by the parser as it parses, see ``limits``), several From headers or a From naming
+several mailboxes without a Sender (both spoofing tricks, espoofer), and a missing From unless
+the mail system itself reports a delivery status.
+
+Parsing is CPU-bound and runs ``openssl`` for S/MIME signatures: the bridge calls it in a worker
+process (``bridge.email.parsing``), never on its event loop.
 """
 
 from __future__ import annotations
@@ -21,21 +25,31 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC
 from email import errors, policy
 from email.generator import BytesGenerator
 from email.headerregistry import BaseHeader
 from email.message import Message
-from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 
 from .addresses import InvalidAddress, normalize_address, parse_message_ids
 from .charsets import decode_8bit_header, decode_header_words, decode_text
 from .dsn import Bounce, is_delivery_report, read_bounce
 from .filenames import sanitize_filename
+from .limits import Budget, CountingFeedParser, LimitExceeded, ParseLimits
+from .secure import Security, is_signature_part, read_security
 
-__all__ = ["Attachment", "Bounce", "Mailbox", "MalformedMail", "ParsedMail", "parse_mail"]
+__all__ = [
+    "Attachment",
+    "Bounce",
+    "Mailbox",
+    "MalformedMail",
+    "ParseLimits",
+    "ParsedMail",
+    "Security",
+    "parse_mail",
+]
 
 MAX_REFERENCES = 100
 MAX_STRICT_ADDRESS_HEADER = 1000  # characters; see _mailboxes
@@ -46,11 +60,7 @@ _NOT_SET = frozenset({"", "no", "false", "0"})
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _ENCODED_WORD_GAP = re.compile(r"\?=\s+(?==\?)")
 _JOINED_WORDS_DEFECT = "missing trailing whitespace after encoded-word"  # what the join causes
-_BOUNDARY_PARAM = re.compile(
-    rb'boundary[ \t]*=[ \t]*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.I
-)
-_DELIMITER_LINE = re.compile(rb"^--([^\r\n]*)", re.M)
-_CONTENT_TYPE_LINE = re.compile(rb"^content-type[ \t]*:", re.I | re.M)
+_FEED_CHUNK = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -99,6 +109,8 @@ class ParsedMail:
     loop_markers: list[str] = field(default_factory=list)
     bounce: Bounce | None = None
     defects: list[str] = field(default_factory=list)
+    security: Security | None = None
+    """S/MIME or OpenPGP: signed (and the signature's status) or encrypted; see ``secure``."""
 
 
 class MalformedMail(ValueError):
@@ -204,7 +216,9 @@ def _from(msg: Message) -> list[Mailbox]:
     problems = [
         d
         for d in header.defects
-        if not isinstance(d, errors.ObsoleteHeaderDefect) and str(d) != _JOINED_WORDS_DEFECT
+        # A non-ASCII local part is RFC 6531 (SMTPUTF8) mail, not an ambiguity.
+        if not isinstance(d, errors.ObsoleteHeaderDefect | errors.NonASCIILocalPartDefect)
+        and str(d) != _JOINED_WORDS_DEFECT
     ]
     if problems:
         raise MalformedMail(f"the From header is ambiguous ({problems[0]})")
@@ -245,24 +259,6 @@ def _is_auto_submitted(msg: Message, from_: list[Mailbox], bounce: Bounce | None
     return bounce is not None or any(m.address.split("@")[0] in _SYSTEM_SENDERS for m in from_)
 
 
-def _refuse_bombs(raw: bytes, max_parts: int) -> None:
-    """Refuse, before parsing, mail that would make more than ``max_parts`` parts.
-
-    The stdlib parser takes seconds on 100,000 parts and dies with RecursionError at ~1,000
-    nesting levels; both fit in a size-limited mail. Every part starts at a delimiter line of a
-    declared boundary, every nested message needs a Content-Type header: counting those is a
-    linear scan. The exact count and depth are checked after parsing.
-    """
-    boundaries = {
-        quoted or bare for quoted, bare in (m.groups() for m in _BOUNDARY_PARAM.finditer(raw))
-    }
-    delimiters = sum(
-        1 for m in _DELIMITER_LINE.finditer(raw) if m.group(1).rstrip(b" \t") in boundaries
-    )
-    if delimiters > max_parts or len(_CONTENT_TYPE_LINE.findall(raw)) > max_parts:
-        raise MalformedMail(f"more than {max_parts} MIME parts")
-
-
 def _children(part: Message) -> list[Message] | None:
     """The sub-parts of a multipart or message/* part, ``None`` for a leaf."""
     if not part.is_multipart():  # get_payload() of a leaf decodes, and can raise doing so
@@ -270,17 +266,14 @@ def _children(part: Message) -> list[Message] | None:
     return [child for child in part.get_payload() if isinstance(child, Message)]
 
 
-def _all_parts(msg: Message, max_parts: int, max_depth: int) -> list[Message]:
+def _all_parts(msg: Message) -> list[Message]:
+    """Every part, depth first; their number and depth were bounded by the parser."""
     parts: list[Message] = []
-    stack = [(msg, 0)]
+    stack = [msg]
     while stack:
-        part, depth = stack.pop()
-        if depth > max_depth:
-            raise MalformedMail(f"MIME nesting deeper than {max_depth} levels")
+        part = stack.pop()
         parts.append(part)
-        if len(parts) > max_parts:
-            raise MalformedMail(f"more than {max_parts} MIME parts")
-        stack.extend((child, depth + 1) for child in reversed(_children(part) or []))
+        stack.extend(reversed(_children(part) or []))
     return parts
 
 
@@ -350,40 +343,47 @@ def _param(part: Message, name: str) -> str:
     return value.strip().lower() if isinstance(value, str) else ""
 
 
-def _body_text(part: Message) -> str:
+def _decoded(part: Message, budget: Budget) -> bytes:
     data = part.get_payload(decode=True)
-    text = decode_text(data if isinstance(data, bytes) else b"", part.get_content_charset())
+    data = data if isinstance(data, bytes) else b""
+    budget.decoded(len(data))
+    return data
+
+
+def _body_text(part: Message, budget: Budget) -> str:
+    text = decode_text(_decoded(part, budget), part.get_content_charset())
     text = text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
     if part.get_content_type() == "text/plain" and _param(part, "format") == "flowed":
         text = _unflow(text, _param(part, "delsp") == "yes")
     return text
 
 
-def _leaf_bytes(part: Message) -> bytes:
+def _leaf_bytes(part: Message, budget: Budget) -> bytes:
     if not part.is_multipart():
-        data = part.get_payload(decode=True)
-        return data if isinstance(data, bytes) else b""
+        return _decoded(part, budget)
     # message/*: the parser made sub-messages of it; give the file back as bytes.
     buffer = io.BytesIO()
     BytesGenerator(buffer, mangle_from_=False, policy=_SERIALIZE_POLICY).flatten(part)
-    return buffer.getvalue().partition(b"\r\n\r\n")[2]
+    data = buffer.getvalue().partition(b"\r\n\r\n")[2]
+    budget.decoded(len(data))
+    return data
 
 
-def _attachment(part: Message) -> Attachment:
+def _attachment(part: Message, budget: Budget) -> Attachment:
     mimetype = part.get_content_type()
     content_id = _content_id(part)
     disposition = part.get_content_disposition()
     return Attachment(
         filename=sanitize_filename(part.get_filename(), mimetype),
         mimetype=mimetype,
-        data=_leaf_bytes(part),
+        data=_leaf_bytes(part, budget),
         content_id=content_id,
         inline=disposition == "inline" or (disposition is None and content_id is not None),
     )
 
 
-def _read(msg: Message, max_parts: int, max_depth: int) -> ParsedMail:
-    parts = _all_parts(msg, max_parts, max_depth)
+def _read(msg: Message, raw: bytes, budget: Budget, trust_anchors: str | None) -> ParsedMail:
+    parts = _all_parts(msg)
     defects: list[str] = []
     mail = ParsedMail(from_=_from(msg), bounce=read_bounce(msg, _POLICY))
     if not mail.from_ and not is_delivery_report(msg):
@@ -413,15 +413,23 @@ def _read(msg: Message, max_parts: int, max_depth: int) -> ParsedMail:
     mail.authentication_results = [v.strip() for v in _headers(msg, "Authentication-Results")]
     mail.loop_markers = [_one_line(v) for v in _headers(msg, "X-Pontis-Loop")]
 
+    mail.security = read_security(msg, raw, trust_anchors)
+    if mail.security is not None and mail.security.encrypted:
+        # Nothing to show but that it is encrypted; the caller attaches the original.
+        mail.defects = defects
+        return mail
     candidates = list(_body_candidates(msg))
     text_part = next((p for p in candidates if p.get_content_type() == "text/plain"), None)
     html_part = next((p for p in candidates if p.get_content_type() == "text/html"), None)
-    mail.text = _body_text(text_part) if text_part is not None else None
-    mail.html = _body_text(html_part) if html_part is not None else None
+    mail.text = _body_text(text_part, budget) if text_part is not None else None
+    mail.html = _body_text(html_part, budget) if html_part is not None else None
+    mail.security = mail.security or read_security(msg, raw, trust_anchors, text=mail.text)
     mail.attachments = [
-        _attachment(part)
+        _attachment(part, budget)
         for part in _leaves(msg)
-        if part is not text_part and part is not html_part
+        if part is not text_part
+        and part is not html_part
+        and not (mail.security is not None and is_signature_part(part))
     ]
     # Decoding registers defects (bad base64, …) on the parts, so they are collected last.
     for index, part in enumerate(parts):
@@ -431,21 +439,46 @@ def _read(msg: Message, max_parts: int, max_depth: int) -> ParsedMail:
     return mail
 
 
-def parse_mail(raw: bytes, *, max_parts: int = 100, max_depth: int = 10) -> ParsedMail:
+def parse_mail(
+    raw: bytes,
+    *,
+    max_parts: int | None = None,
+    max_depth: int | None = None,
+    limits: ParseLimits | None = None,
+    trust_anchors: str | None = None,
+) -> ParsedMail:
     """Parse one mail as received (RFC 5322 + MIME). Raises only ``MalformedMail``.
 
     Header values are decoded (RFC 2047, 8-bit), subjects and names made single-line without
     control characters; addresses are normalized (invalid ones in To/Cc/Reply-To are skipped
     and noted in ``defects``). The body is the first text/plain and the first text/html that
     are not attachments, as ``EmailMessage.get_body`` chooses them; every other leaf part is an
-    attachment. ``html`` is not sanitized: that is the caller's job. ``defects`` lists what was
-    wrong but tolerated, for the log.
+    attachment (an S/MIME or OpenPGP signature is not: it becomes ``security``). ``html`` is
+    not sanitized: that is the caller's job. ``defects`` lists what was wrong but tolerated, for
+    the log. ``limits`` bound the work (``max_parts``/``max_depth`` override two of them);
+    ``trust_anchors`` is the CA file S/MIME signers are checked against (None: OpenSSL's).
+
+    CPU-bound and blocking (S/MIME runs ``openssl``): call it off the event loop.
     """
-    _refuse_bombs(raw, max_parts)
+    limits = limits or ParseLimits()
+    if max_parts is not None or max_depth is not None:
+        limits = replace(
+            limits,
+            max_parts=limits.max_parts if max_parts is None else max_parts,
+            max_depth=limits.max_depth if max_depth is None else max_depth,
+        )
+    budget = Budget(limits)
     try:
-        msg = BytesParser(policy=_POLICY).parsebytes(raw)
-        return _read(msg, max_parts, max_depth)
+        parser = CountingFeedParser(budget, _POLICY)
+        for start in range(0, len(raw), _FEED_CHUNK):
+            parser.feed(raw[start : start + _FEED_CHUNK])
+        msg = parser.close()
+        return _read(msg, raw, budget, trust_anchors)
     except MalformedMail:
         raise
+    except LimitExceeded as exc:
+        raise MalformedMail(str(exc)) from None
+    except RecursionError:  # a limit set far too high: the parser recurses per nesting level
+        raise MalformedMail("MIME nesting too deep to read") from None
     except Exception as exc:  # a stdlib bug on hostile input must not escape as a crash
         raise MalformedMail(f"the mail cannot be read ({type(exc).__name__})") from exc
