@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from bridge.email.protocol.authres import (
     AuthVerdict,
+    read_arc_authentication_results,
     read_authentication_results,
     sender_verified,
 )
@@ -36,13 +37,45 @@ def test_rspamd_style_single_header() -> None:
     )
 
 
-def test_one_header_per_milter() -> None:
+def test_with_one_header_per_milter_only_the_topmost_counts() -> None:
+    # OpenDKIM, policyd-spf and OpenDMARC each wrote one; the DMARC milter's is not on top, so
+    # its pass is not read: a header below the topmost may be the sender's.
     mail = parse_mail(load("gmail-reply.eml"))
     result = read_authentication_results(mail.authentication_results, MX)
     assert result.dkim == [("pass", "gmail.com")]
-    assert result.spf == ("pass", "gmail.com")
-    assert (result.dmarc, result.dmarc_from) == ("pass", "gmail.com")
-    assert sender_verified(result, "gmail.com", "dmarc")
+    assert result.spf is None and result.dmarc is None
+    assert not sender_verified(result, "gmail.com", "dmarc")
+    assert sender_verified(result, "gmail.com", "aligned")
+
+
+def test_a_forged_header_below_the_mta_s_own_is_ignored() -> None:
+    # The MTA found DMARC failing and wrote so on top; the sender's header claiming a pass under
+    # the same authserv-id comes below it, whether the MTA left it there or not.
+    real = "mx.agency.example; dkim=none; spf=fail smtp.mailfrom=agency.example; dmarc=fail"
+    forged = "mx.agency.example; dmarc=pass header.from=agency.example; dkim=pass header.d=agency.example"
+    result = verdict(real, forged)
+    assert result == AuthVerdict(dmarc="fail", dkim=[("none", "")], spf=("fail", "agency.example"))
+    assert not sender_verified(result, "agency.example", "aligned")
+    # Other ids above the trusted one do not make the forged one the topmost trusted header.
+    assert verdict("relay.example; dmarc=pass header.from=x.org", real, forged).dmarc == "fail"
+
+
+def test_arc_authentication_results() -> None:
+    found = read_arc_authentication_results(
+        "i=2; lists.example.org; dkim=pass header.d=example.org; dmarc=pass (p=reject)"
+        " header.from=example.org; arc=pass"
+    )
+    assert found is not None
+    instance, authserv_id, result = found
+    assert (instance, authserv_id) == (2, "lists.example.org")
+    assert (result.dmarc, result.dmarc_from, result.arc) == ("pass", "example.org", "pass")
+    for broken in ["", "lists.example.org; dmarc=pass", "i=x; lists.example.org", "i=1", "i=1; "]:
+        assert read_arc_authentication_results(broken) is None
+
+
+def test_the_mta_s_arc_result_is_read() -> None:
+    assert verdict("mx.agency.example; arc=pass (i=2) smtp.remote-ip=192.0.2.1").arc == "pass"
+    assert verdict("mx.agency.example; arc=fail; arc=pass").arc == "fail"
 
 
 def test_headers_from_other_authserv_ids_are_ignored() -> None:
@@ -88,9 +121,8 @@ def test_no_results(value: str) -> None:
 def test_several_signatures_and_the_first_result_wins() -> None:
     result = verdict(
         "mx.agency.example; dkim=fail header.d=example.org; dkim=PASS header.i=@Lists.Example.NET;"
-        " dkim=none; spf=softfail smtp.helo=mail.example.org",
-        "mx.agency.example; spf=pass smtp.mailfrom=example.org; dmarc=none header.from=example.org",
-        "mx.agency.example; dmarc=pass header.from=example.org",
+        " dkim=none; spf=softfail smtp.helo=mail.example.org; spf=pass smtp.mailfrom=example.org;"
+        " dmarc=none header.from=example.org; dmarc=pass header.from=example.org",
     )
     assert result.dkim == [("fail", "example.org"), ("pass", "lists.example.net"), ("none", "")]
     assert result.spf == ("softfail", "mail.example.org")
@@ -135,7 +167,9 @@ DMARC_FAIL_DKIM_PASS = AuthVerdict(dmarc="fail", dkim=[("pass", "example.org")])
     [
         (DMARC_PASS, "example.org", "dmarc", True),
         (DMARC_PASS, "Example.ORG.", "dmarc", True),
-        (DMARC_PASS_UNNAMED, "example.org", "dmarc", True),
+        # A pass that names no domain could be for any domain.
+        (DMARC_PASS_UNNAMED, "example.org", "dmarc", False),
+        (DMARC_PASS_UNNAMED, "example.org", "aligned", False),
         # The MTA evaluated another From than we read: a parser-ambiguity spoof.
         (DMARC_PASS, "agency.example", "dmarc", False),
         (DMARC_PASS, "agency.example", "aligned", False),

@@ -1,11 +1,16 @@
 """Authentication-Results (RFC 8601): did the sender's domain vouch for this mail?
 
-The bridge does not verify SPF, DKIM or DMARC itself; the MTA in front of it does (rspamd,
+With ``verifier: mta`` the MTA in front of the bridge verifies SPF, DKIM and DMARC (rspamd,
 OpenDKIM/OpenDMARC) and records its verdict in an Authentication-Results header that starts
-with its *authserv-id*. Anyone can write such a header into a mail, so only those carrying the
-operator's configured authserv-id count, and the MTA must remove incoming headers that claim
-that id (RFC 8601 §5; rspamd and OpenDMARC do). If several trusted headers are present, the
-first (top-most, most recent) result of each method wins; all DKIM results are kept.
+with its *authserv-id*. Anyone can write such a header into a mail, so only one carrying the
+operator's configured authserv-id counts, and of those only the topmost: the MTA adds its own
+above everything the sender wrote, so a second one below it is the sender's (an MTA should
+remove those, RFC 8601 §5, but not every one does). Within that header the first result of each
+method wins; all DKIM results are kept.
+
+ARC-Authentication-Results (RFC 8617) are the same results written by a forwarder, after an
+``i=<instance>;`` prefix; :func:`read_arc_authentication_results` reads them for the forwarders
+the operator trusts.
 
     Authentication-Results: mx.agency.example; dkim=pass header.d=example.org header.s=s1;
         spf=pass smtp.mailfrom=bounces@example.org; dmarc=pass (p=reject) header.from=example.org
@@ -36,6 +41,8 @@ class AuthVerdict:
     dmarc_from: str | None = None
     dkim: list[tuple[str, str]] = field(default_factory=list)
     spf: tuple[str, str] | None = None
+    arc: str | None = None
+    """The MTA's ARC chain validation (``pass``, ``fail``, ``none``)."""
 
 
 def _segments(value: str) -> list[str]:
@@ -90,31 +97,51 @@ def _authserv_id(segment: str) -> str:
 
 
 def read_authentication_results(values: list[str], trusted_authserv_id: str) -> AuthVerdict:
-    """The verdict of the headers in ``values`` whose authserv-id is ``trusted_authserv_id``
-    (case-insensitive). Other headers are ignored: the sender may have written them."""
-    verdict = AuthVerdict()
+    """The verdict of the topmost header in ``values`` (in the mail's order) whose authserv-id
+    is ``trusted_authserv_id`` (case-insensitive). Every other header is ignored: the sender may
+    have written it, under any id."""
     trusted = trusted_authserv_id.strip().lower()
+    if not trusted:
+        return AuthVerdict()
     for value in values:
         first, *results = _segments(value)
-        if not trusted or _authserv_id(first) != trusted:
+        if _authserv_id(first) == trusted:
+            return _verdict(results)
+    return AuthVerdict()
+
+
+def read_arc_authentication_results(value: str) -> tuple[int, str, AuthVerdict] | None:
+    """(instance, authserv-id, verdict) of an ARC-Authentication-Results value
+    (``i=2; lists.example.org; dkim=pass ...``), or None if it is not one."""
+    first, *rest = _segments(value)
+    key, _, number = first.strip().partition("=")
+    if key.strip().lower() != "i" or not number.strip().isdigit() or not rest:
+        return None
+    authserv_id = _authserv_id(rest[0])
+    if not authserv_id:
+        return None
+    return int(number.strip()), authserv_id, _verdict(rest[1:])
+
+
+def _verdict(results: list[str]) -> AuthVerdict:
+    verdict = AuthVerdict()
+    for result in results:
+        pairs = [(k.replace(" ", "").lower(), _unquote(v)) for k, v in _PAIR.findall(result)]
+        if not pairs:  # "none": no method was evaluated
             continue
-        for result in results:
-            pairs = [(k.replace(" ", "").lower(), _unquote(v)) for k, v in _PAIR.findall(result)]
-            if not pairs:  # "none": no method was evaluated
-                continue
-            method, outcome = pairs[0][0].partition("/")[0], pairs[0][1].lower()
-            props = dict(reversed(pairs[1:]))  # the first occurrence of a property wins
-            if method == "dmarc" and verdict.dmarc is None:
-                verdict.dmarc = outcome
-                verdict.dmarc_from = (
-                    _domain(props["header.from"]) if "header.from" in props else None
-                )
-            elif method == "dkim":
-                signer = props.get("header.d") or props.get("header.i") or ""
-                verdict.dkim.append((outcome, _domain(signer)))
-            elif method == "spf" and verdict.spf is None:
-                identity = props.get("smtp.mailfrom") or props.get("smtp.helo") or ""
-                verdict.spf = (outcome, _domain(identity))
+        method, outcome = pairs[0][0].partition("/")[0], pairs[0][1].lower()
+        props = dict(reversed(pairs[1:]))  # the first occurrence of a property wins
+        if method == "dmarc" and verdict.dmarc is None:
+            verdict.dmarc = outcome
+            verdict.dmarc_from = _domain(props["header.from"]) if "header.from" in props else None
+        elif method == "dkim":
+            signer = props.get("header.d") or props.get("header.i") or ""
+            verdict.dkim.append((outcome, _domain(signer)))
+        elif method == "spf" and verdict.spf is None:
+            identity = props.get("smtp.mailfrom") or props.get("smtp.helo") or ""
+            verdict.spf = (outcome, _domain(identity))
+        elif method == "arc" and verdict.arc is None:
+            verdict.arc = outcome
     return verdict
 
 
@@ -127,8 +154,9 @@ def _aligned(domain: str, from_domain: str) -> bool:
 def sender_verified(verdict: AuthVerdict, from_domain: str, require: str) -> bool:
     """Whether ``verdict`` vouches for mail from ``from_domain`` at level ``require``:
 
-    - ``"dmarc"``: DMARC passed, for this From domain if the MTA named the domain it checked
-      (a different one means the MTA read another From than we did: a spoofing trick);
+    - ``"dmarc"``: DMARC passed for this From domain, which the verifier must name in
+      ``header.from`` (a pass without it could be for any domain; a different one means the
+      verifier read another From than we did: a spoofing trick);
     - ``"aligned"``: that, or a passing DKIM signature or SPF check of an aligned domain,
       which also accepts domains that publish no DMARC policy;
     - ``"none"``: always.
@@ -140,7 +168,7 @@ def sender_verified(verdict: AuthVerdict, from_domain: str, require: str) -> boo
     if require == "none":
         return True
     domain = from_domain.strip().lower().rstrip(".")
-    if verdict.dmarc == "pass" and verdict.dmarc_from in (None, domain):
+    if verdict.dmarc == "pass" and verdict.dmarc_from == domain:
         return True
     if require == "dmarc":
         return False
