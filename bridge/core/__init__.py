@@ -6,6 +6,7 @@ entry point group (see :mod:`bridge.core.connector` for the contract).
 
 from bridge.core.connector import (
     Capabilities,
+    Contact,
     LoginFlow,
     LoginProcess,
     LoginStep,
@@ -13,6 +14,8 @@ from bridge.core.connector import (
     NetworkConnector,
     NetworkInfo,
     SupportsBackfill,
+    SupportsCli,
+    SupportsContacts,
     SupportsDirectChats,
     SupportsEdits,
     SupportsInvites,
@@ -37,6 +40,7 @@ from bridge.core.errors import (
     TransientError,
 )
 from bridge.core.events import (
+    INLINE_URL,
     ChatInfo,
     MatrixEdit,
     MatrixEvent,
@@ -75,11 +79,13 @@ from bridge.core.ids import (
 )
 
 __all__ = [
+    "INLINE_URL",
     "AuthExpired",
     "BridgeError",
     "Capabilities",
     "ChatInfo",
     "ConnectorContext",
+    "Contact",
     "LoginFlow",
     "LoginID",
     "LoginProcess",
@@ -118,6 +124,8 @@ __all__ = [
     "RemoteTyping",
     "RemoteUserID",
     "SupportsBackfill",
+    "SupportsCli",
+    "SupportsContacts",
     "SupportsDirectChats",
     "SupportsEdits",
     "SupportsInvites",

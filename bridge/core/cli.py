@@ -1,4 +1,5 @@
-"""``pontis``: generate-registration, run (the default), check, dead-letters, pending and audit.
+"""``pontis``: generate-registration, run (the default), check, dead-letters, pending and audit;
+``pontis <network> …`` for a connector's own commands (:class:`SupportsCli`).
 
 Every failure an operator can cause (missing file, bad YAML, invalid value, unreachable
 homeserver) ends as one clear line per problem on stderr and exit status 1, never a traceback.
@@ -30,7 +31,7 @@ from bridge.core.app import (
 )
 from bridge.core.audit import AuditLog, cli_actor, retried
 from bridge.core.config import Config, ConfigError, make_registration, write_registration
-from bridge.core.connector import SupportsCheck
+from bridge.core.connector import SupportsCheck, SupportsCli
 from bridge.core.encryption_settings import PICKLE_KEY_ENV
 from bridge.core.ids import NetworkID
 from bridge.core.logs import setup_logging
@@ -45,7 +46,7 @@ from bridge.portal.pending import PendingRows, parse_ref
 from bridge.portal.store import Store
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(networks: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pontis", description="Pontis Matrix bridge hub")
     parser.add_argument(
         "-c", "--config", default="config.yaml", help="config file (default: %(default)s)"
@@ -94,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--actor", help="only this actor (a Matrix id, xmpp:domain, cli:user)")
     audit.add_argument("--action", help="only this action, or those under it (dead-letters)")
     audit.add_argument("--since", help="only from this ISO date or time on (UTC if no offset)")
+    for network in networks:
+        own = sub.add_parser(network, help=f"the {network} connector's own commands, if any")
+        own.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -111,9 +115,9 @@ def _fail(lines: Sequence[object]) -> int:
 def main(
     argv: Sequence[str] | None = None, *, factories: Mapping[str, ConnectorFactory] | None = None
 ) -> int:
-    args = _parser().parse_args(argv)
-    command = args.command or "run"
     factories = discover_connectors() if factories is None else factories
+    args = _parser(sorted(factories)).parse_args(argv)
+    command = args.command or "run"
     try:
         if command == "generate-pickle-key":
             return _generate_pickle_key(Path(args.output))
@@ -130,6 +134,8 @@ def main(
             return asyncio.run(_dead_letters(config, args.action, args.target, args.limit))
         if command == "audit":
             return asyncio.run(_audit_list(config, args.limit, args.actor, args.action, args.since))
+        if command in factories:
+            return asyncio.run(_connector_cli(config, command, factories[command], args.args))
         return _run(config, factories)
     except ConfigError as err:
         return _fail(err.problems)
@@ -219,6 +225,28 @@ async def _show_recovery_key(config: Config) -> int:
 
 class _Usage(Exception):
     pass
+
+
+async def _connector_cli(
+    config: Config, network: str, factory: ConnectorFactory, args: list[str]
+) -> int:
+    """``pontis <network> …``: the connector's own command, audited like the core's."""
+    connector = factory()
+    if not isinstance(connector, SupportsCli):
+        return _fail([f"the {network} connector has no commands of its own"])
+    try:
+        store = await Store.open(config.database_url)
+    except Exception as err:
+        return _fail([_cannot_open(config, err)])
+    try:
+        status = await connector.run_cli(
+            list(args), config.connector_section(network), store.database
+        )
+        await _audit(store, f"{network} {args[0] if args else ''}".strip(), " ".join(args[1:]),
+                     "ok" if status == 0 else "failed")  # fmt: skip
+        return status
+    finally:
+        await store.close()
 
 
 AUDIT_OPEN_SECONDS = 10.0

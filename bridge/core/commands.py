@@ -22,6 +22,7 @@ from bridge.core.connector import (
     SupportsLogout,
     connector_named,
 )
+from bridge.core.contact_commands import ContactCommands
 from bridge.core.errors import BridgeError, PermanentError
 from bridge.core.ids import NetworkID
 from bridge.core.matrix import MatrixAPI
@@ -53,6 +54,8 @@ HELP = """\
   relayed (the `relay` level) get their messages sent by the bridge with their name in front
   (needs the power level to change the room, and `bridge.relay.enabled`)
 - `set-management-room` — make this room (just you and the bot) your management room
+- `email contacts <room> list|add|remove <address>` — who receives a mail portal's new
+  conversations (its members; answers always go to the people on the mail answered)
 
 Bridge admins only (an agency's admins: for their agency's portals, logins and messages):
 `dead-letters` lists what could not be bridged; `retry <id>|all` sends it again, in its
@@ -122,6 +125,10 @@ class CommandProcessor:
             store=store, matrix=matrix, router=router, connectors=connectors,
             permissions=permissions, reply=self.reply, log=log,
         )  # fmt: skip
+        self._contact_commands = ContactCommands(
+            store=store, matrix=matrix, portals=router.portals, connectors=connectors,
+            permissions=permissions, reply=self.reply, log=log,
+        )  # fmt: skip
 
     async def handle(self, room_id: str, sender: str, event: dict[str, Any]) -> None:
         if event.get("type") == "m.room.member":
@@ -172,6 +179,7 @@ class CommandProcessor:
             "drop": self._drop,
             "relogin": self._login,
             **self._portal_commands.handlers(),
+            **self._contact_commands.handlers(),
         }.get(command.lower())
         if handler is None:
             await self.reply(room_id, f"Unknown command `{command}`. Send `help` for the list.")

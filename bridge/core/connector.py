@@ -48,6 +48,8 @@ from bridge.core.events import (
 from bridge.core.ids import LoginID, NetworkID, PortalKey, RemoteMessageID, RemoteUserID
 
 if TYPE_CHECKING:
+    from mautrix.util.async_db import Database
+
     from bridge.core.context import ConnectorContext
     from bridge.portal.models import Login, Portal, RemoteInput
 
@@ -201,6 +203,49 @@ class SupportsPolicyDomain(Protocol):
 
     async def policy_domain(self, portal: PortalKey) -> str:
         """The ``remote`` name of ``bridge.federation`` rules that covers this chat."""
+        ...
+
+
+@runtime_checkable
+class SupportsCli(Protocol):
+    """Optional on a :class:`NetworkConnector`: ``pontis <network> …`` on the command line, for
+    the operator on the bridge's host (e.g. ``pontis email record <sha256>``). The core opens the
+    database (it works while the bridge runs), records the call in the audit log, and calls
+    :meth:`run_cli` on a connector that was never started."""
+
+    async def run_cli(self, args: list[str], section: dict[str, Any], database: Database) -> int:
+        """Run the command ``args`` with the validated ``connectors.<id>`` section; the exit
+        status. Print results to stdout and problems to stderr, one line each."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """Someone who receives a portal's new conversations (see :class:`SupportsContacts`)."""
+
+    remote_id: RemoteUserID
+    stopped: str | None = None
+    """Why nothing reaches them any more (their mail bounced), or None. Adding them again
+    clears it."""
+
+
+@runtime_checkable
+class SupportsContacts(Protocol):
+    """Optional on a :class:`NetworkConnector` whose chats have no membership of their own on
+    the network (a mail address of the bridge): the room's members choose who receives its new
+    conversations. The core offers ``<network> contacts <room> list|add|remove <id>`` and
+    ``/portals/{room_id}/contacts`` in the provisioning API, after checking that the user is in
+    the room (or an admin of it); the connector only validates and stores."""
+
+    async def list_contacts(self, portal: PortalKey) -> list[Contact]: ...
+
+    async def add_contact(self, portal: PortalKey, remote_id: str) -> Contact:
+        """Add (or re-enable) ``remote_id``, which the user typed and must be validated here:
+        raise :class:`bridge.core.errors.BridgeError` with a ``user_message`` to refuse."""
+        ...
+
+    async def remove_contact(self, portal: PortalKey, remote_id: str) -> bool:
+        """Whether ``remote_id`` was a contact. Mail already sent is not recalled."""
         ...
 
 

@@ -5,8 +5,10 @@ room may see (malformed mail, an unverified sender) and stores the rest with
 ``ctx.accept_remote`` once per recipient portal before the mail server gets its ``250``. In the
 portal's ordered queue :meth:`EmailGateway.convert_remote` finds the conversation the mail
 continues and turns it into the room's message; the core sends it, however long the homeserver
-is away. Mail out: a Matrix message in a portal goes to the portal's participants from the
-portal's address; while the relay is unreachable the portal waits and sends it when it is back.
+is away. Mail out: a Matrix message in a portal goes from the portal's address to whom a mail
+client would send it (:mod:`bridge.email.recipients`); while the relay is unreachable the portal
+waits and sends it when it is back. Every mail in and out is kept as a record
+(:mod:`bridge.email.records`).
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ from bridge.core import (
     UserInfo,
 )
 from bridge.core.federation import remote_domain
+from bridge.email import unverified
 from bridge.email.config import EmailConfig
 from bridge.email.from_matrix import Parent, compose_from_matrix
 from bridge.email.ids import portal_key
 from bridge.email.inbound import UNAVAILABLE
 from bridge.email.outbound import Relay
+from bridge.email.parsing import MailParser, ParserUnavailable
 from bridge.email.protocol.addresses import (
     InvalidAddress,
     is_own_message_id,
@@ -43,9 +47,8 @@ from bridge.email.protocol.addresses import (
     normalize_address,
     split_address,
 )
-from bridge.email.protocol.authres import read_authentication_results, sender_verified
 from bridge.email.protocol.compose import base_subject
-from bridge.email.protocol.parse import Bounce, MalformedMail, ParsedMail, parse_mail
+from bridge.email.protocol.parse import Bounce, MalformedMail, ParsedMail
 from bridge.email.received import (
     KIND_BOUNCE,
     KIND_MAIL,
@@ -55,13 +58,26 @@ from bridge.email.received import (
     message_id_of,
     parse_stored,
 )
-from bridge.email.store import EmailStore
-from bridge.email.to_matrix import mail_parts
+from bridge.email.recipients import correspondents, is_automatic, plan
+from bridge.email.records import DIRECTION_IN, DIRECTION_OUT, RECORD_KEY, Records
+from bridge.email.store import EmailStore, StoredMail
+from bridge.email.to_matrix import AttachmentPolicy, mail_parts
+from bridge.email.verify import SenderVerifier
 from bridge.portal.models import Message as StoredMessage
 from bridge.portal.models import Portal, RemoteInput
 
 ACCEPTED = "250 2.0.0 Accepted for the room"
+NO_CONTACTS = (
+    "Nobody receives this by mail: this room has no contacts yet. Add one with `email contacts"
+    " <room> add <address>` (to the bridge bot), or answer a mail sent to {address} with a reply."
+)
+NOBODY_TO_ANSWER = (
+    "Nobody receives this by mail: the mail you answer was automatic (or everyone on it bounced)."
+    " Answer a mail a person wrote, or start a new conversation."
+)
+TOO_MANY_CONTACTS = "This room has too many contacts; remove some first."
 DEFERRED = UNAVAILABLE
+LOCAL = "127.0.0.1"
 
 
 class EmailGateway:
@@ -74,8 +90,18 @@ class EmailGateway:
         self._cfg = cfg
         self._store = store
         self._relay = relay
+        self._records = Records(store)
         self._log = ctx.log
         self._parsed = ParsedMails()
+        self._verifier = SenderVerifier(cfg)
+        self._parser = MailParser(
+            cfg.parse_limits,
+            workers=cfg.parse_workers,
+            timeout=cfg.parse_timeout,
+            memory_bytes=cfg.parse_memory_bytes,
+            trust_anchors=cfg.smime_trust_anchors or None,
+            log=ctx.log,
+        )
         self._relay_problem: str | None = None
         self._inbound = Counter(
             "pontis_email_inbound",
@@ -93,6 +119,10 @@ class EmailGateway:
     # --- NetworkClient ---------------------------------------------------------------------
 
     async def connect(self) -> None:
+        try:  # the workers start now rather than delay the first mail
+            await self._parser.start()
+        except Exception as err:
+            self._log.error("Could not start the mail parse workers (mail gets 451): %s", err)
         problem = await self._relay.check()
         if problem is not None:
             self._log.warning("Outgoing mail relay: %s", problem)
@@ -113,6 +143,8 @@ class EmailGateway:
         )
 
     async def disconnect(self) -> None:
+        await self._parser.close()
+        self._verifier.close()
         self._ctx.set_client_state(self.login_id, connected=False, message="stopped")
 
     async def get_chat_info(self, portal: PortalKey) -> ChatInfo:
@@ -129,11 +161,14 @@ class EmailGateway:
         if portal is None:
             portal = new_portal_address(matrix_user.lstrip("@").split(":")[0], self._cfg.domain)
             await self._store.set_dm_portal(matrix_user, address, portal)
-            await self._store.add_participant(portal, address)
+        await self._store.add_contact(portal, address)  # again: a new chat clears a bounce
         return portal_key(portal)
 
     async def handle_matrix_invite(self, portal: Portal, inviter: str, user: RemoteUserID) -> None:
-        await self._store.add_participant(portal.remote_id, self._correspondent(user))
+        address = self._correspondent(user)
+        if not await self._store.add_contact(portal.remote_id, address):
+            raise PermanentError(f"too many contacts in {portal.remote_id}",
+                                 user_message=TOO_MANY_CONTACTS)  # fmt: skip
 
     async def bridge_room(self, remote_id: str, matrix_user: str) -> tuple[PortalKey, ChatInfo]:
         if not matrix_user:
@@ -179,15 +214,16 @@ class EmailGateway:
         portal = await self._ctx.store.get_portal(portal_key(address).remote_id)
         return portal is not None and portal.mxid is not None
 
-    async def receive(self, mail_from: str, recipients: list[str], raw: bytes) -> list[str]:
+    async def receive(
+        self, mail_from: str, recipients: list[str], raw: bytes, *, peer: str | None = LOCAL
+    ) -> list[str]:
         """Decide on the mail with what it says about itself, then keep it for each recipient
-        portal: a ``250`` means it is stored, and is bridged in the portal's turn."""
-        try:
-            mail = parse_mail(raw)
-        except MalformedMail as err:
-            self._inbound.labels("malformed").inc()
-            self._log.info("Refused a malformed mail: %s", err)
-            return [f"554 5.6.0 Malformed mail: {err}"] * len(recipients)
+        portal: a ``250`` means it is stored, and is bridged in the portal's turn. ``peer`` is
+        the address of the mail server that delivered it (the listener always says; the
+        default is for callers inside the process)."""
+        mail = await self._parse_incoming(raw)
+        if isinstance(mail, str):
+            return [mail] * len(recipients)
         if self._cfg.domain in mail.loop_markers or (
             mail.message_id is not None and is_own_message_id(mail.message_id, self._cfg.domain)
         ):
@@ -195,13 +231,18 @@ class EmailGateway:
             self._log.info("Dropped mail %s: it came from this bridge", mail.message_id)
             return [ACCEPTED] * len(recipients)
         kind = KIND_MAIL
+        doubt: str | None = None  # why the sender is not verified, when it is marked so
         if mail.bounce is not None and mail_from in ("", "<>"):
             kind = KIND_BOUNCE
-        elif (refusal := self._refuse_sender(mail)) is not None:
-            self._inbound.labels("refused_sender").inc()
-            return [refusal] * len(recipients)
+        else:
+            refusal, doubt = await self._refuse_sender(mail, raw, mail_from, peer)
+            if refusal is not None:
+                self._inbound.labels("refused_sender").inc()
+                return [refusal] * len(recipients)
         message_id = message_id_of(mail, raw)
         payload = encode_payload(raw, mail_from)
+        if doubt is not None:
+            payload[unverified.PAYLOAD_KEY] = doubt
         answers = []
         for address in recipients:
             item = RemoteInput(
@@ -209,6 +250,21 @@ class EmailGateway:
             )
             answers.append(await self._accept(item, mail, len(raw)))
         return answers
+
+    async def _parse_incoming(self, raw: bytes) -> ParsedMail | str:
+        """The mail parsed off the event loop, or the answer for all its recipients: 554 when
+        the mail is at fault (malformed, over a limit), 451 when the bridge is."""
+        try:
+            return await self._parser.parse(raw)
+        except MalformedMail as err:
+            self._inbound.labels("malformed").inc()
+            self._log.info("Refused a malformed mail (%d bytes): %s", len(raw), err)
+            return f"554 5.6.0 Malformed mail: {err}"
+        except ParserUnavailable as err:
+            self._inbound.labels("deferred").inc()
+            self._log.warning("Deferred a mail (%d bytes), the mail server retries: %s",
+                              len(raw), err)  # fmt: skip
+            return DEFERRED
 
     async def _accept(self, item: RemoteInput, mail: ParsedMail, size: int) -> str:
         """Store ``item`` durably; the answer for its recipient."""
@@ -228,28 +284,34 @@ class EmailGateway:
             self._inbound.labels("bounce" if item.kind == KIND_BOUNCE else "accepted").inc()
         return ACCEPTED
 
-    def _refuse_sender(self, mail: ParsedMail) -> str | None:
-        """The SMTP answer for a sender the rooms must not see, or ``None``."""
+    async def _refuse_sender(
+        self, mail: ParsedMail, raw: bytes, mail_from: str, peer: str | None
+    ) -> tuple[str | None, str | None]:
+        """(the SMTP answer for a sender the rooms must not see, or None; why the sender is
+        not verified when the mail is delivered marked as such, or None)."""
         if not mail.from_:
-            return "550 5.7.1 The mail has no sender"
+            return "550 5.7.1 The mail has no sender", None
         sender = mail.from_[0].address
         domain = split_address(sender)[1]
         if domain == self._cfg.domain:
-            return "550 5.7.1 Mail from the bridge's own domain is not accepted"
-        if self._cfg.sender_verification == "none":
-            return None
-        verdict = read_authentication_results(
-            mail.authentication_results, self._cfg.trusted_authserv_id
-        )
-        if sender_verified(verdict, domain, self._cfg.sender_verification):
-            return None
-        self._log.info(
-            "Refused mail %s: sender domain %s not verified (dmarc=%s)",
-            mail.message_id,
-            domain,
-            verdict.dmarc,
-        )
-        return f"550 5.7.1 The sender could not be verified ({self._cfg.sender_verification})"
+            return "550 5.7.1 Mail from the bridge's own domain is not accepted", None
+        check = await self._verifier.check(raw, domain, mail_from=mail_from, peer=peer)
+        if check.verified:
+            self._log.debug("Mail %s from %s verified: %s", mail.message_id, sender, check.reason)
+            return None, None
+        if check.temporary:
+            self._inbound.labels("verification_deferred").inc()
+            self._log.warning("Deferred mail %s from %s, the mail server retries: %s",
+                              mail.message_id, sender, check.reason)  # fmt: skip
+            return "451 4.4.3 The sender cannot be verified now; try again later", None
+        if self._cfg.unverified_mail == "mark":
+            self._inbound.labels("unverified").inc()
+            self._log.info("Mail %s from %s is not verified, delivered marked so: %s",
+                           mail.message_id, sender, check.reason)  # fmt: skip
+            return None, check.reason
+        self._log.info("Refused mail %s from %s (delivered by %s): not verified: %s",
+                       mail.message_id, sender, peer, check.reason)  # fmt: skip
+        return f"550 5.7.1 The sender could not be verified ({self._cfg.sender_verification})", None
 
     async def convert_remote(self, item: RemoteInput) -> list[RemoteEvent]:
         """A stored mail as its Matrix message, inside the portal's queue (again after a
@@ -258,9 +320,11 @@ class EmailGateway:
         if item.kind not in (KIND_MAIL, KIND_BOUNCE):
             raise PermanentError(f"unknown stored email input {item.kind!r}")
         raw = decode_payload(item)
-        mail = self._parsed.take(item) or parse_stored(raw)
+        mail = self._parsed.take(item) or await parse_stored(raw, self._parser)
         address = item.portal.remote_id
         if item.kind == KIND_BOUNCE:
+            bounce_id = item.dedupe_id or message_id_of(mail, raw)
+            await self._records.keep(address, bounce_id, DIRECTION_IN, raw)
             if mail.bounce is not None:
                 await self._bounced(address, mail.bounce)
             return []
@@ -269,34 +333,60 @@ class EmailGateway:
                 "stored mail without a sender", user_message="A mail without a sender arrived."
             )
         message_id = RemoteMessageID(item.dedupe_id or message_id_of(mail, raw))
-        event = await self._message_event(address, message_id, mail, raw)
-        sender = mail.from_[0].address
-        # Before the events are sent, so a retry after a crash does it again (both idempotent).
-        await self._store.add_participant(address, sender)
-        await self._store.remember_mail(
-            address, message_id, mail.subject, [*mail.references, *mail.in_reply_to]
+        doubt = item.payload.get(unverified.PAYLOAD_KEY)
+        event = await self._message_event(
+            address, message_id, mail, raw, doubt=str(doubt) if doubt is not None else None
         )
+        # Before the events are sent, so a retry after a crash does it again (all idempotent).
+        # Nobody becomes a contact by writing: a reply goes to this mail's correspondents.
+        automatic = is_automatic(mail, str(item.payload.get("mail_from", "")))
+        reply_to, reply_cc = correspondents(mail, own_domain=self._cfg.domain, automatic=automatic)
+        if doubt is not None:  # its To/Cc may be anyone's: answer only the claimed sender
+            reply_cc = []
+        await self._store.remember_mail(
+            address, message_id, mail.subject, [*mail.references, *mail.in_reply_to],
+            reply_to=reply_to, reply_cc=reply_cc,
+        )  # fmt: skip
+        digest = await self._records.keep(address, message_id, DIRECTION_IN, raw)
+        if event.parts:
+            event.parts[0].extra[RECORD_KEY] = digest
         return [event]
 
     async def _message_event(
-        self, address: str, message_id: RemoteMessageID, mail: ParsedMail, raw: bytes
+        self,
+        address: str,
+        message_id: RemoteMessageID,
+        mail: ParsedMail,
+        raw: bytes,
+        *,
+        doubt: str | None = None,
     ) -> RemoteMessage:
+        """The room's message; ``doubt`` (why the sender is not verified) marks it and sends
+        it from the sender's unverified ghost (:mod:`bridge.email.unverified`)."""
         sender = mail.from_[0]
+        verified = doubt is None
         parent = await self._parent(address, mail, message_id)
         thread_subject = parent[1] if parent is not None else None
         show_subject = thread_subject is None or base_subject(mail.subject) != base_subject(
             thread_subject
         )
+        parts = await mail_parts(
+            mail,
+            raw,
+            show_subject=show_subject,
+            strip_quotes=self._cfg.strip_quotes,
+            policy=AttachmentPolicy(self._cfg.attachment_types, self._cfg.attachment_max_bytes),
+        )
+        if doubt is not None:
+            unverified.mark(parts, sender.address, doubt)
         return RemoteMessage(
             portal=portal_key(address),
-            sender=RemoteUserID(sender.address),
+            sender=unverified.sender_id(sender.address, verified=verified),
             sender_info=UserInfo(
-                name=f"{sender.name} ({sender.address})" if sender.name else sender.address
+                name=unverified.display_name(sender.name, sender.address, verified=verified)
             ),
             id=message_id,
-            parts=await mail_parts(
-                mail, raw, show_subject=show_subject, strip_quotes=self._cfg.strip_quotes
-            ),
+            parts=parts,
             reply_to=parent[0].remote_id if parent is not None else None,
             thread_root=(
                 (parent[0].thread_root_id or parent[0].remote_id)
@@ -320,10 +410,14 @@ class EmailGateway:
                 stored = await self._store.mail(address, root) or await self._store.mail(
                     address, message.remote_id
                 )
-                return message, stored[0] if stored else mail.subject
+                return message, stored.subject if stored else mail.subject
         return None
 
     async def _bounced(self, address: str, bounce: Bounce) -> None:
+        """Mark the bounced recipients of one of our mails and tell the room.
+
+        Only addresses the original mail was sent to are marked: a forged DSN naming anyone
+        else (or a mail the bridge never sent) changes nothing."""
         if bounce.original_message_id is None:
             self._log.info("Bounce for %s without the original Message-ID", address)
             return
@@ -333,11 +427,24 @@ class EmailGateway:
         if message is None:
             self._log.info("Bounce for unknown mail %s", bounce.original_message_id)
             return
-        who = ", ".join(bounce.recipients) or "a recipient"
+        sent = await self._store.mail(address, bounce.original_message_id)
+        named = dict.fromkeys([*bounce.recipients, *bounce.original_recipients])
+        failed = [rcpt for rcpt in named if sent and rcpt in sent.sent_to]
         reason = bounce.diagnostic or bounce.status
+        for rcpt in failed:
+            await self._store.mark_bounced(address, rcpt, reason)
+        self._log.info("Mail %s to %s bounced (%s); marked %s", bounce.original_message_id,
+                       bounce.recipients, bounce.status, failed)  # fmt: skip
+        who = ", ".join(bounce.recipients) or "a recipient"
+        stopped = (
+            f" {', '.join(failed)} no longer receives this room's mail; a member can send"
+            f" `email contacts <room> add <address>` once it is fixed."
+            if failed
+            else ""
+        )
         err = PermanentError(
             f"bounce {bounce.status} for {bounce.original_message_id}",
-            user_message=f"The mail to {who} could not be delivered: {reason}",
+            user_message=f"The mail to {who} could not be delivered: {reason}.{stopped}",
         )
         await self._ctx.delivery_failed(message.mxid, err)
 
@@ -345,53 +452,88 @@ class EmailGateway:
 
     async def handle_matrix_message(self, msg: MatrixMessage) -> RemoteMessageID:
         address = msg.portal.remote_id
-        recipients = await self._store.participants(address)
-        if not recipients:
-            raise PermanentError(
-                f"no participants in {address}",
-                user_message=f"Nobody receives this by mail yet. Mail sent to {address} reaches"
-                " this room, and its senders then get the room's messages.",
-            )
+        answered = await self._answered(address, msg)
+        chosen = plan(
+            [parent for parent, _ in answered],
+            [c.address for c in await self._store.contacts(address)],
+            await self._store.bounced(address),
+        )
+        deliveries = chosen.deliveries
+        if not deliveries:
+            raise PermanentError(f"no recipients in {address}", user_message=(
+                NOBODY_TO_ANSWER if answered else NO_CONTACTS.format(address=address)
+            ))  # fmt: skip
         message_id = message_id_for_event(msg.event_id, self._cfg.domain)
         outgoing = await compose_from_matrix(
             msg,
             from_address=address,
-            recipients=recipients,
+            deliveries=deliveries,
             message_id=message_id,
-            parent=await self._reply_parent(address, msg),
+            parent=self._reply_parent(msg, answered),
             loop_marker=self._cfg.domain,
         )
-        try:
-            refused = await self._relay.send(outgoing.mail, sender=address, recipients=recipients)
-        except TransientError as away:
-            # The portal waits and sends it again, in order, however long the relay is away.
-            self._outbound.labels("deferred").inc()
-            self._relay_state(str(away))
-            raise
-        except BridgeError:
-            self._outbound.labels("failed").inc()
-            self._relay_state(None)
-            raise
+        refused: dict[str, str] = {}
+        sent: list[str] = []
+        for delivery, mail in zip(deliveries, outgoing.mails, strict=True):
+            try:
+                refused |= await self._relay.send(
+                    mail, sender=address, recipients=delivery.envelope
+                )
+            except TransientError as away:
+                if sent:  # some copies are out: sending them again would deliver them twice
+                    refused |= {rcpt: str(away) for rcpt in delivery.envelope}
+                    continue
+                # The portal waits and sends it again, in order, however long the relay is away.
+                self._outbound.labels("deferred").inc()
+                self._relay_state(str(away))
+                raise
+            except BridgeError as failed:
+                if sent:
+                    refused |= {rcpt: failed.user_message for rcpt in delivery.envelope}
+                    continue
+                self._outbound.labels("failed").inc()
+                self._relay_state(None)
+                raise
+            sent.extend(delivery.envelope)
+            await self._records.keep(address, message_id, DIRECTION_OUT, bytes(mail))
         self._relay_state(None)
-        await self._store.remember_mail(address, message_id, outgoing.subject, outgoing.references)
+        single = None if chosen.separately else deliveries[0]
+        await self._store.remember_mail(
+            address, message_id, outgoing.subject, outgoing.references,
+            reply_to=single.to if single else (), reply_cc=single.cc if single else (),
+            sent_to=sent, separately=chosen.separately,
+        )  # fmt: skip
         self._outbound.labels("sent").inc()
         if refused:
             answers = "; ".join(f"{rcpt}: {answer}" for rcpt, answer in refused.items())
-            err = PermanentError(
+            notice = PermanentError(
                 f"relay refused {answers}",
                 user_message=f"The mail server refused some recipients ({answers}).",
             )
             # After this returns the core stores the message, so the notice can point at it.
-            self._ctx.background(self._ctx.delivery_failed(msg.event_id, err), name="refused")
+            self._ctx.background(self._ctx.delivery_failed(msg.event_id, notice), name="refused")
         return RemoteMessageID(message_id)
 
-    async def _reply_parent(self, address: str, msg: MatrixMessage) -> Parent | None:
+    async def _answered(
+        self, address: str, msg: MatrixMessage
+    ) -> list[tuple[StoredMail | None, str]]:
+        """The mail ``msg`` answers and its conversation's first mail, with their ids; empty
+        for a new conversation."""
         target = msg.reply_to or msg.thread_root
         if target is None:
+            return []
+        chain = [(await self._store.mail(address, target.remote_id), str(target.remote_id))]
+        root = target.thread_root_id
+        if root and root != target.remote_id:
+            chain.append((await self._store.mail(address, root), str(root)))
+        return chain
+
+    def _reply_parent(
+        self, msg: MatrixMessage, answered: list[tuple[StoredMail | None, str]]
+    ) -> Parent | None:
+        if not answered:
             return None
-        stored = await self._store.mail(address, target.remote_id)
-        if stored is None:
-            root = target.thread_root_id
-            stored = await self._store.mail(address, root) if root else None
-        subject, references = stored if stored is not None else ("", [])
-        return Parent(message_id=target.remote_id, subject=subject, references=references)
+        target, target_id = answered[0]
+        stored = target or next((mail for mail, _ in answered[1:] if mail is not None), None)
+        subject, references = (stored.subject, stored.references) if stored else ("", [])
+        return Parent(message_id=target_id, subject=subject, references=references)

@@ -3,7 +3,8 @@
 The sender's display name is the ``From`` name and the portal's address the ``From`` address,
 so replies come back to the room. A reply or thread message answers the mail it points at
 (``Re:`` subject, ``In-Reply-To``, ``References``); any other message starts a conversation
-whose subject is its first line. Files become attachments (an ``mxc://`` link is useless to a
+whose subject is its first line. Who receives it is decided in :mod:`bridge.email.recipients`:
+one mail per :class:`Delivery`, all with the same Message-ID. Files become attachments (an ``mxc://`` link is useless to a
 mail reader). Notices are marked ``Auto-Submitted`` so out-of-office robots do not answer them.
 """
 
@@ -22,6 +23,7 @@ from bridge.email.protocol.compose import (
     reply_subject,
     subject_from_body,
 )
+from bridge.email.recipients import Delivery
 
 
 @dataclass(slots=True, kw_only=True)
@@ -35,7 +37,9 @@ class Parent:
 
 @dataclass(slots=True, kw_only=True)
 class Outgoing:
-    mail: EmailMessage
+    """The mails of one Matrix message, one per delivery, in the same order."""
+
+    mails: list[EmailMessage]
     subject: str
     references: list[str]
 
@@ -44,7 +48,7 @@ async def compose_from_matrix(
     msg: MatrixMessage,
     *,
     from_address: str,
-    recipients: list[str],
+    deliveries: list[Delivery],
     message_id: str,
     parent: Parent | None,
     loop_marker: str,
@@ -62,21 +66,25 @@ async def compose_from_matrix(
     else:
         subject = subject_from_body(text)
         references = []
-    mail = compose_mail(
-        from_name=msg.sender_name,
-        from_address=from_address,
-        to=recipients,
-        subject=subject,
-        message_id=message_id,
-        in_reply_to=parent.message_id if parent is not None else None,
-        references=references,
-        text=text,
-        html=html,
-        attachments=attachments,
-        auto_submitted="auto-generated" if msg.msgtype == "m.notice" else None,
-        loop_marker=loop_marker,
-    )
-    return Outgoing(mail=mail, subject=subject, references=references)
+    mails = [
+        compose_mail(
+            from_name=msg.sender_name,
+            from_address=from_address,
+            to=delivery.to,
+            cc=delivery.cc,
+            subject=subject,
+            message_id=message_id,
+            in_reply_to=parent.message_id if parent is not None else None,
+            references=references,
+            text=text,
+            html=html,
+            attachments=attachments,
+            auto_submitted="auto-generated" if msg.msgtype == "m.notice" else None,
+            loop_marker=loop_marker,
+        )
+        for delivery in deliveries
+    ]
+    return Outgoing(mails=mails, subject=subject, references=references)
 
 
 def _content(msg: MatrixMessage) -> tuple[str, str | None]:

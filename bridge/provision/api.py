@@ -31,6 +31,7 @@ from bridge.portal.models import Login
 from bridge.portal.store import Store
 from bridge.provision.admin import DeadLetterEndpoints
 from bridge.provision.auth import Authenticator
+from bridge.provision.contacts import ContactEndpoints
 from bridge.provision.errors import error_middleware
 from bridge.provision.logins import LoginEndpoints
 from bridge.provision.networks import NetworkEndpoints
@@ -82,6 +83,7 @@ def build_app(
         clients=clients, connectors=connectors, permissions=permissions, audit=audit, log=log,
     )  # fmt: skip
     UserEndpoints(parts).add_routes(app)
+    ContactEndpoints(parts).add_routes(app)
     NetworkEndpoints(parts).add_routes(app)
     LoginEndpoints(parts, load_login=load_login, clock=clock).add_routes(app)
     DeadLetterEndpoints(

@@ -9,6 +9,7 @@ from typing import Any
 from bridge.core import MatrixMessage, Media, RemoteChatID
 from bridge.email.from_matrix import Parent, compose_from_matrix
 from bridge.email.ids import NETWORK
+from bridge.email.recipients import Delivery
 from bridge.portal.models import Portal
 
 PORTAL = "room.abcdefghijklmnop@mail.test"
@@ -24,10 +25,10 @@ def _msg(body: str, **kwargs: Any) -> MatrixMessage:
 
 async def _compose(msg: MatrixMessage, parent: Parent | None = None) -> email.message.EmailMessage:
     out = await compose_from_matrix(
-        msg, from_address=PORTAL, recipients=["bob@example.org"], message_id="<x@mail.test>",
-        parent=parent, loop_marker="mail.test",
+        msg, from_address=PORTAL, deliveries=[Delivery(to=["bob@example.org"])],
+        message_id="<x@mail.test>", parent=parent, loop_marker="mail.test",
     )  # fmt: skip
-    parsed = email.message_from_bytes(out.mail.as_bytes(), policy=email.policy.default)
+    parsed = email.message_from_bytes(out.mails[0].as_bytes(), policy=email.policy.default)
     assert isinstance(parsed, email.message.EmailMessage)
     return parsed
 

@@ -251,7 +251,7 @@ async def test_mail_from_matrix_waits_for_a_relay_that_is_away(store: Store, cor
     port = free_port()
     gateway = await _gateway(store, core, relay_port=port)
     relay = gateway._relay
-    await EmailStore(store.database).add_participant(ROOM, "bob@example.org")
+    await EmailStore(store.database).add_contact(ROOM, "bob@example.org")
     portal = Portal(network=NETWORK, remote_id=portal_key(ROOM).remote_id, mxid="!room:hub.test")
     msg = MatrixMessage(portal=portal, event_id="$e", sender="@alice:hub.test", timestamp=0,
                         body="Hello", sender_name="Alice")  # fmt: skip

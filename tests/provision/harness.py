@@ -19,7 +19,7 @@ from aiohttp import web
 from bridge.core.adopt import RoomBridging
 from bridge.core.agencies import parse_agencies
 from bridge.core.clients import ClientRegistry
-from bridge.core.connector import LoginFlow, LoginStep, NetworkInfo
+from bridge.core.connector import Contact, LoginFlow, LoginStep, NetworkInfo
 from bridge.core.errors import BridgeError, NotFound, PermanentError
 from bridge.core.events import ChatInfo, UserInfo
 from bridge.core.federation import FederationPolicy
@@ -229,6 +229,25 @@ class Connector:
     def __init__(self, network: Network) -> None:
         self.network = network
         self.started: list[TokenLogin] = []
+        self.contacts: dict[PortalKey, list[str]] = {}
+        """Contacts per portal (SupportsContacts); an id without ``@`` is refused."""
+
+    async def list_contacts(self, portal: PortalKey) -> list[Contact]:
+        return [Contact(RemoteUserID(c)) for c in self.contacts.get(portal, [])]
+
+    async def add_contact(self, portal: PortalKey, remote_id: str) -> Contact:
+        if "@" not in remote_id:
+            raise PermanentError("bad id", user_message=f"{remote_id} is not an address.")
+        if remote_id not in (known := self.contacts.setdefault(portal, [])):
+            known.append(remote_id)
+        return Contact(RemoteUserID(remote_id))
+
+    async def remove_contact(self, portal: PortalKey, remote_id: str) -> bool:
+        known = self.contacts.get(portal, [])
+        if remote_id in known:
+            known.remove(remote_id)
+            return True
+        return False
 
     def login_flows(self) -> list[LoginFlow]:
         return [LoginFlow(id="token", name="Token", description="A token of the network")]
@@ -396,6 +415,7 @@ class ApiServer:
             "rooms": list(self.homeserver.created),
             "invited": list(self.homeserver.invited),
             "network": list(self.network.asked),
+            "contacts": {str(k): list(v) for k, v in self.connector.contacts.items()},
             "clients": {k: (c.logged_out, c.disconnected) for k, c in self.clients_of.items()},
             "retries": self.retries,
         }

@@ -33,7 +33,7 @@ from tests.provision.harness import (
 
 ADMIN_ONLY = {"listDeadLetters", "showDeadLetter", "dropDeadLetter", "retryDeadLetter"}
 SAMPLE = {"network": "reference", "login_id": ALICE_LOGIN, "room_id": PORTAL_ROOM, "letter_id": "1",
-          "process_id": "p" * 32}  # fmt: skip
+          "process_id": "p" * 32, "contact": "dana@elsewhere.test"}  # fmt: skip
 BRIDGE_BODY = {"room_id": ALICE_ROOM, "network": "reference", "chat_id": "three"}
 
 
@@ -82,7 +82,8 @@ def test_every_operation_is_in_the_list() -> None:
         "whoami", "listLogins", "logout", "listPortals", "bridgeRoom", "unbridgeRoom",
         "listLoginFlows", "searchPeople", "startChat", "setRelay", "unsetRelay",
         "listDeadLetters", "showDeadLetter", "dropDeadLetter", "retryDeadLetter",
-        "startLogin", "answerLogin", "cancelLogin",
+        "startLogin", "answerLogin", "cancelLogin", "listContacts", "addContact",
+        "removeContact",
     }  # fmt: skip
 
 

@@ -11,5 +11,8 @@ never import from ``bridge``:
 - ``quotes``: separating a reply's new text from quoted history (plain text and HTML).
 - ``compose``: building outgoing mail safely (no header injection, stable threading headers).
 
+- ``limits``: the parse limits, counted by the parser itself while it parses.
+- ``secure``: S/MIME and OpenPGP signed or encrypted mail, and S/MIME signature checks.
+
 ``charsets``, ``filenames`` and ``dsn`` are helpers of ``parse`` and ``compose``.
 """

@@ -167,6 +167,7 @@ def compose_mail(
     from_name: str,
     from_address: str,
     to: list[str],
+    cc: list[str] | None = None,
     subject: str,
     message_id: str,
     in_reply_to: str | None = None,
@@ -197,6 +198,8 @@ def compose_mail(
     msg = EmailMessage(policy=_POLICY)
     msg["From"] = _address(from_address, from_name)
     msg["To"] = [_address(address) for address in to]
+    if cc:
+        msg["Cc"] = [_address(address) for address in cc]
     if reply_to is not None:
         msg["Reply-To"] = _address(reply_to)
     msg["Subject"] = _header_text(subject)

@@ -30,13 +30,16 @@ class Bounce:
 
     ``status`` and ``diagnostic`` are those of the first failed recipient (``5.1.1``,
     ``550 5.1.1 <bob@example.org>: Recipient address rejected: …``); ``recipients`` are all
-    failed recipients, normalized where they are valid addresses.
+    failed recipients, normalized where they are valid addresses; ``original_recipients``
+    their ``Original-Recipient`` where the MTA gave one (the address as the sender wrote it,
+    before aliases and forwarding rewrote ``Final-Recipient``).
     """
 
     original_message_id: str | None
     status: str
     diagnostic: str
     recipients: list[str] = field(default_factory=list)
+    original_recipients: list[str] = field(default_factory=list)
 
 
 def _one_line(value: str | None) -> str:
@@ -133,4 +136,9 @@ def read_bounce(msg: Message, policy: Policy) -> Bounce | None:
         status=status.group(0) if status else "",
         diagnostic=_typed_value(first.get("Diagnostic-Code")),
         recipients=[_recipient(block.get("Final-Recipient")) for block in failed],
+        original_recipients=[
+            _recipient(block.get("Original-Recipient"))
+            for block in failed
+            if block.get("Original-Recipient")
+        ],
     )
