@@ -11,10 +11,12 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from copy import copy
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from slixmpp import JID, Message, Presence
@@ -58,6 +60,7 @@ from bridge.xmpp.ids import (
     reverse_stanza_id_key,
 )
 from bridge.xmpp.inbound import Inbound
+from bridge.xmpp.mam import CLOCK_MARGIN_MS, Archive
 from bridge.xmpp.muc import MUC_NS, JoinError, MucTracker
 from bridge.xmpp.muc_presence import MucKeeper
 from bridge.xmpp.protocol.escaping import (
@@ -66,6 +69,7 @@ from bridge.xmpp.protocol.escaping import (
     mxid_to_jid,
     split_jid,
 )
+from bridge.xmpp.store import ArchiveMark, XmppStore
 
 JOIN_TIMEOUT = 15
 MAX_RESENDS = 3
@@ -88,9 +92,10 @@ class _Sent:
 class XmppClient:
     login_id = LoginID("")
 
-    def __init__(self, ctx: ConnectorContext, cfg: XmppConfig) -> None:
+    def __init__(self, ctx: ConnectorContext, cfg: XmppConfig, store: XmppStore) -> None:
         self._ctx = ctx
         self._cfg = cfg
+        self._store = store
         self._log = ctx.log
         self.mucs = MucTracker()
         self.component = Component(
@@ -99,8 +104,11 @@ class XmppClient:
         self.identity = Identity(self.component.xmpp, cfg, ctx)
         # Downloads of links from XMPP, under the address policy and size cap (closed on stop).
         self.files = RemoteFiles(cfg.fetch_allow_private, cfg.max_file_bytes)
-        self.hosted = HostedRooms(cfg, ctx, self.files) if cfg.rooms_domain else None
-        self.inbound = Inbound(ctx, cfg, self.component, self.mucs, self.files)
+        self.hosted = HostedRooms(cfg, ctx, store, self.files) if cfg.rooms_domain else None
+        self.inbound = Inbound(ctx, cfg, self.component, self.mucs, store, self.files)
+        self.archive = Archive(self.component, f"{cfg.listener_jid}/pontis", ctx.log,
+                               self.inbound.archived)  # fmt: skip
+        self.component.on_archive_result = self.archive.on_result
         self._sent: OrderedDict[str, _Sent] = OrderedDict()
         self.keeper = MucKeeper(ctx, self.component, self.mucs, f"{cfg.listener_jid}/pontis",
                                 self._join_listener, cfg.self_ping_minutes)  # fmt: skip
@@ -108,13 +116,15 @@ class XmppClient:
     # --- connection -------------------------------------------------------------------------------
 
     async def connect(self) -> None:
+        if self.hosted is not None:
+            await self.hosted.load()
+            self.hosted.component.start()
         self.component.start()
         self.keeper.start()
-        if self.hosted is not None:
-            self.hosted.component.start()
 
     async def disconnect(self) -> None:
         await self.component.stop()
+        await self.inbound.marks.close()
         if self.hosted is not None:
             await self.hosted.component.stop()
         await self.files.close()
@@ -125,9 +135,10 @@ class XmppClient:
             self.mucs.forget_all()
             return
         # MUCs drop our occupants while we are away (status 333): rejoin and catch up from the
-        # room's history; messages already bridged are recognised by their ids.
+        # room's archive; messages already bridged are recognised by their ids. Rooms we host
+        # are ours: joining them as an occupant would echo them into themselves.
         for portal in await self._ctx.store.list_portals():
-            if not portal.is_direct:
+            if not portal.is_direct and not self._hosts(portal.remote_id):
                 self._ctx.background(
                     self._rejoin(portal.remote_id), name=f"rejoin {portal.remote_id}"
                 )
@@ -142,13 +153,45 @@ class XmppClient:
                 "Could not rejoin %s: %s; its messages are not bridged until it works", room, err
             )
 
-    async def _join_listener(self, room: str) -> str:
-        return await self._join(
-            room, self._cfg.listener_jid, self._cfg.muc_nick, history=self._cfg.history_on_join
-        )
+    def _hosts(self, room: str) -> bool:
+        return self.hosted is not None and self.hosted.hosts(room)
 
-    async def _join(self, room: str, our_jid: str, nick: str, *, history: int = 0) -> str:
-        """Join ``room`` as ``our_jid``/``nick``; returns the full JID we joined with."""
+    async def _join_listener(self, room: str) -> str:
+        """(Re)join ``room`` after a gap and catch up on what the bridge missed: from the
+        room's archive (XEP-0313) when it has one, joining without history so nothing comes
+        twice; else from the MUC history since the bridge last heard from the room."""
+        if self._hosts(room):
+            raise JoinError(room, "not-allowed", "the bridge hosts this room itself")
+        self.component.require_up()
+        mark = await self.inbound.marks.get(room)
+        if mark is None or not await self.archive.has_mam(room):
+            full = await self._join(
+                room, self._cfg.listener_jid, self._cfg.muc_nick,
+                history=self._cfg.history_on_join if mark is None else None,
+                since=mark.seen_at - CLOCK_MARGIN_MS if mark is not None else None,
+            )  # fmt: skip
+            await self.inbound.release(room)  # the history is all there is: the mark may move
+            return full
+        self.inbound.hold(room)
+        caught_up = False
+        try:
+            full = await self._join(room, self._cfg.listener_jid, self._cfg.muc_nick, history=0)
+            try:
+                await self.archive.catch_up(room, mark)
+                caught_up = True
+            except Exception as err:  # the archive or our store: the join itself worked
+                self._log.error("Catching up on %s failed (%s): messages sent while the bridge "
+                                "was away are missing in Matrix until the next rejoin or restart "
+                                "catches up on them", room, err)  # fmt: skip
+        finally:
+            await self.inbound.release(room, caught_up=caught_up)
+        return full
+
+    async def _join(self, room: str, our_jid: str, nick: str, *, history: int | None = 0,
+                    since: int | None = None) -> str:  # fmt: skip
+        """Join ``room`` as ``our_jid``/``nick``; returns the full JID we joined with.
+        ``history``: at most that many messages of MUC history, ``since``: those after that
+        time (ms); neither: what the room gives by default."""
         self.component.require_up()
         full = f"{our_jid}/pontis"
         tracked = self.mucs.room(room)
@@ -156,7 +199,12 @@ class XmppClient:
             return full
         presence = self.component.xmpp.make_presence(pto=f"{room}/{nick}", pfrom=full)
         x = presence.xml.makeelement(f"{{{MUC_NS}}}x", {})
-        x.append(x.makeelement(f"{{{MUC_NS}}}history", {"maxstanzas": str(history)}))
+        limits = {} if history is None else {"maxstanzas": str(history)}
+        if since is not None:
+            limits["since"] = datetime.fromtimestamp(since / 1000, tz=UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            )
+        x.append(x.makeelement(f"{{{MUC_NS}}}history", limits))
         presence.xml.append(x)
         joined = self.mucs.expect_join(room, full)
         self.component.send(presence)
@@ -318,12 +366,19 @@ class XmppClient:
                 user_message=f"`{room}` is not a room address like team@muc.example.org.",
             )
         room = bare_jid(room)
+        if self._hosts(room):
+            raise NotFound(
+                f"{room} is hosted by the bridge",
+                user_message=f"{room} is a Matrix room already; join it in Matrix.",
+            )
         try:
             await self._join(room, self._cfg.listener_jid, self._cfg.muc_nick, history=0)
         except (JoinError, TimeoutError) as err:
             raise NotFound(
                 str(err), user_message=f"The bridge could not join {room}: {err or 'no answer'}."
             ) from err
+        if await self.inbound.marks.get(room) is None:  # a later gap catches up from now
+            self.inbound.marks.set(room, ArchiveMark("", int(time.time() * 1000)))
         key = muc_key(room)
         return key, await self.get_chat_info(key)
 
@@ -358,7 +413,7 @@ class XmppClient:
         decorate: Callable[[Message], object] | None = None,
     ) -> None:
         self.component.require_up()
-        hosted = self.hosted is not None and self.hosted.hosts(portal.remote_id)
+        hosted = self._hosts(portal.remote_id)
         routes = await self._routes(portal, mxid, name)
         for component, mfrom, mto, mtype in routes:
             stanza = component.xmpp.make_message(

@@ -7,6 +7,11 @@ slixmpp reconnects after a stream that closed only if asked (``connect()`` again
 ``disconnected`` handler), and while the server stays away it waits longer and longer between
 attempts (3, 9, 21, 45, 93 s … up to 5 min); the wait is capped here at
 :data:`MAX_RECONNECT_WAIT`, so the component is back seconds after the server is.
+
+A server that accepts the connection and then refuses the component (wrong secret, a domain it
+does not know: a stream error before the session starts) is a configuration problem, not an
+outage: those attempts back off from 1 s, doubling up to :data:`MAX_REFUSED_WAIT`, instead of
+hammering the server twice a second for ever (:func:`reconnect_delay`).
 """
 
 from __future__ import annotations
@@ -30,8 +35,22 @@ PLUGINS = (
 )  # fmt: skip
 
 Stanza = Message | Presence
+MAM_NS = "urn:xmpp:mam:2"
 MAX_RECONNECT_WAIT = 5.0
 """Longest wait between two connection attempts while the XMPP server is away, in seconds."""
+RECONNECT_WAIT = 0.5
+"""Wait before reconnecting after a session that had started ended."""
+FIRST_REFUSED_WAIT = 1.0
+MAX_REFUSED_WAIT = 300.0
+"""Longest wait between two attempts the server refused (the secret or domain is wrong)."""
+
+
+def reconnect_delay(refused: int) -> float:
+    """Seconds before the next attempt after ``refused`` attempts in a row that the server
+    refused before the session started (0: the last session had started)."""
+    if refused <= 0:
+        return RECONNECT_WAIT
+    return min(FIRST_REFUSED_WAIT * 2.0 ** min(refused - 1, 16), MAX_REFUSED_WAIT)
 
 
 class _ComponentXMPP(ComponentXMPP):
@@ -51,8 +70,13 @@ class Component:
         *,
         on_stanza: Callable[[Stanza], Awaitable[None]],
         on_state: Callable[[bool, str], Awaitable[None]],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.domain = domain
+        self._sleep = sleep
+        self._refused = 0
+        """Attempts in a row that ended before the session started."""
+        self._stream_error = ""
         self._cfg = cfg
         self._log = log
         self._on_stanza = on_stanza
@@ -64,6 +88,7 @@ class Component:
         self.xmpp.plugin["xep_0184"].auto_ack = False
         self.xmpp.add_event_handler("session_start", self._session_start)
         self.xmpp.add_event_handler("disconnected", self._disconnected)
+        self.xmpp.add_event_handler("stream_error", self._on_stream_error)
         # slixmpp's "message" event skips messages without a body (reactions, chat states,
         # markers), so every message and presence stanza is taken straight from the stream.
         self.xmpp.register_handler(Callback("pontis message", StanzaPath("message"), self._queue))
@@ -72,6 +97,9 @@ class Component:
         self._stopping = False
         self._inbound: asyncio.Queue[Stanza] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self.on_archive_result: Callable[[Message], None] | None = None
+        """Takes MAM results (XEP-0313) in stream order, ahead of the inbound queue, so a page
+        is whole when its query's answer is read; without it they are dropped."""
 
     def start(self) -> None:
         self._stopping = False
@@ -120,6 +148,10 @@ class Component:
         self.send(reply)
 
     def _queue(self, stanza: StanzaBase) -> None:
+        if isinstance(stanza, Message) and stanza.xml.find(f"{{{MAM_NS}}}result") is not None:
+            if self.on_archive_result is not None:
+                self.on_archive_result(stanza)
+            return  # never a message to bridge as it stands
         if isinstance(stanza, Message | Presence):
             self._inbound.put_nowait(stanza)
 
@@ -133,8 +165,13 @@ class Component:
             except Exception:
                 self._log.exception("Handling a stanza from %s failed", stanza["from"])
 
+    def _on_stream_error(self, error: StanzaBase) -> None:
+        self._stream_error = str(error["condition"] or "") if error is not None else ""
+
     async def _session_start(self, _: object) -> None:
         self.up = True
+        self._refused = 0
+        self._stream_error = ""
         self._log.info("Component %s is connected", self.domain)
         await self._on_state(True, "")
 
@@ -142,9 +179,23 @@ class Component:
         was_up, self.up = self.up, False
         if was_up:
             await self._on_state(False, f"disconnected: {reason}")
-        if not self._stopping:
+        if self._stopping:
+            return
+        if was_up:
+            self._refused = 0
             self._log.warning(
                 "Component stream closed (%s); reconnecting", reason or "no reason given"
             )
-            await asyncio.sleep(0.5)
+        else:
+            self._refused += 1
+            self._log.error(
+                "The XMPP server closed the stream of component %s before the session started "
+                "(%s): check the component's domain and secret in both configs; attempt %d, "
+                "next in %.0f s",
+                self.domain, self._stream_error or reason or "no reason given", self._refused,
+                reconnect_delay(self._refused),
+            )  # fmt: skip
+        self._stream_error = ""
+        await self._sleep(reconnect_delay(self._refused))
+        if not self._stopping:
             self.xmpp.connect()

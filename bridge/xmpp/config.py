@@ -20,14 +20,17 @@ component:
     port: 5347
     # component_secret of this component in the XMPP server's config.
     secret: generate
-# Domain on which Matrix rooms are offered as MUCs (reserved; not served yet).
+# Domain on which Matrix rooms are offered as MUCs (a second component, same secret).
 rooms_domain: rooms.xmpp.example.org
 # XEP-0363 upload service used to send files from Matrix, e.g. upload.xmpp.example.org.
 # Empty: files from Matrix are refused with a notice.
 upload_service: ""
 # Nickname of the bridge's listener in bridged MUCs.
 muc_nick: Matrix bridge
-# Messages of MUC history requested on every (re)join, to catch up after an outage.
+# After an outage the bridge catches up on bridged MUCs from their archive (XEP-0313), without
+# a limit. For rooms without an archive, and rooms the bridge has no record of, it asks for at
+# most this many messages of MUC history on (re)join. Also the messages of Matrix history an
+# XMPP person gets on first joining a room the bridge hosts.
 history_on_join: 50
 # Every this many minutes the bridge checks that it is still in each bridged MUC (XEP-0410
 # self-ping) and rejoins if not. 0: only kicks and errors the room reports trigger a rejoin.

@@ -18,6 +18,7 @@ from bridge.xmpp.client import XmppClient
 from bridge.xmpp.config import EXAMPLE_CONFIG, XmppConfig
 from bridge.xmpp.ids import NETWORK
 from bridge.xmpp.protocol.handshake import component_handshake
+from bridge.xmpp.store import XmppStore
 
 
 class XmppConnector:
@@ -35,7 +36,9 @@ class XmppConnector:
         cfg = XmppConfig.from_section(ctx.config)
         if cfg.rooms_domain:  # whoever joins a hosted room is checked as they join
             ctx.federation.host(ctx.network, cfg.rooms_domain)
-        self.client = XmppClient(ctx, cfg)
+        store = XmppStore(ctx.store.database)
+        await store.upgrade()
+        self.client = XmppClient(ctx, cfg, store)
         ctx.add_client(self.client)
         await self.client.connect()
 

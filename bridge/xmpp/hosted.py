@@ -4,8 +4,13 @@
 Matrix members as occupants (nick = display name), the topic as subject, and from then on every
 message both ways. What an occupant says is kept in the remote inbox (``inbound.accept``) before
 the room reflects it; converted in the portal's queue by ``Inbound.convert``. Their own messages are reflected to every occupant, as a MUC does, and they
-appear in Matrix as ghosts. Occupants live in memory: after a bridge restart XMPP clients find
-out through their self-ping (XEP-0410) and rejoin.
+appear in Matrix as ghosts.
+
+Occupants are kept in the store (:class:`bridge.xmpp.store.XmppStore`), so they are still there
+after a reconnect or a restart; an occupant whose client has gone (a delivery bounces) is
+removed, as MUC services do. Self-pings (XEP-0410) are answered for current occupants only, so
+a client the room has forgotten learns it and rejoins. The bridge's own component never joins
+these rooms: they are Matrix rooms already.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from datetime import UTC, datetime
 from slixmpp import JID, Iq, Message, Presence
 from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher import MatchXPath
+from slixmpp.xmlstream.matcher import MatchXPath, StanzaPath
 
 from bridge.core import (
     BridgeError,
@@ -29,13 +34,18 @@ from bridge.core.federation import remote_domain
 from bridge.core.remote_files import RemoteFiles
 from bridge.xmpp.component import Component, Stanza
 from bridge.xmpp.config import XmppConfig
-from bridge.xmpp.ids import NETWORK, message_id, muc_key
+from bridge.xmpp.ids import NETWORK, message_id, muc_key, outgoing_id
 from bridge.xmpp.inbound import HOSTED, accept, as_is, remote_input
 from bridge.xmpp.muc import MUC_NS, MUC_USER_NS
 from bridge.xmpp.protocol.escaping import bare_jid, muc_to_room_alias, mxid_to_jid
+from bridge.xmpp.store import XmppStore
 from bridge.xmpp.to_matrix import MAX_BODY_BYTES, carries_content, convert, too_large
 
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
+PING_NS = "urn:xmpp:ping"
+GONE = {"recipient-unavailable", "service-unavailable", "item-not-found", "remote-server-not-found",
+        "remote-server-timeout", "gone"}  # fmt: skip
+"""Errors a delivery to an occupant bounces with when its client is no longer there."""
 FEATURES = (DISCO_INFO, MUC_NS, "muc_open", "muc_public", "muc_nonanonymous", "muc_persistent",
             "urn:xmpp:sid:0", "urn:xmpp:message-correct:0", "urn:xmpp:message-retract:1",
             "urn:xmpp:reactions:0", "urn:xmpp:reply:0")  # fmt: skip
@@ -43,14 +53,26 @@ FEATURES = (DISCO_INFO, MUC_NS, "muc_open", "muc_public", "muc_nonanonymous", "m
 
 class HostedRooms:
     def __init__(
-        self, cfg: XmppConfig, ctx: ConnectorContext, files: RemoteFiles | None = None
+        self,
+        cfg: XmppConfig,
+        ctx: ConnectorContext,
+        store: XmppStore,
+        files: RemoteFiles | None = None,
     ) -> None:
         self._cfg = cfg
         self._ctx = ctx
+        self._store = store
         self._files = files or RemoteFiles(cfg.fetch_allow_private, cfg.max_file_bytes)
         self._log = ctx.log.getChild("rooms")
         self.component = Component(
             cfg.rooms_domain, cfg, self._log, on_stanza=self._on_stanza, on_state=self._on_state
+        )
+        # We are the MUC service: disco#info and pings are answered here, once, not also by
+        # slixmpp's plugins (which answer any JID, joined or not).
+        self.component.xmpp.remove_handler("Disco Info")
+        self.component.xmpp.remove_handler("Ping")
+        self.component.xmpp.register_handler(
+            Callback("pontis room ping", StanzaPath("iq@type=get/ping"), self._ping)
         )
         self.component.xmpp.register_handler(
             Callback(
@@ -80,6 +102,10 @@ class HostedRooms:
         if joined:
             names[mxid] = name
 
+    async def load(self) -> None:
+        """The occupants the store remembers (call before the component connects)."""
+        self._rooms = await self._store.hosted_occupants()
+
     def hosts(self, room: str) -> bool:
         return room.endswith(f"@{self._cfg.rooms_domain}")
 
@@ -96,11 +122,33 @@ class HostedRooms:
 
     async def _on_stanza(self, stanza: Stanza) -> None:
         if stanza["type"] == "error":
+            await self._bounced(stanza)
             return
         if isinstance(stanza, Presence):
             await self._presence(stanza)
         else:
             await self._message(stanza)
+
+    async def _bounced(self, error: Stanza) -> None:
+        """Something we sent an occupant bounced: if its client is gone, so is the occupant."""
+        room, occupant = error["to"].bare, str(error["from"])
+        if error["error"]["condition"] not in GONE:
+            return
+        for nick, jid in list(self._rooms.get(room, {}).items()):
+            if jid == occupant:
+                self._log.info("%s left %s: deliveries to it bounce (%s)",
+                               occupant, room, error["error"]["condition"])  # fmt: skip
+                await self._leave(room, nick, occupant)
+
+    async def _leave(self, room: str, nick: str, occupant: str) -> None:
+        occupants = self._rooms.get(room, {})
+        if occupants.get(nick) != occupant:
+            return
+        del occupants[nick]
+        await self._store.remove_occupant(room, nick)
+        for other in [occupant, *occupants.values()]:
+            self.component.send(self._occupant_presence(room, nick, other, occupant,
+                                                        own=other == occupant, unavailable=True))  # fmt: skip
 
     def _error(self, stanza: Stanza, condition: str, text: str, kind: str = "cancel") -> None:
         self.component.reply_error(stanza, condition, text, kind)
@@ -126,16 +174,16 @@ class HostedRooms:
         room, nick, occupant = presence["to"].bare, presence["to"].resource, str(presence["from"])
         occupants = self._rooms.setdefault(room, {})
         if presence["type"] == "unavailable":
-            if occupants.get(nick) == occupant:
-                del occupants[nick]
-                for other in [occupant, *occupants.values()]:
-                    self.component.send(self._occupant_presence(room, nick, other, occupant, own=other == occupant,
-                                                                unavailable=True))  # fmt: skip
+            await self._leave(room, nick, occupant)
             return
         if presence["type"] not in ("available", ""):
             return
         if not nick:
             self._error(presence, "jid-malformed", "Join with a nickname: room@domain/nick")
+            return
+        if presence["from"].domain in (self._cfg.jid, self._cfg.rooms_domain):
+            # The bridge itself: Matrix users are in the room already, as its members.
+            self._error(presence, "not-allowed", "The bridge does not join its own rooms")
             return
         alias = muc_to_room_alias(room, self._cfg.rooms_domain)
         if alias and (
@@ -151,6 +199,12 @@ class HostedRooms:
             self._error(presence, "item-not-found", f"No public Matrix room {alias or room}")
             return
         members = await self._ctx.matrix_members(portal.mxid)
+        holder = occupants.get(nick)
+        if holder is not None and holder != occupant and bare_jid(holder) == bare_jid(occupant):
+            # The same person from a new session (the old one ended while the bridge was away,
+            # or its client crashed): the new one takes the nick over.
+            del occupants[nick]
+            await self._store.remove_occupant(room, nick)
         if nick in set(members.values()) or occupants.get(nick, occupant) != occupant:
             self._error(
                 presence,
@@ -162,9 +216,15 @@ class HostedRooms:
         for old_nick, jid in list(occupants.items()):
             if jid == occupant and old_nick != nick:  # a nick change: leave under the old name
                 del occupants[old_nick]
+                await self._store.remove_occupant(room, old_nick)
         joined_before = occupant in occupants.values()
+        # A join (with the MUC <x/>) from an occupant we still know is a client that lost its
+        # session while the bridge was away: it gets the room again, but not the history.
+        joining = not joined_before or presence.xml.find(f"{{{MUC_NS}}}x") is not None
         occupants[nick] = occupant
         if not joined_before:
+            await self._store.set_occupant(room, nick, occupant)
+        if joining:
             self._members[room] = dict(members)
             for mxid, name in sorted(members.items()):
                 self.component.send(
@@ -177,11 +237,13 @@ class HostedRooms:
         self.component.send(self._occupant_presence(room, nick, occupant, occupant, own=True))
         if not joined_before:
             await self._send_history(room, portal.mxid, occupant)
+        if joining:
             subject = self.component.xmpp.make_message(
                 mto=JID(occupant), mfrom=JID(room), mtype="groupchat"
             )
             subject["subject"] = portal.topic or ""
             self.component.send(subject)
+        if not joined_before:
             member = RemoteUserID(bare_jid(occupant))
             await self._ctx.queue_remote_event(
                 RemoteChatInfo(
@@ -199,7 +261,9 @@ class HostedRooms:
         for event_id, name, body, ts in history:
             msg = self.component.xmpp.make_message(mto=JID(occupant), mfrom=JID(f"{room}/{name}"),
                                                    mtype="groupchat", mbody=body)  # fmt: skip
-            msg["id"] = event_id
+            # The id the message had live, so clients and the bridge's dedupe know it again.
+            msg["id"] = outgoing_id(event_id)
+            msg["stanza_id"]["id"], msg["stanza_id"]["by"] = msg["id"], room
             msg["delay"]["stamp"] = datetime.fromtimestamp(ts / 1000, tz=UTC)
             msg["delay"]["from"] = JID(room)
             self.component.send(msg)
@@ -247,6 +311,30 @@ class HostedRooms:
             self.component.send(copy)
         if event is not None:
             await self._ctx.queue_remote_event(event)
+
+    def _ping(self, iq: StanzaBase) -> None:
+        """XEP-0410 §3: a ping to an occupant says whether the sender is still joined."""
+        if not isinstance(iq, Iq) or not self.component.up:
+            return
+        room, nick, sender = iq["to"].bare, iq["to"].resource, str(iq["from"])
+        if not nick:
+            self.component.send(iq.reply())  # the service or the room itself: it is up
+            return
+        occupants = self._rooms.get(room, {})
+        if sender not in occupants.values():
+            self._iq_error(iq, "not-acceptable", "You are not in this room; join it again")
+        elif nick in occupants or nick in self._members.get(room, {}).values():
+            self.component.send(iq.reply())
+        else:
+            self._iq_error(iq, "item-not-found", f"No occupant {nick} in this room")
+
+    def _iq_error(self, iq: Iq, condition: str, text: str) -> None:
+        reply = iq.reply()
+        reply["type"] = "error"
+        reply["error"]["condition"] = condition
+        reply["error"]["type"] = "cancel"
+        reply["error"]["text"] = text
+        self.component.send(reply)
 
     def _disco(self, iq: StanzaBase) -> None:
         if not isinstance(iq, Iq) or iq["type"] != "get" or not self.component.up:

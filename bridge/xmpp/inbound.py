@@ -7,6 +7,10 @@ receipt sent; if the store is unreachable the sender gets an error of type ``wai
 nothing vanishes silently. :meth:`Inbound.convert` rebuilds the event from the stored stanza
 inside the portal's ordered queue, now or again after a restart, and does the lookups there.
 Chat states and markers are fleeting: converted and queued at once.
+
+In a bridged MUC every message taken moves the room's archive mark (the last stanza-id, see
+:mod:`bridge.xmpp.mam`); while the bridge catches up on a room's archive, live messages of that
+room are held (:meth:`Inbound.hold`) and follow the archived ones, minus those the archive gave.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ from bridge.xmpp.ids import (
     reverse_stanza_id_key,
     stanza_id_key,
 )
+from bridge.xmpp.marks import ArchiveMarks
 from bridge.xmpp.muc import MucTracker
 from bridge.xmpp.protocol.escaping import bare_jid, jid_to_mxid
+from bridge.xmpp.store import ArchiveMark, XmppStore
 from bridge.xmpp.to_matrix import (
     MAX_BODY_BYTES,
     ResolveId,
@@ -57,6 +63,8 @@ MUC = "groupchat"
 HOSTED = "hosted"
 """… in a room the bridge hosts; ``payload`` has ``sender`` and ``name``."""
 RECEIPTS_NS = "urn:xmpp:receipts"
+OUR_PREFIX = "pontis-"
+"""Ids of stanzas the bridge sends for Matrix events (:func:`bridge.xmpp.ids.outgoing_id`)."""
 
 
 def remote_input(
@@ -98,9 +106,20 @@ class Inbound:
         cfg: XmppConfig,
         component: Component,
         mucs: MucTracker,
+        store: XmppStore,
         files: RemoteFiles | None = None,
     ) -> None:
         self._ctx = ctx
+        self._store = store
+        self.marks = ArchiveMarks(store, ctx.log)
+        """How far the bridge got in each bridged MUC's archive, written together."""
+        self._held: dict[str, list[Message]] = {}
+        """room → live messages that came while its archive was being caught up on."""
+        self._taken: dict[str, set[str]] = {}
+        """room → stanza-ids taken from its archive in the catch-up under way."""
+        self._behind: set[str] = set()
+        """Rooms whose last catch-up failed: their archive mark stays where it was, so that the
+        next gap (rejoin, reconnect, restart) catches up on what was missed as well."""
         self._cfg = cfg
         self._files = files or RemoteFiles(cfg.fetch_allow_private, cfg.max_file_bytes)
         self._component = component
@@ -146,9 +165,67 @@ class Inbound:
             receipt.send()
 
     async def groupchat(self, msg: Message) -> None:
-        room_jid, nick = msg["from"].bare, msg["from"].resource
+        """A live message from a MUC; held while the room's archive is being caught up on, so
+        that Matrix sees the room's messages in the room's order."""
         if str(msg["to"]).split("/")[0] != self._cfg.listener_jid:
             return  # every occupant of ours gets a copy; the listener's is the one we bridge
+        room_jid = msg["from"].bare
+        held = self._held.get(room_jid)
+        if held is not None:
+            held.append(msg)
+            return
+        await self._groupchat(msg, room_jid)
+
+    async def archived(self, room_jid: str, msg: Message) -> None:
+        """A message from the room's archive (:mod:`bridge.xmpp.mam`), taken once."""
+        stanza_id = msg["stanza_id"]["id"]
+        taken = self._taken.setdefault(room_jid, set())
+        if stanza_id in taken or await self._ctx.store.kv_get(stanza_id_key(room_jid, stanza_id)):
+            return  # replayed, or bridged before the gap
+        taken.add(stanza_id)
+        if message_id(msg).startswith(OUR_PREFIX):
+            # What a Matrix user said, reflected: only its stanza-id matters (for references).
+            await self._remember_stanza_id(msg, room_jid)
+            return
+        await self._groupchat(msg, room_jid, mark=False)
+
+    def hold(self, room_jid: str) -> None:
+        """Keep live messages of ``room_jid`` aside until :meth:`release`."""
+        self._held.setdefault(room_jid, [])
+        self._taken[room_jid] = set()
+
+    async def release(self, room_jid: str, *, caught_up: bool = True) -> None:
+        """Hand on the live messages held while catching up, minus those the archive gave.
+        ``caught_up`` False: the catch-up failed, and the room's mark must not move on."""
+        if caught_up:
+            self._behind.discard(room_jid)
+        else:
+            self._behind.add(room_jid)
+        held = self._held.get(room_jid, [])
+        taken = self._taken.get(room_jid, set())
+        try:
+            while held:
+                msg = held.pop(0)
+                stanza_id = msg["stanza_id"]["id"] if msg["stanza_id"]["by"] == room_jid else ""
+                if not stanza_id or stanza_id not in taken:
+                    await self._groupchat(msg, room_jid)
+        finally:
+            self._held.pop(room_jid, None)
+            self._taken.pop(room_jid, None)
+
+    def set_mark(self, room_jid: str, stanza_id: str) -> None:
+        """Remember how far the bridge got in ``room_jid``'s archive."""
+        self.marks.set(room_jid, ArchiveMark(stanza_id, int(time.time() * 1000)))
+
+    async def _groupchat(self, msg: Message, room_jid: str, *, mark: bool = True) -> None:
+        await self._take_groupchat(msg, room_jid)
+        stanza_id = msg["stanza_id"]["id"] if msg["stanza_id"]["by"] == room_jid else ""
+        if mark and room_jid not in self._behind and (stanza_id or carries_content(msg)):
+            # Without ids, the time still counts.
+            self.set_mark(room_jid, stanza_id)
+
+    async def _take_groupchat(self, msg: Message, room_jid: str) -> None:
+        nick = msg["from"].resource
         room = self._mucs.room(room_jid)
         bridged = bool(nick) and not room.is_ours(nick)
         if not bridged or not carries_content(msg) or too_large(msg):

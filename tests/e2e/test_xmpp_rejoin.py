@@ -124,7 +124,7 @@ async def test_self_ping_finds_a_room_that_forgot_the_bridge(tmp_path: Path) -> 
                          rooms_domain="", upload_service="", muc_nick=LISTENER_NICK,
                          history_on_join=0, max_file_bytes=1000, self_ping_minutes=0)  # fmt: skip
         ctx = _Context()
-        client = XmppClient(ctx, cfg)  # type: ignore[arg-type]
+        client = XmppClient(ctx, cfg, _Marks())  # type: ignore[arg-type]
         room = f"pinged@{server.muc_domain}"
         listener = JID(f"{room}/{LISTENER_NICK}")
         owner = XmppUser(server.register("olga"), "pw", server.c2s_port)
@@ -168,3 +168,16 @@ async def test_self_ping_finds_a_room_that_forgot_the_bridge(tmp_path: Path) -> 
 
 async def _nothing(_: Any) -> None:
     return None
+
+
+class _Marks:
+    """The XMPP store's archive marks, in memory: this test is about the rejoin only."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, Any] = {}
+
+    async def archive_mark(self, room: str) -> Any:
+        return self.marks.get(room)
+
+    async def set_archive_mark(self, room: str, mark: Any) -> None:
+        self.marks[room] = mark

@@ -31,6 +31,7 @@ from bridge.xmpp.component import MAX_RECONNECT_WAIT, Component
 from bridge.xmpp.config import XmppConfig
 from bridge.xmpp.inbound import DM, MUC, Inbound
 from bridge.xmpp.muc import MucTracker
+from bridge.xmpp.store import ArchiveMark
 from bridge.xmpp.to_matrix import carries_content, parse_stanza, stanza_xml
 
 DOMAIN = "matrix.xmpp.example"
@@ -50,6 +51,19 @@ class FakeStore:
 
     async def kv_set(self, key: str, value: str) -> None:
         self.kv[key] = value
+
+
+class FakeMarks:
+    """The XMPP store's archive marks, in memory."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, ArchiveMark] = {}
+
+    async def archive_mark(self, room: str) -> ArchiveMark | None:
+        return self.marks.get(room)
+
+    async def set_archive_mark(self, room: str, mark: ArchiveMark) -> None:
+        self.marks[room] = mark
 
 
 class FakeContext:
@@ -103,7 +117,7 @@ def setup() -> tuple[Inbound, Component, FakeContext, list[StanzaBase], list[str
 
     component.xmpp.send = send  # type: ignore[method-assign]
     ctx = FakeContext(journal)
-    inbound = Inbound(ctx, make_cfg(), component, MucTracker())  # type: ignore[arg-type]
+    inbound = Inbound(ctx, make_cfg(), component, MucTracker(), FakeMarks())  # type: ignore[arg-type]
     return inbound, component, ctx, sent, journal
 
 
@@ -272,7 +286,7 @@ async def test_matrix_messages_wait_while_the_component_is_away() -> None:
         def parse_ghost_mxid(self, mxid: str) -> None:
             return None
 
-    client = XmppClient(Ctx([]), make_cfg())  # type: ignore[arg-type]
+    client = XmppClient(Ctx([]), make_cfg(), FakeMarks())  # type: ignore[arg-type]
     assert not client.component.up
     with pytest.raises(TransientError):
         await client.handle_matrix_message(object())  # type: ignore[arg-type]
