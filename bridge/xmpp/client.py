@@ -378,7 +378,7 @@ class XmppClient:
                 str(err), user_message=f"The bridge could not join {room}: {err or 'no answer'}."
             ) from err
         if await self.inbound.marks.get(room) is None:  # a later gap catches up from now
-            self.inbound.marks.set(room, ArchiveMark("", int(time.time() * 1000)))
+            self.inbound.marks.move(room, ArchiveMark("", int(time.time() * 1000)))
         key = muc_key(room)
         return key, await self.get_chat_info(key)
 

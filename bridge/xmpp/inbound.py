@@ -215,7 +215,7 @@ class Inbound:
 
     def set_mark(self, room_jid: str, stanza_id: str) -> None:
         """Remember how far the bridge got in ``room_jid``'s archive."""
-        self.marks.set(room_jid, ArchiveMark(stanza_id, int(time.time() * 1000)))
+        self.marks.move(room_jid, ArchiveMark(stanza_id, int(time.time() * 1000)))
 
     async def _groupchat(self, msg: Message, room_jid: str, *, mark: bool = True) -> None:
         await self._take_groupchat(msg, room_jid)

@@ -33,7 +33,7 @@ class ArchiveMarks:
         """The room's newest mark, written or not."""
         return self._moved.get(room) or await self._store.archive_mark(room)
 
-    def set(self, room: str, mark: ArchiveMark) -> None:
+    def move(self, room: str, mark: ArchiveMark) -> None:
         self._moved[room] = mark
         if self._writing is None:
             self._writing = asyncio.create_task(self._write_later(), name="xmpp-archive-marks")

@@ -35,8 +35,8 @@ async def test_a_burst_of_messages_costs_one_write_per_room() -> None:
     store = Store()
     marks = _marks(store)
     for n in range(200):
-        marks.set("a@muc.test", ArchiveMark(f"s{n}", n))
-        marks.set("b@muc.test", ArchiveMark(f"t{n}", n))
+        marks.move("a@muc.test", ArchiveMark(f"s{n}", n))
+        marks.move("b@muc.test", ArchiveMark(f"t{n}", n))
     assert (await marks.get("a@muc.test")) == ArchiveMark("s199", 199)  # before it is written
     await asyncio.sleep(0.2)
     assert store.writes == 2
@@ -48,10 +48,10 @@ async def test_an_outage_keeps_the_marks_for_later_and_a_newer_one_wins() -> Non
     store = Store()
     marks = _marks(store)
     store.away = True
-    marks.set("a@muc.test", ArchiveMark("s1", 1))
+    marks.move("a@muc.test", ArchiveMark("s1", 1))
     await asyncio.sleep(0.1)
     assert store.marks == {}
-    marks.set("a@muc.test", ArchiveMark("s2", 2))  # a newer one while the database is away
+    marks.move("a@muc.test", ArchiveMark("s2", 2))  # a newer one while the database is away
     store.away = False
     await asyncio.sleep(0.5)
     assert store.marks == {"a@muc.test": ArchiveMark("s2", 2)}
@@ -60,6 +60,6 @@ async def test_an_outage_keeps_the_marks_for_later_and_a_newer_one_wins() -> Non
 async def test_a_stop_writes_what_moved() -> None:
     store = Store()
     marks = _marks(store, delay=60)
-    marks.set("a@muc.test", ArchiveMark("s9", 9))
+    marks.move("a@muc.test", ArchiveMark("s9", 9))
     await marks.close()
     assert store.marks == {"a@muc.test": ArchiveMark("s9", 9)} and store.writes == 1
