@@ -18,15 +18,9 @@ from bridge.provision.admin import origin
 from bridge.provision.auth import Actor
 from bridge.provision.errors import ApiError, bad_request, forbidden, not_found, text
 from bridge.provision.parts import ApiParts, Endpoints
-from bridge.provision.user import ROOM_ID
+from bridge.provision.user import room_id_param
 
 MAX_CONTACT_LENGTH = 320
-
-
-def _room_id(value: str) -> str:
-    if len(value) > 255 or not ROOM_ID.fullmatch(value):
-        raise bad_request("`room_id` is not a Matrix room id (!room:server).", "M_INVALID_PARAM")
-    return value
 
 
 def _contact(contact: Contact) -> dict[str, Any]:
@@ -45,7 +39,7 @@ class ContactEndpoints(Endpoints):
 
     async def _portal(self, request: web.Request) -> tuple[Actor, Portal, SupportsContacts]:
         actor = await self._auth.actor(request)
-        room_id = _room_id(request.match_info["room_id"])
+        room_id = room_id_param(request.match_info["room_id"])
         try:
             portal = await contacts_portal(
                 room_id, actor.mxid, None, portals=self._portals, matrix=self._matrix,

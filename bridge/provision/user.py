@@ -35,7 +35,8 @@ ROOM_ID = re.compile(r"^![^:/\u0000-\u0020\u007f]+:[A-Za-z0-9.\-\[\]:]+$")
 """As ``openapi.yaml`` has it: ``!opaque:server``, at most 255 characters."""
 
 
-def _room_id(value: str) -> str:
+def room_id_param(value: str) -> str:
+    """``value`` if it is a room id, else the 400 that says so."""
     if len(value) > 255 or not ROOM_ID.fullmatch(value):
         raise bad_request("`room_id` is not a Matrix room id (!room:server).", "M_INVALID_PARAM")
     return value
@@ -129,7 +130,7 @@ class UserEndpoints(Endpoints):
         same core path as ``!pontis bridge`` (:meth:`RoomBridging.bridge_command`)."""
         actor = await self._auth.actor(request)
         body = await read_json(request)
-        room_id = _room_id(string_field(body, "room_id", max_length=255))
+        room_id = room_id_param(string_field(body, "room_id", max_length=255))
         network = self._network(string_field(body, "network", max_length=64))
         chat_id = string_field(body, "chat_id")
         existing = await self._portals.portal_by_room(room_id)
@@ -154,7 +155,7 @@ class UserEndpoints(Endpoints):
         """Stop bridging a room, through the same core path as ``!pontis unbridge``
         (:meth:`RoomBridging.unbridge`): the room stays, the portal is forgotten."""
         actor = await self._auth.actor(request)
-        room_id = _room_id(request.match_info["room_id"])
+        room_id = room_id_param(request.match_info["room_id"])
         existing = await self._portals.portal_by_room(room_id)
         if existing is None or existing.mxid != room_id:
             raise not_found("This room is not bridged.")
@@ -182,7 +183,7 @@ class UserEndpoints(Endpoints):
 
     async def _switch_relay(self, request: web.Request, *, on: bool) -> web.Response:
         actor = await self._auth.actor(request)
-        room_id = _room_id(request.match_info["room_id"])
+        room_id = room_id_param(request.match_info["room_id"])
         portal = await self._portals.portal_by_room(room_id)
         if portal is None or portal.mxid != room_id:
             raise not_found("This room is not bridged.")

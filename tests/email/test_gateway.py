@@ -86,7 +86,8 @@ def _config(relay_port: int = 1) -> EmailConfig:
     )  # fmt: skip
 
 
-async def _gateway(store: Store, core: Core, relay_port: int = 1) -> EmailGateway:
+async def context_and_store(store: Store, core: Core) -> tuple[ConnectorContext, EmailStore]:
+    """What a gateway is built from: the connector's context on ``core`` and its own tables."""
     ctx = ConnectorContext(
         network=NETWORK, config={}, domain="hub.test", log=LOG,
         store=NetworkStore(store, NETWORK), http=cast(Any, None), metrics=Metrics(),
@@ -94,6 +95,11 @@ async def _gateway(store: Store, core: Core, relay_port: int = 1) -> EmailGatewa
     )  # fmt: skip
     email_store = EmailStore(store.database)
     await email_store.upgrade()
+    return ctx, email_store
+
+
+async def _gateway(store: Store, core: Core, relay_port: int = 1) -> EmailGateway:
+    ctx, email_store = await context_and_store(store, core)
     cfg = _config(relay_port)
     return EmailGateway(ctx, cfg, email_store, Relay(cfg))
 

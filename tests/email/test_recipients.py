@@ -16,8 +16,7 @@ from typing import Any, cast
 
 import pytest
 
-from bridge.core import BridgeError, ConnectorContext, MatrixMessage, PermanentError, RemoteMessage
-from bridge.core.metrics import Metrics
+from bridge.core import BridgeError, MatrixMessage, PermanentError, RemoteMessage
 from bridge.email import unverified
 from bridge.email.client import EmailGateway
 from bridge.email.config import EmailConfig
@@ -34,7 +33,8 @@ from bridge.email.recipients import (
 from bridge.email.records import DIRECTION_IN, DIRECTION_OUT, RECORD_KEY, Records
 from bridge.email.store import EmailStore, StoredMail
 from bridge.portal.models import Message, Portal, RemoteInput
-from bridge.portal.store import NetworkStore, Store
+from bridge.portal.store import Store
+from tests.email.test_gateway import context_and_store
 
 ROOM = "room.abcdefghijklmnop@mail.test"
 LOG = logging.getLogger("test.email.recipients")
@@ -153,13 +153,7 @@ class RecordingRelay:
 @pytest.fixture
 async def parts(store: Store) -> tuple[EmailGateway, Core, RecordingRelay, EmailStore]:
     core = Core(store)
-    ctx = ConnectorContext(
-        network=NETWORK, config={}, domain="hub.test", log=LOG,
-        store=NetworkStore(store, NETWORK), http=cast(Any, None), metrics=Metrics(),
-        core=cast(Any, core),
-    )  # fmt: skip
-    email_store = EmailStore(store.database)
-    await email_store.upgrade()
+    ctx, email_store = await context_and_store(store, core)
     cfg = EmailConfig.from_section({
         "domain": "mail.test",
         "inbound": {"protocol": "lmtp", "host": "127.0.0.1", "port": 1, "max_message_mib": 1,

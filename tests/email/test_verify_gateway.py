@@ -11,35 +11,25 @@ import base64
 import dataclasses
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
-from typing import Any, cast
 
 import pytest
 from ruamel.yaml import YAML
 
-from bridge.core import ConnectorContext, RemoteMessage
-from bridge.core.metrics import Metrics
+from bridge.core import RemoteMessage
 from bridge.email import unverified
 from bridge.email.client import EmailGateway
 from bridge.email.config import EXAMPLE_CONFIG, EmailConfig
-from bridge.email.ids import NETWORK
 from bridge.email.outbound import Relay
-from bridge.email.store import EmailStore
-from bridge.portal.store import NetworkStore, Store
+from bridge.portal.store import Store
 from tests.dns_server import DnsServer
 from tests.email.signing import SendingDomain
-from tests.email.test_gateway import LOG, ROOM, VERIFIED, Core
+from tests.email.test_gateway import ROOM, VERIFIED, Core, context_and_store
 
 FAILED = "mx.test; dkim=none; dmarc=fail header.from=example.org"
 
 
 async def gateway_with(store: Store, core: Core, **changes: object) -> EmailGateway:
-    ctx = ConnectorContext(
-        network=NETWORK, config={}, domain="hub.test", log=LOG,
-        store=NetworkStore(store, NETWORK), http=cast(Any, None), metrics=Metrics(),
-        core=cast(Any, core),
-    )  # fmt: skip
-    email_store = EmailStore(store.database)
-    await email_store.upgrade()
+    ctx, email_store = await context_and_store(store, core)
     section = YAML(typ="safe").load(EXAMPLE_CONFIG)
     section.update(domain="mail.test", trusted_authserv_id="mx.test")
     section["inbound"]["max_message_mib"] = 1
