@@ -371,8 +371,17 @@ async def list_requests(request: web.Request) -> web.Response:
     return web.json_response({"value": entries})
 
 
+async def count_requests(request: web.Request) -> web.Response:
+    """How many requests matched ``?path=<glob>&method=GET`` since the last reset, counted
+    apart from the (bounded) log: ``{"count": n}``."""
+    path = request.query.get("path", "*")
+    count = services(request).wire.count(path, request.query.get("method"))
+    return web.json_response({"path": path, "count": count})
+
+
 async def clear_requests(request: web.Request) -> web.Response:
     services(request).wire.requests.clear()
+    services(request).wire.counts.clear()
     return web.Response(status=204)
 
 
@@ -454,6 +463,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/_emulator/faults", list_faults)
     r.add_delete("/_emulator/faults", clear_faults)
     r.add_get("/_emulator/requests", list_requests)
+    r.add_get("/_emulator/requests/count", count_requests)
     r.add_delete("/_emulator/requests", clear_requests)
     r.add_get("/_emulator/notifications", list_notifications)
     r.add_get("/_emulator/subscriptions", list_subscriptions)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import itertools
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,12 +72,24 @@ class WireControl:
     def __init__(self, state: EmulatorState, log_size: int) -> None:
         self.state = state
         self.requests: deque[dict[str, Any]] = deque(maxlen=log_size)
+        self.counts: Counter[tuple[str, str]] = Counter()
+        """(method, path) → requests received: unlike the log, never forgets one, so a test
+        can assert that a resource was not read at all."""
         self.faults: list[Fault] = []
         self._ids = itertools.count(1)
 
     def reset(self) -> None:
         self.requests.clear()
+        self.counts.clear()
         self.faults.clear()
+
+    def count(self, path: str, method: str | None = None) -> int:
+        """Requests received for paths matching the glob ``path`` (and ``method``)."""
+        return sum(
+            n
+            for (m, p), n in self.counts.items()
+            if fnmatch.fnmatchcase(p, path) and (method is None or m == method.upper())
+        )
 
     def add_fault(
         self,
@@ -131,6 +143,7 @@ class WireControl:
             "fault": None,
         }
         self.requests.append(entry)
+        self.counts[(request.method, request.path)] += 1
         fault = next((f for f in self.faults if f.matches(request.method, request.path)), None)
         if fault is not None:
             fault.remaining -= 1

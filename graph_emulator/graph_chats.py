@@ -93,6 +93,34 @@ async def list_members(request: web.Request) -> web.Response:
     )
 
 
+async def add_member(request: web.Request) -> web.Response:
+    """``POST /chats/{id}/members`` (Graph's "Add member to a chat"): group chats only; the
+    person must be of the chat's tenant (guests are not emulated)."""
+    here = where(request)
+    perm.require(here.grant, perm.ADD_MEMBER)
+    chat = here.conversation
+    assert isinstance(chat, Chat)
+    data = await read_json(request)
+    bind = data.get("user@odata.bind")
+    match = _BIND.search(bind) if isinstance(bind, str) else None
+    if match is None:
+        raise bad_request(
+            "A member needs a 'user@odata.bind' of the form https://graph.microsoft.com/v1.0/users('{id}')."
+        )
+    if chat.chat_type != "group":
+        raise bad_request("Members can be added to group chats only.")
+    user = here.svc.state.find_user(match.group("q") or match.group("p"))
+    if user is None or user.tenant_id != chat.tenant_id:
+        raise bad_request("The member could not be found in the chat's tenant.")
+    roles = data.get("roles")
+    chat.members.setdefault(
+        user.id, [str(r) for r in roles] if isinstance(roles, list) else ["owner"]
+    )
+    body = member_json(here.svc.state, chat.id, user.id, chat.members[user.id])
+    context = f"chats({odata_key(chat.id)})/members/$entity"
+    return entity(request, here.svc.config.public_url, context, body, 201)
+
+
 def _member_ids(data: dict[str, Any]) -> list[str]:
     members = data.get("members")
     if not isinstance(members, list) or not members:
@@ -141,4 +169,5 @@ def add_routes(app: web.Application) -> None:
         chat = prefix + "/chats/{chat_id}"
         app.router.add_get(chat, get_chat)
         app.router.add_get(chat + "/members", list_members)
+        app.router.add_post(chat + "/members", add_member)
         add_message_routes(app, chat)

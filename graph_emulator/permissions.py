@@ -37,6 +37,9 @@ READ_CHAT = Need(
     ("Chat.ReadBasic.All", "Chat.Read.All", "Chat.ReadWrite.All"),
 )
 CREATE_CHAT = Need(("Chat.Create", "Chat.ReadWrite"), ("Chat.Create", "Chat.ReadWrite.All"))
+ADD_MEMBER = Need(
+    ("ChatMember.ReadWrite", "Chat.ReadWrite"), ("ChatMember.ReadWrite.All", "Chat.ReadWrite.All")
+)
 READ_MEMBERS = Need(
     ("ChatMember.Read", "ChatMember.ReadWrite", "Chat.ReadBasic", "Chat.Read", "Chat.ReadWrite"),
     (

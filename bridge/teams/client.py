@@ -41,14 +41,16 @@ from bridge.core import (
     TransientError,
     UserInfo,
 )
-from bridge.portal.models import Login, RemoteInput
-from bridge.teams import directory
+from bridge.portal.models import Login, Portal, RemoteInput
+from bridge.teams import directory, members
 from bridge.teams.errors import as_bridge_error, graph_call
 from bridge.teams.from_matrix import as_posted, body_html, chat_message, edited_message
 from bridge.teams.ids import NETWORK, portal_key, user_id
+from bridge.teams.mentions import Resolve, teams_mentions
 from bridge.teams.network import TeamsNetwork
 from bridge.teams.protocol import OAuthTokenProvider, TokenError
 from bridge.teams.tenant import TenantLink
+from bridge.teams.to_matrix import ghost_name
 
 T = TypeVar("T")
 
@@ -78,9 +80,14 @@ class _TeamsActions:
                     user_message="Teams chats take pictures from Matrix, not other files yet.",
                 )
             image = (await msg.media.read(), msg.media.mimetype)
+        content, mentions = teams_mentions(content, await self._mention_resolver())
         content = as_posted(msg, content, relay=relay)
         body = chat_message(
-            content, reply_to=msg.reply_to, reply_text=msg.reply_to_text, image=image
+            content,
+            reply_to=msg.reply_to,
+            reply_text=msg.reply_to_text,
+            image=image,
+            mentions=mentions,
         )
         sent = await self._call(
             f"send to {chat_id}", graph.chats.by_chat_id(chat_id).messages.post(body)
@@ -99,9 +106,22 @@ class _TeamsActions:
         chat_id = edit.portal.remote_id
         graph, relay = await self._acting(chat_id, edit.sender_name)
         content = body_html(edit.body, edit.html)
+        content, mentions = teams_mentions(content, await self._mention_resolver())
         content = as_posted(edit, content, relay=relay)
         item = graph.chats.by_chat_id(chat_id).messages.by_chat_message_id(edit.target.remote_id)
-        await self._call(f"edit {edit.target.remote_id}", item.patch(edited_message(content)))
+        await self._call(
+            f"edit {edit.target.remote_id}", item.patch(edited_message(content, mentions))
+        )
+
+    async def _mention_resolver(self) -> Resolve:
+        """Who a Matrix pill names in Teams: a ghost's account, or a logged-in Matrix user's."""
+        logins = {mxid: account for account, mxid in (await self.net.logged_in()).items()}
+        parse = self.net.ctx.parse_ghost_mxid
+
+        def resolve(mxid: str) -> str | None:
+            return parse(mxid) or logins.get(mxid)
+
+        return resolve
 
     async def handle_matrix_redaction(self, redaction: MatrixRedaction) -> None:
         chat_id = redaction.portal.remote_id
@@ -193,6 +213,13 @@ class _TeamsActions:
         await self.net.remember_chat(chat_id, link.id)
         return portal_key(chat_id)
 
+    async def handle_matrix_invite(self, portal: Portal, inviter: str, user: RemoteUserID) -> None:
+        """A Teams ghost invited into a portal room: add the person to the group chat."""
+        graph, _ = await self._acting(portal.remote_id, "")
+        await members.add_member(
+            self.net, graph, portal.remote_id, user, inviter, delegated=self.delegated
+        )
+
     def _directories(self) -> list[TenantLink]:
         raise NotImplementedError
 
@@ -207,7 +234,7 @@ class _TeamsActions:
             except Exception:
                 continue
             if found is not None:
-                return UserInfo(name=found.display_name)
+                return UserInfo(name=ghost_name(found.display_name, link.tenant.display_name))
         return UserInfo()
 
 
@@ -293,6 +320,10 @@ class TeamsUserClient(_TeamsActions):
 
     async def disconnect(self) -> None:
         return None
+
+    async def logout_remote(self) -> None:
+        """``logout teams``: the hub stops being told of this account's chats at once."""
+        await self._link.unwatch(self.login_id)
 
     async def _acting(self, chat_id: str, sender_name: str) -> tuple[GraphServiceClient, bool]:
         return self._graph, False

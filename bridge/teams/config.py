@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from bridge.teams.service_config import problems as service_chat_problems
+
 EXAMPLE_CONFIG = """\
 enabled: false
 # One entry per Microsoft Entra ID (Azure AD) tenant, each with its own app registration
@@ -15,8 +17,12 @@ tenants: []
 #   - tenant_id: 00000000-0000-0000-0000-000000000000   # Directory (tenant) ID
 #     client_id: 00000000-0000-0000-0000-000000000000   # Application (client) ID
 #     client_secret: ""                                   # the secret's Value, not its ID
+#     # The agency's name as Matrix users see it after each Teams person's name: "Adele
+#     # Vance (Contoso)". Default: "Teams". One line, at most 40 characters.
+#     display_name: Contoso
 #     # Optional relay account: a licensed Teams user that posts for Matrix users who have not
-#     # logged in ("**Alice**: hello"). Without it, those users are asked to `login teams`.
+#     # logged in, under "External · via Matrix · @alice:example.org · “Alice”". Without
+#     # it, those users are asked to `login teams`.
 #     # Signs in with its password (no MFA possible for this account).
 #     relay_username: pontis.relay@contoso.onmicrosoft.com
 #     relay_password: ""
@@ -35,7 +41,20 @@ webhook:
 # After a restart or a gap in notifications, each bridged chat's messages written since the
 # last one on Matrix are bridged, at most this many; older ones are skipped with a notice.
 catch_up_messages: 200
+# Teams users reach Matrix users from Teams alone: they open a chat with a tenant's relay
+# account and write a Matrix ID (@anna:example.org); the bridge opens a Teams group chat
+# with them and the relay account, bridged to a Matrix direct chat with that user. The
+# federation policy (bridge.federation) decides who may reach whom; see docs/teams.md.
+service_chat:
+    enabled: false
+    # Requests one Teams user may make in any hour; beyond it they are told to wait.
+    requests_per_hour: 10
+    # Whom a Teams user is told to ask when the policy refuses (one line), e.g.
+    # "the IT service desk (it-help@contoso.example)".
+    contact: the administrators of this Matrix hub
 """
+
+DEFAULT_DISPLAY_NAME = "Teams"
 
 DELEGATED_SCOPES = ["Chat.ReadWrite", "ChatMessage.Send", "User.Read"]
 """What a Matrix user's own login (device code) and the relay account ask for."""
@@ -48,6 +67,8 @@ class TenantConfig:
     client_secret: str
     relay_username: str
     relay_password: str
+    display_name: str = DEFAULT_DISPLAY_NAME
+    """The agency's name, shown after its people's names on their Matrix ghosts."""
 
     @property
     def has_relay(self) -> bool:
@@ -72,6 +93,8 @@ class TeamsConfig:
                 client_secret=str(t.get("client_secret", "")),
                 relay_username=str(t.get("relay_username", "") or "").strip(),
                 relay_password=str(t.get("relay_password", "") or ""),
+                display_name=" ".join(str(t.get("display_name") or "").split())
+                or DEFAULT_DISPLAY_NAME,
             )
             for t in section.get("tenants") or []
             if isinstance(t, dict)
@@ -121,6 +144,13 @@ class TeamsConfig:
             tenant_id = str(entry.get("tenant_id") or "")
             if tenant_id and not _is_guid(tenant_id):
                 problems.append(f"{where}.tenant_id: expected the directory id (a GUID)")
+            name = entry.get("display_name")
+            if name is not None and (
+                not isinstance(name, str) or len(name) > 40 or not name.isprintable()
+            ):
+                problems.append(
+                    f"{where}.display_name: the agency's name on one line, at most 40 characters"
+                )
             if bool(entry.get("relay_username")) != bool(entry.get("relay_password")):
                 problems.append(f"{where}: relay_username and relay_password go together")
         for key, url in (("graph_url", self.graph_url), ("authority", self.authority)):
@@ -135,7 +165,7 @@ class TeamsConfig:
             problems.append("connectors.teams.webhook.subscription_minutes: between 1 and 4320")
         if not 1 <= self.catch_up_messages <= 10_000:
             problems.append("connectors.teams.catch_up_messages: between 1 and 10000")
-        return problems
+        return problems + service_chat_problems(section)
 
 
 def _is_guid(value: str) -> bool:

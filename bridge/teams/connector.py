@@ -27,6 +27,8 @@ from bridge.teams.inbound import Inbound
 from bridge.teams.login import DeviceCodeLogin
 from bridge.teams.network import TeamsNetwork
 from bridge.teams.protocol import OAuthTokenProvider, TokenError, preload_models
+from bridge.teams.service_catch_up import ServiceCatchUp
+from bridge.teams.service_chat import service_chat_for
 from bridge.teams.store import TeamsStore
 from bridge.teams.tenant import TenantLink
 from bridge.teams.webhook import NotificationEndpoint
@@ -37,8 +39,9 @@ class TeamsConnector:
         id=NETWORK, display_name="Microsoft Teams", url="https://teams.microsoft.com"
     )
     example_config = EXAMPLE_CONFIG
-    # Last bridged edit time of a message, oldest message a bounded catch-up kept (inbound).
-    kv_markers = ("edited:", "catch-up-floor:")
+    # Last bridged edit time of a message, oldest message a bounded catch-up kept (inbound),
+    # how far each service-chat request got (service_chat).
+    kv_markers = ("edited:", "catch-up-floor:", "service-request:")
 
     def __init__(self) -> None:
         self._net: TeamsNetwork | None = None
@@ -60,10 +63,15 @@ class TeamsConnector:
         shared = TeamsSharedClient(net)
         inbound = Inbound(net, shared)
         inbound.set_client_state(client_state)
-        shared.converter = inbound.convert
+        # Service-chat requests (bridge.teams.service_chat) are answered before the inbound path,
+        # and those written before the relay's subscription was in place are read then.
+        service = service_chat_for(net, ctx.config, inbound.convert, inbound.ready)
+        shared.converter = service.convert
+        service_catch_up = ServiceCatchUp(net, service.cfg.enabled, inbound.subscription_state)
         for link in links:
+            link.client_state = client_state  # for a login's subscription, made at once
             link.resubscribed = inbound.missed
-            link.subscription_state = inbound.subscription_state
+            link.subscription_state = service_catch_up.subscription_state
         ctx.add_client(shared)
         # Notifications an older version kept in its own table go to the remote inbox first.
         if legacy := await store.legacy_notifications():

@@ -2,7 +2,8 @@
 
 Teams renders a useful subset of HTML, so Matrix HTML goes through as it is (minus the reply
 fallback, which Teams shows as a ``messageReference`` card instead). Messages of Matrix users
-without a Teams login are posted by the relay account with the sender's name in front.
+without a Teams login are posted by the relay account under a line that marks them external
+and names their Matrix ID (:func:`relayed`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import html
 import json
 import re
+import unicodedata
 
 from msgraph.generated.models.body_type import BodyType
 from msgraph.generated.models.chat_message import ChatMessage
 from msgraph.generated.models.chat_message_attachment import ChatMessageAttachment
 from msgraph.generated.models.chat_message_hosted_content import ChatMessageHostedContent
+from msgraph.generated.models.chat_message_mention import ChatMessageMention
 from msgraph.generated.models.item_body import ItemBody
 
 from bridge.core.events import MatrixEvent
@@ -30,15 +33,45 @@ def body_html(body: str, formatted: str | None) -> str:
     return html.escape(body).replace("\n", "<br>")
 
 
-def relayed(sender_name: str, content: str) -> str:
-    """``content`` as the relay account posts it: who wrote it comes first, in bold."""
-    return f"<b>{html.escape(sender_name)}</b>: {content}"
+EXTERNAL = "External · via Matrix"
+"""Marks every message the relay account posts for a Matrix user: that person is not one of
+the tenant's, whatever their display name says."""
+
+NAME_LIMIT = 64
+"""Characters of a display name shown; a longer one is cut (with …)."""
+
+_LOOKS_LIKE_MXID = re.compile(r"^\s*@[^\s:]+:\S+")
+
+
+def shown_text(text: str, limit: int = NAME_LIMIT) -> str:
+    """``text`` as one plain line: no line breaks, no invisible or direction-changing
+    characters (Unicode "format" and "control" categories), spaces collapsed, cut at
+    ``limit``. Not escaped."""
+    kept = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in text)
+    kept = " ".join(kept.split())
+    return kept if len(kept) <= limit else kept[: limit - 1].rstrip() + "…"
+
+
+def relayed(sender_name: str, sender_mxid: str, content: str) -> str:
+    """``content`` as the relay account posts it, after a first line that says who wrote it:
+    the fixed marker, then the Matrix ID (which the sender's homeserver vouches for and no
+    one else can take), then the display name in quotes (which anyone can choose). So a
+    display name that copies a colleague's, the marker or a Matrix ID cannot pass as the
+    tenant's own: it is always a quoted name after "External · via Matrix" and a Matrix ID."""
+    mxid = shown_text(sender_mxid, 255)
+    name = shown_text(sender_name)
+    header = f"<b>{html.escape(EXTERNAL)}</b> · <b>{html.escape(mxid)}</b>"
+    if name and name != mxid and not _LOOKS_LIKE_MXID.match(name):
+        header += f" · “{html.escape(name)}”"
+    return f"<p>{header}</p>{content}"
 
 
 def as_posted(event: MatrixEvent, content: str, *, relay: bool) -> str:
-    """What the acting account posts: through the relay account, the sender's name first,
-    unless the core's relay mode put it there already (``event.sender`` is then the bot)."""
-    return relayed(event.sender_name, content) if relay and not event.relayed else content
+    """What the acting account posts: through the relay account, who wrote it first,
+    unless the core's relay mode put a name there already (``event.sender`` is then the bot)."""
+    if relay and not event.relayed:
+        return relayed(event.sender_name, event.sender, content)
+    return content
 
 
 def reply_attachment(target: Message, preview: str) -> tuple[str, ChatMessageAttachment]:
@@ -63,6 +96,7 @@ def chat_message(
     reply_to: Message | None = None,
     reply_text: str | None = None,
     image: tuple[bytes, str] | None = None,
+    mentions: list[ChatMessageMention] | None = None,
 ) -> ChatMessage:
     """A chatMessage to POST. ``image`` (bytes, mime type) is sent as hosted content, which
     is how Teams carries a pasted picture."""
@@ -86,8 +120,11 @@ def chat_message(
         body=ItemBody(content_type=BodyType.Html, content=content),
         attachments=attachments or None,
         hosted_contents=hosted or None,
+        mentions=mentions or None,
     )
 
 
-def edited_message(content: str) -> ChatMessage:
-    return ChatMessage(body=ItemBody(content_type=BodyType.Html, content=content))
+def edited_message(content: str, mentions: list[ChatMessageMention] | None = None) -> ChatMessage:
+    return ChatMessage(
+        body=ItemBody(content_type=BodyType.Html, content=content), mentions=mentions or None
+    )

@@ -44,11 +44,13 @@ from bridge.teams.client import TeamsSharedClient
 from bridge.teams.coverage import MISSED_LOOKBACK_MS, Coverage
 from bridge.teams.errors import as_bridge_error, graph_call
 from bridge.teams.ids import NETWORK, message_id, parse_message_resource, portal_key
-from bridge.teams.network import TeamsNetwork
+from bridge.teams.network import RecentIds, TeamsNetwork
 from bridge.teams.ordering import ChatOrder, sort_key
 from bridge.teams.tenant import TenantLink
 from bridge.teams.to_matrix import (
+    ghost_name,
     is_bridgeable,
+    mentioned_users,
     message_parts,
     reaction_emojis,
     reply_target,
@@ -77,6 +79,9 @@ class Inbound:
         """Per chat, the oldest message a bounded catch-up bridged (see ``_below_floor``)."""
         self.coverage = Coverage(self._ctx.store, self._log)
         """How far back a catch-up looks."""
+        self._kept = RecentIds()
+        """Changes kept lately, with and without the subscription that reported them: the
+        same change reported by another watched account's subscription is not kept twice."""
         self._unsubscribed = set(net.tenants)
         """Tenants whose subscription this process has not (or no longer) seen in place."""
 
@@ -90,6 +95,7 @@ class Inbound:
         its messages were written (:mod:`bridge.teams.ordering`); raises if they could not be
         kept (the webhook then asks Graph to come back)."""
         stored: list[asyncio.Future[None]] = []
+        keys: list[str] = []
         for item in items:
             if "lifecycleEvent" in item:
                 event = str(item["lifecycleEvent"])
@@ -101,15 +107,29 @@ class Inbound:
                 continue
             chat_id, msg_id = parsed
             change = str(item.get("changeType", "updated"))
-            if change != "created" and not await self._bridged(chat_id):
-                continue  # nothing of that chat is on Matrix to change
-            # A new message of a chat without a portal is kept too: converting it reads the
-            # chat's members first and the message only if one of them is a Matrix user.
+            if not await self._bridged(chat_id):
+                if change != "created":
+                    continue  # nothing of that chat is on Matrix to change
+                if not await self._watched(item):
+                    # Not from a subscription on a watched account (an older tenant-wide one,
+                    # a logged-out user's, a forged id): the chat is none of the hub's business.
+                    self._log.debug("Ignoring a notification for unbridged chat %s", chat_id)
+                    continue
+            # A new message of a chat without a portal, from a watched account's subscription,
+            # is kept too: converting it reads the chat's members first and the message only
+            # if one of them is a Matrix user.
+            dedupe = _dedupe_id(change, msg_id, item)
+            if dedupe is not None:
+                # Two watched accounts in one chat: each subscription reports the same change.
+                seen = f"{chat_id}|{dedupe}|{item.get('subscriptionId')}"
+                if f"{chat_id}|{dedupe}" in self._kept and seen not in self._kept:
+                    continue
+                keys += [f"{chat_id}|{dedupe}", seen]
             payload = {k: v for k, v in item.items() if k != "clientState"}
             payload[TOKEN] = uuid.uuid4().hex
             kept = RemoteInput(
                 portal=portal_key(chat_id), kind=NOTIFICATION, payload=payload,
-                dedupe_id=_dedupe_id(change, msg_id, item),
+                dedupe_id=dedupe,
             )  # fmt: skip
             stored.append(self._order.add(chat_id, sort_key(msg_id, change), kept))
         for outcome in await asyncio.gather(*stored, return_exceptions=True):
@@ -118,6 +138,16 @@ class Inbound:
                 with contextlib.suppress(Exception):  # what matters is the caller's failure
                     await self._coverage_lost("a webhook call could not be stored")
                 raise outcome
+        for key in keys:
+            self._kept.add(key)
+
+    async def _watched(self, item: dict[str, Any]) -> bool:
+        """Whether ``item`` came from the subscription of an account the hub watches (the
+        relay, a logged-in user) in its tenant: only then may its unbridged chat be read."""
+        link = self.net.tenant(str(item.get("tenantId") or ""))
+        if link is None:
+            return False
+        return bool(await link.watches(str(item.get("subscriptionId") or "")))
 
     async def _bridged(self, chat_id: str) -> bool:
         portal = await self._ctx.store.get_portal(RemoteChatID(chat_id))
@@ -165,10 +195,11 @@ class Inbound:
         self._log.info("Lifecycle event %s for tenant %s", event, link.id)
         for attempt in range(1, LIFECYCLE_TRIES + 1):
             try:
+                sub_id = str(item.get("subscriptionId") or "")
                 if event == "reauthorizationRequired":
-                    await link.reauthorize(self._client_state)
+                    await link.reauthorize(self._client_state, sub_id)
                 elif event == "subscriptionRemoved":
-                    await link.create_subscription(self._client_state)
+                    await link.create_subscription(self._client_state, sub_id)
                 elif event == "missed":
                     await self.missed("Graph's missed lifecycle event", MISSED_LOOKBACK_MS)
                 return
@@ -203,15 +234,16 @@ class Inbound:
         if change == "created" and stored is None and await self._below_floor(chat_id, msg_id):
             self._log.info("Message %s of %s was skipped by the catch-up", msg_id, chat_id)
             return []
+        chat_info: ChatInfo | None = None
+        bridged = await self._bridged(chat_id)
+        if not bridged and (change != "created" or not await self._watched(payload)):
+            return []  # checked again: the subscription may have ended since it was kept
         link = self.net.tenant(str(payload.get("tenantId") or ""))
         if link is None:
             link = await self.net.tenant_for_chat(chat_id)
         else:
             await self.net.remember_chat(chat_id, link.id)
-        chat_info: ChatInfo | None = None
-        if not await self._bridged(chat_id):
-            if change != "created":
-                return []
+        if not bridged:
             chat_info = await self._membership(chat_id, link)
             if chat_info is None:
                 return []  # not bridged: its messages are not read
@@ -224,8 +256,8 @@ class Inbound:
 
     async def _membership(self, chat_id: str, link: TenantLink) -> ChatInfo | None:
         """The chat's info if one of its members is a Matrix user logged in to Teams whom
-        ``bridge.federation`` lets the tenant reach (the others are not invited). A tenant-wide
-        subscription sees every chat of the agency; only those are bridged."""
+        ``bridge.federation`` lets the tenant reach (the others are not invited). Only read
+        for a chat a watched account is in (its subscription sent the notification)."""
         try:
             info = await self._shared.get_chat_info(portal_key(chat_id))
         except (PermanentError, NotFound) as err:
@@ -289,10 +321,12 @@ class Inbound:
                 return []
             # Also when ``stored``: a message whose text reached Matrix before one of its
             # pictures failed is completed (the core sends only the parts it has not stored).
-            return [self._new_message(chat_id, msg, link, chat_info)]
+            return [await self._new_message(chat_id, msg, link, chat_info)]
         events: list[RemoteEvent] = []
         if not from_matrix and await self._edited(chat_id, msg_id, msg, token):
-            parts = message_parts(msg, self._hosted_fetcher(link, chat_id, msg_id))
+            parts = message_parts(
+                msg, self._hosted_fetcher(link, chat_id, msg_id), await self._people(msg)
+            )
             events.append(RemoteEdit(portal=key, target=target, sender=author[0], parts=parts))
         events += await self._reaction_syncs(chat_id, target, msg)
         return events
@@ -311,7 +345,21 @@ class Inbound:
         await self._ctx.store.kv_set(marker, f"{edited.isoformat()}|{token}")
         return True
 
-    def _new_message(
+    async def _people(self, msg: ChatMessage) -> dict[RemoteUserID, str]:
+        """The Matrix ID of each person ``msg`` mentions who has one here: a logged-in Matrix
+        user's own, else their ghost (the relay account stands for no one)."""
+        mentioned = set(mentioned_users(msg).values())
+        if not mentioned:
+            return {}
+        logins = await self.net.logged_in()
+        relays = self.net.relay_ids()
+        return {
+            user: logins.get(user) or self._ctx.ghost_mxid(user)
+            for user in mentioned
+            if user not in relays
+        }
+
+    async def _new_message(
         self, chat_id: str, msg: ChatMessage, link: TenantLink, chat_info: ChatInfo | None
     ) -> RemoteMessage:
         author = sender_of(msg)
@@ -320,10 +368,14 @@ class Inbound:
             portal=portal_key(chat_id),
             id=message_id(msg.id),
             sender=author[0],
-            sender_info=UserInfo(name=author[1]) if author[1] else None,
+            sender_info=UserInfo(name=ghost_name(author[1], link.tenant.display_name))
+            if author[1]
+            else None,
             timestamp=timestamp_ms(msg),
             chat_info=chat_info,
-            parts=message_parts(msg, self._hosted_fetcher(link, chat_id, msg.id)),
+            parts=message_parts(
+                msg, self._hosted_fetcher(link, chat_id, msg.id), await self._people(msg)
+            ),
             reply_to=reply_target(msg),
         )
 
@@ -397,7 +449,7 @@ class Inbound:
             if oldest:
                 await self._set_floor(chat_id, oldest)
             events.append(_skipped_notice(chat_id, found, limit, oldest or "none"))
-        events += [self._new_message(chat_id, msg, link, None) for msg in found.messages]
+        events += [await self._new_message(chat_id, msg, link, None) for msg in found.messages]
         if found.messages:
             self._log.info("Catching up %d message(s) in chat %s", len(found.messages), chat_id)
         return events

@@ -122,6 +122,8 @@ class DeviceCodeLogin:
         me = await graph_call("read your profile", self._link.graph(provider).me.get())
         if me is None or not me.id:
             raise BridgeError("no /me", user_message="Teams did not say who you are; try again.")
+        # Notifications of this account's chats start now, before the login is stored.
+        await self._link.watch(me.id)
         login = Login(
             network=NETWORK,
             login_id=login_id(me.id),

@@ -1,8 +1,10 @@
 """Teams chatMessage → Matrix parts, reactions and edits.
 
-Graph bodies are HTML with Teams-only tags: ``<at id="0">Name</at>`` for mentions,
+Graph bodies are HTML with Teams-only tags: ``<at id="0">Name</at>`` for mentions (the person
+is in the message's ``mentions[]`` under the same id),
 ``<attachment id="…"></attachment>`` placeholders for cards, files and quoted replies, and
-``<img src="…/hostedContents/{id}/$value">`` for pasted images. Mentions become plain names,
+``<img src="…/hostedContents/{id}/$value">`` for pasted images. Mentions become Matrix pills
+(with ``m.mentions``) of the people who have a Matrix ID here, plain names otherwise,
 placeholders disappear (the attachment itself is bridged as a link or a reply), and pasted
 images become media parts fetched lazily in the portal's queue. The core sanitises the rest.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from html.parser import HTMLParser
 
 import nh3
@@ -22,11 +24,20 @@ from msgraph.generated.models.chat_message_type import ChatMessageType
 from bridge.core import Media, MessagePart, PartID, RemoteMessageID, RemoteUserID, bound_html
 from bridge.teams.ids import user_id
 
-_AT = re.compile(r"<at\b[^>]*>(.*?)</at>", re.S | re.I)
+_AT = re.compile(r"<at\b([^>]*)>(.*?)</at>", re.S | re.I)
+_AT_ID = re.compile(r"""\bid\s*=\s*["']?(\d+)""", re.I)
 _ATTACHMENT = re.compile(r"<attachment\b[^>]*>\s*</attachment>", re.I)
 _HOSTED_IMG = re.compile(
     r"<img\b[^>]*\bsrc=\"([^\"]*/hostedContents/([^/\"]+)/\$value)\"[^>]*>", re.I
 )
+
+
+def ghost_name(name: str | None, agency: str) -> str | None:
+    """A Teams person's name on Matrix, with their agency (tenant) after it: "Adele Vance
+    (Contoso)", so a Matrix user can tell an agency's people from anyone else's."""
+    name = " ".join((name or "").split())
+    return f"{name} ({agency})" if name else None
+
 
 LEGACY_REACTIONS = {
     "like": "👍",
@@ -75,10 +86,19 @@ def html_to_text(body: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def clean_teams_html(body: str) -> str:
-    """Teams HTML without Teams-only tags: mentions as plain names, no attachment placeholders
-    and no hosted-content images (those travel as media parts)."""
-    body = _AT.sub(lambda m: m.group(1), body)
+def clean_teams_html(body: str, pills: Mapping[str, str] | None = None) -> str:
+    """Teams HTML without Teams-only tags: mentions as Matrix pills (``pills``: the ``<at>``
+    tag's id → the mentioned person's Matrix ID) or else as plain names, no attachment
+    placeholders and no hosted-content images (those travel as media parts)."""
+
+    def mention(match: re.Match[str]) -> str:
+        found = _AT_ID.search(match.group(1))
+        mxid = (pills or {}).get(found.group(1)) if found else None
+        if mxid is None:
+            return match.group(2)
+        return f'<a href="https://matrix.to/#/{html.escape(mxid)}">{match.group(2)}</a>'
+
+    body = _AT.sub(mention, body)
     body = _ATTACHMENT.sub("", body)
     return _HOSTED_IMG.sub("", body)
 
@@ -108,13 +128,33 @@ def reply_target(msg: ChatMessage) -> RemoteMessageID | None:
     return None
 
 
-def message_parts(msg: ChatMessage, fetch_hosted: FetchHosted) -> list[MessagePart]:
-    """The Matrix parts of ``msg``: its text first, then one part per pasted image."""
+def mentioned_users(msg: ChatMessage) -> dict[str, RemoteUserID]:
+    """The people ``msg`` mentions: each ``<at id>`` of its body → the AAD user it names."""
+    found: dict[str, RemoteUserID] = {}
+    for mention in msg.mentions or []:
+        identity = mention.mentioned.user if mention.mentioned is not None else None
+        if mention.id is not None and identity is not None and identity.id:
+            found[str(mention.id)] = user_id(identity.id)
+    return found
+
+
+def message_parts(
+    msg: ChatMessage, fetch_hosted: FetchHosted, people: Mapping[RemoteUserID, str] | None = None
+) -> list[MessagePart]:
+    """The Matrix parts of ``msg``: its text first, then one part per pasted image.
+    ``people`` gives the Matrix ID of each mentioned person who has one (a ghost, a logged-in
+    Matrix user): their mention becomes a pill and is listed in ``m.mentions``, so Matrix
+    notifies them."""
     raw = msg.body.content if msg.body is not None and msg.body.content else ""
     is_html = msg.body is not None and msg.body.content_type == BodyType.Html
     parts: list[MessagePart] = []
+    pills = {
+        at: (people or {})[user]
+        for at, user in mentioned_users(msg).items()
+        if user in (people or {})
+    }
     if is_html:
-        cleaned = clean_teams_html(raw)
+        cleaned = clean_teams_html(raw, pills)
         text = html_to_text(cleaned)
         links = _file_links(msg)
         if links:
@@ -123,7 +163,14 @@ def message_parts(msg: ChatMessage, fetch_hosted: FetchHosted) -> list[MessagePa
                 f'<p>📎 <a href="{html.escape(u)}">{html.escape(n)}</a></p>' for n, u in links
             )
         if text:
-            parts.append(MessagePart(text=text, html=cleaned))
+            # Only the people the text shows: an entry of mentions[] with no <at> is no one's.
+            shown = {
+                pills[found.group(1)]
+                for at in _AT.finditer(raw)
+                if (found := _AT_ID.search(at.group(1))) and found.group(1) in pills
+            }
+            extra = {"m.mentions": {"user_ids": sorted(shown)}} if shown else {}
+            parts.append(MessagePart(text=text, html=cleaned, extra=extra))
     elif raw:
         parts.append(MessagePart(text=raw))
     for index, hosted_id in enumerate(hosted_image_ids(raw) if is_html else []):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp.test_utils import TestServer
@@ -21,6 +22,7 @@ TENANT = "Contoso"
 DOMAIN = "contoso.onmicrosoft.com"
 RELAY_UPN = f"pontis.relay@{DOMAIN}"
 RELAY_PASSWORD = "relay-pw-for-tests"
+SERVICE_CONTACT = "the Contoso service desk (help@contoso.example)"
 
 SEED: dict[str, Any] = {
     "tenants": [
@@ -93,11 +95,14 @@ class GraphEmulator(SeededEmulator):
                     "client_secret": self.app["clientSecret"],
                     "relay_username": RELAY_UPN,
                     "relay_password": RELAY_PASSWORD,
+                    "display_name": TENANT,
                 }
             ],
             "graph_url": self.graph_url,
             "authority": self.base,
             "webhook": {"public_url": public_url},
+            # Teams users reach Matrix users by writing to the relay (test_teams_service_chat).
+            "service_chat": {"enabled": True, "contact": SERVICE_CONTACT},
         }
 
     # --- acting as Teams users -------------------------------------------------------------
@@ -145,3 +150,20 @@ class GraphEmulator(SeededEmulator):
             if fnmatch.fnmatchcase(r["path"], path_glob)
             and (method is None or r["method"] == method)
         ]
+
+    async def reads(self, path_glob: str) -> int:
+        """GETs of paths matching ``path_glob`` since the start, counted by the emulator
+        (``/_emulator/requests/count``; its request log is bounded, the counter is not)."""
+        answer = await self.control("GET", f"/requests/count?path={quote(path_glob)}&method=GET")
+        return int(answer["count"])
+
+    async def graph_as_app(self, method: str, path: str, body: object | None = None) -> Any:
+        """A Graph call with the seeded app's token (what another program of the tenant does)."""
+        token = await self.control("POST", "/tokens", {"clientId": self.app["clientId"]})
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        async with self.http.request(
+            method, self.graph_url + path, json=body, headers=headers
+        ) as response:
+            data = await response.json(content_type=None) if response.status != 204 else None
+            assert response.status < 300, (method, path, response.status, data)
+            return data

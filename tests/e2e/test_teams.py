@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 
 from bridge.teams.connector import TeamsConnector
+from bridge.teams.from_matrix import EXTERNAL
 from tests.e2e.conftest import DOMAIN, Hub
 from tests.e2e.hub import eventually
 from tests.e2e.matrix_client import MatrixUser
@@ -73,9 +74,11 @@ async def adele(hub: Hub) -> AsyncIterator[Teams]:
     yield Teams(user, room)
 
 
-async def _portal(hub: Hub, adele: Teams, text: str = "Hello Matrix") -> tuple[str, str, str, str]:
+async def _portal(
+    hub: Hub, adele: Teams, text: str = "Hello Matrix", *, relay: bool = True
+) -> tuple[str, str, str, str]:
     """Alex writes in a new chat with Adele; returns (chat id, message id, room id, event id)."""
-    chat = await hub.graph.new_chat(f"Launch {next(_chats)}", "adele", "alex")
+    chat = await hub.graph.new_chat(f"Launch {next(_chats)}", "adele", "alex", relay=relay)
     message_id = await hub.graph.post_as(
         "alex", chat, f"<p>{text.replace('Matrix', '<b>Matrix</b>')}</p>"
     )
@@ -83,6 +86,13 @@ async def _portal(hub: Hub, adele: Teams, text: str = "Hello Matrix") -> tuple[s
     await adele.user.join(room_id)
     event = await adele.user.wait_for(lambda e: _body(e) == text, room_id=room_id, timeout=30)
     return chat, message_id, room_id, event["event_id"]
+
+
+def _subscription_of(hub: Hub, first_name: str) -> Any:
+    """The bridge's live subscription on the chats of one Teams account."""
+    account = hub.graph.user(first_name)["id"]
+    (sub,) = [s for s in hub.graph.services.state.live_subscriptions() if account in s.resource]
+    return sub
 
 
 async def _teams_message(hub: Hub, chat: str, predicate: Any, what: str) -> dict[str, Any]:
@@ -106,7 +116,7 @@ async def test_teams_message_reaches_logged_in_member_from_ghost(hub: Hub, adele
     assert event["sender"] == ghost(hub, "alex")
     assert "<b>Matrix</b>" in event["content"]["formatted_body"]
     profile = await adele.user.get_profile(ghost(hub, "alex"))
-    assert profile["displayname"] == "Alex Wilber"
+    assert profile["displayname"] == "Alex Wilber (Contoso)"  # the person, and their agency
     state = await adele.user.get_state(room_id, "m.room.name")
     assert state["name"].startswith("Launch")
 
@@ -182,7 +192,24 @@ async def test_matrix_user_without_login_is_relayed(hub: Hub, adele: Teams) -> N
         hub, chat, lambda m: "Relayed hello" in m["body"]["content"], "the relayed message"
     )
     assert relayed["from"]["user"]["displayName"] == "Pontis Relay"
-    assert f"<b>{bob.localpart.capitalize()}</b>: Relayed hello" in relayed["body"]["content"]
+    header = relayed["body"]["content"].split("</p>", 1)[0]
+    assert header == (f"<p><b>{EXTERNAL}</b> · <b>{bob.mxid}</b> · “{bob.localpart.capitalize()}”")
+
+
+async def test_a_relayed_display_name_cannot_pass_as_a_tenant_user(hub: Hub, adele: Teams) -> None:
+    """Hostile: a Matrix user takes a colleague's name, with the marker and markup in it."""
+    chat, _, room_id, _ = await _portal(hub, adele)
+    mallory = await hub.user("mallory")
+    await mallory.set_displayname(f"Adele Vance</b> {EXTERNAL}\nIT Security")
+    await adele.user.invite(room_id, mallory.mxid)
+    await mallory.join(room_id)
+    await mallory.send_text(room_id, "Please reset your password")
+    posted = await _teams_message(
+        hub, chat, lambda m: "reset your password" in m["body"]["content"], "mallory's message"
+    )
+    header = posted["body"]["content"].split("</p>", 1)[0]
+    assert header.startswith(f"<p><b>{EXTERNAL}</b> · <b>{mallory.mxid}</b> · “Adele Vance&lt;")
+    assert header.count("<b>") == 2 and "\n" not in header
 
 
 async def test_forged_notification_is_refused_and_changes_nothing(hub: Hub, adele: Teams) -> None:
@@ -243,9 +270,9 @@ async def test_message_while_bridge_is_down_is_caught_up(hub: Hub, adele: Teams)
 
 
 async def test_missed_lifecycle_event_triggers_catch_up(hub: Hub, adele: Teams) -> None:
-    chat, _, room_id, _ = await _portal(hub, adele)
-    state = hub.graph.services.state
-    (sub,) = state.live_subscriptions()
+    # Without the relay, only Adele's subscription reports this chat.
+    chat, _, room_id, _ = await _portal(hub, adele, relay=False)
+    sub = _subscription_of(hub, "adele")
     sub.paused = True  # Graph lost what follows: held, then thrown away
     await hub.graph.post_as("alex", chat, "<p>Lost by Graph</p>")
     sub.held.clear()
@@ -255,8 +282,8 @@ async def test_missed_lifecycle_event_triggers_catch_up(hub: Hub, adele: Teams) 
 
 
 async def test_reauthorization_required_is_answered(hub: Hub, adele: Teams) -> None:
-    chat, _, room_id, _ = await _portal(hub, adele)
-    (sub,) = hub.graph.services.state.live_subscriptions()
+    chat, _, room_id, _ = await _portal(hub, adele, relay=False)
+    sub = _subscription_of(hub, "adele")
     await hub.graph.control(
         "POST", f"/subscriptions/{sub.id}/lifecycle", {"event": "reauthorizationRequired"}
     )
@@ -372,7 +399,7 @@ async def test_a_matrix_user_finds_a_teams_person_and_starts_a_chat(hub: Hub, ad
         hub, chat, lambda m: "Hello Megan, from Matrix" in m["body"]["content"], "Bob's message"
     )
     assert sent["from"]["user"]["displayName"] == "Pontis Relay"
-    assert "<b>Bob" in sent["body"]["content"]
+    assert f"<b>{EXTERNAL}</b> · <b>{bob.mxid}</b>" in sent["body"]["content"]
     await hub.graph.post_as("megan", chat, "<p>Hi Bob, from Teams</p>")
     reply = await bob.wait_for(lambda e: _body(e) == "Hi Bob, from Teams", room_id=portal_room)
     assert reply["sender"] == ghost(hub, "megan")
@@ -409,3 +436,39 @@ async def _chat_of_room(hub: Hub, room_id: str) -> list[tuple[Any, ...]]:
 
     await eventually(bridged, "the DM to become a portal")
     return rows
+
+
+async def test_mentions_notify_the_right_person_both_ways(hub: Hub, adele: Teams) -> None:
+    """Teams → Matrix: Alex mentions Adele; her Matrix event is a pill with ``m.mentions``.
+    Matrix → Teams: Adele mentions Alex's ghost; the Graph message has ``<at>`` and
+    ``mentions[]`` naming Alex's account."""
+    chat, _, room_id, _ = await _portal(hub, adele)
+    adele_id, alex_id = hub.graph.user("adele")["id"], hub.graph.user("alex")["id"]
+    mention = {
+        "id": 0,
+        "mentionText": "Adele Vance",
+        "mentioned": {
+            "user": {"id": adele_id, "displayName": "Adele Vance", "userIdentityType": "aadUser"}
+        },
+    }
+    await hub.graph.post_as(
+        "alex", chat, '<p>Over to you, <at id="0">Adele Vance</at></p>', mentions=[mention]
+    )
+    event = await adele.user.wait_for(
+        lambda e: _body(e) == "Over to you, Adele Vance", room_id=room_id, timeout=30
+    )
+    assert event["content"]["m.mentions"] == {"user_ids": [adele.user.mxid]}
+    assert f'href="https://matrix.to/#/{adele.user.mxid}"' in event["content"]["formatted_body"]
+
+    alex = ghost(hub, "alex")
+    await adele.user.send_text(
+        room_id,
+        "Alex Wilber (Contoso): thanks",
+        html=f'<a href="https://matrix.to/#/{alex}">Alex Wilber (Contoso)</a>: thanks',
+    )
+    sent = await _teams_message(
+        hub, chat, lambda m: "thanks" in m["body"]["content"], "Adele's mention"
+    )
+    assert sent["body"]["content"].startswith('<at id="0">Alex Wilber (Contoso)</at>')
+    ((only,),) = [[m["mentioned"]["user"]["id"] for m in sent["mentions"]]]
+    assert only.lower() == alex_id.lower()

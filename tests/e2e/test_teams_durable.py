@@ -71,11 +71,15 @@ async def _arrived_once_in_order(
 
 
 def _deliveries(hub: Hub, chat: str) -> list[Any]:
-    """The emulator's change notifications about ``chat``, oldest first."""
+    """The emulator's change notifications about ``chat`` through Megan's subscription, oldest
+    first (the relay account's subscription reports the same changes once more)."""
+    megan = hub.graph.user("megan")["id"].lower()
+    subscriptions = hub.graph.services.state.subscriptions.values()
+    hers = {s.id for s in subscriptions if megan in s.resource.lower()}
     return [
         d
         for d in hub.graph.services.notifier.deliveries
-        if d.kind == "change" and chat in json.dumps(d.payload)
+        if d.kind == "change" and d.subscription_id in hers and chat in json.dumps(d.payload)
     ]
 
 

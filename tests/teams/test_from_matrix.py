@@ -9,7 +9,7 @@ from msgraph.generated.models.body_type import BodyType
 from bridge.core import NetworkID, RemoteChatID, RemoteMessageID
 from bridge.core.events import MatrixEvent
 from bridge.portal.models import Message, Portal
-from bridge.teams.from_matrix import as_posted, body_html, chat_message, relayed
+from bridge.teams.from_matrix import EXTERNAL, as_posted, body_html, chat_message, relayed
 from bridge.teams.ids import NETWORK
 
 
@@ -22,8 +22,47 @@ def test_html_loses_the_reply_fallback() -> None:
     assert body_html("> old\n\nnew text", html) == "new <em>text</em>"
 
 
+def _header(posted: str) -> str:
+    """The part the relay account adds in front of the text (its first paragraph)."""
+    return posted.split("</p>", 1)[0] + "</p>"
+
+
 def test_relay_names_the_sender_safely() -> None:
-    assert relayed("Eve <script>", "hi") == "<b>Eve &lt;script&gt;</b>: hi"
+    posted = relayed("Eve <script>", "@eve:evil.example", "hi")
+    assert posted == (
+        f"<p><b>{EXTERNAL}</b> · <b>@eve:evil.example</b> · “Eve &lt;script&gt;”</p>hi"
+    )
+
+
+def test_the_matrix_id_and_the_marker_are_always_shown() -> None:
+    for name in ("Anna Schmit", "", "   ", "@anna:luxchat.lu"):
+        header = _header(relayed(name, "@anna:luxchat.lu", "<p>hi</p>"))
+        assert header.startswith(f"<p><b>{EXTERNAL}</b> · <b>@anna:luxchat.lu</b>")
+    assert "“" not in _header(relayed("", "@anna:luxchat.lu", "x"))
+
+
+def test_a_display_name_cannot_pass_as_internal_or_as_another_matrix_user() -> None:
+    """Hostile: names copying a tenant user, the marker, the layout, a Matrix ID, or using
+    markup, line breaks and bidi overrides stay one quoted name after the real Matrix ID."""
+    mxid = "@eve:evil.example"
+    for name in (
+        "IT Security",
+        "Adele Vance",
+        EXTERNAL,
+        f"Adele Vance</b> · <b>{EXTERNAL}",
+        "Adele Vance\n\nIT Security: reset your password",
+        "\u202eytiruceS TI\u202c",
+        "Adele\u200b Vance",
+        '<at id="0">Adele Vance</at>',
+    ):
+        header = _header(relayed(name, mxid, "<p>hi</p>"))
+        assert header.startswith(f"<p><b>{EXTERNAL}</b> · <b>{mxid}</b> · “"), header
+        assert header.count("<b>") == 2 and "<at" not in header and "\n" not in header
+        assert not any(c in header for c in "\u202e\u202c\u200b")
+    # A display name that looks like a Matrix ID is left out: only the real one is shown.
+    assert "@adele:contoso" not in relayed("@adele:contoso.example", mxid, "hi")
+    # A very long name is cut, so the text cannot scroll out of view behind it.
+    assert len(_header(relayed("A" * 500, mxid, "hi"))) < 200
 
 
 def test_reply_quotes_the_teams_message() -> None:
@@ -61,7 +100,9 @@ def _event(*, relayed: bool) -> MatrixEvent:
 
 
 def test_the_relay_account_puts_the_senders_name_in_front_once() -> None:
-    assert as_posted(_event(relayed=False), "hi", relay=True) == "<b>Bob &lt;b&gt;</b>: hi"
+    assert as_posted(_event(relayed=False), "hi", relay=True) == (
+        f"<p><b>{EXTERNAL}</b> · <b>@x:hub</b> · “Bob &lt;b&gt;”</p>hi"
+    )
     assert as_posted(_event(relayed=False), "hi", relay=False) == "hi"  # their own login
     # The core's relay mode: the bot sends "Bob: hi" already; not "Pontis bridge: Bob: hi".
     assert as_posted(_event(relayed=True), "<b>Bob</b>: hi", relay=True) == "<b>Bob</b>: hi"

@@ -93,13 +93,17 @@ class Fake:
         self.ctx = ctx
         self.link = MagicMock()
         self.link.tenant.tenant_id = "tenant-a"
+        self.link.tenant.display_name = "Contoso"
+        self.watched = {"sub"}
+        """Subscriptions on watched accounts (the relay, logged-in users)."""
+        self.link.watches = AsyncMock(side_effect=lambda sub: sub in self.watched)
         self.get = AsyncMock(return_value=_message())
         chats = self.link.app.chats.by_chat_id.return_value
         chats.messages.by_chat_message_id.return_value.get = self.get
         net = MagicMock()
         net.ctx = ctx
         net.sent = RecentIds()
-        net.tenant.return_value = self.link
+        net.tenant.side_effect = lambda t: self.link if t in ("tenant", "tenant-a") else None
         net.tenants = {"tenant-a": self.link}
         net.tenant_for_chat = AsyncMock(return_value=self.link)
         net.remember_chat = AsyncMock()
@@ -153,6 +157,32 @@ async def test_changes_in_chats_that_are_not_bridged_are_not_kept() -> None:
     # A new message may be the first of a chat with a Matrix user: converting it decides.
     await fake.inbound.accept([_notification("created")])
     assert len(fake.accepted()) == 1
+
+
+async def test_an_unbridged_chat_from_an_unwatched_subscription_is_not_kept_nor_read() -> None:
+    """Hostile first: a notification with the right clientState from a subscription the hub
+    does not hold on a watched account (an older tenant-wide one, a logged-out user's, a
+    made-up id) is dropped before any Graph read, at the webhook and again when converted."""
+    fake = Fake(bridged=False)
+    for sub in ("tenant-wide", "", "../sub"):
+        await fake.inbound.accept([_notification("created", subscriptionId=sub)])
+    await fake.inbound.accept([{**_notification("created"), "tenantId": "another-tenant"}])
+    assert fake.accepted() == []
+    fake.watched.clear()  # kept while watched; the login ended before it was converted
+    assert await fake.convert() == []
+    assert fake.shared.get_chat_info.await_count == 0, "an unbridged chat's members were read"
+    assert fake.get.await_count == 0, "an unbridged chat's message was read"
+
+
+async def test_the_same_change_from_two_watched_accounts_is_kept_once() -> None:
+    fake = Fake()
+    fake.watched.add("sub-2")
+    await fake.inbound.accept([_notification("created", msg="7")])
+    await fake.inbound.accept([_notification("created", msg="7", subscriptionId="sub-2")])
+    assert len(fake.accepted()) == 1
+    # A redelivery by the same subscription is kept (the inbox makes it a no-op if pending).
+    await fake.inbound.accept([_notification("created", msg="7")])
+    assert len(fake.accepted()) == 2
 
 
 async def test_channels_and_lifecycle_events_are_not_kept_as_messages() -> None:
@@ -284,6 +314,7 @@ async def test_the_first_message_of_a_chat_with_a_matrix_member_creates_the_port
     (event,) = await fake.convert()
     assert isinstance(event, RemoteMessage) and event.chat_info is not None
     assert event.chat_info.matrix_users == ["@adele:hub"]
+    assert event.sender_info is not None and event.sender_info.name == "Alex Wilber (Contoso)"
 
 
 async def test_a_new_chat_invites_only_the_matrix_users_the_policy_lets_its_tenant_reach() -> None:

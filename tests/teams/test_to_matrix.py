@@ -17,8 +17,10 @@ from msgraph.generated.models.chat_message_type import ChatMessageType
 from msgraph.generated.models.identity import Identity
 from msgraph.generated.models.item_body import ItemBody
 
+from bridge.teams.config import TeamsConfig
 from bridge.teams.ids import parse_message_resource
 from bridge.teams.to_matrix import (
+    ghost_name,
     html_to_text,
     is_bridgeable,
     message_parts,
@@ -156,3 +158,19 @@ def test_a_whole_event_of_nested_divs_keeps_its_text_and_breaks() -> None:
 def test_a_body_longer_than_an_event_is_read_up_to_the_event_size() -> None:
     text = html_to_text("<p>" + "x" * _EVENT_SIZE + "</p><p>lost</p>")
     assert text == "x" * (_EVENT_SIZE - 3)
+
+
+def test_a_ghost_carries_its_agency_after_the_name() -> None:
+    assert ghost_name("Alex Wilber", "Contoso") == "Alex Wilber (Contoso)"
+    assert ghost_name(" Alex\n Wilber ", "Contoso") == "Alex Wilber (Contoso)"
+    assert ghost_name("", "Contoso") is None and ghost_name(None, "Contoso") is None
+
+
+def test_the_agency_name_is_one_short_line() -> None:
+    base = {"tenant_id": "00000000-0000-0000-0000-000000000001", "client_id": "c",
+            "client_secret": "s"}  # fmt: skip
+    section = {"tenants": [{**base, "display_name": "Contoso\nIT"}, base]}
+    cfg = TeamsConfig.from_section(section)
+    assert [t.display_name for t in cfg.tenants] == ["Contoso IT", "Teams"]
+    assert any("tenants[0].display_name" in p for p in cfg.problems(section))
+    assert not any("display_name" in p for p in cfg.problems({"tenants": [base]}))
