@@ -33,6 +33,8 @@ SEED: dict[str, Any] = {
                 {"displayName": "Adele Vance", "password": "adele-pw"},
                 {"displayName": "Alex Wilber", "password": "alex-pw"},
                 {"displayName": "Megan Bowen", "password": "megan-pw"},
+                # Never logs in: a chat of his with Alex is one the bridge watches nobody in.
+                {"displayName": "Nestor Wilke", "password": "nestor-pw"},
                 {"displayName": "Pontis Relay", "userPrincipalName": RELAY_UPN,
                  "password": RELAY_PASSWORD},
             ],

@@ -50,8 +50,8 @@ async def _bridged_marker(hub: Hub, adele: Teams) -> None:
 
 
 async def test_a_chat_among_teams_people_is_not_notified_nor_read(hub: Hub, adele: Teams) -> None:
-    private = await hub.graph.new_chat(f"Private {next(_chats)}", "alex", "megan", relay=False)
-    await hub.graph.post_as("alex", private, "<p>Between Alex and Megan</p>")
+    private = await hub.graph.new_chat(f"Private {next(_chats)}", "alex", "nestor", relay=False)
+    await hub.graph.post_as("alex", private, "<p>Between Alex and Nestor</p>")
     await _bridged_marker(hub, adele)
     deliveries = [d for d in hub.graph.services.notifier.deliveries if private in str(d.payload)]
     assert deliveries == []
@@ -79,8 +79,8 @@ async def test_a_notification_from_an_unwatched_subscription_reads_nothing(
         },
     )
     try:
-        private = await hub.graph.new_chat(f"Private {next(_chats)}", "alex", "megan", relay=False)
-        await hub.graph.post_as("alex", private, "<p>Still between Alex and Megan</p>")
+        private = await hub.graph.new_chat(f"Private {next(_chats)}", "alex", "nestor", relay=False)
+        await hub.graph.post_as("alex", private, "<p>Still between Alex and Nestor</p>")
 
         def acknowledged() -> bool:
             return any(
