@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,14 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds between notification redeliveries (comma-separated; default %(default)s)",
     )
     parser.add_argument(
+        "--https-port",
+        type=int,
+        help="also serve on this port over https (MSAL signs in over https only); needs"
+        " --tls-cert and --tls-key, e.g. from a test CA the bridge trusts by ca_file",
+    )
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate for --https-port")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key for --https-port")
+    parser.add_argument(
         "--https-only-webhooks",
         action="store_true",
         help="refuse http notification URLs as Graph does",
@@ -60,7 +70,32 @@ def main(argv: list[str] | None = None) -> None:
         allow_http_notification_urls=not args.https_only_webhooks,
     )
     seed = load_seed(args.seed) if args.seed else (DEMO if args.demo else None)
-    web.run_app(create_app(config, seed), host=args.host, port=args.port)
+    app = create_app(config, seed)
+    if args.https_port is None:
+        web.run_app(app, host=args.host, port=args.port)
+        return
+    if args.tls_cert is None or args.tls_key is None:
+        raise SystemExit("--https-port needs --tls-cert and --tls-key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.tls_cert, args.tls_key)
+    asyncio.run(_serve(app, args.host, args.port, args.https_port, context))
+
+
+async def _serve(
+    app: web.Application, host: str, port: int, https_port: int, context: ssl.SSLContext
+) -> None:
+    """The same app on an http and an https port, until interrupted."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, https_port, ssl_context=context).start()
+    logging.getLogger(__name__).info(
+        "Serving on http://%s:%d and https://%s:%d", host, port, host, https_port
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The identity platform (login.microsoftonline.com) and the bearer check in front of Graph.
 
-Supports the grants a bridge uses: client_credentials (app-only, for subscriptions and reads),
+Supports the grants a bridge uses: client_credentials (app-only, for subscriptions and reads;
+the app proves itself with its secret or a certificate-signed client assertion, see
+``assertions``),
 password (ROPC, for a relay "bridge user"), refresh_token, and the device code flow (how a
 Matrix user logs in their own Teams account from a chat bot). Answers and errors are shaped
 like Entra ID's, AADSTS codes included, because client libraries branch on ``error``.
@@ -21,6 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+from . import assertions
+from .clouds import graph_resource, is_own_graph, scope_resource
 from .config import EmulatorConfig
 from .odata import WWW_AUTHENTICATE, GraphError, iso, new_guid, origin
 from .state import App, DeviceCode, EmulatorState, RefreshGrant, TokenGrant, User
@@ -80,14 +84,22 @@ class IdentityPlatform:
     # -- issuing ----------------------------------------------------------------------------
 
     def mint_access_token(
-        self, app: App, user: User | None, scopes: frozenset[str], lifetime: float | None = None
+        self,
+        app: App,
+        user: User | None,
+        scopes: frozenset[str],
+        lifetime: float | None = None,
+        audience: str | None = None,
     ) -> TokenGrant:
+        """A token for the Graph of the app's tenant's cloud (or ``audience``, for tests)."""
         now = self.state.now()
         expires = now + timedelta(
             seconds=self.config.access_token_lifetime if lifetime is None else lifetime
         )
+        tenant = self.state.tenants.get(app.tenant_id)
+        aud = audience or graph_resource(tenant.cloud if tenant else "global")
         claims: dict[str, Any] = {
-            "aud": "https://graph.microsoft.com",
+            "aud": aud,
             "iss": f"https://sts.windows.net/{app.tenant_id}/",
             "iat": int(now.timestamp()),
             "nbf": int(now.timestamp()),
@@ -104,7 +116,13 @@ class IdentityPlatform:
         else:
             claims.update(oid=app.service_principal_id, roles=sorted(scopes))
         grant = TokenGrant(
-            _jwt(claims), app.tenant_id, app.client_id, user.id if user else None, scopes, expires
+            _jwt(claims),
+            app.tenant_id,
+            app.client_id,
+            user.id if user else None,
+            scopes,
+            expires,
+            audience=aud,
         )
         self.state.tokens[grant.token] = grant
         return grant
@@ -122,6 +140,8 @@ class IdentityPlatform:
         }
         if user is None:
             return body
+        # Who signed in, as Entra ID says it to MSAL (``client_info=1``): uid.utid keys its cache.
+        body["client_info"] = _b64url({"uid": user.id, "utid": app.tenant_id})
         body["scope"] = " ".join(sorted(scopes | (requested & {"openid", "profile", "email"})))
         if "offline_access" in requested:
             refresh = "0.emu." + secrets.token_urlsafe(48)
@@ -187,6 +207,10 @@ class IdentityPlatform:
                 f"'{request.match_info['tenant']}'. This can happen if the application has not been "
                 "installed by the administrator of the tenant or consented to by any user in the tenant.",
             )
+        self._check_resource(app, set(form.get("scope", "").split()))
+        if "client_assertion" in form or "client_assertion_type" in form:
+            self._check_assertion(request, app, form)
+            return app
         if secret is None and (secret_required or not app.public_client):
             raise OAuthError(
                 401,
@@ -203,6 +227,45 @@ class IdentityPlatform:
                 f"client secret value, not the client secret ID, for a secret added to app '{client_id}'.",
             )
         return app
+
+    def _check_assertion(self, request: web.Request, app: App, form: dict[str, str]) -> None:
+        """A certificate credential (``assertions``) in place of the secret."""
+        if form.get("client_assertion_type") != assertions.CLIENT_ASSERTION_TYPE:
+            raise OAuthError(
+                400,
+                "invalid_request",
+                50027,
+                f"client_assertion_type must be '{assertions.CLIENT_ASSERTION_TYPE}'.",
+            )
+        base = origin(request, self.config.public_url)
+        audiences = {
+            f"{base}/{segment}/oauth2/v2.0/token"
+            for segment in (request.match_info["tenant"], app.tenant_id)
+        }
+        try:
+            assertions.verify(
+                form.get("client_assertion", ""), app.client_id, app.certificates, audiences
+            )
+        except assertions.AssertionRefused as err:
+            raise OAuthError(401, "invalid_client", err.aadsts, err.description) from err
+
+    def _check_resource(self, app: App, requested: set[str]) -> None:
+        """Every scope naming a resource names the Graph of the app's tenant's cloud: a US
+        Government tenant asking for ``https://graph.microsoft.com/.default`` is refused, as
+        Entra ID refuses a resource not in the tenant (AADSTS500011)."""
+        tenant = self.state.tenants.get(app.tenant_id)
+        cloud = tenant.cloud if tenant else "global"
+        for resource in sorted({r for s in requested if (r := scope_resource(s))}):
+            if not is_own_graph(resource, cloud):
+                raise OAuthError(
+                    400,
+                    "invalid_resource",
+                    500011,
+                    f"The resource principal named {resource} was not found in the tenant named "
+                    f"{app.tenant_id}. This can happen if the application has not been installed "
+                    "by the administrator of the tenant or consented to by any user in the "
+                    "tenant. You might have sent your authentication request to the wrong tenant.",
+                )
 
     def _delegated_scopes(self, app: App, requested: set[str]) -> frozenset[str]:
         """Graph permissions granted for a delegated request; unconsented ones are refused."""
@@ -402,6 +465,7 @@ class IdentityPlatform:
                 "token_endpoint_auth_methods_supported": [
                     "client_secret_post",
                     "client_secret_basic",
+                    "private_key_jwt",
                 ],
                 "jwks_uri": f"{base}/{tenant}/discovery/v2.0/keys",
                 "response_modes_supported": ["query", "fragment", "form_post"],
@@ -449,6 +513,9 @@ class IdentityPlatform:
             raise _unauthorized("Access token validation failure. Invalid signature.")
         if grant.expires <= self.state.now():
             raise _unauthorized("Lifetime validation failed, the token is expired.")
+        tenant = self.state.tenants.get(grant.tenant_id)
+        if grant.audience != graph_resource(tenant.cloud if tenant else "global"):
+            raise _unauthorized("Invalid audience.")
         return grant
 
 

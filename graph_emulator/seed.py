@@ -4,7 +4,8 @@ A seed reads like the demo it creates::
 
     tenants:
       - displayName: Contoso
-        apps: [{displayName: Pontis, clientId: …, clientSecret: …}]
+        cloud: global            # or usgov, usgovdod, china: the Graph its tokens are for
+        apps: [{displayName: Pontis, clientId: …, clientSecret: …, certificates: [PEM, …]}]
         users:
           - {displayName: Adele Vance, userPrincipalName: adele@contoso.onmicrosoft.com, password: …}
         chats:
@@ -27,6 +28,8 @@ import re
 import secrets
 from typing import Any, Literal
 
+from .assertions import load_certificate
+from .clouds import GRAPH_RESOURCES
 from .odata import new_guid
 from .permissions import DEFAULT_APPLICATION_PERMISSIONS, DEFAULT_DELEGATED_PERMISSIONS
 from .services import Services
@@ -52,11 +55,32 @@ def add_tenant(svc: Services, data: dict[str, Any]) -> Tenant:
         str(data.get("id") or new_guid()).lower(),
         name,
         _str(data, "domain", f"{slug}.onmicrosoft.com"),
+        cloud=_cloud(data.get("cloud", "global")),
     )
     if tenant.id in svc.state.tenants:
         raise SeedError(f"tenant {tenant.id} exists already")
     svc.state.tenants[tenant.id] = tenant
     return tenant
+
+
+def _cloud(value: object) -> str:
+    if value not in GRAPH_RESOURCES:
+        raise SeedError(f"'cloud' must be one of {', '.join(GRAPH_RESOURCES)}, not {value!r}")
+    return str(value)
+
+
+def _certificates(value: object) -> list[str]:
+    """PEM certificates, each checked to parse (a typo is a seed error, not a refused login)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SeedError("'certificates' must be a list of PEM certificates")
+    for pem in value:
+        try:
+            load_certificate(pem)
+        except ValueError as err:
+            raise SeedError(f"'certificates': not a PEM certificate ({err})") from err
+    return list(value)
 
 
 def add_app(svc: Services, tenant: Tenant, data: dict[str, Any]) -> App:
@@ -72,6 +96,7 @@ def add_app(svc: Services, tenant: Tenant, data: dict[str, Any]) -> App:
             data.get("delegatedPermissions") or DEFAULT_DELEGATED_PERMISSIONS
         ),
         public_client=bool(data.get("publicClient", True)),
+        certificates=_certificates(data.get("certificates")),
     )
     if app.client_id in svc.state.apps:
         raise SeedError(f"app {app.client_id} exists already")

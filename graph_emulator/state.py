@@ -35,6 +35,9 @@ class Tenant:
     id: str
     display_name: str
     domain: str
+    # The Microsoft cloud the tenant lives in (``global``, ``usgov``, ``usgovdod``, ``china``):
+    # its tokens are for that cloud's Graph (``clouds.graph_resource``), and only those pass.
+    cloud: str = "global"
 
 
 @dataclass(slots=True)
@@ -50,6 +53,8 @@ class App:
     # Public clients may use ROPC and the device code flow without a secret.
     public_client: bool = True
     service_principal_id: str = field(default_factory=new_guid)
+    # Certificates (PEM) whose keys may sign a client assertion instead of the secret.
+    certificates: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -153,6 +158,8 @@ class TokenGrant:
     user_id: str | None
     scopes: frozenset[str]
     expires: datetime
+    # The token's ``aud``: the Graph of the cloud it was issued for.
+    audience: str = "https://graph.microsoft.com"
 
     @property
     def kind(self) -> GrantKind:

@@ -30,6 +30,7 @@ from .models import (
 )
 
 if TYPE_CHECKING:
+    from .login_secrets import Sealer
     from .store import Store
 
 
@@ -115,3 +116,26 @@ class NetworkStore:
 
     async def kv_delete(self, key: str) -> None:
         await self._store.kv_delete(self._network, key)
+
+    # A connector's own secrets (a relay account's sign-in), sealed like those in logins'
+    # metadata and bound to (network, key): a value copied under another key does not open.
+
+    def _sealer(self) -> Sealer:
+        if self._store.secrets is None:
+            raise ValueError(
+                "no pickle key is loaded (encryption.pickle_key_file or PONTIS_PICKLE_KEY), and "
+                "this secret is never stored unsealed"
+            )
+        return self._store.secrets
+
+    async def sealed_get(self, key: str) -> str | None:
+        """What :meth:`sealed_set` stored under ``key``; ValueError if it cannot be opened."""
+        raw = await self.kv_get(key)
+        if raw is None:
+            return None
+        return self._sealer().open(raw, context=f"kv\x1f{self._network}\x1f{key}")
+
+    async def sealed_set(self, key: str, value: str) -> None:
+        """Keep ``value`` sealed with the pickle key (ValueError without one)."""
+        sealed = self._sealer().seal(value, context=f"kv\x1f{self._network}\x1f{key}")
+        await self.kv_set(key, sealed)

@@ -48,9 +48,10 @@ from bridge.teams.from_matrix import as_posted, body_html, chat_message, edited_
 from bridge.teams.ids import NETWORK, portal_key, user_id
 from bridge.teams.mentions import Resolve, teams_mentions
 from bridge.teams.network import TeamsNetwork
-from bridge.teams.protocol import OAuthTokenProvider, TokenError
+from bridge.teams.protocol import TokenError
 from bridge.teams.tenant import TenantLink
 from bridge.teams.to_matrix import ghost_name
+from bridge.teams.tokens import LoginSignIn
 
 T = TypeVar("T")
 
@@ -260,7 +261,7 @@ class TeamsSharedClient(_TeamsActions):
         problems = []
         for link in self.net.tenants.values():
             try:
-                await link.app_tokens.get_authorization_token(self.net.cfg.graph_url)
+                await link.app_tokens.token()
             except Exception as err:
                 problems.append(f"tenant {link.id}: {as_bridge_error(err, 'app token')}")
         self.net.ctx.set_client_state(
@@ -294,20 +295,14 @@ class TeamsUserClient(_TeamsActions):
         tenant_id = str(login.metadata.get("tenant_id", ""))
         link = net.tenant(tenant_id) or next(iter(net.tenants.values()))
         self._link = link
-        self._tokens = OAuthTokenProvider.refresh_token(
-            net.ctx.http,
-            net.cfg.authority,
-            link.id,
-            link.tenant.client_id,
-            str(login.metadata.get("refresh_token", "")),
-            allowed_hosts=net.cfg.allowed_hosts,
-            client_secret=link.tenant.client_secret,
-        )
+        # MSAL's token cache, sealed in the login's metadata; renewed refresh tokens are kept.
+        sign_in = LoginSignIn(net.cfg, link.tenant, login.metadata, self._save_login)
+        self._tokens = sign_in.provider
         self._graph = link.graph(self._tokens)
 
     async def connect(self) -> None:
         try:
-            await self._tokens.get_authorization_token(self.net.cfg.graph_url)
+            await self._tokens.token()
         except TokenError as err:
             message = f"login expired ({err.error}): send `login teams` again"
             self.net.ctx.set_client_state(self.login_id, connected=False, message=message)
@@ -315,7 +310,6 @@ class TeamsUserClient(_TeamsActions):
         except Exception as err:
             self.net.ctx.set_client_state(self.login_id, connected=False, message=str(err))
             return
-        await self._save_refresh_token()
         self.net.ctx.set_client_state(self.login_id, connected=True)
 
     async def disconnect(self) -> None:
@@ -340,12 +334,6 @@ class TeamsUserClient(_TeamsActions):
             )
         return self._graph, self.login_id
 
-    async def _after_call(self) -> None:
-        await self._save_refresh_token()
-
-    async def _save_refresh_token(self) -> None:
+    async def _save_login(self) -> None:
         """Refresh tokens rotate: keep the newest, or the login dies at the next restart."""
-        token = self._tokens.refresh_token_value
-        if token and token != self.login.metadata.get("refresh_token"):
-            self.login.metadata["refresh_token"] = token
-            await self.net.ctx.store.save_login(self.login)
+        await self.net.ctx.store.save_login(self.login)

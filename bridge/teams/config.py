@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from bridge.teams.cloud_config import credential_problems
 from bridge.teams.service_config import problems as service_chat_problems
 
 EXAMPLE_CONFIG = """\
@@ -17,20 +19,32 @@ tenants: []
 #   - tenant_id: 00000000-0000-0000-0000-000000000000   # Directory (tenant) ID
 #     client_id: 00000000-0000-0000-0000-000000000000   # Application (client) ID
 #     client_secret: ""                                   # the secret's Value, not its ID
+#     # Or, instead of the secret, a certificate uploaded to the app registration: a PEM file
+#     # with its private key and the certificate, or a .pfx/.p12 (password if it has one).
+#     certificate_file: ""
+#     certificate_password: ""
+#     # The Microsoft cloud of the tenant: global, usgov (GCC High), usgovdod (DoD) or china
+#     # (21Vianet). It sets the sign-in authority and the Graph the tokens are for. Default:
+#     # global, with graph_url and authority below. authority_host and graph_endpoint, both
+#     # given, override it (e.g. https://login.microsoftonline.us and
+#     # https://graph.microsoft.us/v1.0).
+#     cloud: global
 #     # The agency's name as Matrix users see it after each Teams person's name: "Adele
 #     # Vance (Contoso)". Default: "Teams". One line, at most 40 characters.
 #     display_name: Contoso
 #     # Optional relay account: a licensed Teams user that posts for Matrix users who have not
 #     # logged in, under "External · via Matrix · @alice:example.org · “Alice”". Without
-#     # it, those users are asked to `login teams`.
-#     # Signs in with its password (no MFA possible for this account).
+#     # it, those users are asked to `login teams`. It signs in once with a device code (MFA
+#     # as the tenant requires): send `login teams` to the bridge bot and sign in as this
+#     # account. Its sign-in is kept sealed with the pickle key.
 #     relay_username: pontis.relay@contoso.onmicrosoft.com
-#     relay_password: ""
-# Microsoft Graph. National clouds: https://graph.microsoft.us/v1.0,
-# https://microsoftgraph.chinacloudapi.cn/v1.0, …
+# Microsoft Graph of tenants in the global cloud (tenants with a cloud use that cloud's).
 graph_url: https://graph.microsoft.com/v1.0
-# The identity platform that issues tokens (https://login.microsoftonline.us, …).
+# The identity platform of tenants in the global cloud; MSAL accepts only https.
 authority: https://login.microsoftonline.com
+# A CA bundle (PEM) to trust for the identity platform instead of the system's, e.g. behind
+# a TLS-inspecting proxy. Empty: the system's.
+ca_file: ""
 # Graph change notifications (webhooks).
 webhook:
     # Public HTTPS base URL through which Microsoft reaches this bridge's HTTP port; Graph
@@ -69,10 +83,17 @@ class TenantConfig:
     relay_password: str
     display_name: str = DEFAULT_DISPLAY_NAME
     """The agency's name, shown after its people's names on their Matrix ghosts."""
+    certificate_file: str = ""
+    certificate_password: str = ""
+    cloud: str = ""
+    authority_host: str = ""
+    graph_endpoint: str = ""
+    """Where the tenant signs in and which Graph it uses: see :mod:`bridge.teams.tokens`."""
 
     @property
     def has_relay(self) -> bool:
-        return bool(self.relay_username and self.relay_password)
+        """A relay account is configured (signed in by device code, or legacy password)."""
+        return bool(self.relay_username)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +104,7 @@ class TeamsConfig:
     public_url: str
     subscription_minutes: int
     catch_up_messages: int
+    ca_file: str = ""
 
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> TeamsConfig:
@@ -95,6 +117,11 @@ class TeamsConfig:
                 relay_password=str(t.get("relay_password", "") or ""),
                 display_name=" ".join(str(t.get("display_name") or "").split())
                 or DEFAULT_DISPLAY_NAME,
+                certificate_file=str(t.get("certificate_file") or "").strip(),
+                certificate_password=str(t.get("certificate_password") or ""),
+                cloud=str(t.get("cloud") or "").strip().lower(),
+                authority_host=str(t.get("authority_host") or "").strip().rstrip("/"),
+                graph_endpoint=str(t.get("graph_endpoint") or "").strip().rstrip("/"),
             )
             for t in section.get("tenants") or []
             if isinstance(t, dict)
@@ -109,6 +136,7 @@ class TeamsConfig:
             public_url=str(webhook.get("public_url", "")).rstrip("/"),
             subscription_minutes=int(webhook.get("subscription_minutes", 4320)),
             catch_up_messages=int(section.get("catch_up_messages", 200)),
+            ca_file=str(section.get("ca_file") or "").strip(),
         )
 
     @property
@@ -138,9 +166,10 @@ class TeamsConfig:
             if not isinstance(entry, dict):
                 problems.append(f"{where}: expected a mapping with tenant_id, client_id, …")
                 continue
-            for key in ("tenant_id", "client_id", "client_secret"):
+            for key in ("tenant_id", "client_id"):
                 if not str(entry.get(key) or "").strip():
                     problems.append(f"{where}.{key}: required")
+            problems += credential_problems(where, entry)
             tenant_id = str(entry.get("tenant_id") or "")
             if tenant_id and not _is_guid(tenant_id):
                 problems.append(f"{where}.tenant_id: expected the directory id (a GUID)")
@@ -151,8 +180,8 @@ class TeamsConfig:
                 problems.append(
                     f"{where}.display_name: the agency's name on one line, at most 40 characters"
                 )
-            if bool(entry.get("relay_username")) != bool(entry.get("relay_password")):
-                problems.append(f"{where}: relay_username and relay_password go together")
+            if entry.get("relay_password") and not entry.get("relay_username"):
+                problems.append(f"{where}.relay_password: without relay_username")
         for key, url in (("graph_url", self.graph_url), ("authority", self.authority)):
             if urlparse(url).scheme not in ("http", "https") or not urlparse(url).hostname:
                 problems.append(f"connectors.teams.{key}: expected an http(s) URL")
@@ -165,6 +194,12 @@ class TeamsConfig:
             problems.append("connectors.teams.webhook.subscription_minutes: between 1 and 4320")
         if not 1 <= self.catch_up_messages <= 10_000:
             problems.append("connectors.teams.catch_up_messages: between 1 and 10000")
+        if urlparse(self.authority).scheme != "https":
+            problems.append(
+                "connectors.teams.authority: must be https (MSAL refuses anything else)"
+            )
+        if self.ca_file and not os.path.isfile(self.ca_file):
+            problems.append(f"connectors.teams.ca_file: no file {self.ca_file}")
         return problems + service_chat_problems(section)
 
 

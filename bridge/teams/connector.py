@@ -6,8 +6,6 @@ import asyncio
 import secrets
 from typing import Any
 
-import aiohttp
-
 from bridge.core import (
     Capabilities,
     ConnectorContext,
@@ -19,6 +17,7 @@ from bridge.core import (
     PortalKey,
 )
 from bridge.portal.models import Login
+from bridge.teams import tokens
 from bridge.teams.client import TeamsSharedClient, TeamsUserClient
 from bridge.teams.config import EXAMPLE_CONFIG, TeamsConfig
 from bridge.teams.errors import as_bridge_error
@@ -26,7 +25,7 @@ from bridge.teams.ids import NETWORK
 from bridge.teams.inbound import Inbound
 from bridge.teams.login import DeviceCodeLogin
 from bridge.teams.network import TeamsNetwork
-from bridge.teams.protocol import OAuthTokenProvider, TokenError, preload_models
+from bridge.teams.protocol import TokenError, preload_models
 from bridge.teams.service_catch_up import ServiceCatchUp
 from bridge.teams.service_chat import service_chat_for
 from bridge.teams.store import TeamsStore
@@ -115,21 +114,18 @@ class TeamsConnector:
     async def check(self, section: dict[str, Any]) -> list[str]:
         cfg = TeamsConfig.from_section(section)
         problems = cfg.problems(section)
-        async with aiohttp.ClientSession() as http:
-            for index, tenant in enumerate(cfg.tenants):
-                provider = OAuthTokenProvider.client_credentials(
-                    http, cfg.authority, tenant.tenant_id, tenant.client_id, tenant.client_secret,
-                    allowed_hosts=cfg.allowed_hosts,
-                )  # fmt: skip
-                try:
-                    await provider.get_authorization_token(cfg.graph_url)
-                except TokenError as err:
-                    problems.append(f"connectors.teams.tenants[{index}]: {_explain(err)}")
-                except Exception as err:
-                    reason = as_bridge_error(err, "token")
-                    problems.append(
-                        f"connectors.teams.authority: cannot reach {cfg.authority} ({reason})"
-                    )
+        if problems:  # a missing credential or an expired certificate: said, not tried
+            return problems
+        for index, tenant in enumerate(cfg.tenants):
+            try:
+                await tokens.app_provider(cfg, tenant).token()
+            except TokenError as err:
+                problems.append(f"connectors.teams.tenants[{index}]: {_explain(err)}")
+            except Exception as err:
+                reason = as_bridge_error(err, "token")
+                host = tokens.tenant_endpoints(cfg, tenant).authority_host
+                key = f"tenants[{index}]" if tenant.cloud or tenant.authority_host else "authority"
+                problems.append(f"connectors.teams.{key}: cannot reach {host} ({reason})")
         return problems
 
     async def policy_domain(self, portal: PortalKey) -> str:
@@ -159,6 +155,10 @@ class TeamsConnector:
 def _explain(err: TokenError) -> str:
     """An identity-platform refusal in words an operator can act on (no secrets)."""
     description = err.description.split("\r\n")[0].split(" Trace ID")[0]
+    if "AADSTS700027" in err.description:
+        return f"the certificate is not the app's or has expired ({description})"
+    if "AADSTS500011" in err.description:
+        return f"the tenant's cloud is wrong: its Graph is another ({description})"
     if "AADSTS7000215" in err.description or err.error == "invalid_client":
         return f"the client secret is wrong or expired ({description})"
     if "AADSTS90002" in err.description or (err.status == 400 and "tenant" in description.lower()):

@@ -47,6 +47,13 @@ def as_bridge_error(
             return AuthExpired(f"{what}: token refused ({err.error})")
         if err.status >= 500 or err.status == 429:
             return TransientError(f"{what}: identity platform said {err.status}")
+        if err.error == "interaction_required":  # the relay account has not signed in (yet)
+            return PermanentError(
+                f"{what}: {err.description}",
+                user_message="The bridge's Teams relay account is not signed in, so this could"
+                " not be sent; an administrator must sign it in (`login teams` as that account)"
+                " and can then retry it (`pontis dead-letters`).",
+            )
         return PermanentError(
             f"{what}: token refused ({err.error})",
             user_message="The bridge's Microsoft login was refused; an administrator must check"
@@ -59,6 +66,12 @@ def as_bridge_error(
             return TransientError(detail, retry_after=retry_after(err))
         if status == 401 and delegated:
             return AuthExpired(detail)
+        if status == 401:  # a fresh token was refused too (bridge.teams.protocol.refresh)
+            return PermanentError(
+                detail,
+                user_message="Teams refused the bridge's app token, a fresh one too; an"
+                " administrator must check the Teams app registration (`pontis check`).",
+            )
         if status == 404:
             return NotFound(
                 detail, user_message="Teams does not know this chat or message (any more)."

@@ -7,20 +7,18 @@ the token endpoint, once, so no background poller outlives an abandoned login.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from bridge.core import BridgeError, LoginStep, PermanentError
 from bridge.portal.models import Login
-from bridge.teams.config import DELEGATED_SCOPES
+from bridge.teams import tokens
 from bridge.teams.errors import graph_call
 from bridge.teams.ids import NETWORK, login_id
 from bridge.teams.network import TeamsNetwork
-from bridge.teams.protocol import (
-    OAuthTokenProvider,
-    TokenError,
-    poll_device_code,
-    start_device_code,
-)
+from bridge.teams.protocol import TokenError
+from bridge.teams.protocol.msal_auth import MsalTokenProvider, UserTokens, raise_for
+from bridge.teams.relay_login import relay_signed_in
 from bridge.teams.tenant import TenantLink
 
 
@@ -30,6 +28,7 @@ class DeviceCodeLogin:
         self._user = user_mxid
         self._link: TenantLink | None = None
         self._code: dict[str, Any] | None = None
+        self._tokens: UserTokens | None = None
 
     async def submit(self, answer: str | None) -> LoginStep:
         links = self._allowed_tenants()
@@ -73,12 +72,10 @@ class DeviceCodeLogin:
 
     async def _start(self) -> LoginStep:
         assert self._link is not None
-        cfg, tenant = self._net.cfg, self._link.tenant
+        # MSAL is synchronous: its calls run in a thread (bridge.teams.protocol.msal_auth).
+        self._tokens = tokens.user_tokens(self._net.cfg, self._link.tenant)
         try:
-            self._code = await start_device_code(
-                self._net.ctx.http, cfg.authority, tenant.tenant_id, tenant.client_id,
-                DELEGATED_SCOPES,
-            )  # fmt: skip
+            self._code = await asyncio.to_thread(self._tokens.start_device_flow)
         except TokenError as err:
             raise BridgeError(
                 f"device code refused: {err}",
@@ -94,13 +91,10 @@ class DeviceCodeLogin:
         )
 
     async def _finish(self) -> LoginStep:
-        assert self._link is not None and self._code is not None
-        cfg, tenant = self._net.cfg, self._link.tenant
+        assert self._link is not None and self._code is not None and self._tokens is not None
+        user = self._tokens
         try:
-            tokens = await poll_device_code(
-                self._net.ctx.http, cfg.authority, tenant.tenant_id, tenant.client_id,
-                str(self._code["device_code"]), interval=0, give_up_after=0,
-            )  # fmt: skip
+            raise_for(await asyncio.to_thread(user.poll_device_flow, self._code))
         except TokenError as err:
             if err.error in ("authorization_pending", "slow_down"):
                 raise BridgeError(
@@ -114,14 +108,13 @@ class DeviceCodeLogin:
                 user_message=f"The login did not work ({err.error}). Send `cancel`, then"
                 " `login teams` to start over.",
             ) from err
-        refresh = str(tokens.get("refresh_token", ""))
-        provider = OAuthTokenProvider.refresh_token(
-            self._net.ctx.http, cfg.authority, tenant.tenant_id, tenant.client_id, refresh,
-            allowed_hosts=cfg.allowed_hosts, client_secret=tenant.client_secret,
-        )  # fmt: skip
+        tenant = self._link.tenant
+        provider = MsalTokenProvider(user.silent, tokens.allowed_hosts(self._net.cfg, tenant))
         me = await graph_call("read your profile", self._link.graph(provider).me.get())
         if me is None or not me.id:
             raise BridgeError("no /me", user_message="Teams did not say who you are; try again.")
+        if relay_step := await relay_signed_in(self._link, user, me.user_principal_name):
+            return relay_step
         # Notifications of this account's chats start now, before the login is stored.
         await self._link.watch(me.id)
         login = Login(
@@ -129,10 +122,8 @@ class DeviceCodeLogin:
             login_id=login_id(me.id),
             user_mxid=self._user,
             remote_name=me.display_name or me.user_principal_name,
-            metadata={
-                "tenant_id": tenant.tenant_id,
-                "refresh_token": provider.refresh_token_value or refresh,
-            },
+            # The MSAL token cache (refresh token inside): the store seals it.
+            metadata={"tenant_id": tenant.tenant_id, "token_cache": user.serialize()},
         )
         return LoginStep(
             kind="complete",

@@ -18,13 +18,15 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import httpx
 from kiota_abstractions.api_error import APIError
+from kiota_abstractions.authentication import AccessTokenProvider
 from msgraph import GraphServiceClient
 from msgraph.generated.models.subscription import Subscription
 
 from bridge.portal import NetworkStore
-from bridge.teams.config import DELEGATED_SCOPES, TeamsConfig, TenantConfig
+from bridge.teams import tokens
+from bridge.teams.config import TeamsConfig, TenantConfig
 from bridge.teams.errors import graph_call
-from bridge.teams.protocol import OAuthTokenProvider, graph_client
+from bridge.teams.protocol import graph_client
 
 USER_RESOURCE = "/users/{}/chats/getAllMessages"
 CHANGE_TYPES = "created,updated,deleted"
@@ -45,14 +47,9 @@ class TenantLink:
         self._store = store
         self._log = log
         self._httpx: list[httpx.AsyncClient] = []
-        self.app_tokens = OAuthTokenProvider.client_credentials(
-            http,
-            cfg.authority,
-            tenant.tenant_id,
-            tenant.client_id,
-            tenant.client_secret,
-            allowed_hosts=cfg.allowed_hosts,
-        )
+        # Tokens by MSAL, for the tenant's cloud (bridge.teams.tokens).
+        self.graph_url = tokens.graph_url(cfg, tenant)
+        self.app_tokens = tokens.app_provider(cfg, tenant)
         self.app = self.graph(self.app_tokens)
         self.relay: GraphServiceClient | None = None
         self.resubscribed: Callable[[str], Awaitable[None]] | None = None
@@ -66,26 +63,16 @@ class TenantLink:
         self.client_state = ""
         self._wake = asyncio.Event()
         """Set when the subscription loop should run before its next renewal is due."""
+        self.relay_sign_in: tokens.RelaySignIn | None = None
         if tenant.has_relay:
-            self.relay = self.graph(
-                OAuthTokenProvider.password(
-                    http,
-                    cfg.authority,
-                    tenant.tenant_id,
-                    tenant.client_id,
-                    tenant.relay_username,
-                    tenant.relay_password,
-                    DELEGATED_SCOPES,
-                    allowed_hosts=cfg.allowed_hosts,
-                    client_secret=tenant.client_secret,
-                )
-            )
+            self.relay_sign_in = tokens.RelaySignIn(cfg, tenant, store, log)
+            self.relay = self.graph(self.relay_sign_in.provider)
 
-    def graph(self, provider: OAuthTokenProvider) -> GraphServiceClient:
+    def graph(self, provider: AccessTokenProvider) -> GraphServiceClient:
         """A Graph client with its own connection pool (closed by :meth:`close`)."""
         http = httpx.AsyncClient(timeout=30)
         self._httpx.append(http)
-        return graph_client(self.cfg.graph_url, provider, http)
+        return graph_client(self.graph_url, provider, http)
 
     async def close(self) -> None:
         for http in self._httpx:
@@ -99,6 +86,8 @@ class TenantLink:
         """Learn the relay account's object id, so its own echoes and membership are known."""
         if not self.tenant.has_relay or self.relay_user_id is not None:
             return
+        if self.relay_sign_in is not None:  # says at start if the relay must sign in
+            await self.relay_sign_in.load()
         user = await graph_call(
             "look up the relay account",
             self.app.users.by_user_id(self.tenant.relay_username).get(),

@@ -8,6 +8,9 @@ notification deliveries directly; the bridge talks to it over HTTP like to Graph
 from __future__ import annotations
 
 import fnmatch
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from graph_emulator import EmulatorConfig, create_app
 from graph_emulator.services import SERVICES, Services
 from tests.teams_emulator.seeded import SeededEmulator
+from tests.teams_emulator.tls import TestCA, add_https_site
 
 TENANT = "Contoso"
 DOMAIN = "contoso.onmicrosoft.com"
@@ -55,11 +59,20 @@ class GraphEmulator(SeededEmulator):
         self._server: TestServer | None = None
         self._session: aiohttp.ClientSession | None = None
         self.seeded: dict[str, Any] = {}
+        self._tls_dir = Path(tempfile.mkdtemp(prefix="pontis-graph-tls-"))
+        self.ca_file = ""
+        self.authority = ""
 
     async def start(self) -> None:
         app = create_app(self.config)
         self._server = TestServer(app, host="127.0.0.1")
         await self._server.start_server()
+        # MSAL signs in over https only: the identity platform on an https port too, with a
+        # test CA the bridge trusts through connectors.teams.ca_file.
+        ca = TestCA.create()
+        self.ca_file = str(ca.write_bundle(self._tls_dir / "ca.pem"))
+        assert self._server.runner is not None
+        self.authority = await add_https_site(self._server.runner, ca.server_context(self._tls_dir))
         self._session = aiohttp.ClientSession()
         self.seeded = await self.control("POST", "/seed", SEED)
 
@@ -68,6 +81,7 @@ class GraphEmulator(SeededEmulator):
             await self._session.close()
         if self._server is not None:
             await self._server.close()
+        shutil.rmtree(self._tls_dir, ignore_errors=True)
 
     @property
     def services(self) -> Services:
@@ -101,7 +115,8 @@ class GraphEmulator(SeededEmulator):
                 }
             ],
             "graph_url": self.graph_url,
-            "authority": self.base,
+            "authority": self.authority,
+            "ca_file": self.ca_file,
             "webhook": {"public_url": public_url},
             # Teams users reach Matrix users by writing to the relay (test_teams_service_chat).
             "service_chat": {"enabled": True, "contact": SERVICE_CONTACT},

@@ -366,7 +366,7 @@ async def test_check_explains_what_failed(
 
 async def test_check_explains_an_unreachable_authority(hub: Hub) -> None:
     section = hub.graph.teams_section("https://bridge.example.org")
-    section["authority"] = f"http://127.0.0.1:{free_port()}"
+    section["authority"] = f"https://127.0.0.1:{free_port()}"
     (problem,) = await TeamsConnector().check(section)
     assert problem.startswith("connectors.teams.authority: cannot reach")
 

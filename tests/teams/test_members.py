@@ -35,7 +35,8 @@ def _net(emu: Emulator, policy: FederationPolicy | None = None) -> tuple[TeamsNe
             }
         ],
         "graph_url": emu.graph_url,
-        "authority": emu.base,
+        "authority": emu.authority,
+        "ca_file": emu.ca_file,
         "webhook": {"public_url": "http://127.0.0.1:1"},
     }
     cfg = TeamsConfig.from_section(section)
@@ -43,6 +44,8 @@ def _net(emu: Emulator, policy: FederationPolicy | None = None) -> tuple[TeamsNe
     ctx.log = logging.getLogger("test.teams.members")
     ctx.store.kv_get = AsyncMock(return_value=None)
     ctx.store.kv_set = AsyncMock()
+    ctx.store.sealed_get = AsyncMock(return_value=None)  # no stored relay sign-in
+    ctx.store.sealed_set = AsyncMock()
     ctx.federation = policy or FederationPolicy(None, "hub.example")
     link = TenantLink(cfg, cfg.tenants[0], emu.session, ctx.store, ctx.log)
     emu._http.extend(link._httpx)

@@ -123,7 +123,8 @@ async def _hub(
             }
         ],
         "graph_url": emu.graph_url,
-        "authority": emu.base,
+        "authority": emu.authority,
+        "ca_file": emu.ca_file,
         "webhook": {"public_url": "http://127.0.0.1:1"},
     }
     cfg = TeamsConfig.from_section(section)
@@ -133,6 +134,8 @@ async def _hub(
     ctx.log = logging.getLogger("test.teams.service")
     ctx.store.kv_get = AsyncMock(side_effect=kv.get)
     ctx.store.kv_set = AsyncMock(side_effect=kv.__setitem__)
+    ctx.store.sealed_get = AsyncMock(return_value=None)  # no stored relay sign-in
+    ctx.store.sealed_set = AsyncMock()
     ctx.store.get_portal = AsyncMock(return_value=None)
     ctx.accept_remote = AsyncMock(return_value=True)
     ctx.federation = policy or _policy([emu.tenant_id], ["luxchat.lu"])

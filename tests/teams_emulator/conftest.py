@@ -7,6 +7,7 @@ import asyncio
 import fnmatch
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,7 @@ from bridge.teams.protocol import OAuthTokenProvider, graph_client
 from graph_emulator import EmulatorConfig, create_app
 from graph_emulator.services import SERVICES, Services
 from tests.teams_emulator.seeded import SeededEmulator
+from tests.teams_emulator.tls import TestCA, add_https_site
 
 # Scopes the bridge asks for when it signs a user in.
 USER_SCOPES = [
@@ -78,6 +80,9 @@ class Emulator(SeededEmulator):
     session: aiohttp.ClientSession
     seeded: dict[str, Any] = field(default_factory=dict)
     _http: list[httpx.AsyncClient] = field(default_factory=list)
+    authority: str = ""
+    """The identity platform over https (MSAL's only scheme), trusted through ``ca_file``."""
+    ca_file: str = ""
 
     @property
     def base(self) -> str:
@@ -155,12 +160,16 @@ def fast_config() -> EmulatorConfig:
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+async def emulator(tmp_path: Path) -> AsyncIterator[Emulator]:
     app = create_app(fast_config())
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     session = aiohttp.ClientSession()
     emu = Emulator(server, app[SERVICES], session)
+    ca = TestCA.create()
+    emu.ca_file = str(ca.write_bundle(tmp_path / "ca.pem"))
+    assert server.runner is not None
+    emu.authority = await add_https_site(server.runner, ca.server_context(tmp_path))
     emu.seeded = await emu.control("POST", "/seed", SEED)
     try:
         yield emu

@@ -11,10 +11,15 @@ from kiota_abstractions.authentication import (
     BaseBearerTokenAuthenticationProvider,
 )
 from kiota_abstractions.serialization import ParseNode
+from kiota_http.kiota_client_factory import KiotaClientFactory
 from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph.generated.models.entity import Entity
 from msgraph.graph_request_adapter import options as sdk_options
 from msgraph_core import GraphClientFactory
+from msgraph_core.middleware import GraphTelemetryHandler
+from msgraph_core.middleware.options import GraphTelemetryHandlerOption
+
+from .refresh import Refreshable, RefreshOn401
 
 
 def graph_client(
@@ -27,9 +32,17 @@ def graph_client(
     connection pool; it gets the SDK's default middleware (retry, redirect, /me rewriting)."""
     client = None
     if http_client is not None:
-        client = GraphClientFactory.create_with_default_middleware(
-            client=http_client, options=sdk_options
+        # The SDK's default middleware (retry, redirect, /me rewriting, telemetry) and, last
+        # before the wire, one fresh token and one retry on a 401 (``refresh``).
+        middleware = KiotaClientFactory.get_default_middleware(sdk_options)
+        telemetry = sdk_options.get(GraphTelemetryHandlerOption().get_key())
+        # The SDK's version header, as the SDK's own factory sets it.
+        middleware.append(
+            GraphTelemetryHandler(options=telemetry) if telemetry else GraphTelemetryHandler()
         )
+        if isinstance(provider, Refreshable):
+            middleware.append(RefreshOn401(provider))
+        client = GraphClientFactory.create_with_custom_middleware(middleware, client=http_client)
     skip_entity_imports()
     adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(provider), client)
     adapter.base_url = base_url.rstrip("/")

@@ -1,10 +1,8 @@
-"""Tokens from the Microsoft identity platform, for the unmodified msgraph-sdk.
+"""A hand-written OAuth client for the identity platform's token endpoint, over aiohttp.
 
-azure-identity and MSAL refuse an authority that is not https (``normalize_authority`` raises
-"must be a TLS protected (https) URL"; MSAL wants "an https url with hostname"), so they cannot
-fetch tokens from the Graph emulator at ``http://127.0.0.1:PORT``. This module gives kiota an
-:class:`OAuthTokenProvider` that speaks the identity platform's token endpoint directly over
-aiohttp. It works against any authority (the emulator or login.microsoftonline.com).
+The bridge gets its tokens from MSAL (:mod:`.msal_auth`); this stays for scripts and tests that
+talk to the Graph emulator over plain http (MSAL accepts only https authorities), and for
+:class:`TokenError`, the identity platform's refusal as both clients report it.
 
 Kiota sends a token only to ``allowed_hosts`` and, outside localhost/127.0.0.1/::1, only
 over https.
