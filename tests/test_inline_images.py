@@ -91,3 +91,33 @@ async def test_a_placeholder_the_html_does_not_use_uploads_nothing(store: Store)
     message.parts[0].html = "<p>no image</p>"
     await portals.handle(message, MagicMock())
     assert homeserver.uploads == []
+
+
+def _ten_images() -> RemoteMessage:
+    """image1 … image10: the first key is a prefix of the last."""
+    html = "".join(f'<img src="{INLINE_URL}image{n}" alt="{n}">' for n in range(1, 11))
+    inline = {
+        f"image{n}": Media(mimetype="image/png", filename=f"{n}.png", data=PNG + bytes([n]))
+        for n in range(1, 11)
+    }
+    part = MessagePart(text="ten", html=html, inline=inline)
+    return RemoteMessage(portal=KEY, id=RemoteMessageID("<ten@x>"), parts=[part])
+
+
+async def test_a_placeholder_that_is_a_prefix_of_another_gets_its_own_image(store: Store) -> None:
+    portals, homeserver = await _manager(store, encrypted=False)
+    await portals.handle(_ten_images(), MagicMock())
+    [content] = homeserver.sent
+    urls = {filename: f"mxc://hub.test/upload{n}" for n, (_, filename) in
+            enumerate(homeserver.uploads, start=1)}  # fmt: skip
+    for n in range(1, 11):
+        assert f'<img src="{urls[f"{n}.png"]}" alt="{n}">' in content["formatted_body"]
+    assert INLINE_URL not in content["formatted_body"]
+
+
+async def test_in_an_encrypted_room_a_prefix_placeholder_names_its_own_file(store: Store) -> None:
+    portals, homeserver = await _manager(store, encrypted=True)
+    await portals.handle(_ten_images(), MagicMock())
+    text = next(c for c in homeserver.sent if c["body"] == "ten")
+    body = text["formatted_body"]
+    assert "<img" not in body and all(f"[{n}.png]" in body for n in range(1, 11))

@@ -44,6 +44,8 @@ from bridge.portal.store import Store
 _NOTICE_SENT = "core.encryption_notice_room"
 BRIDGE_ENCRYPTION_FIELD = "fi.pontis.encryption"
 _MSGTYPE_BY_MIME = {"image": "m.image", "video": "m.video", "audio": "m.audio"}
+# An inline image's placeholder URL up to its closing quote (see MessagePart.inline).
+_INLINE_PLACEHOLDER = re.compile(re.escape(INLINE_URL) + r"""([^"'\s<>]+)(?=["'])""")
 
 
 class PortalManager:
@@ -402,13 +404,18 @@ class PortalManager:
         if part.html:
             content["format"] = "org.matrix.custom.html"
             content["formatted_body"] = sanitize_html(part.html)
-            for key, image in part.inline.items():  # after sanitising: it keeps mxc:// URLs
-                placeholder = f"{INLINE_URL}{key}"
-                if placeholder in content["formatted_body"]:
-                    mxc = await self._matrix.upload(
+            uploaded: dict[str, str] = {}
+            for match in _INLINE_PLACEHOLDER.finditer(content["formatted_body"]):
+                key = match.group(1)  # after sanitising: it keeps mxc:// URLs
+                if (image := part.inline.get(key)) is not None and key not in uploaded:
+                    uploaded[key] = await self._matrix.upload(
                         sender, await image.read(), image.mimetype, image.filename
                     )
-                    content["formatted_body"] = content["formatted_body"].replace(placeholder, mxc)
+            # The whole quoted URL is matched: a plain replace of "…/image1" would also hit
+            # "…/image10".
+            content["formatted_body"] = _INLINE_PLACEHOLDER.sub(
+                lambda m: uploaded.get(m.group(1), m.group(0)), content["formatted_body"]
+            )
         if part.media is not None:
             media = part.media
             data = await media.read()
@@ -433,7 +440,7 @@ class PortalManager:
         for part in parts:
             html = part.html or ""
             for key, image in part.inline.items():
-                html = re.sub(rf'<img[^>]*{re.escape(INLINE_URL + key)}[^>]*>',
+                html = re.sub(rf'<img[^>]*{re.escape(INLINE_URL + key)}["\'][^>]*>',
                               f"[{htmllib.escape(image.filename)}]", html)  # fmt: skip
             expanded.append(replace(part, html=html if part.html is not None else None, inline={}))
             expanded += [

@@ -39,7 +39,9 @@ MAX_SIGNATURES = 5
 """DKIM signatures tried per mail: each costs a key lookup and a body hash."""
 
 # The client of the MTA's own Received header: "from helo (rdns [192.0.2.1])" or
-# "from [IPv6:2001:db8::1]"; only the part before " by " is read.
+# "from [IPv6:2001:db8::1]"; only the part before " by " is read, and of it the *last* address
+# literal, which is Postfix's "(rdns [addr])" comment: the HELO name comes first and is chosen
+# by the client ("EHLO [192.0.2.1]" from anywhere), so an address in it proves nothing.
 _RECEIVED_IP = re.compile(r"\[(?:ipv6:)?([0-9a-f:.]+)\]", re.IGNORECASE)
 _RECEIVED_HELO = re.compile(r"^\s*from\s+([^\s(]+)", re.IGNORECASE)
 
@@ -53,15 +55,19 @@ class Client:
 
 
 def client_from_received(received: str | None) -> Client | None:
-    """The client named by the trusted MTA's own (topmost) Received header, if it names one."""
+    """The client named by the trusted MTA's own (topmost) Received header, if it names one.
+
+    Assumes the header was written by a trusted MTA in Postfix's form, ``from HELO (rdns
+    [addr])``: the address the MTA saw is the last literal before `` by ``. Only the topmost
+    Received header of a trusted MTA may be read; any other was written by the sender."""
     if not received:
         return None
     head = re.split(r"\sby\s", received, maxsplit=1, flags=re.IGNORECASE)[0]
-    found = _RECEIVED_IP.search(head)
-    if found is None:
+    literals = _RECEIVED_IP.findall(head)
+    if not literals:
         return None
     try:
-        ip = str(ipaddress.ip_address(found.group(1)))
+        ip = str(ipaddress.ip_address(literals[-1]))
     except ValueError:
         return None
     helo = _RECEIVED_HELO.match(head)

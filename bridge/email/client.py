@@ -13,6 +13,9 @@ waits and sends it when it is back. Every mail in and out is kept as a record
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from email.message import EmailMessage
+
 from prometheus_client import Counter
 
 from bridge.core import (
@@ -33,11 +36,12 @@ from bridge.core import (
 )
 from bridge.core.federation import remote_domain
 from bridge.email import unverified
+from bridge.email.bounces import BOUNCE_TOKEN_KEY, handle_bounce
 from bridge.email.config import EmailConfig
 from bridge.email.from_matrix import Parent, compose_from_matrix
 from bridge.email.ids import portal_key
 from bridge.email.inbound import UNAVAILABLE
-from bridge.email.outbound import Relay
+from bridge.email.outbound import Relay, wire_form
 from bridge.email.parsing import MailParser, ParserUnavailable
 from bridge.email.protocol.addresses import (
     InvalidAddress,
@@ -58,11 +62,12 @@ from bridge.email.received import (
     message_id_of,
     parse_stored,
 )
-from bridge.email.recipients import correspondents, is_automatic, plan
+from bridge.email.recipients import Delivery, correspondents, is_automatic, plan
 from bridge.email.records import DIRECTION_IN, DIRECTION_OUT, RECORD_KEY, Records
 from bridge.email.store import EmailStore, StoredMail
 from bridge.email.to_matrix import AttachmentPolicy, mail_parts
 from bridge.email.verify import SenderVerifier
+from bridge.email.verp import SECRET_NAME, BounceAddresses, split_bounce_address
 from bridge.portal.models import Message as StoredMessage
 from bridge.portal.models import Portal, RemoteInput
 
@@ -103,6 +108,7 @@ class EmailGateway:
             log=ctx.log,
         )
         self._relay_problem: str | None = None
+        self._bounce_addresses: BounceAddresses | None = None
         self._inbound = Counter(
             "pontis_email_inbound",
             "Mail received from the mail server, by outcome",
@@ -211,6 +217,9 @@ class EmailGateway:
         return f"550 5.7.1 Refused by the hub's federation policy: {refused}"
 
     async def is_portal_address(self, address: str) -> bool:
+        """Whether ``address`` is a bridged portal's, or one of its bounce addresses
+        (:mod:`bridge.email.verp`; whether the token is right is decided on the bounce)."""
+        address = split_bounce_address(address)[0]
         portal = await self._ctx.store.get_portal(portal_key(address).remote_id)
         return portal is not None and portal.mxid is not None
 
@@ -244,9 +253,13 @@ class EmailGateway:
         if doubt is not None:
             payload[unverified.PAYLOAD_KEY] = doubt
         answers = []
-        for address in recipients:
+        for recipient in recipients:
+            address, token = split_bounce_address(recipient)
+            item_payload = payload
+            if kind == KIND_BOUNCE and token is not None:  # a bounce to the copy's own address
+                item_payload = {**payload, BOUNCE_TOKEN_KEY: token}
             item = RemoteInput(
-                portal=portal_key(address), kind=kind, payload=payload, dedupe_id=message_id
+                portal=portal_key(address), kind=kind, payload=item_payload, dedupe_id=message_id
             )
             answers.append(await self._accept(item, mail, len(raw)))
         return answers
@@ -295,6 +308,14 @@ class EmailGateway:
         domain = split_address(sender)[1]
         if domain == self._cfg.domain:
             return "550 5.7.1 Mail from the bridge's own domain is not accepted", None
+        # The envelope sender was checked before DATA; the From domain is who the room sees
+        # (and what DMARC verifies): a refused domain must not come in under an allowed envelope.
+        refused = self._ctx.federation.refusal(
+            self._ctx.network, domain, self._ctx.domain, entry="mail in"
+        )
+        if refused is not None:
+            self._log.info("Refused mail %s from %s: federation policy", mail.message_id, sender)
+            return f"550 5.7.1 Refused by the hub's federation policy: {refused}", None
         check = await self._verifier.check(raw, domain, mail_from=mail_from, peer=peer)
         if check.verified:
             self._log.debug("Mail %s from %s verified: %s", mail.message_id, sender, check.reason)
@@ -326,7 +347,8 @@ class EmailGateway:
             bounce_id = item.dedupe_id or message_id_of(mail, raw)
             await self._records.keep(address, bounce_id, DIRECTION_IN, raw)
             if mail.bounce is not None:
-                await self._bounced(address, mail.bounce)
+                token = item.payload.get(BOUNCE_TOKEN_KEY)
+                await self._bounced(address, mail.bounce, str(token) if token else None)
             return []
         if not mail.from_:  # refused at acceptance; only a changed parser gets here
             raise PermanentError(
@@ -340,9 +362,9 @@ class EmailGateway:
         # Before the events are sent, so a retry after a crash does it again (all idempotent).
         # Nobody becomes a contact by writing: a reply goes to this mail's correspondents.
         automatic = is_automatic(mail, str(item.payload.get("mail_from", "")))
-        reply_to, reply_cc = correspondents(mail, own_domain=self._cfg.domain, automatic=automatic)
-        if doubt is not None:  # its To/Cc may be anyone's: answer only the claimed sender
-            reply_cc = []
+        reply_to, reply_cc = correspondents(
+            mail, own_domain=self._cfg.domain, automatic=automatic, verified=doubt is None
+        )  # unverified: its Reply-To, To and Cc may be anyone's; answer only the claimed sender
         await self._store.remember_mail(
             address, message_id, mail.subject, [*mail.references, *mail.in_reply_to],
             reply_to=reply_to, reply_cc=reply_cc,
@@ -413,40 +435,15 @@ class EmailGateway:
                 return message, stored.subject if stored else mail.subject
         return None
 
-    async def _bounced(self, address: str, bounce: Bounce) -> None:
-        """Mark the bounced recipients of one of our mails and tell the room.
+    async def _bounced(self, address: str, bounce: Bounce, token: str | None) -> None:
+        await handle_bounce(
+            self._ctx, self._store, await self._bounces(), address, bounce, token=token
+        )
 
-        Only addresses the original mail was sent to are marked: a forged DSN naming anyone
-        else (or a mail the bridge never sent) changes nothing."""
-        if bounce.original_message_id is None:
-            self._log.info("Bounce for %s without the original Message-ID", address)
-            return
-        message = await self._ctx.store.get_message(
-            portal_key(address).remote_id, RemoteMessageID(bounce.original_message_id)
-        )
-        if message is None:
-            self._log.info("Bounce for unknown mail %s", bounce.original_message_id)
-            return
-        sent = await self._store.mail(address, bounce.original_message_id)
-        named = dict.fromkeys([*bounce.recipients, *bounce.original_recipients])
-        failed = [rcpt for rcpt in named if sent and rcpt in sent.sent_to]
-        reason = bounce.diagnostic or bounce.status
-        for rcpt in failed:
-            await self._store.mark_bounced(address, rcpt, reason)
-        self._log.info("Mail %s to %s bounced (%s); marked %s", bounce.original_message_id,
-                       bounce.recipients, bounce.status, failed)  # fmt: skip
-        who = ", ".join(bounce.recipients) or "a recipient"
-        stopped = (
-            f" {', '.join(failed)} no longer receives this room's mail; a member can send"
-            f" `email contacts <room> add <address>` once it is fixed."
-            if failed
-            else ""
-        )
-        err = PermanentError(
-            f"bounce {bounce.status} for {bounce.original_message_id}",
-            user_message=f"The mail to {who} could not be delivered: {reason}.{stopped}",
-        )
-        await self._ctx.delivery_failed(message.mxid, err)
+    async def _bounces(self) -> BounceAddresses:
+        if self._bounce_addresses is None:
+            self._bounce_addresses = BounceAddresses(await self._store.secret(SECRET_NAME))
+        return self._bounce_addresses
 
     # --- mail out --------------------------------------------------------------------------
 
@@ -472,37 +469,16 @@ class EmailGateway:
             parent=self._reply_parent(msg, answered),
             loop_marker=self._cfg.domain,
         )
-        refused: dict[str, str] = {}
-        sent: list[str] = []
-        for delivery, mail in zip(deliveries, outgoing.mails, strict=True):
-            try:
-                refused |= await self._relay.send(
-                    mail, sender=address, recipients=delivery.envelope
-                )
-            except TransientError as away:
-                if sent:  # some copies are out: sending them again would deliver them twice
-                    refused |= {rcpt: str(away) for rcpt in delivery.envelope}
-                    continue
-                # The portal waits and sends it again, in order, however long the relay is away.
-                self._outbound.labels("deferred").inc()
-                self._relay_state(str(away))
-                raise
-            except BridgeError as failed:
-                if sent:
-                    refused |= {rcpt: failed.user_message for rcpt in delivery.envelope}
-                    continue
-                self._outbound.labels("failed").inc()
-                self._relay_state(None)
-                raise
-            sent.extend(delivery.envelope)
-            await self._records.keep(address, message_id, DIRECTION_OUT, bytes(mail))
-        self._relay_state(None)
         single = None if chosen.separately else deliveries[0]
+        # Before anything is sent: a failure here is retried whole, and a bounce can only be
+        # checked against the recipients kept here. A retry keeps the first values.
         await self._store.remember_mail(
             address, message_id, outgoing.subject, outgoing.references,
             reply_to=single.to if single else (), reply_cc=single.cc if single else (),
-            sent_to=sent, separately=chosen.separately,
+            sent_to=[r for d in deliveries for r in d.envelope], separately=chosen.separately,
         )  # fmt: skip
+        refused = await self._send_copies(address, message_id, deliveries, outgoing.mails)
+        self._relay_state(None)
         self._outbound.labels("sent").inc()
         if refused:
             answers = "; ".join(f"{rcpt}: {answer}" for rcpt, answer in refused.items())
@@ -513,6 +489,79 @@ class EmailGateway:
             # After this returns the core stores the message, so the notice can point at it.
             self._ctx.background(self._ctx.delivery_failed(msg.event_id, notice), name="refused")
         return RemoteMessageID(message_id)
+
+    async def _send_copies(
+        self,
+        address: str,
+        message_id: str,
+        deliveries: list[Delivery],
+        mails: list[EmailMessage],
+    ) -> dict[str, str]:
+        """Send one copy per recipient, each from its own bounce address; the recipients
+        refused, with why. Raises only while no copy is out, or when every copy
+        sent so far is durably marked so: then the core retries and only the missing go.
+
+        Each copy is marked sent in ``email_sent_copy`` right after the relay took it, so a
+        retry of the message (a relay or store outage half-way) never sends it again. Once a
+        copy is out, a store failure is logged, never raised: a retry would send it twice."""
+        bounces = await self._bounces()
+        done = await self._store.sent_copies(address, message_id)
+        refused: dict[str, str] = {}
+        sent = [r for d in deliveries for r in d.envelope if r in done]
+        durable = True  # every copy out so far is marked in the store
+        first_failure: BridgeError | None = None
+        for delivery, mail in zip(deliveries, mails, strict=True):
+            flat = wire_form(mail, delivery.envelope)
+            fresh = False
+            for rcpt in delivery.envelope:
+                if rcpt in done:
+                    continue
+                sender = bounces.sender(address, message_id, rcpt)
+                try:
+                    answer = await self._relay.send(mail, sender=sender, recipients=[rcpt])
+                except TransientError as away:
+                    self._relay_state(str(away))
+                    if not sent or durable:  # the portal waits; the retry sends what is missing
+                        self._outbound.labels("deferred").inc()
+                        raise
+                    refused[rcpt] = str(away)
+                    continue
+                except BridgeError as failed:
+                    refused[rcpt] = failed.user_message or str(failed)
+                    first_failure = first_failure or failed
+                    continue
+                if rcpt in answer:
+                    refused[rcpt] = answer[rcpt]
+                    continue
+                sent.append(rcpt)
+                fresh = True
+                if not await self._quietly(
+                    self._store.copy_sent(address, message_id, rcpt), "mark a copy sent", rcpt
+                ):
+                    durable = False
+            if fresh:
+                await self._quietly(
+                    self._records.keep(address, message_id, DIRECTION_OUT, flat),
+                    "keep the record of",
+                    ", ".join(delivery.envelope),
+                )
+        if not sent and first_failure is not None:
+            self._outbound.labels("failed").inc()
+            self._relay_state(None)
+            raise first_failure
+        await self._quietly(self._store.prune_sent_copies(), "prune the sent copies", address)
+        return refused
+
+    async def _quietly(self, work: Awaitable[object], what: str, whom: str) -> bool:
+        """Run store ``work`` after a copy went out: a failure is logged, not raised (the core
+        would retry and send the copy twice); whether it worked."""
+        try:
+            await work
+        except Exception as err:
+            self._log.error("Sent mail, but could not %s %s (nothing is retried): %s",
+                            what, whom, err)  # fmt: skip
+            return False
+        return True
 
     async def _answered(
         self, address: str, msg: MatrixMessage

@@ -64,6 +64,10 @@ unverified_mail: refuse
 # mail they forward is verified if they verified it, though forwarding broke SPF or DKIM.
 # List only services you trust to check senders, e.g. [lists.example.org].
 arc_forwarders: []
+# verifier: mta only. The d= of the ARC-Seal your own mail server adds after checking (if it
+# seals at all, e.g. rspamd's ARC module): the newest ARC set is skipped if, and only if, it is
+# sealed by one of these, so the forwarder's set below it decides. Empty: nothing is skipped.
+arc_own_sealers: []
 # DNS for verifier: bridge.
 dns:
     # Name servers as "address" or "address:port"; empty: the system's (/etc/resolv.conf).
@@ -138,6 +142,7 @@ class EmailConfig:
     trusted_mta_addresses: tuple[str, ...] = ()
     unverified_mail: str = "refuse"
     arc_forwarders: tuple[str, ...] = ()
+    arc_own_sealers: tuple[str, ...] = ()
     dns_nameservers: tuple[str, ...] = ()
     dns_timeout: float = 10.0
     records_keep_days: float = 365.0
@@ -175,6 +180,9 @@ class EmailConfig:
             unverified_mail=str(section.get("unverified_mail", "refuse")).lower(),
             arc_forwarders=tuple(
                 d.lower().rstrip(".") for d in _strings(section.get("arc_forwarders"))
+            ),
+            arc_own_sealers=tuple(
+                d.lower().rstrip(".") for d in _strings(section.get("arc_own_sealers"))
             ),
             dns_nameservers=_strings((section.get("dns") or {}).get("nameservers")),
             dns_timeout=float((section.get("dns") or {}).get("timeout", 10)),
@@ -248,12 +256,21 @@ def _verification_problems(cfg: EmailConfig) -> list[str]:
             parse_nameserver(server)
         except ValueError as err:
             problems.append(f"connectors.email.dns.nameservers: {err}")
-    for domain in cfg.arc_forwarders:
-        if "@" in domain or not domain or " " in domain:
-            problems.append(
-                f"connectors.email.arc_forwarders: {domain!r} is not a domain (the d= of the"
-                " forwarder's ARC-Seal)"
-            )
+    for key, domains, whose in (
+        ("arc_forwarders", cfg.arc_forwarders, "the forwarder's"),
+        ("arc_own_sealers", cfg.arc_own_sealers, "your mail server's"),
+    ):
+        for domain in domains:
+            if "@" in domain or not domain or " " in domain:
+                problems.append(
+                    f"connectors.email.{key}: {domain!r} is not a domain (the d= of {whose}"
+                    " ARC-Seal)"
+                )
+    if cfg.arc_own_sealers and cfg.verifier != "mta":
+        problems.append(
+            "connectors.email.arc_own_sealers: only for verifier: mta (with verifier: bridge no"
+            " mail server sealed before the bridge checks)"
+        )
     return problems
 
 

@@ -129,18 +129,13 @@ class Relay:
         """``send_message``, but in UTF-8 (RFC 6532) with SMTPUTF8 whenever an address in the
         envelope or the headers needs it and the relay offers it; aiosmtplib alone looks only
         at the envelope and would write a header's address as an (invalid) encoded word."""
-        headers = " ".join(str(message.get(name, "")) for name in _ADDRESS_HEADERS)
-        needs_utf8 = is_international(sender) or any(map(is_international, recipients))
-        if not (needs_utf8 or _international_header(headers)) or not smtp.supports_extension(
-            "smtputf8"
-        ):
+        utf8 = needs_utf8(message, [sender, *recipients])
+        if not smtp.supports_extension("8bitmime") or (
+            utf8 and not smtp.supports_extension("smtputf8")
+        ):  # an old relay: aiosmtplib downgrades (the record keeps the undowngraded form)
             return await smtp.send_message(message, sender=sender, recipients=recipients)
-        options = ["SMTPUTF8"]
-        if smtp.supports_extension("8bitmime"):
-            options.append("BODY=8BITMIME")
-        flat = flatten_message(
-            message, utf8=True, cte_type="8bit" if "BODY=8BITMIME" in options else "7bit"
-        )
+        options = ["BODY=8BITMIME", *(["SMTPUTF8"] if utf8 else [])]
+        flat = wire_form(message, [sender, *recipients])
         return await smtp.sendmail(sender, recipients, flat, mail_options=options)
 
     async def check(self) -> str | None:
@@ -236,6 +231,20 @@ async def _quit(smtp: aiosmtplib.SMTP) -> None:
         pass  # the relay left first, or answered oddly: nothing left to do with the session
     finally:
         smtp.close()
+
+
+def needs_utf8(message: EmailMessage, envelope: list[str]) -> bool:
+    """Whether ``message`` must go in UTF-8 (RFC 6532): an address in its envelope or its
+    address headers is international."""
+    headers = " ".join(str(message.get(name, "")) for name in _ADDRESS_HEADERS)
+    return any(map(is_international, envelope)) or _international_header(headers)
+
+
+def wire_form(message: EmailMessage, recipients: list[str]) -> bytes:
+    """The bytes of ``message`` as the relay gets them (one 8BITMIME relay: the usual case),
+    flattened once so that the record of a sent mail is exactly what was sent. The envelope
+    sender is never international (a portal's address is ASCII)."""
+    return flatten_message(message, utf8=needs_utf8(message, recipients), cte_type="8bit")
 
 
 def _international_header(addresses: str) -> bool:

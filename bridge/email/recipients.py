@@ -15,7 +15,8 @@
   correspondents, and a reply to it goes where the conversation's first mail went.
 - **Bounced addresses** of the portal are left out everywhere until a member adds them again.
 
-Only ``From`` is verified (DMARC); ``To`` and ``Cc`` are whatever the sender wrote. So that a
+Only ``From`` is verified (DMARC); ``To`` and ``Cc`` are whatever the sender wrote (and for mail
+delivered marked unverified, only ``From`` is answered, never its ``Reply-To``, ``To`` or ``Cc``). So that a
 stranger cannot make the agency's address mail a crowd by putting it in ``Cc``, a reply goes to
 at most :data:`MAX_REPLY_RECIPIENTS` addresses (the first ones; mail clients list them in order).
 """
@@ -59,11 +60,15 @@ def _outside(addresses: Iterable[str], own_domain: str) -> list[str]:
 
 
 def correspondents(
-    mail: ParsedMail, *, own_domain: str, automatic: bool
+    mail: ParsedMail, *, own_domain: str, automatic: bool, verified: bool = True
 ) -> tuple[list[str], list[str]]:
-    """(To, Cc) of a "reply all" to ``mail``; both empty for automatic mail."""
+    """(To, Cc) of a "reply all" to ``mail``; both empty for automatic mail. For mail whose
+    sender is not ``verified`` only the claimed ``From`` is answered: its ``Reply-To``, ``To``
+    and ``Cc`` are whoever the forger chose, and the room's answer must not mail them."""
     if automatic:
         return [], []
+    if not verified:
+        return _outside((m.address for m in mail.from_[:1]), own_domain), []
     to = _outside((m.address for m in (mail.reply_to or mail.from_)), own_domain)
     to = to[:MAX_REPLY_RECIPIENTS]
     cc = _outside((m.address for m in [*mail.to, *mail.cc]), own_domain)

@@ -14,12 +14,18 @@ The shared store already maps Message-IDs to Matrix events. Mail needs more fact
 - ``email_bounced``: addresses whose mail bounced, per portal; they receive nothing more from
   that portal until a member adds them again.
 - ``email_dm``: the portal address of each (Matrix user, correspondent) direct chat.
+- ``email_sent_copy``: which recipients a mail from Matrix was already handed to the relay for,
+  so that a retry of the message (the relay or the store went away half-way) sends only the
+  copies still missing. Rows older than :data:`SENT_COPY_DAYS` are pruned.
+- ``email_secret``: secrets the bridge generated for itself (the key of the bounce addresses,
+  :mod:`bridge.email.verp`); generated once, on first use, and shared by every instance.
 
 The raw records of sent and received mail are in :mod:`bridge.email.records`.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +35,8 @@ from mautrix.util.async_db import Connection, Database, Scheme
 from bridge.portal import connector_upgrade_table, fetch_rows, upgrade_connector_tables
 
 MAX_REFERENCES = 20
+SENT_COPY_DAYS = 7
+"""How long the progress of a mail's copies is kept: far longer than any retry takes."""
 MAX_CONTACTS = 500
 """Contacts of one portal: each new conversation is one mail per contact."""
 
@@ -132,6 +140,26 @@ async def _contacts_and_records(conn: Connection, scheme: Scheme) -> None:
     await conn.execute("CREATE INDEX email_record_ref_message ON email_record_ref (message_id)")
 
 
+async def _sent_copies_and_secrets(conn: Connection) -> None:
+    """v3: per-recipient progress of outgoing mail, and the bridge's own secrets."""
+    await conn.execute(
+        """CREATE TABLE email_sent_copy (
+            portal      TEXT NOT NULL,
+            message_id  TEXT NOT NULL,
+            address     TEXT NOT NULL,
+            sent_at     BIGINT NOT NULL,
+            PRIMARY KEY (portal, message_id, address)
+        )"""
+    )
+    await conn.execute("CREATE INDEX email_sent_copy_sent_at ON email_sent_copy (sent_at)")
+    await conn.execute(
+        """CREATE TABLE email_secret (
+            name   TEXT PRIMARY KEY,
+            value  TEXT NOT NULL
+        )"""
+    )
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -152,6 +180,7 @@ class EmailStore:
         table = connector_upgrade_table("email")
         table.register(_create_tables, description="create the email connector's tables")
         table.register(_contacts_and_records, description="contacts, correspondents, records")
+        table.register(_sent_copies_and_secrets, description="sent copies, secrets")
         await upgrade_connector_tables(self._db, table)
 
     # --- contacts and bounces -------------------------------------------------------------------
@@ -265,6 +294,46 @@ class EmailStore:
             sent_to=row["sent_to"].split(),
             separately=bool(row["separately"]),
         )
+
+    # --- copies of outgoing mail ---------------------------------------------------------------
+
+    async def sent_copies(self, portal: str, message_id: str) -> set[str]:
+        """The recipients an earlier attempt already handed ``message_id`` to the relay for."""
+        rows = await fetch_rows(
+            self._db,
+            "SELECT address FROM email_sent_copy WHERE portal=$1 AND message_id=$2",
+            portal,
+            message_id,
+        )
+        return {row["address"] for row in rows}
+
+    async def copy_sent(self, portal: str, message_id: str, address: str) -> None:
+        await self._db.execute(
+            "INSERT INTO email_sent_copy (portal, message_id, address, sent_at)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (portal, message_id, address) DO NOTHING",
+            portal,
+            message_id,
+            address,
+            _now_ms(),
+        )
+
+    async def prune_sent_copies(self) -> None:
+        """Forget the progress of mail sent more than :data:`SENT_COPY_DAYS` ago."""
+        cutoff = _now_ms() - SENT_COPY_DAYS * 24 * 3600 * 1000
+        await self._db.execute("DELETE FROM email_sent_copy WHERE sent_at < $1", cutoff)
+
+    # --- secrets --------------------------------------------------------------------------------
+
+    async def secret(self, name: str) -> bytes:
+        """The secret called ``name``: 32 random bytes, generated on first use. Whichever
+        instance writes first wins; every other reads that one."""
+        await self._db.execute(
+            "INSERT INTO email_secret (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            name,
+            secrets.token_hex(32),
+        )
+        rows = await fetch_rows(self._db, "SELECT value FROM email_secret WHERE name=$1", name)
+        return bytes.fromhex(rows[0]["value"])
 
     # --- direct chats ---------------------------------------------------------------------------
 

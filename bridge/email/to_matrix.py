@@ -35,6 +35,9 @@ EMPTY_TEXT = "(empty mail)"
 # 4 s per MiB (quote stripping and parse_html are html.parser underneath). Five times the text
 # limit, so that an HTML-only mail that is mostly markup still fills the event.
 MAX_HTML_CHARS = 131_072
+# Plain text is read only up to here before the quote stripper (pure Python, ~60 ms per MiB on
+# the event loop) sees it: a longer mail is cut to MAX_TEXT_BYTES and attached whole anyway.
+MAX_PLAIN_CHARS = 4 * MAX_TEXT_BYTES
 # <img src="cid:…"> as the quote stripper's HTML normaliser writes it (attribute values quoted).
 _CID_IMAGE = re.compile(r"""(<img\b[^>]*?\bsrc\s*=\s*)(["'])cid:([^"']*)\2""", re.I)
 _MIB = 1024 * 1024
@@ -53,14 +56,15 @@ class AttachmentPolicy:
 
     def refusal(self, attachment: Attachment) -> str | None:
         """Why ``attachment`` is withheld, or None if it may go to the room."""
-        mimetype = attachment.mimetype.lower()
+        return self.refusal_of(attachment.mimetype, len(attachment.data))
+
+    def refusal_of(self, mimetype: str, size: int) -> str | None:
+        """Why a file of this type and size is withheld, or None."""
+        mimetype = mimetype.lower()
         if not any(fnmatchcase(mimetype, pattern) for pattern in self.allowed_types):
             return f"{mimetype} files are not allowed here"
-        if len(attachment.data) > self.max_bytes:
-            return (
-                f"{_size(len(attachment.data))}, larger than the {_size(self.max_bytes)}"
-                " allowed per file"
-            )
+        if size > self.max_bytes:
+            return f"{_size(size)}, larger than the {_size(self.max_bytes)} allowed per file"
         return None
 
 
@@ -78,7 +82,7 @@ async def mail_parts(
 ) -> list[MessagePart]:
     policy = policy or AttachmentPolicy()
     if mail.security is not None and mail.security.encrypted:
-        return _encrypted(mail, raw, show_subject=show_subject)
+        return _encrypted(mail, raw, show_subject=show_subject, policy=policy)
     text, html = await _body(mail, show_subject=show_subject, strip_quotes=strip_quotes)
     withheld: list[tuple[Attachment, str]] = []
     files: list[tuple[int, Attachment]] = []  # numbered in the mail: stable part ids
@@ -100,9 +104,15 @@ async def mail_parts(
         len(text.encode()) > MAX_TEXT_BYTES
         or len((html or "").encode()) > MAX_TEXT_BYTES
         or len(mail.html or "") > MAX_HTML_CHARS
+        or len(mail.text or "") > MAX_PLAIN_CHARS
     )
+    eml = _original(raw, policy, withheld) if truncated else None
     if truncated:
-        notice = "[The mail is too long for one message: see message.eml]"
+        notice = (
+            "[The mail is too long for one message: see message.eml]"
+            if eml is not None
+            else "[The mail is too long for one message; the rest is not passed on]"
+        )
         text = f"{_cut(text, MAX_TEXT_BYTES)}\n\n{notice}" if text else notice
         html, inline = None, {}
         files = sorted(files + placed, key=lambda file: file[0])  # no HTML to place them in
@@ -125,9 +135,8 @@ async def mail_parts(
         parts.append(MessagePart(part_id=PartID(f"attachment{number}"), media=media))
     if withheld:
         parts.append(_withheld_notice(withheld))
-    if truncated:
-        eml = Media(mimetype="message/rfc822", filename="message.eml", size=len(raw), data=raw)
-        parts.append(MessagePart(part_id=PartID("eml"), media=eml))
+    if eml is not None:
+        parts.append(eml)
     if parts and parts[0].part_id != PartID(""):
         parts[0].part_id = PartID("")  # the first event is the message's own (replies point at it)
     _describe(mail.security, parts)
@@ -154,13 +163,14 @@ async def _body(
         source = bound_html(mail.html, MAX_HTML_CHARS)
         new_html, quoted_html = strip_quoted_html(source) if strip_quotes else (source, None)
         if mail.text is not None:
-            text = strip_quoted_text(mail.text)[0] if strip_quotes else mail.text
+            source_text = mail.text[:MAX_PLAIN_CHARS]
+            text = strip_quoted_text(source_text)[0] if strip_quotes else source_text
         else:
             # parse_html is built on html.parser: give it only well-formed markup.
             text = await parse_html(sanitize_html(new_html, MAX_HTML_CHARS))
         html: str | None = new_html
     else:
-        source = mail.text or ""
+        source = (mail.text or "")[:MAX_PLAIN_CHARS]
         text, quoted_text = strip_quoted_text(source) if strip_quotes else (source, None)
         html = None
         if quoted_text is not None:
@@ -220,6 +230,23 @@ def _inline_images(
     return html, inline, list(placed.values())
 
 
+def _original(
+    raw: bytes, policy: AttachmentPolicy, withheld: list[tuple[Attachment, str]]
+) -> MessagePart | None:
+    """The whole mail as ``message.eml``, or None (and a line in ``withheld`` saying why) when
+    the policy refuses it: it holds every attachment, so once one is withheld the original is
+    too, and it is a file of type ``message/rfc822`` and its size like any other."""
+    reason = policy.refusal_of("message/rfc822", len(raw))
+    if reason is None and withheld:
+        reason = "the original mail holds the files withheld here"
+    if reason is not None:
+        original = Attachment(filename="message.eml", mimetype="message/rfc822", data=b"")
+        withheld.append((original, reason))
+        return None
+    eml = Media(mimetype="message/rfc822", filename="message.eml", size=len(raw), data=raw)
+    return MessagePart(part_id=PartID("eml"), media=eml)
+
+
 def _withheld_notice(withheld: list[tuple[Attachment, str]]) -> MessagePart:
     lines = [f"{a.filename}: {reason}" for a, reason in withheld]
     count = "1 file was" if len(lines) == 1 else f"{len(lines)} files were"
@@ -275,25 +302,32 @@ def _with_status(
     return text, banner + (html if html is not None else _text_html(text.split("\n\n", 1)[-1]))
 
 
-def _encrypted(mail: ParsedMail, raw: bytes, *, show_subject: bool) -> list[MessagePart]:
-    """An encrypted (or opaque S/MIME) mail: a notice saying so, and the original to open."""
+def _encrypted(
+    mail: ParsedMail, raw: bytes, *, show_subject: bool, policy: AttachmentPolicy
+) -> list[MessagePart]:
+    """An encrypted (or opaque S/MIME) mail: a notice saying so, and the original to open,
+    if the attachment policy allows it (and every attachment the parser could see in it: a
+    mail may merely claim to be encrypted)."""
     security = mail.security
     assert security is not None
     kind = "OpenPGP" if security.kind == "openpgp" else "S/MIME"
     what = "signed (opaque)" if security.signed and security.kind == "smime" else "encrypted"
-    text = (
-        f"\U0001f512 {kind} {what} mail: the bridge cannot show it. Open the attached"
-        " message.eml with your mail client."
+    withheld = [(a, r) for a in mail.attachments if (r := policy.refusal(a)) is not None]
+    original = _original(raw, policy, withheld)
+    text = f"\U0001f512 {kind} {what} mail: the bridge cannot show it." + (
+        " Open the attached message.eml with your mail client."
+        if original is not None
+        else " The original is not passed on (see below)."
     )
     subject = mail.subject.strip() if show_subject else ""
     html = f"<p>{htmllib.escape(text)}</p>"
     if subject:
         text = f"{subject}\n\n{text}"
         html = f"<p><strong>{htmllib.escape(subject)}</strong></p>{html}"
-    eml = Media(mimetype="message/rfc822", filename="message.eml", size=len(raw), data=raw)
-    parts = [
-        MessagePart(text=text, html=html, notice=mail.auto_submitted),
-        MessagePart(part_id=PartID("eml"), media=eml),
-    ]
+    parts = [MessagePart(text=text, html=html, notice=mail.auto_submitted)]
+    if original is not None:
+        parts.append(original)
+    if withheld:
+        parts.append(_withheld_notice(withheld))
     _describe(security, parts)
     return parts

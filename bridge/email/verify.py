@@ -11,7 +11,8 @@ Two verifiers (``verifier`` in the config, docs/email.md "Sender verification"):
 
 Either way, mail that fails directly may still pass through ARC (RFC 8617): when the chain
 validates and its newest seal is by a forwarder the operator lists (``arc_forwarders``), the
-forwarder's own ARC-Authentication-Results decide, read with the same rule. A mail with more
+forwarder's own ARC-Authentication-Results decide (a newest seal by the hub's own mail server,
+``arc_own_sealers``, is looked past), read with the same rule. A mail with more
 than one From header, or whose From the bridge's parser read differently from the raw header,
 is never verified: those are the tricks that make a verifier and a reader see two senders.
 
@@ -251,32 +252,38 @@ class SenderVerifier:
     def _forwarded(
         self, fields: list[tuple[bytes, str]], from_domain: str, require: str
     ) -> str | None:
-        """Why the mail is verified through ARC, or None: the newest ARC set that is not the
-        trusted MTA's own must be sealed by a listed forwarder whose ARC-Authentication-Results
-        verify the From domain."""
+        """Why the mail is verified through ARC, or None: the newest ARC set must be sealed by a
+        listed forwarder whose ARC-Authentication-Results verify the From domain.
+
+        The one exception: with ``verifier: mta``, a newest set sealed by the hub's own mail
+        server (its ARC-Seal ``d=`` in ``arc_own_sealers``) is skipped and the set below it
+        decides. Never is a set skipped for what its ARC-Authentication-Results say: anyone can
+        write the hub's authserv-id there, and skipping would let a genuine older set vouch
+        for a body changed and re-sealed since."""
         seals: dict[int, str] = {}
         for name, value in fields:
             if name == b"arc-seal":
                 tags = signature_tags(value)
                 if tags.get("i", "").isdigit():
                     seals.setdefault(int(tags["i"]), tags.get("d", "").lower().rstrip("."))
-        results: dict[int, tuple[str, AuthVerdict]] = {}
+        results: dict[int, AuthVerdict] = {}
         for name, value in fields:
             if name == b"arc-authentication-results":
                 read = read_arc_authentication_results(value)
                 if read is not None:
-                    results.setdefault(read[0], (read[1], read[2]))
-        own = self._cfg.trusted_authserv_id.strip().lower()
-        for instance in sorted(seals, reverse=True):
-            authserv_id, verdict = results.get(instance, ("", AuthVerdict()))
-            if own and authserv_id == own:
-                continue  # the hub's own mail server sealed after checking: look below it
-            forwarder = seals[instance]
-            if forwarder not in self._forwarders:
-                return None
-            if sender_verified(verdict, from_domain, require):
-                return f"forwarded by {forwarder}, which verified it ({_describe(verdict)})"
+                    results.setdefault(read[0], read[2])
+        instances = sorted(seals, reverse=True)
+        own = self._cfg.arc_own_sealers if self._cfg.verifier == "mta" else ()
+        if instances and seals[instances[0]] in own:
+            instances = instances[1:]
+        if not instances:
             return None
+        forwarder = seals[instances[0]]
+        if forwarder not in self._forwarders:
+            return None
+        verdict = results.get(instances[0], AuthVerdict())
+        if sender_verified(verdict, from_domain, require):
+            return f"forwarded by {forwarder}, which verified it ({_describe(verdict)})"
         return None
 
 

@@ -11,12 +11,12 @@ from aiohttp import web
 
 from bridge.core.agency_view import AgencyView
 from bridge.core.connector import Contact, SupportsContacts
-from bridge.core.contact_commands import NotMember, contacts_portal
-from bridge.core.errors import BridgeError, NotFound, TransientError
+from bridge.core.contact_commands import contacts_portal
+from bridge.core.errors import BridgeError, TransientError
 from bridge.portal.models import Portal
 from bridge.provision.admin import origin
 from bridge.provision.auth import Actor
-from bridge.provision.errors import ApiError, bad_request, forbidden, not_found, text
+from bridge.provision.errors import ApiError, bad_request, not_found, text
 from bridge.provision.parts import ApiParts, Endpoints
 from bridge.provision.user import room_id_param
 
@@ -25,6 +25,12 @@ MAX_CONTACT_LENGTH = 320
 
 def _contact(contact: Contact) -> dict[str, Any]:
     return {"id": contact.remote_id, "stopped": contact.stopped}
+
+
+NO_SUCH_PORTAL = (
+    "This room is not bridged, or you are not in it (nor an admin of its agency); if it is"
+    " bridged and you are, invite the bridge bot."
+)
 
 
 class ContactEndpoints(Endpoints):
@@ -45,16 +51,11 @@ class ContactEndpoints(Endpoints):
                 room_id, actor.mxid, None, portals=self._portals, matrix=self._matrix,
                 permissions=self._permissions, view=self._view,
             )  # fmt: skip
-        except NotFound:
-            raise not_found("This room is not bridged.") from None
-        except NotMember:
-            raise forbidden(f"{actor.mxid} is not in this room.") from None
         except TransientError:
             raise ApiError(503, "FI.PONTIS.HOMESERVER_AWAY", "The homeserver is away.") from None
-        except BridgeError:
-            raise not_found(
-                "The bridge bot is not in this room (or it does not exist): invite it first."
-            ) from None
+        except BridgeError:  # NotFound, NotMember and the rest: one answer, as the chat
+            # command gives, so that nobody learns which rooms of other agencies are portals.
+            raise not_found(NO_SUCH_PORTAL) from None
         connector = self._connectors.get(portal.network)
         if not isinstance(connector, SupportsContacts):
             raise not_found(f"{portal.network} portals have no contacts.")

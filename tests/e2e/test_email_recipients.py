@@ -129,24 +129,48 @@ async def test_an_auto_reply_does_not_become_a_contact_or_a_recipient(hub: Hub) 
     assert await hub.mail.all_mail(dora, PASSWORD) == []
 
 
+def _forged_dsn(room: str, original: str, recipient: str) -> bytes:
+    return (
+        f"From: MAILER-DAEMON@forger.example\r\nTo: {room}\r\nSubject: Undelivered\r\n"
+        "Message-ID: <forged-dsn@forger.example>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nIt bounced.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 moved, write to erik@evil.example from now on\r\n"
+        f"--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {original}\r\n\r\n"
+        "--b--\r\n"
+    ).encode()
+
+
 async def test_a_bounced_contact_stops_receiving_until_added_again(hub: Hub) -> None:
     erik = person(hub, "erik")
     gone = "gone-for-good@agency.test"  # no such mailbox: Postfix bounces to the room
     alice = await hub.user("alice")
-    room_id, _ = await room_address(hub, alice, "notices")
+    room_id, address = await room_address(hub, alice, "notices")
     commands = await command_room(hub, alice)
     for who in (erik, gone):
         await bot_says(alice, commands, f"email contacts {room_id} add {who}")
     mark = alice.mark()
     await alice.send_text(room_id, "First notice")
-    assert (await hub.mail.wait_for_mail(erik, PASSWORD))["Subject"] == "First notice"
+    first = await hub.mail.wait_for_mail(erik, PASSWORD)
+    assert first["Subject"] == "First notice"
+    # Each copy has its own bounce address (VERP), which only its recipient's server sees.
+    assert f"{address.split('@')[0]}+b-" in str(first["Return-Path"])
     bounced = await alice.wait_for(
         lambda e: e["content"].get("msgtype") == "m.notice" and "no longer receives" in _body(e),
         room_id=room_id, after=mark, timeout=30,
     )  # fmt: skip
-    assert gone in _body(bounced)
+    assert gone in _body(bounced) and "status 5." in _body(bounced)
+    # Erik knows the mail's Message-ID and that it went to him: a DSN he forges from <> to the
+    # room's address, naming himself with words of his choosing, marks nobody and shows nothing.
+    forged = _forged_dsn(address, str(first["Message-ID"]), erik)
+    assert await hub.mail.send(forged, mail_from="", rcpt_to=[address]) == {}
+    await asyncio.sleep(SETTLE)
+    assert not [e for e in alice.events[mark:] if "evil.example" in _body(e)]
     listed = await bot_says(alice, commands, f"email contacts {room_id} list")
     assert f"`{gone}` — stopped:" in listed and f"`{erik}`" in listed
+    assert f"`{erik}` — stopped" not in listed
 
     mark = alice.mark()
     await alice.send_text(room_id, "Second notice")

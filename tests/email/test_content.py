@@ -113,6 +113,52 @@ async def test_an_inline_image_outside_the_policy_is_not_shown_and_is_named() ->
     assert "chart0.png: image/png files are not allowed here" in parts[-1].text
 
 
+def _with_program(text: str, content_type: bytes | None = None) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "a@one.example", "r@mail.test", "Invoice"
+    msg.set_content(text)
+    msg.add_attachment(
+        b"MZ\x90\x00" + b"\x00" * 2000, maintype="application", subtype="x-msdownload",
+        filename="invoice.exe",
+    )  # fmt: skip
+    raw = msg.as_bytes()
+    if content_type is not None:  # what the mail claims to be
+        raw = raw.replace(b"Content-Type: multipart/mixed;", content_type, 1)
+    return raw
+
+
+PDF_AND_IMAGES = AttachmentPolicy(allowed_types=("image/*", "application/pdf"), max_bytes=1 << 20)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _with_program("x" * 30_000),  # too long for one event: the original would be attached
+        _with_program(
+            "hi", b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";'
+        ),
+    ],
+    ids=["long", "claims-encrypted"],
+)
+async def test_a_withheld_file_does_not_come_in_through_the_attached_original(raw: bytes) -> None:
+    parts = await _parts(raw, PDF_AND_IMAGES)
+    assert [p.media for p in parts if p.media is not None] == []
+    [notice] = [p for p in parts if p.part_id == "withheld"]
+    assert "message.eml" in notice.text
+
+
+async def test_the_attached_original_is_a_file_under_the_policy_too() -> None:
+    raw = _with_program("x" * 30_000)
+    allowed = AttachmentPolicy(allowed_types=("*/*",), max_bytes=1 << 20)
+    assert [p.media.filename for p in await _parts(raw, allowed) if p.media is not None] == [
+        "invoice.exe", "message.eml"
+    ]  # fmt: skip
+    small = AttachmentPolicy(allowed_types=("*/*",), max_bytes=len(raw) - 1)
+    parts = await _parts(raw, small)
+    assert [p.media.filename for p in parts if p.media is not None] == ["invoice.exe"]
+    assert "message.eml" in parts[-1].text and "not passed on" in parts[0].text
+
+
 # --- signed and encrypted mail -------------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ from bridge.email.ids import NETWORK, portal_key
 from bridge.email.outbound import Relay
 from bridge.email.received import KIND_BOUNCE, KIND_MAIL
 from bridge.email.store import EmailStore
+from bridge.email.verp import split_bounce_address
 from bridge.portal.models import Message, Portal, RemoteInput
 from bridge.portal.store import NetworkStore, Store
 from tests.e2e.process import free_port
@@ -201,13 +202,48 @@ async def test_a_bounce_is_kept_and_becomes_a_notice_in_its_turn(
         remote_id="<sent@mail.test>", mxid="$sent", room_id="!room:hub.test",  # type: ignore[arg-type]
         sender_id="@alice:hub.test",
     ))  # fmt: skip
+    await gateway._store.remember_mail(
+        ROOM, "<sent@mail.test>", "Hello", [], sent_to=["nobody@example.org"]
+    )
     dsn = _dsn("<sent@mail.test>", "nobody@example.org")
-    assert (await gateway.receive("", [ROOM], dsn))[0][:3] == "250"
+    bounce_address = (await gateway._bounces()).sender(
+        ROOM, "<sent@mail.test>", "nobody@example.org"
+    )
+    assert not await gateway.is_portal_address(bounce_address)  # no such room yet
+    await store.save_portal(
+        Portal(network=NETWORK, remote_id=portal_key(ROOM).remote_id, mxid="!room:hub.test")
+    )
+    assert await gateway.is_portal_address(bounce_address)
+    assert not await gateway.is_portal_address(OTHER.replace("@", "+b-aaaaaaaaaaaa@"))
+    assert (await gateway.receive("", [bounce_address], dsn))[0][:3] == "250"
     [item] = core.accepted
-    assert item.kind == KIND_BOUNCE and not core.failures
+    assert item.kind == KIND_BOUNCE and item.portal == portal_key(ROOM) and not core.failures
     assert await gateway.convert_remote(item) == []
     [(event_id, message)] = core.failures
-    assert event_id == "$sent" and "nobody@example.org" in message
+    assert event_id == "$sent" and "nobody@example.org" in message and "5.1.1" in message
+    assert "no such user" not in message  # the DSN's own words are never shown
+
+
+async def test_a_bounce_to_the_portal_s_own_address_marks_and_tells_nobody(
+    gateway: EmailGateway, core: Core, store: Store
+) -> None:
+    """Anyone can send a DSN from <>, naming any recipient of a mail they received."""
+    await store.add_message(Message(
+        network=NETWORK, portal_id=portal_key(ROOM).remote_id,
+        remote_id="<sent@mail.test>", mxid="$sent", room_id="!room:hub.test",  # type: ignore[arg-type]
+        sender_id="@alice:hub.test",
+    ))  # fmt: skip
+    await gateway._store.remember_mail(
+        ROOM, "<sent@mail.test>", "Hello", [], sent_to=["nobody@example.org"]
+    )
+    dsn = _dsn("<sent@mail.test>", "nobody@example.org")
+    assert (await gateway.receive("", [ROOM], dsn))[0][:3] == "250"
+    guessed = ROOM.replace("@", "+b-aaaaaaaaaaaa@")
+    assert (await gateway.receive("", [guessed], dsn.replace(b"<dsn@", b"<dsn2@")))[0][:3] == "250"
+    for item in core.accepted:
+        assert await gateway.convert_remote(item) == []
+    assert len(core.accepted) == 2 and not core.failures
+    assert await gateway._store.bounced(ROOM) == set()
 
 
 def _dsn(original: str, recipient: str) -> bytes:
@@ -275,7 +311,9 @@ async def test_mail_from_matrix_waits_for_a_relay_that_is_away(store: Store, cor
         await relay.close()
         server.close()
         await server.wait_closed()
-    assert fake.mails == [(ROOM, ["bob@example.org"])]
+    [(sender, recipients)] = fake.mails
+    assert split_bounce_address(sender) == (ROOM, sender.split("+b-")[1].split("@")[0])
+    assert recipients == ["bob@example.org"]
     assert core.states[-1] == (True, "relay reachable")
 
 
@@ -289,3 +327,17 @@ async def test_the_federation_policy_decides_on_the_sender_domain(store: Store, 
     refusal = gateway.sender_refusal("someone@Gmail.example")
     assert refusal is not None and refusal.startswith("550 5.7.1 ")
     assert "gmail.example" in refusal and "federation policy" in refusal
+
+
+async def test_the_federation_policy_decides_on_the_from_domain_too(
+    store: Store, core: Core
+) -> None:
+    """A refused domain DKIM-signs its mail (From: bob@example.org, verified) and sends it
+    with an envelope sender of an allowed domain: the room must not get it."""
+    gateway = await _gateway(store, core)
+    gateway._ctx.federation = FederationPolicy(
+        [{"network": "email", "remote": ["*.gouv.example"], "matrix": ["local"]}], "hub.test"
+    )
+    [answer] = await gateway.receive("agent@finances.gouv.example", [ROOM], _mail("hi"))
+    assert answer.startswith("550 5.7.1 ") and "federation policy" in answer
+    assert "example.org" in answer and core.accepted == []

@@ -18,7 +18,7 @@ import pytest
 
 from bridge.core import BridgeError, MatrixMessage, PermanentError, RemoteMessage
 from bridge.email import unverified
-from bridge.email.client import EmailGateway
+from bridge.email.client import BOUNCE_TOKEN_KEY, EmailGateway
 from bridge.email.config import EmailConfig
 from bridge.email.ids import NETWORK, portal_key
 from bridge.email.protocol.parse import parse_mail
@@ -32,6 +32,7 @@ from bridge.email.recipients import (
 )
 from bridge.email.records import DIRECTION_IN, DIRECTION_OUT, RECORD_KEY, Records
 from bridge.email.store import EmailStore, StoredMail
+from bridge.email.verp import split_bounce_address
 from bridge.portal.models import Message, Portal, RemoteInput
 from bridge.portal.store import Store
 from tests.email.test_gateway import context_and_store
@@ -63,6 +64,13 @@ def test_reply_all_goes_to_reply_to_and_the_others_without_the_bridge() -> None:
         ["anna.work@one.example"], [B, C]
     )  # fmt: skip
     assert correspondents(mail, own_domain="mail.test", automatic=True) == ([], [])
+
+
+def test_an_unverified_mail_has_only_its_claimed_sender_as_correspondent() -> None:
+    mail = parse_mail(_raw(A, Cc=B, Reply_To="victim@crowd.example, other@crowd.example"))
+    assert correspondents(mail, own_domain="mail.test", automatic=False, verified=False) == (
+        [A], []
+    )  # fmt: skip
 
 
 def test_a_stranger_cannot_make_the_room_mail_a_crowd() -> None:
@@ -152,6 +160,11 @@ class RecordingRelay:
 
 @pytest.fixture
 async def parts(store: Store) -> tuple[EmailGateway, Core, RecordingRelay, EmailStore]:
+    return await gateway_parts(store)
+
+
+async def gateway_parts(store: Store) -> tuple[EmailGateway, Core, RecordingRelay, EmailStore]:
+    """A gateway on ``store`` with a recording relay, a fake core and its own tables."""
     core = Core(store)
     ctx, email_store = await context_and_store(store, core)
     cfg = EmailConfig.from_section({
@@ -168,10 +181,16 @@ async def parts(store: Store) -> tuple[EmailGateway, Core, RecordingRelay, Email
 
 
 async def _arrive(gateway: EmailGateway, store: Store, raw: bytes, mail_from: str,
-                  kind: str = KIND_MAIL) -> RemoteMessage | None:  # fmt: skip
-    """A stored mail converted in its turn, then on Matrix (as the core would record it)."""
+                  kind: str = KIND_MAIL, *, rcpt: str = ROOM) -> RemoteMessage | None:  # fmt: skip
+    """A stored mail converted in its turn, then on Matrix (as the core would record it);
+    ``rcpt`` is its envelope recipient (a bounce address makes the token part of the item,
+    as :meth:`EmailGateway.receive` does)."""
     message_id = parse_mail(raw).message_id
-    item = RemoteInput(portal=portal_key(ROOM), kind=kind, payload=encode_payload(raw, mail_from),
+    payload = encode_payload(raw, mail_from)
+    token = split_bounce_address(rcpt)[1]
+    if token is not None:
+        payload[BOUNCE_TOKEN_KEY] = token
+    item = RemoteInput(portal=portal_key(ROOM), kind=kind, payload=payload,
                        dedupe_id=message_id)  # fmt: skip
     events = await gateway.convert_remote(item)
     if not events:
@@ -202,6 +221,15 @@ async def _say(gateway: EmailGateway, store: Store, body: str, *, event_id: str,
     return remote_id
 
 
+def _portal(sender: str) -> str:
+    return split_bounce_address(sender)[0]
+
+
+async def _bounce_address(gateway: EmailGateway, message_id: str, rcpt: str) -> str:
+    """Where the copy of ``message_id`` for ``rcpt`` went from (and its bounce comes to)."""
+    return (await gateway._bounces()).sender(ROOM, message_id, rcpt)
+
+
 def _shown(mail: EmailMessage) -> set[str]:
     return {a.addr_spec for name in ("To", "Cc") if mail[name] for a in mail[name].addresses}
 
@@ -215,7 +243,7 @@ async def test_three_outsiders_write_and_an_answer_reaches_only_its_thread(
     assert await email_store.contacts(ROOM) == []  # writing makes nobody a contact
     await _say(gateway, store, "Answer to Ben", event_id="$answer", reply_to="<ben@example.org>")
     [(sender, envelope, mail)] = relay.sent
-    assert sender == ROOM and envelope == [B] and _shown(mail) == {B}
+    assert split_bounce_address(sender)[0] == ROOM and envelope == [B] and _shown(mail) == {B}
     assert mail["In-Reply-To"] == "<ben@example.org>" and mail["Subject"] == "Re: Question"
     # With no contacts, a new conversation reaches nobody, and the user is told what to do.
     with pytest.raises(PermanentError, match="no recipients") as refused:
@@ -230,7 +258,8 @@ async def test_a_new_conversation_is_one_copy_per_contact_and_removal_stops_it(
     for contact in (A, B, C):
         await email_store.add_contact(ROOM, contact)
     message_id = await _say(gateway, store, "Newsletter", event_id="$news")
-    assert [(s, e) for s, e, _ in relay.sent] == [(ROOM, [A]), (ROOM, [B]), (ROOM, [C])]
+    assert [(_portal(s), e) for s, e, _ in relay.sent] == [(ROOM, [A]), (ROOM, [B]), (ROOM, [C])]
+    assert len({s for s, _, _ in relay.sent}) == 3  # each copy has its own bounce address
     for _, envelope, mail in relay.sent:
         assert _shown(mail) == set(envelope) and mail["Cc"] is None
         assert mail["Message-ID"] == message_id  # every answer threads under one event
@@ -291,14 +320,19 @@ async def test_a_bounced_contact_stops_receiving_until_added_again(
     await email_store.add_contact(ROOM, A)
     await email_store.add_contact(ROOM, B)
     message_id = await _say(gateway, store, "Hello both", event_id="$hello")
-    # A forged DSN naming someone the mail never went to, or a mail never sent, marks nobody.
-    await _arrive(gateway, store, _dsn(message_id, C), "", KIND_BOUNCE)
-    await _arrive(gateway, store, _dsn("<never@mail.test>", A), "", KIND_BOUNCE)
-    assert await email_store.bounced(ROOM) == set()
+    to_a = await _bounce_address(gateway, message_id, A)
+    # A DSN to the portal's own address (anyone can send one), one naming someone the mail
+    # never went to, or about a mail never sent, marks nobody.
     await _arrive(gateway, store, _dsn(message_id, A), "", KIND_BOUNCE)
+    await _arrive(gateway, store, _dsn(message_id, C), "", KIND_BOUNCE,
+                  rcpt=await _bounce_address(gateway, message_id, C))  # fmt: skip
+    await _arrive(gateway, store, _dsn("<never@mail.test>", A), "", KIND_BOUNCE, rcpt=to_a)
+    assert await email_store.bounced(ROOM) == set() and core.failures == []
+    await _arrive(gateway, store, _dsn(message_id, A), "", KIND_BOUNCE, rcpt=to_a)
     assert await email_store.bounced(ROOM) == {A}
     event_id, notice = core.failures[-1]
     assert event_id == "$hello" and A in notice and "no longer receives" in notice
+    assert "5.1.1" in notice and "no such user" not in notice
     relay.sent.clear()
     await _say(gateway, store, "Second", event_id="$second")
     assert [e for _, e, _ in relay.sent] == [[B]]
@@ -306,9 +340,29 @@ async def test_a_bounced_contact_stops_receiving_until_added_again(
     relay.sent.clear()
     third = await _say(gateway, store, "Third", event_id="$third")
     assert [e for _, e, _ in relay.sent] == [[A], [B]]
-    # The MTA rewrote B (an alias): the DSN's Original-Recipient still names the contact.
-    await _arrive(gateway, store, _dsn(third, "b.real@mailhost.example", B), "", KIND_BOUNCE)
+    # The MTA rewrote B (an alias): the bounce address still names the contact.
+    await _arrive(gateway, store, _dsn(third, "b.real@mailhost.example"), "", KIND_BOUNCE,
+                  rcpt=await _bounce_address(gateway, third, B))  # fmt: skip
     assert await email_store.bounced(ROOM) == {B}
+
+
+async def test_a_recipient_cannot_forge_a_bounce_for_another(
+    parts: tuple[EmailGateway, Core, RecordingRelay, EmailStore], store: Store
+) -> None:
+    """Anna writes, Cc Ben; the room answers both. Anna knows the answer's Message-ID and that
+    Ben got it, and her own copy's bounce address (its Return-Path): none of it marks Ben."""
+    gateway, core, relay, email_store = parts
+    await _arrive(gateway, store, _raw(A, "Q", Cc=B), A)
+    answer = await _say(gateway, store, "Answer", event_id="$ans", reply_to="<anna@example.org>")
+    senders = {envelope[0]: sender for sender, envelope, _ in relay.sent}
+    assert sorted(senders) == [A, B] and senders[A] != senders[B]  # one copy each
+    forged = _dsn(answer, B).replace(
+        b"550 5.1.1 no such user", b"Ben asked to be reached at ben@evil.example from now on"
+    )
+    await _arrive(gateway, store, forged, "", KIND_BOUNCE)  # to the portal's address
+    await _arrive(gateway, store, forged, "", KIND_BOUNCE, rcpt=senders[A])  # to her own
+    assert await email_store.bounced(ROOM) == {A}  # her own copy's address names only her
+    assert all("evil.example" not in notice for _, notice in core.failures)
 
 
 async def test_every_mail_in_and_out_is_recorded_with_its_hash_in_the_room_event(
@@ -335,9 +389,11 @@ async def test_every_mail_in_and_out_is_recorded_with_its_hash_in_the_room_event
 async def test_an_unverified_mail_is_answered_to_its_sender_only_and_bounces_are_recorded(
     parts: tuple[EmailGateway, Core, RecordingRelay, EmailStore], store: Store
 ) -> None:
-    """Mail delivered marked unverified (``unverified_mail: mark``): its Cc may be anyone's."""
+    """Mail delivered marked unverified (``unverified_mail: mark``): its Reply-To and Cc may be
+    anyone's (a forger would name up to twenty victims there)."""
     gateway, _, relay, email_store = parts
-    raw = _raw(A, "Please forward", Cc=f"{B}, {C}")
+    crowd = ", ".join(f"victim{n}@target{n}.example" for n in range(20))
+    raw = _raw(A, "Please forward", Cc=f"{B}, {C}", Reply_To=crowd)
     payload = {**encode_payload(raw, A), unverified.PAYLOAD_KEY: "dmarc=fail"}
     item = RemoteInput(portal=portal_key(ROOM), kind=KIND_MAIL, payload=payload,
                        dedupe_id="<anna@example.org>")  # fmt: skip

@@ -6,6 +6,7 @@ from email.message import EmailMessage
 
 import pytest
 
+from bridge.email import to_matrix
 from bridge.email.protocol.parse import parse_mail
 from bridge.email.to_matrix import MAX_HTML_CHARS, MAX_TEXT_BYTES, mail_parts
 
@@ -132,4 +133,24 @@ async def test_a_cut_quote_still_says_the_mail_is_attached_whole() -> None:
     raw = _raw("New answer", html=html)
     text, eml = await mail_parts(parse_mail(raw), raw, show_subject=False, strip_quotes=True)
     assert text.text.startswith("New answer") and "message.eml" in text.text
+    assert eml.media is not None and await eml.media.read() == raw
+
+
+async def test_the_quote_stripper_reads_only_as_much_text_as_can_be_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It runs on the event loop: a 24 MiB text would stall every room for seconds."""
+    seen: list[int] = []
+    strip = to_matrix.strip_quoted_text
+
+    def measured(text: str) -> tuple[str, str | None]:
+        seen.append(len(text))
+        return strip(text)
+
+    monkeypatch.setattr(to_matrix, "strip_quoted_text", measured)
+    # The new text hides behind a huge quote: cut before stripping, so the mail is marked cut.
+    raw = _raw("On Mon, Bob wrote:\n" + "> quoted line here\n" * 60_000 + "New answer\n")
+    text, eml = await mail_parts(parse_mail(raw), raw, show_subject=False, strip_quotes=True)
+    assert seen and max(seen) <= to_matrix.MAX_PLAIN_CHARS
+    assert "message.eml" in text.text
     assert eml.media is not None and await eml.media.read() == raw

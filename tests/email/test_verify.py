@@ -210,6 +210,65 @@ async def test_arc_results_sealed_by_another_domain_do_not_count() -> None:
         verifier.close()
 
 
+def _resealed_by_an_attacker(zone: DnsServer, origin: SendingDomain) -> bytes:
+    """A genuine list's forward, its body then changed and re-sealed by evil.example with
+    ARC-Authentication-Results that claim the hub's authserv-id."""
+    lists, evil = SendingDomain("lists.example"), SendingDomain("evil.example")
+    lists.publish(zone)
+    evil.publish(zone)
+    checked = ar(
+        "lists.example; dkim=pass header.d=origin.example; dmarc=pass header.from=origin.example"
+    )
+    forwarded = lists.arc_seal(checked + origin.sign(mail()), "lists.example")
+    tampered = forwarded.replace(b"Hello\r\n", b"Please wire 10k to IBAN XX00 EVIL\r\n")
+    return evil.arc_seal(ar(f"{MX}; arc=pass") + tampered, MX)
+
+
+async def test_an_arc_set_claiming_the_hub_s_authserv_id_is_not_skipped(
+    zone: DnsServer, origin: SendingDomain
+) -> None:
+    resealed = _resealed_by_an_attacker(zone, origin)
+    # The MTA validates the chain (the newest set is evil's, intact) and says arc=pass.
+    final = (
+        ar(
+            f"{MX}; dkim=fail header.d=origin.example; dmarc=fail header.from=origin.example; arc=pass"
+        )
+        + resealed
+    )
+    mta = SenderVerifier(config(arc_forwarders=("lists.example",)))
+    # Even listing evil.example as the hub's own sealer does not help with verifier: bridge.
+    own = bridge_verifier(zone, arc_forwarders=("lists.example",))
+    try:
+        result = await check(mta, final, mail_from="x@evil.example")
+        assert not result.verified, result
+        result = await check(own, resealed, mail_from="x@evil.example")
+        assert not result.verified, result
+    finally:
+        mta.close()
+        own.close()
+
+
+async def test_the_newest_set_of_a_configured_own_sealer_is_looked_past(zone: DnsServer) -> None:
+    lists, hub = SendingDomain("lists.example"), SendingDomain("agency.test")
+    checked = ar(
+        "lists.example; dkim=pass header.d=origin.example; dmarc=pass header.from=origin.example"
+    )
+    forwarded = lists.arc_seal(checked + mail(), "lists.example")
+    sealed = hub.arc_seal(ar(f"{MX}; arc=pass") + forwarded, MX)
+    final = ar(f"{MX}; dkim=fail header.d=origin.example; dmarc=fail; arc=pass") + sealed
+    configured = SenderVerifier(
+        config(arc_forwarders=("lists.example",), arc_own_sealers=("agency.test",))
+    )
+    unconfigured = SenderVerifier(config(arc_forwarders=("lists.example",)))
+    try:
+        result = await check(configured, final)
+        assert result.verified and "forwarded by lists.example" in result.reason, result
+        assert not (await check(unconfigured, final)).verified
+    finally:
+        configured.close()
+        unconfigured.close()
+
+
 # --- verifier: bridge -----------------------------------------------------------------------
 
 
@@ -265,6 +324,19 @@ async def test_spf_reads_the_client_from_the_mta_s_own_received_header(
     forged = RECEIVED.replace(b"192.0.2.1", b"203.0.113.9") + RECEIVED + mail()
     result = await check(own, forged)
     assert not result.verified and "spf=fail" in result.reason
+
+
+async def test_an_address_in_the_helo_name_is_not_the_spf_client(
+    own: SenderVerifier, origin: SendingDomain
+) -> None:
+    # Postfix writes "from HELO (rdns [addr])": a client at 203.0.113.66 saying
+    # "EHLO [192.0.2.1]" must not pass SPF for a domain that allows 192.0.2.1 only.
+    spoofed = (
+        b"Received: from [192.0.2.1] (unknown [203.0.113.66])\r\n"
+        b"\tby mail.agency.test (Postfix) with ESMTP id 4Zx1; Fri, 4 Dec 2026 10:00:00 +0000\r\n"
+    )
+    result = await check(own, spoofed + mail(body="Please pay invoice 42 to IBAN XX00 EVIL\n"))
+    assert not result.verified and "spf=fail" in result.reason, result
 
 
 async def test_a_peer_that_is_no_trusted_mta_is_the_spf_client(

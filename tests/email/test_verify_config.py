@@ -59,6 +59,8 @@ def test_a_working_in_process_setup() -> None:
         ({"trusted_mta_addresses": ["mx.example.org"]}, "trusted_mta_addresses"),
         ({"trusted_mta_addresses": ["192.0.2.0/33"]}, "trusted_mta_addresses"),
         ({"arc_forwarders": ["postmaster@lists.example.org"]}, "arc_forwarders"),
+        ({"arc_own_sealers": ["postmaster@mx.example.org"]}, "arc_own_sealers"),
+        ({"arc_own_sealers": ["mx.example.org"], "verifier": "bridge"}, "arc_own_sealers"),
         ({"dns": {"nameservers": ["ns1.example.org"], "timeout": 5}}, "dns.nameservers"),
         ({"dns": {"nameservers": ["127.0.0.1:99999"], "timeout": 5}}, "dns.nameservers"),
         ({"dns": {"nameservers": [], "timeout": 0}}, "dns.timeout"),
