@@ -78,6 +78,20 @@ stop_system_prosody() {
     return 0
 }
 
+# stop_system_ejabberd : the tests run their own ejabberd (tests/e2e/ejabberd.py); stop the
+# packaged daemon if it started anyway (it would hold 0.0.0.0:5222 and 5269, and epmd's 4369).
+# `ejabberdctl stop` reaches it over Erlang distribution, as its own user with its own cookie;
+# if that fails, its pidfile (set in /etc/default/ejabberd) names the beam process.
+stop_system_ejabberd() {
+    local pidfile=/run/ejabberd/ejabberd.pid pid
+    if [ -f "$pidfile" ] && pid="$(cat "$pidfile")" && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        echo "Stopping the packaged ejabberd daemon (pid $pid)"
+        as_root ejabberdctl stop >/dev/null 2>&1 || as_root kill "$pid" || true
+        for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    fi
+    return 0
+}
+
 # stop_system_mail : the tests run their own Postfix and Dovecot (tests/e2e/mail.py); stop the
 # packaged daemons if they started anyway (they would hold ports 25, 143, 993...).
 stop_system_mail() {

@@ -6,16 +6,18 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-# Debian packages the tests need. prosody: the XMPP end-to-end tests run their own instance
-# (tests/e2e/prosody.py); postfix, dovecot-imapd and dovecot-lmtpd: the email end-to-end tests
-# run their own mail servers (tests/e2e/mail.py). ensure_debian_packages keeps the packaged
-# services from starting; postfix's installer is told not to configure the system's mail.
-DEBIAN_PACKAGES=(python3-venv prosody postfix dovecot-imapd dovecot-lmtpd systemd prometheus)
+# Debian packages the tests need. prosody and ejabberd: the XMPP end-to-end tests run their own
+# instances (tests/e2e/prosody.py, tests/e2e/ejabberd.py); postfix, dovecot-imapd and
+# dovecot-lmtpd: the email end-to-end tests run their own mail servers (tests/e2e/mail.py).
+# ensure_debian_packages keeps the packaged services from starting; postfix's installer is told
+# not to configure the system's mail.
+DEBIAN_PACKAGES=(python3-venv prosody ejabberd postfix dovecot-imapd dovecot-lmtpd systemd prometheus)
 DEBCONF_SELECTIONS=("postfix postfix/main_mailer_type select No configuration")
 
 step "Debian packages"
 ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
 stop_system_prosody
+stop_system_ejabberd
 stop_system_mail
 
 step "Project venv (.venv)"

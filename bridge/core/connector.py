@@ -34,6 +34,7 @@ from bridge.core.errors import NotSupported
 from bridge.core.events import (
     ChatInfo,
     MatrixEdit,
+    MatrixKick,
     MatrixMembership,
     MatrixMessage,
     MatrixReaction,
@@ -287,9 +288,30 @@ class SupportsMembership(Protocol):
 
 
 @runtime_checkable
+class SupportsKicks(Protocol):
+    async def handle_matrix_kick(self, kick: MatrixKick) -> None:
+        """A Matrix moderator kicked or banned a ghost from a portal room: remove (or ban) that
+        person in the remote chat, or raise with a ``user_message`` saying why it could not."""
+        ...
+
+
+@runtime_checkable
+class SupportsPowerLevels(Protocol):
+    async def handle_matrix_power_levels(
+        self, portal: Portal, levels: dict[str, Any], creators: list[str]
+    ) -> None:
+        """The portal room's power levels changed (the homeserver let the sender change them):
+        ``levels`` is the new ``m.room.power_levels`` content, ``creators`` have every power."""
+        ...
+
+
+@runtime_checkable
 class SupportsRoomMetadata(Protocol):
-    async def handle_matrix_room_info(self, portal: Portal, info: ChatInfo) -> None:
-        """A Matrix user renamed the room or changed its topic or avatar."""
+    async def handle_matrix_room_info(
+        self, portal: Portal, info: ChatInfo, *, sender: str, sender_name: str
+    ) -> None:
+        """Matrix user ``sender`` changed the room's topic (``info.topic``; the homeserver let
+        them). Not called for the bridge's own changes."""
         ...
 
 
@@ -370,6 +392,8 @@ class ClientFeatures:
     direct_chats: bool = False
     room_bridging: bool = False
     membership: bool = False
+    kicks: bool = False
+    power_levels: bool = False
     invites: bool = False
     remote_input: bool = False
 
@@ -386,6 +410,8 @@ class ClientFeatures:
             direct_chats=isinstance(client, SupportsDirectChats),
             room_bridging=isinstance(client, SupportsRoomBridging),
             membership=isinstance(client, SupportsMembership),
+            kicks=isinstance(client, SupportsKicks),
+            power_levels=isinstance(client, SupportsPowerLevels),
             invites=isinstance(client, SupportsInvites),
             remote_input=isinstance(client, SupportsRemoteInput),
         )

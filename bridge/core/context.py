@@ -59,6 +59,8 @@ class CoreServices(Protocol):
 
     async def matrix_members(self, room_id: str) -> dict[str, str]: ...
 
+    async def matrix_power_levels(self, room_id: str) -> tuple[dict[str, Any], list[str]]: ...
+
     async def delivery_failed(
         self, network: NetworkID, event_id: str, err: BridgeError
     ) -> None: ...
@@ -209,6 +211,11 @@ class ConnectorContext:
     async def matrix_members(self, room_id: str) -> dict[str, str]:
         """mxid → display name of a portal room's Matrix members (ghosts left out)."""
         return await self._core.matrix_members(room_id)
+
+    async def matrix_power_levels(self, room_id: str) -> tuple[dict[str, Any], list[str]]:
+        """A portal room's ``m.room.power_levels`` content and its creators (who have every
+        power in room versions that say so)."""
+        return await self._core.matrix_power_levels(room_id)
 
     async def delivery_failed(self, event_id: str, err: BridgeError) -> None:
         """The network bounced a message after ``handle_matrix_*`` had returned (an XMPP error

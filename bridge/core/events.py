@@ -178,6 +178,27 @@ class RemoteReceipt(RemoteEvent):
 
 
 @dataclass(slots=True, kw_only=True)
+class RemoteKick(RemoteEvent):
+    """A moderator on the network removed ``target`` from the chat (``ban``: for good). The
+    core's bot kicks or bans ``target``'s ghost from the portal room; ``sender`` stays None."""
+
+    target: RemoteUserID
+    ban: bool = False
+    reason: str = ""
+    create_portal: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class RemotePowerLevel(RemoteEvent):
+    """``target``'s rights on the network changed: the core's bot gives their ghost power level
+    ``level`` in the portal room (if it may; nothing is sent when the level is already that)."""
+
+    target: RemoteUserID
+    level: int
+    create_portal: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
 class RemoteChatInfo(RemoteEvent):
     info: ChatInfo
 
@@ -239,6 +260,16 @@ class MatrixMembership(MatrixEvent):
     """``sender`` joined or left the portal room (``membership`` is ``join`` or ``leave``)."""
 
     membership: str
+
+
+@dataclass(slots=True, kw_only=True)
+class MatrixKick(MatrixEvent):
+    """``sender`` (a room moderator: the homeserver checked) kicked or banned ``target``, the
+    ghost of a remote person, from the portal room."""
+
+    target: str
+    ban: bool = False
+    reason: str = ""
 
 
 @dataclass(slots=True, kw_only=True)

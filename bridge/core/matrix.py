@@ -269,6 +269,17 @@ class MatrixAPI:
         except Exception as err:
             raise _wrap(err, f"leaving {room_id}") from err
 
+    async def kick(self, room_id: str, mxid: str, reason: str = "", *, ban: bool = False) -> None:
+        """The bot kicks (or bans) ``mxid`` from ``room_id``; it needs the power to."""
+        intent = self.intent(self.bot_mxid)
+        try:
+            if ban:
+                await intent.ban_user(RoomID(room_id), UserID(mxid), reason)
+            else:
+                await intent.kick_user(RoomID(room_id), UserID(mxid), reason)
+        except Exception as err:
+            raise _wrap(err, f"removing {mxid} from {room_id}") from err
+
     async def get_displayname(self, room_id: str, mxid: str) -> str:
         member = await self.state_store.get_member(RoomID(room_id), UserID(mxid))
         if member is not None and member.displayname:

@@ -23,15 +23,20 @@ from bridge.core.clients import ClientRegistry, LoadedClient
 from bridge.core.connector import (
     NetworkConnector,
     SupportsEdits,
+    SupportsKicks,
     SupportsMembership,
+    SupportsPowerLevels,
     SupportsReactions,
     SupportsReceipts,
     SupportsRedactions,
+    SupportsRoomMetadata,
     SupportsTyping,
 )
 from bridge.core.errors import NotSupported
 from bridge.core.events import (
+    ChatInfo,
     MatrixEdit,
+    MatrixKick,
     MatrixMembership,
     MatrixMessage,
     MatrixReaction,
@@ -82,6 +87,12 @@ class MatrixEventHandler:
         if etype == "m.room.member":
             await self._membership(portal, event, content)
             return
+        if etype == "m.room.power_levels" and event.get("state_key") == "":
+            await self._power_levels(portal, content)
+            return
+        if etype == "m.room.topic" and event.get("state_key") == "":
+            await self._topic(portal, sender, content)
+            return
         if await self._store.get_message_by_mxid(event["event_id"]) is not None:
             return  # already bridged before a crash
         relates = content.get("m.relates_to") or {}
@@ -125,8 +136,12 @@ class MatrixEventHandler:
     ) -> None:
         sender = str(event["sender"])
         membership = content.get("membership")
-        if event.get("state_key") != sender or membership not in ("join", "leave"):
-            return  # invites, kicks and bans by others are not shown on the network
+        target = event.get("state_key")
+        if target != sender and membership in ("leave", "ban") and isinstance(target, str):
+            await self._kick(portal, event, target, ban=membership == "ban")
+            return
+        if target != sender or membership not in ("join", "leave"):
+            return  # invites, and kicks of Matrix users, are not shown on the network
         if self._permissions.relay_only(sender):
             return  # on the network they are the bot's relayed messages, not a member
         loaded = self._clients.client_or_none(portal, sender)
@@ -139,6 +154,52 @@ class MatrixEventHandler:
             timestamp=int(event.get("origin_server_ts") or time.time() * 1000), membership=str(membership),
         )  # fmt: skip
         await cast(SupportsMembership, loaded.client).handle_matrix_membership(change)
+
+    async def _power_levels(self, portal: Portal, content: dict[str, Any]) -> None:
+        """New power levels: the homeserver checked the sender may set them. Creators are read
+        from the room (they hold every power in newer room versions)."""
+        loaded = self._clients.client_or_none(portal, self._matrix.bot_mxid)
+        if loaded is None or not loaded.features.power_levels or not portal.mxid:
+            return
+        _, creators = await self._matrix.power_levels(portal.mxid)
+        await cast(SupportsPowerLevels, loaded.client).handle_matrix_power_levels(
+            portal, content, creators
+        )
+
+    async def _topic(self, portal: Portal, sender: str, content: dict[str, Any]) -> None:
+        topic = content.get("topic")
+        if sender == self._matrix.bot_mxid or self._is_puppet(sender) or not isinstance(topic, str):
+            return  # the bridge's own doing: it came from the network
+        if self._permissions.relay_only(sender):
+            return
+        loaded = self._clients.client_or_none(portal, sender)
+        if loaded is None or not loaded.features.room_metadata:
+            return
+        name = await self._matrix.get_displayname(portal.mxid or "", sender)
+        await cast(SupportsRoomMetadata, loaded.client).handle_matrix_room_info(
+            portal, ChatInfo(topic=topic), sender=sender, sender_name=name
+        )
+
+    async def _kick(self, portal: Portal, event: dict[str, Any], target: str, *, ban: bool) -> None:
+        """A moderator removed a ghost (a Matrix user kicked is the homeserver's business)."""
+        sender = str(event["sender"])
+        if sender == self._matrix.bot_mxid or self._is_puppet(sender):
+            return  # the bridge's own doing
+        if not self._is_puppet(target):
+            return
+        if self._permissions.relay_only(sender):
+            return
+        loaded = self._clients.client_or_none(portal, sender)
+        if loaded is None or not loaded.features.kicks:
+            return
+        reason = (event.get("content") or {}).get("reason")
+        kick = MatrixKick(
+            portal=portal, event_id=str(event["event_id"]), sender=sender,
+            sender_name=await self._matrix.get_displayname(portal.mxid or "", sender),
+            timestamp=int(event.get("origin_server_ts") or time.time() * 1000), target=target,
+            ban=ban, reason=reason if isinstance(reason, str) else "",
+        )  # fmt: skip
+        await cast(SupportsKicks, loaded.client).handle_matrix_kick(kick)
 
     async def _message(
         self,

@@ -25,7 +25,9 @@ from bridge.core.events import (
     RemoteChatInfo,
     RemoteEdit,
     RemoteEvent,
+    RemoteKick,
     RemoteMessage,
+    RemotePowerLevel,
     RemoteReaction,
     RemoteReactionRemove,
     RemoteReactionSync,
@@ -343,8 +345,30 @@ class PortalManager:
                     await self._matrix.mark_read(sender_mxid, portal.mxid, parts[-1].mxid)
             case RemoteChatInfo():
                 await self._chat_info(portal, event.info, client)
+            case RemoteKick():  # a ban holds for someone not in the room yet, a kick does not
+                ghost = await self.ensure_ghost(key.network, event.target, client, None)
+                if event.ban or ghost.mxid in await self._matrix.joined_members(portal.mxid):
+                    await self._matrix.kick(portal.mxid, ghost.mxid, event.reason, ban=event.ban)
+            case RemotePowerLevel():
+                ghost = await self.ensure_ghost(key.network, event.target, client, None)
+                await self._power_level(portal.mxid, ghost.mxid, event.level)
             case _:
                 raise TypeError(f"unknown remote event {type(event).__name__}")
+
+    async def _power_level(self, room_id: str, mxid: str, level: int) -> None:
+        """Give ``mxid`` power ``level`` in ``room_id`` as the bot, unless it has it already."""
+        levels, _ = await self._matrix.power_levels(room_id)
+        users = dict(levels.get("users") or {})
+        default = levels.get("users_default", 0)
+        if users.get(mxid, default) == level:
+            return
+        if level == default:
+            users.pop(mxid, None)
+        else:
+            users[mxid] = level
+        await self._matrix.set_state(
+            self._matrix.bot_mxid, room_id, "m.room.power_levels", {**levels, "users": users}
+        )
 
     async def _message(self, portal: Portal, sender: str, event: RemoteMessage) -> None:
         key = portal.key

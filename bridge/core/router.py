@@ -158,6 +158,9 @@ class Router:
         members = await self._matrix.joined_members(room_id)
         return {mxid: name for mxid, name in members.items() if not self.is_any_puppet(mxid)}
 
+    async def matrix_power_levels(self, room_id: str) -> tuple[dict[str, Any], list[str]]:
+        return await self._matrix.power_levels(room_id)
+
     # --- network → Matrix -----------------------------------------------------------------------
 
     async def submit_remote_event(

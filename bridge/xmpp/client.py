@@ -8,25 +8,22 @@ user who speaks there joins as their own occupant.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from copy import copy
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from slixmpp import JID, Message, Presence
-from slixmpp.exceptions import IqError, IqTimeout
 
 from bridge.core import (
     ChatInfo,
     ConnectorContext,
     LoginID,
     MatrixEdit,
+    MatrixKick,
     MatrixMembership,
     MatrixMessage,
     MatrixReaction,
@@ -34,7 +31,6 @@ from bridge.core import (
     MatrixReceipt,
     MatrixRedaction,
     MatrixTyping,
-    Media,
     NotFound,
     NotSupported,
     PermanentError,
@@ -61,20 +57,22 @@ from bridge.xmpp.ids import (
 )
 from bridge.xmpp.inbound import Inbound
 from bridge.xmpp.mam import CLOCK_MARGIN_MS, Archive
+from bridge.xmpp.moderation import MucModeration, subject_key
+from bridge.xmpp.moderator import MatrixModerator
 from bridge.xmpp.muc import MUC_NS, JoinError, MucTracker
 from bridge.xmpp.muc_presence import MucKeeper
 from bridge.xmpp.protocol.escaping import (
     bare_jid,
     is_valid_jid,
+    jid_to_mxid,
     mxid_to_jid,
     split_jid,
 )
 from bridge.xmpp.store import ArchiveMark, XmppStore
+from bridge.xmpp.vcards import fetch_vcard
 
 JOIN_TIMEOUT = 15
 MAX_RESENDS = 3
-VCARD_NS = "vcard-temp"
-VCARD_TIMEOUT = 5
 TRACKED_STANZAS = 2000
 MessageType = Literal["chat", "groupchat"]
 
@@ -112,6 +110,16 @@ class XmppClient:
         self._sent: OrderedDict[str, _Sent] = OrderedDict()
         self.keeper = MucKeeper(ctx, self.component, self.mucs, f"{cfg.listener_jid}/pontis",
                                 self._join_listener, cfg.self_ping_minutes)  # fmt: skip
+        self.moderation = MucModeration(ctx, f"{cfg.listener_jid}/pontis", self._puppet_mxid,
+                                        self.mucs)  # fmt: skip
+        self.inbound.moderation = self.moderation
+        self.moderator = MatrixModerator(ctx, self.component, self.hosted, self.mucs,
+                                         self.moderation, self._puppet_in)  # fmt: skip
+
+    def _puppet_mxid(self, jid: str) -> str | None:
+        """The Matrix user whose occupant ``jid`` (bare) is, if it is one of ours."""
+        mxid = jid_to_mxid(jid, self._cfg.jid) if jid != self._cfg.listener_jid else None
+        return mxid if mxid is not None and self._ctx.parse_ghost_mxid(mxid) is None else None
 
     # --- connection -------------------------------------------------------------------------------
 
@@ -119,6 +127,7 @@ class XmppClient:
         if self.hosted is not None:
             await self.hosted.load()
             self.hosted.component.start()
+        await self._hold_bridged_mucs()
         self.component.start()
         self.keeper.start()
 
@@ -133,15 +142,24 @@ class XmppClient:
         self._ctx.set_client_state(self.login_id, connected=up, message=message)
         if not up:
             self.mucs.forget_all()
+            self.moderation.forget_all()
             return
         # MUCs drop our occupants while we are away (status 333): rejoin and catch up from the
         # room's archive; messages already bridged are recognised by their ids. Rooms we host
         # are ours: joining them as an occupant would echo them into themselves.
-        for portal in await self._ctx.store.list_portals():
-            if not portal.is_direct and not self._hosts(portal.remote_id):
-                self._ctx.background(
-                    self._rejoin(portal.remote_id), name=f"rejoin {portal.remote_id}"
-                )
+        for room in await self._hold_bridged_mucs():
+            self._ctx.background(self._rejoin(room), name=f"rejoin {room}")
+
+    async def _hold_bridged_mucs(self) -> list[str]:
+        """Hold the live messages of every bridged MUC until its rejoin has caught up. A server
+        may still count our occupant in after a gap (ejabberd does across a component reconnect)
+        and send live messages before we rejoin: taken at once, they would overtake the
+        archive and move the room's mark past what we missed."""
+        rooms: list[str] = [p.remote_id for p in await self._ctx.store.list_portals()
+                 if not p.is_direct and not self._hosts(p.remote_id)]  # fmt: skip
+        for room in rooms:
+            self.inbound.hold(room)
+        return rooms
 
     async def _rejoin(self, room: str) -> None:
         if self.keeper.rejoining(room):
@@ -149,6 +167,7 @@ class XmppClient:
         try:
             await self._join_listener(room)
         except (JoinError, TimeoutError, TransientError) as err:
+            await self.inbound.release(room, caught_up=False)  # nothing held for ever
             self._log.error(
                 "Could not rejoin %s: %s; its messages are not bridged until it works", room, err
             )
@@ -213,6 +232,8 @@ class XmppClient:
 
     async def _puppet_in(self, room: str, mxid: str, name: str) -> str:
         """The full JID of ``mxid``'s occupant in ``room``, joining on first use."""
+        if refused := self.moderation.refusal(room, mxid):
+            raise refused
         jid = mxid_to_jid(mxid, self._cfg.jid)
         for nick in (name, f"{name} [matrix]", f"{name} [{mxid}]"):
             try:
@@ -234,6 +255,7 @@ class XmppClient:
     async def _on_stanza(self, stanza: Stanza) -> None:
         if isinstance(stanza, Presence):
             self.keeper.on_presence(stanza)  # first: the tracker forgets our nick on unavailable
+            self.moderation.on_presence(stanza)
             self.mucs.on_presence(stanza)
             return
         if stanza["type"] == "error":
@@ -308,7 +330,8 @@ class XmppClient:
             )
         room = self.mucs.room(portal.remote_id)
         local, domain, _ = split_jid(portal.remote_id)
-        return ChatInfo(name=local or domain, topic=room.subject, is_direct=False)
+        topic = room.subject or await self._ctx.store.kv_get(subject_key(portal.remote_id))
+        return ChatInfo(name=local or domain, topic=topic, is_direct=False)
 
     async def get_user_info(self, user: RemoteUserID) -> UserInfo:
         if not is_valid_jid(user):
@@ -319,35 +342,7 @@ class XmppClient:
         fallback = UserInfo(name=resource or local or domain)
         if resource or not self.component.up:
             return fallback  # a MUC occupant known only by nick
-        return await self._vcard(user) or fallback
-
-    async def _vcard(self, user: str) -> UserInfo | None:
-        """Name and avatar from the person's vCard (XEP-0054), if they published one."""
-        iq = self.component.xmpp.make_iq_get(ito=JID(user), ifrom=JID(self._cfg.jid))
-        iq.xml.append(iq.xml.makeelement(f"{{{VCARD_NS}}}vCard", {}))
-        try:
-            result = await iq.send(timeout=VCARD_TIMEOUT)
-        except (IqError, IqTimeout) as err:
-            self._log.debug("No vCard for %s: %s", user, err)
-            return None
-        card = result.xml.find(f"{{{VCARD_NS}}}vCard")
-        if card is None:
-            return None
-        name = (
-            card.findtext(f"{{{VCARD_NS}}}NICKNAME") or card.findtext(f"{{{VCARD_NS}}}FN") or None
-        )
-        avatar = None
-        binval = card.findtext(f"{{{VCARD_NS}}}PHOTO/{{{VCARD_NS}}}BINVAL")
-        if binval:
-            try:
-                data = base64.b64decode("".join(binval.split()), validate=True)
-            except binascii.Error:
-                data = b""
-            if data:
-                mimetype = card.findtext(f"{{{VCARD_NS}}}PHOTO/{{{VCARD_NS}}}TYPE") or "image/png"
-                avatar = Media(data=data, mimetype=mimetype, filename="avatar",
-                               avatar_id=hashlib.sha1(data).hexdigest())  # fmt: skip
-        return UserInfo(name=name.strip() if name else None, avatar=avatar)
+        return await fetch_vcard(self.component.xmpp, self._cfg.jid, user, self._log) or fallback
 
     async def start_direct_chat(self, user: RemoteUserID, matrix_user: str) -> PortalKey:
         _, domain, resource = split_jid(user) if is_valid_jid(user) else (None, "", None)
@@ -498,6 +493,9 @@ class XmppClient:
 
     async def handle_matrix_redaction(self, redaction: MatrixRedaction) -> None:
         target = await self._reference(redaction.portal, redaction.target)
+        if not redaction.portal.is_direct and redaction.target.sender_id != redaction.sender:
+            await self.moderator.redaction(redaction, target)  # by a moderator: XEP-0425
+            return
 
         def decorate(stanza: Message) -> None:
             stanza["retract"]["id"] = target
@@ -550,6 +548,8 @@ class XmppClient:
                 room, change.sender, change.sender_name, joined=change.membership == "join"
             )
             return
+        if change.membership == "join":  # a rejoin in Matrix lifts an XMPP kick's hold
+            self.moderation.matrix_rejoined(room, change.sender)
         if change.membership == "leave":  # their occupant leaves the bridged MUC too
             full = f"{mxid_to_jid(change.sender, self._cfg.jid)}/pontis"
             nick = self.mucs.room(room).nicks.get(full)
@@ -558,6 +558,17 @@ class XmppClient:
                     pto=JID(f"{room}/{nick}"), pfrom=JID(full), ptype="unavailable"
                 )
                 self.component.send(leave)
+
+    async def handle_matrix_kick(self, kick: MatrixKick) -> None:
+        await self.moderator.kick(kick)
+
+    async def handle_matrix_power_levels(self, portal: Portal, levels: dict[str, Any],
+                                         creators: list[str]) -> None:  # fmt: skip
+        await self.moderator.power_levels(portal, levels, creators)
+
+    async def handle_matrix_room_info(self, portal: Portal, info: ChatInfo, *, sender: str,
+                                      sender_name: str) -> None:  # fmt: skip
+        await self.moderator.room_info(portal, sender, sender_name, info)
 
     async def handle_matrix_typing(self, typing: MatrixTyping) -> None:
         if not typing.portal.is_direct or not self.component.up:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from copy import deepcopy
 from datetime import UTC, datetime
+from typing import Any
 
 from slixmpp import JID, Iq, Message, Presence
 from slixmpp.xmlstream import StanzaBase
@@ -36,8 +37,10 @@ from bridge.xmpp.component import Component, Stanza
 from bridge.xmpp.config import XmppConfig
 from bridge.xmpp.ids import NETWORK, message_id, muc_key, outgoing_id
 from bridge.xmpp.inbound import HOSTED, accept, as_is, remote_input
+from bridge.xmpp.moderation import ban_key, mark_removed
 from bridge.xmpp.muc import MUC_NS, MUC_USER_NS
 from bridge.xmpp.protocol.escaping import bare_jid, muc_to_room_alias, mxid_to_jid
+from bridge.xmpp.rights import rights_of
 from bridge.xmpp.store import XmppStore
 from bridge.xmpp.to_matrix import MAX_BODY_BYTES, carries_content, convert, too_large
 
@@ -85,6 +88,8 @@ class HostedRooms:
         """room JID → nick → occupant's full JID."""
         self._members: dict[str, dict[str, str]] = {}
         """room JID → Matrix member → the nick occupants know them by."""
+        self._rights: dict[str, dict[str, tuple[str, str]]] = {}
+        """room JID → Matrix member → (affiliation, role) occupants were last shown."""
 
     def member_changed(self, room: str, mxid: str, name: str, *, joined: bool) -> None:
         """A Matrix user joined or left: occupants see them arrive or go (a rename is a leave
@@ -98,7 +103,8 @@ class HostedRooms:
                     self._occupant_presence(room, old, occupant, jid, unavailable=True)
                 )
             if joined and old != name:
-                self.component.send(self._occupant_presence(room, name, occupant, jid))
+                self.component.send(self._occupant_presence(room, name, occupant, jid,
+                                                            rights=self._shown(room, mxid)))  # fmt: skip
         if joined:
             names[mxid] = name
 
@@ -150,11 +156,43 @@ class HostedRooms:
             self.component.send(self._occupant_presence(room, nick, other, occupant,
                                                         own=other == occupant, unavailable=True))  # fmt: skip
 
+    async def remove(self, room: str, person: str, *, ban: bool, reason: str) -> int:
+        """A Matrix moderator kicked or banned ``person`` (bare JID): each of their occupants
+        leaves with status 307 or 301, as XEP-0045 shows it; returns how many there were."""
+        occupants = self._rooms.get(room, {})
+        gone = [(nick, jid) for nick, jid in occupants.items() if bare_jid(jid) == person]
+        for nick, occupant in gone:
+            del occupants[nick]
+            await self._store.remove_occupant(room, nick)
+            for other in [occupant, *occupants.values()]:
+                self.component.send(mark_removed(self._occupant_presence(
+                    room, nick, other, occupant, own=other == occupant, unavailable=True,
+                ), ban=ban, reason=reason))  # fmt: skip
+        return len(gone)
+
     def _error(self, stanza: Stanza, condition: str, text: str, kind: str = "cancel") -> None:
         self.component.reply_error(stanza, condition, text, kind)
 
+    def _shown(self, room: str, mxid: str) -> tuple[str, str]:
+        return self._rights.get(room, {}).get(mxid, ("member", "participant"))
+
+    async def rights_changed(self, room: str, levels: dict[str, Any], creators: list[str]) -> None:
+        """The portal's power levels changed: occupants see each Matrix member whose
+        affiliation or role it changes again, with the new ones (XEP-0045 §9.3, §10.6)."""
+        shown = self._rights.setdefault(room, {})
+        for mxid, nick in self._members.get(room, {}).items():
+            rights = rights_of(levels, creators, mxid)
+            if shown.get(mxid, ("member", "participant")) == rights:
+                continue
+            shown[mxid] = rights
+            jid = mxid_to_jid(mxid, self._cfg.jid)
+            for occupant in self.occupants(room):
+                self.component.send(self._occupant_presence(room, nick, occupant, jid,
+                                                            rights=rights))  # fmt: skip
+
     def _occupant_presence(self, room: str, nick: str, to: str, real: str, *, own: bool = False,
-                           unavailable: bool = False) -> Presence:  # fmt: skip
+                           unavailable: bool = False,
+                           rights: tuple[str, str] = ("member", "participant")) -> Presence:  # fmt: skip
         presence = self.component.xmpp.make_presence(pfrom=JID(f"{room}/{nick}"), pto=JID(to))
         if unavailable:
             presence["type"] = "unavailable"
@@ -162,7 +200,7 @@ class HostedRooms:
         x.append(
             x.makeelement(
                 f"{{{MUC_USER_NS}}}item",
-                {"affiliation": "member", "role": "participant", "jid": real},
+                {"affiliation": rights[0], "role": rights[1], "jid": real},
             )
         )
         for code in ("100", "110") if own else ():
@@ -193,6 +231,9 @@ class HostedRooms:
         ):
             self._error(presence, "forbidden", f"You may not join {alias}: refused by the hub's "
                         f"federation policy: {refused}", "auth")  # fmt: skip
+            return
+        if await self._ctx.store.kv_get(ban_key(room, bare_jid(occupant))):
+            self._error(presence, "forbidden", "You are banned from this room", "auth")
             return
         portal = await self._ctx.adopt_matrix_room(muc_key(room), alias) if alias else None
         if portal is None or portal.mxid is None:
@@ -226,10 +267,13 @@ class HostedRooms:
             await self._store.set_occupant(room, nick, occupant)
         if joining:
             self._members[room] = dict(members)
+            levels, creators = await self._ctx.matrix_power_levels(portal.mxid)
+            self._rights[room] = {mxid: rights_of(levels, creators, mxid) for mxid in members}
             for mxid, name in sorted(members.items()):
-                self.component.send(
-                    self._occupant_presence(room, name, occupant, mxid_to_jid(mxid, self._cfg.jid))
-                )
+                self.component.send(self._occupant_presence(
+                    room, name, occupant, mxid_to_jid(mxid, self._cfg.jid),
+                    rights=self._shown(room, mxid),
+                ))  # fmt: skip
         for other_nick, other in occupants.items():
             if other != occupant:
                 self.component.send(self._occupant_presence(room, other_nick, occupant, other))

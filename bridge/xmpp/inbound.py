@@ -27,6 +27,7 @@ from bridge.core import (
     PortalKey,
     RemoteEvent,
     RemoteMessageID,
+    RemoteRedaction,
     RemoteUserID,
 )
 from bridge.core.federation import remote_domain
@@ -43,6 +44,7 @@ from bridge.xmpp.ids import (
     stanza_id_key,
 )
 from bridge.xmpp.marks import ArchiveMarks
+from bridge.xmpp.moderation import MucModeration, announced_moderation, take_subject
 from bridge.xmpp.muc import MucTracker
 from bridge.xmpp.protocol.escaping import bare_jid, jid_to_mxid
 from bridge.xmpp.store import ArchiveMark, XmppStore
@@ -62,6 +64,9 @@ MUC = "groupchat"
 """… in a bridged MUC, as the listener got it; ``payload`` has ``sender`` and ``name``."""
 HOSTED = "hosted"
 """… in a room the bridge hosts; ``payload`` has ``sender`` and ``name``."""
+MODERATED = "moderated"
+"""A bridged MUC announced that a moderator removed a message (XEP-0425); ``payload`` has
+``target``, the id the room knows it by."""
 RECEIPTS_NS = "urn:xmpp:receipts"
 OUR_PREFIX = "pontis-"
 """Ids of stanzas the bridge sends for Matrix events (:func:`bridge.xmpp.ids.outgoing_id`)."""
@@ -125,6 +130,8 @@ class Inbound:
         self._component = component
         self._mucs = mucs
         self._log = ctx.log
+        self.moderation: MucModeration | None = None
+        """Set by the client: occupant-ids the rooms vouch for (XEP-0421)."""
 
     # --- on arrival -------------------------------------------------------------------------------
 
@@ -227,6 +234,17 @@ class Inbound:
     async def _take_groupchat(self, msg: Message, room_jid: str) -> None:
         nick = msg["from"].resource
         room = self._mucs.room(room_jid)
+        if msg["subject"] and not msg["body"]:  # from an occupant, or the room on every join
+            room.subject = msg["subject"]
+            await take_subject(self._ctx, room_jid, msg["subject"])
+            return
+        if (target := announced_moderation(msg, room_jid)) is not None:
+            room_id = msg["stanza_id"]["id"] if msg["stanza_id"]["by"] == room_jid else ""
+            item = remote_input(muc_key(room_jid), MODERATED, msg,
+                                dedupe=room_id or f"moderated:{target}")  # fmt: skip
+            item.payload["target"] = target
+            await accept(self._ctx, self._component, msg, item)
+            return
         bridged = bool(nick) and not room.is_ours(nick)
         if not bridged or not carries_content(msg) or too_large(msg):
             # Not content of an XMPP person (our own reflection, the room's, a chat state): its
@@ -238,11 +256,9 @@ class Inbound:
             self._log.warning("Dropped a %d-byte message from %s: too large for Matrix",
                               len(msg["body"]), msg["from"])  # fmt: skip
             return
-        if msg["subject"] and not msg["body"]:
-            room.subject = msg["subject"]
-            return
         key = muc_key(room_jid)
-        sender = room.occupants.get(nick) or f"{room_jid}/{nick}"
+        by_id = self.moderation.sender_of(room_jid, nick, msg) if self.moderation else None
+        sender = room.occupants.get(nick) or by_id or f"{room_jid}/{nick}"
         if not carries_content(msg):
             await self._fleeting(msg, key, RemoteUserID(sender), nick)
             return
@@ -274,10 +290,27 @@ class Inbound:
                 resolve = self._resolver(key)
             else:
                 resolve = as_is  # in hosted rooms every id is one we handed out
+        elif item.kind == MODERATED:
+            target = await self._resolver(key)(str(item.payload["target"]))
+            return [RemoteRedaction(portal=key, target=target, create_portal=False)]
         else:
             raise PermanentError(f"unknown stored XMPP input {item.kind!r}")
         event = await self._event(msg, key, sender, name, resolve, received)
+        if (isinstance(event, RemoteRedaction) and item.kind in (MUC, HOSTED)
+                and not await self._authored(key, event)):  # fmt: skip
+            return []
         return [] if event is None else [event]
+
+    async def _authored(self, key: PortalKey, retraction: RemoteRedaction) -> bool:
+        """Whether a retraction in a MUC is its author's: anyone else's (a "moderation" an
+        occupant wrote itself, a guessed id) changes nothing."""
+        target = await self._ctx.store.get_message(key.remote_id, retraction.target)
+        if target is None or target.sender_id == retraction.sender:
+            return True  # unknown: the core finds nothing to redact either
+        self._log.warning("Ignored a retraction by %s of %s's message %s in %s: only its "
+                          "author or the room's moderators may remove it", retraction.sender,
+                          target.sender_id, retraction.target, key.remote_id)  # fmt: skip
+        return False
 
     async def _event(self, msg: Message, key: PortalKey, sender: RemoteUserID, name: str | None,
                      resolve: ResolveId, received: int | None) -> RemoteEvent | None:  # fmt: skip

@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 from ruamel.yaml import YAML
 
+from tests.e2e.ejabberd import EjabberdServer
 from tests.e2e.graph import GraphEmulator
 from tests.e2e.hub import (
     XMPP_COMPONENT,
@@ -60,8 +61,14 @@ XMPP_PARTNER_DOMAIN = "partner.test"
 only, not with the users of this homeserver."""
 OTHER_MATRIX_SERVER = "other.example"
 
+XmppServer = ProsodyServer | EjabberdServer
+"""The XMPP server of a hub: both offer the same names (domains, ports, ``register``, ``start``,
+``stop``, ``restart``), so a test uses ``hub.prosody`` whichever of them runs."""
+XMPP_SERVERS = ("prosody", "ejabberd")
+"""The XMPP servers the DM and MUC tests run against (``hub_for``)."""
 
-def federation_rules(prosody: ProsodyServer) -> list[dict[str, Any]]:
+
+def federation_rules(prosody: XmppServer) -> list[dict[str, Any]]:
     """``bridge.federation`` of the test hub, as an operator would open it: the default rule
     (remote people reach local users) for mail and Teams; for XMPP the test server's own domain
     and the bridge's hosted rooms (a Matrix message in one is checked against ``rooms_domain``),
@@ -83,7 +90,7 @@ def write_config(
     as_port: int,
     metrics_port: int,
     remote_url: str,
-    prosody: ProsodyServer,
+    prosody: XmppServer,
     mail: MailServers,
     graph: GraphEmulator,
     encryption: dict[str, Any] | None = None,
@@ -141,7 +148,8 @@ class Hub:
     synapse: SynapseServer
     bridge: BridgeProcess
     remote: RemoteNetwork
-    prosody: ProsodyServer
+    prosody: XmppServer
+    """The hub's XMPP server: Prosody, or ejabberd in ``ejabberd_hub``."""
     mail: MailServers
     graph: GraphEmulator
     workdir: Path
@@ -199,9 +207,11 @@ ENCRYPTION = {
 """``encryption:`` of the encrypted hub: portals encrypted as on public-sector homeservers."""
 
 
-async def start_hub(workdir: Path, remote: RemoteNetwork, *, encrypted: bool = False) -> Hub:
-    """Prosody, the mail servers and the Graph emulator, then the registration, then Synapse,
-    then the bridge; stops what it started if a later step fails.
+async def start_hub(
+    workdir: Path, remote: RemoteNetwork, *, encrypted: bool = False, xmpp: str = "prosody"
+) -> Hub:
+    """Prosody (or ejabberd: ``xmpp``), the mail servers and the Graph emulator, then the
+    registration, then Synapse, then the bridge; stops what it started if a later step fails.
 
     ``encrypted``: Synapse encrypts every new room (``encryption_enabled_by_default_for_room_type:
     all``) and the bridge has encryption on, with a pickle key that generate-registration made.
@@ -210,8 +220,9 @@ async def start_hub(workdir: Path, remote: RemoteNetwork, *, encrypted: bool = F
     install_reference_entry_point(site_dir)
     as_port, metrics_port = free_port(), free_port()
     config_path = workdir / "config.yaml"
-    prosody = ProsodyServer(
-        workdir / "prosody",
+    server = EjabberdServer if xmpp == "ejabberd" else ProsodyServer
+    prosody = server(
+        workdir / xmpp,
         components={XMPP_COMPONENT: XMPP_SECRET, XMPP_ROOMS: XMPP_SECRET},
         extra_domains=(XMPP_STRANGER_DOMAIN, XMPP_PARTNER_DOMAIN),
     )
@@ -254,16 +265,20 @@ async def start_hub(workdir: Path, remote: RemoteNetwork, *, encrypted: bool = F
 
 
 async def _running_hub(
-    tmp_path_factory: pytest.TempPathFactory, remote: RemoteNetwork, *, encrypted: bool
+    tmp_path_factory: pytest.TempPathFactory,
+    remote: RemoteNetwork,
+    *,
+    encrypted: bool,
+    xmpp: str = "prosody",
 ) -> AsyncIterator[Hub]:
-    name = "encrypted-hub" if encrypted else "hub"
+    name = "encrypted-hub" if encrypted else "hub" if xmpp == "prosody" else f"{xmpp}-hub"
     try:
-        hub = await start_hub(tmp_path_factory.mktemp(name), remote, encrypted=encrypted)
+        hub = await start_hub(tmp_path_factory.mktemp(name), remote, encrypted=encrypted, xmpp=xmpp)
     except Exception as err:
         # Ports are picked free and bound a moment later by another process; on a busy machine
         # one can be taken in between. Once, with fresh ports; the reason stays visible.
         warnings.warn(f"starting the test hub failed once, retrying: {err}", stacklevel=1)
-        hub = await start_hub(tmp_path_factory.mktemp(name), remote, encrypted=encrypted)
+        hub = await start_hub(tmp_path_factory.mktemp(name), remote, encrypted=encrypted, xmpp=xmpp)
     try:
         yield hub
     finally:
@@ -279,11 +294,46 @@ async def _running_hub(
 
 
 @pytest_asyncio.fixture(scope="session")
-async def hub(
+async def prosody_hub(
     tmp_path_factory: pytest.TempPathFactory, remote: RemoteNetwork
 ) -> AsyncIterator[Hub]:
     async for running in _running_hub(tmp_path_factory, remote, encrypted=False):
         yield running
+
+
+@pytest.fixture(scope="session")
+def hub(prosody_hub: Hub) -> Hub:
+    """The test hub (its XMPP server is Prosody). A module may override ``hub`` to run against
+    both XMPP servers (``hub_for``); the session's hubs stay the same ones."""
+    return prosody_hub
+
+
+@pytest_asyncio.fixture(scope="session")
+async def ejabberd_hub(
+    tmp_path_factory: pytest.TempPathFactory, remote: RemoteNetwork
+) -> AsyncIterator[Hub]:
+    """A second hub whose XMPP server is ejabberd (tests/e2e/ejabberd.py) instead of Prosody,
+    with the same domains, components and bridge config; started only by the tests that run
+    against both servers (``hub_for``)."""
+    async for running in _running_hub(tmp_path_factory, remote, encrypted=False, xmpp="ejabberd"):
+        yield running
+
+
+def hub_for(request: pytest.FixtureRequest) -> Hub:
+    """The hub of the XMPP server in ``request.param`` (one of ``XMPP_SERVERS``).
+
+    A test module runs its tests against both servers by overriding ``hub``::
+
+        @pytest.fixture(params=XMPP_SERVERS)
+        def hub(request: pytest.FixtureRequest) -> Hub:
+            return hub_for(request)
+
+    The hubs are fetched under their own names: an override that asked for the ``hub`` it
+    overrides would make pytest tear the session's hub down and start a new one for each test.
+    """
+    name = "ejabberd_hub" if request.param == "ejabberd" else "prosody_hub"
+    running: Hub = request.getfixturevalue(name)
+    return running
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Nothing is missed or repeated across gaps (issue #14), against a real Prosody and Synapse:
+"""Nothing is missed or repeated across gaps (issue #14), against a real Synapse and a real
+XMPP server, each test once with Prosody and once with ejabberd (``hub`` below):
 a bridged MUC catches up from its archive (XEP-0313) after a kick, and the rooms the bridge
 hosts come through a component reconnect and a bridge restart without duplicates, without the
 bridge joining them, and with their XMPP occupants still in them."""
@@ -15,17 +16,24 @@ import pytest
 from slixmpp import JID
 from slixmpp.exceptions import IqError
 
-from tests.e2e.conftest import XMPP_COMPONENT, Hub
+from tests.e2e.conftest import XMPP_COMPONENT, XMPP_SERVERS, Hub, hub_for
 from tests.e2e.hub import eventually
-from tests.e2e.test_xmpp import ghost_of, muc_alias, muc_occupant, xmpp_account
+from tests.e2e.test_xmpp import muc_alias, muc_occupant, xmpp_account
 from tests.e2e.xmpp_client import XmppUser
+from tests.e2e.xmpp_ghosts import muc_ghost
 
 pytestmark = pytest.mark.e2e
 _names = itertools.count(1)
 LISTENER_NICK = "Matrix bridge"
 MUC_HISTORY_CAP = 20
-"""Prosody replays at most this many messages of MUC history on a join (max_history_messages);
-catching up on more than that needs the archive."""
+"""Prosody (max_history_messages) and the test ejabberd (mod_muc history_size) replay at most
+this many messages of MUC history on a join; catching up on more than that needs the archive."""
+
+
+@pytest.fixture(params=XMPP_SERVERS)
+def hub(request: pytest.FixtureRequest) -> Hub:
+    """The hub with Prosody, then the hub with ejabberd."""
+    return hub_for(request)
 
 
 def _body(event: dict[str, Any]) -> str:
@@ -71,7 +79,7 @@ async def test_messages_sent_while_the_bridge_was_kicked_arrive_from_the_archive
         await asyncio.sleep(2)  # a duplicate would come now
         got = [_body(e) for e in alice.seen(lambda e: _body(e) in wanted, room_id=room_id)]
         assert got == ["before the kick", *meanwhile, "after the rejoin"]
-        ghost = ghost_of(f"{room}/xena")
+        ghost = muc_ghost(xena, room, "Xena")
         assert all(
             e["sender"] == ghost
             for e in alice.seen(lambda e: _body(e).startswith("meanwhile"), room_id=room_id)

@@ -106,6 +106,12 @@ class _Context:
     async def get_portal(self, *_: Any) -> object:
         return object()  # every room is still bridged
 
+    async def kv_get(self, key: str) -> str | None:
+        return None  # no stored room subjects
+
+    async def kv_set(self, key: str, value: str) -> None:
+        pass
+
     async def queue_remote_event(self, event: Any) -> None:
         self.notices.append(event.parts[0].text)
 

@@ -53,6 +53,17 @@ class FakeContext:
         default_factory=lambda: FederationPolicy(None, "hub.example")
     )
     queued: list[Any] = field(default_factory=list)
+    kv: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def store(self) -> Any:
+        return self  # the core's key-value store (bans of hosted rooms)
+
+    async def kv_get(self, key: str) -> str | None:
+        return self.kv.get(key)
+
+    async def matrix_power_levels(self, room_id: str) -> tuple[dict[str, Any], list[str]]:
+        return {"users": {"@alice:hub.example": 100}}, []
 
     async def adopt_matrix_room(self, key: Any, alias: str) -> Portal:
         return Portal(

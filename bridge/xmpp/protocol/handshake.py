@@ -68,7 +68,9 @@ async def _read_until(reader: asyncio.StreamReader, done: re.Pattern[bytes]) -> 
 
 def _explain(condition: str, domain: str) -> str:
     return {
-        "not-authorized": "the XMPP server refused the secret",
+        # ejabberd answers a domain its listener does not serve like a wrong secret.
+        "not-authorized": "the XMPP server refused the secret "
+        f"(or, on ejabberd, has no component {domain} configured)",
         "host-unknown": f"the XMPP server has no component {domain} configured",
         "conflict": "another process is connected as this component already (is the bridge running?)",
     }.get(condition, f"the XMPP server closed the stream: {condition}")
