@@ -7,18 +7,14 @@ the message it answers and an edit never overtakes its original.
 from __future__ import annotations
 
 import hashlib
-import html as htmllib
 import logging
-import re
 import time
-from dataclasses import replace
 from typing import Any
 
 from bridge.core.connector import NetworkClient, NetworkInfo
 from bridge.core.encryption import ends_at_hub_notice
 from bridge.core.errors import BridgeError
 from bridge.core.events import (
-    INLINE_URL,
     ChatInfo,
     Media,
     MessagePart,
@@ -39,6 +35,7 @@ from bridge.core.events import (
 from bridge.core.ghost_names import GhostNames
 from bridge.core.html import sanitize_html
 from bridge.core.ids import NetworkID, PartID, PortalKey, RemoteMessageID, RemoteUserID
+from bridge.core.inline_images import inline_as_files, place_inline
 from bridge.core.matrix import MatrixAPI, deterministic_txn_id
 from bridge.portal.models import FIRST_PART, Ghost, Message, Portal, Reaction
 from bridge.portal.store import Store
@@ -46,8 +43,6 @@ from bridge.portal.store import Store
 _NOTICE_SENT = "core.encryption_notice_room"
 BRIDGE_ENCRYPTION_FIELD = "fi.pontis.encryption"
 _MSGTYPE_BY_MIME = {"image": "m.image", "video": "m.video", "audio": "m.audio"}
-# An inline image's placeholder URL up to its closing quote (see MessagePart.inline).
-_INLINE_PLACEHOLDER = re.compile(re.escape(INLINE_URL) + r"""([^"'\s<>]+)(?=["'])""")
 
 
 class PortalManager:
@@ -427,18 +422,14 @@ class PortalManager:
         content: dict[str, Any] = {**part.extra, "msgtype": msgtype, "body": part.text}
         if part.html:
             content["format"] = "org.matrix.custom.html"
-            content["formatted_body"] = sanitize_html(part.html)
-            uploaded: dict[str, str] = {}
-            for match in _INLINE_PLACEHOLDER.finditer(content["formatted_body"]):
-                key = match.group(1)  # after sanitising: it keeps mxc:// URLs
-                if (image := part.inline.get(key)) is not None and key not in uploaded:
-                    uploaded[key] = await self._matrix.upload(
-                        sender, await image.read(), image.mimetype, image.filename
-                    )
-            # The whole quoted URL is matched: a plain replace of "…/image1" would also hit
-            # "…/image10".
-            content["formatted_body"] = _INLINE_PLACEHOLDER.sub(
-                lambda m: uploaded.get(m.group(1), m.group(0)), content["formatted_body"]
+
+            async def upload(image: Media) -> str:
+                data = await image.read()
+                return await self._matrix.upload(sender, data, image.mimetype, image.filename)
+
+            # After sanitising, which keeps the placeholders' mxc:// URLs.
+            content["formatted_body"] = await place_inline(
+                sanitize_html(part.html), part.inline, upload
             )
         if part.media is not None:
             media = part.media
@@ -460,18 +451,7 @@ class PortalManager:
         own after its part (see :attr:`MessagePart.inline`); unchanged elsewhere."""
         if not any(part.inline for part in parts) or not await self._matrix.room_encrypted(room_id):
             return parts
-        expanded = []
-        for part in parts:
-            html = part.html or ""
-            for key, image in part.inline.items():
-                html = re.sub(rf'<img[^>]*{re.escape(INLINE_URL + key)}["\'][^>]*>',
-                              f"[{htmllib.escape(image.filename)}]", html)  # fmt: skip
-            expanded.append(replace(part, html=html if part.html is not None else None, inline={}))
-            expanded += [
-                MessagePart(part_id=PartID(f"{part.part_id or 'text'}.{key}"), media=image)
-                for key, image in part.inline.items()
-            ]
-        return expanded
+        return inline_as_files(parts)
 
     async def _edit(self, portal: Portal, sender: str, event: RemoteEdit) -> None:
         assert portal.mxid is not None
