@@ -26,32 +26,18 @@ listeners open last, so an open port means the server is ready.
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import json
 import os
-import pwd
 import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.e2e.process import ServerProcess, free_port
+from tests.e2e.xmpp_server import XmppServerProcess
 
-START_TIMEOUT = 30.0
 ERL = "/usr/bin/erl"
 INETRC = Path("/etc/ejabberd/inetrc")
 UPLOAD_SIZE_LIMIT = 16 * 1024 * 1024
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _yaml(value: str) -> str:
@@ -93,7 +79,7 @@ def ejabberd_installed() -> bool:
     return Path(ERL).exists() and erl_libs() is not None
 
 
-class EjabberdServer(ServerProcess):
+class EjabberdServer(XmppServerProcess):
     """One ejabberd VM: ``domain`` plus MUC (with MAM), HTTP upload and external components.
 
     ``components`` maps external component domains (``ejabberd_service``) to their secrets; their
@@ -101,6 +87,9 @@ class EjabberdServer(ServerProcess):
     ``alice\\3a…@matrix.…``) do. ``extra_domains`` are further virtual hosts. The ports are
     chosen once, in the constructor, so ``restart()`` brings the server back on the same ones.
     """
+
+    NAME = "ejabberd"
+    SYSTEM_USER = "ejabberd"
 
     def __init__(
         self,
@@ -118,39 +107,14 @@ class EjabberdServer(ServerProcess):
                 "ejabberd is not installed: run ./scripts/test.sh, which installs the Debian "
                 "package 'ejabberd'"
             )
-        self.workdir = Path(workdir).resolve()
-        self.domain = domain
-        self.muc_domain = muc_domain
-        self.upload_domain = upload_domain
-        self.components = dict(components or {})
-        self.extra_domains = tuple(extra_domains)
-        self.log_level = log_level
-        self.c2s_port = free_port()
-        self.component_port = free_port()
-        self.http_port = free_port()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.workdir / "ejabberd.log"
-        self.rundir = self._make_rundir()
+        super().__init__(
+            workdir, domain=domain, muc_domain=muc_domain, upload_domain=upload_domain,
+            components=components, extra_domains=extra_domains, log_level=log_level,
+        )  # fmt: skip
         self.config_path = self.rundir / "ejabberd.yml"
         self.spool_path = self.rundir / "spool"
         self.server_log_path = self.rundir / "logs" / "ejabberd.log"
         self.upload_path = self.rundir / "upload"
-        self.startup_seconds: float | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-
-    # -- properties ---------------------------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     # -- files --------------------------------------------------------------------------------
 
@@ -251,17 +215,6 @@ mod_muc:
     mam: true
 """
 
-    def _make_rundir(self) -> Path:
-        if os.geteuid() != 0:
-            return self.workdir
-        # /tmp is world-traversable; mkdtemp makes the directory 0700, then ejabberd owns it.
-        rundir = Path(tempfile.mkdtemp(prefix="pontis-ejabberd-", dir="/tmp"))
-        link = self.workdir / "run"
-        if not link.exists():
-            link.symlink_to(rundir)
-        atexit.register(shutil.rmtree, rundir, ignore_errors=True)
-        return rundir
-
     def write_config(self) -> None:
         for path in (self.rundir, self.spool_path, self.server_log_path.parent, self.upload_path):
             path.mkdir(exist_ok=True)
@@ -269,25 +222,10 @@ mod_muc:
         # Without an inetrc in its config directory ejabberd logs an inet_config error.
         if INETRC.exists():
             shutil.copyfile(INETRC, self.rundir / "inetrc")
-        if os.geteuid() == 0:
-            user = pwd.getpwnam("ejabberd")
-            for path in [self.rundir, *self.rundir.rglob("*")]:
-                os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+        self._give_rundir_to_server()
 
     def _argv(self) -> list[str]:
-        argv = [
-            ERL,
-            "-noinput",
-            "-mnesia",
-            "dir",
-            f'"{self.spool_path}"',
-            "-s",
-            "ejabberd",
-        ]
-        if os.geteuid() != 0:
-            return argv
-        setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
-        return [setpriv, "--reuid=ejabberd", "--regid=ejabberd", "--init-groups", *argv]
+        return [ERL, "-noinput", "-mnesia", "dir", f'"{self.spool_path}"', "-s", "ejabberd"]
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ERL_", "EJABBERD_"))}
@@ -300,70 +238,12 @@ mod_muc:
             "ERL_CRASH_DUMP_BYTES": "0",
         }
 
-    # -- process ------------------------------------------------------------------------------
+    def _ready_ports(self) -> tuple[int, ...]:
+        return (self.c2s_port, self.component_port, self.http_port)
 
-    def _spawn(self) -> None:
-        if self.running:
-            raise RuntimeError("ejabberd is already running")
-        self.write_config()
-        self._output = self.log_path.open("ab")
-        self._process = subprocess.Popen(
-            self._argv(),
-            cwd=self.rundir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            env=self._env(),
-        )
-        # Never leave a server behind if the test run ends without calling stop().
-        atexit.register(self._kill)
-
-    def tail(self, lines: int = 40) -> str:
-        """The last lines of ejabberd's own log (or its console), for error messages."""
-        path = self.server_log_path if self.server_log_path.exists() else self.log_path
-        if not path.exists():
-            return "(no log written)"
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-        return f"--- {path} (last {len(text)} lines) ---\n" + "\n".join(text)
-
-    async def start(self) -> None:
-        """Launch the VM and wait until the c2s, component and HTTP ports accept TCP."""
-        began = time.monotonic()
-        self._spawn()
-        assert self._process is not None
-        ports = (self.c2s_port, self.component_port, self.http_port)
-        while True:
-            code = self._process.poll()
-            if code is not None:
-                self._cleanup()
-                raise RuntimeError(
-                    f"ejabberd exited with code {code} while starting\n{self.tail()}"
-                )
-            if all(_port_open(port) for port in ports):
-                break
-            if time.monotonic() - began > START_TIMEOUT:
-                self._kill()
-                raise RuntimeError(
-                    f"ejabberd did not listen within {START_TIMEOUT:.0f} s\n{self.tail()}"
-                )
-            await asyncio.sleep(0.05)
-        self.startup_seconds = time.monotonic() - began
-
-    async def kill(self) -> None:
-        """SIGKILL: the streams drop without a closing ``</stream:stream>``."""
-        self._kill()
-
-    async def restart(self) -> None:
-        """Stop and start again on the same ports (accounts and archives survive)."""
-        await self.stop()
-        await self.start()
-
-    async def __aenter__(self) -> EjabberdServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def _log_to_show(self) -> Path:
+        """ejabberd's own log, or its console while it has none."""
+        return self.server_log_path if self.server_log_path.exists() else self.log_path
 
     # -- accounts -----------------------------------------------------------------------------
 

@@ -19,29 +19,14 @@ logs) are kept in memory: fast, and gone after ``restart()``; accounts survive i
 
 from __future__ import annotations
 
-import asyncio
-import atexit
-import os
-import pwd
-import shutil
-import socket
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
-from tests.e2e.process import ServerProcess, free_port
+from tests.e2e.xmpp_server import XmppServerProcess
 
-START_TIMEOUT = 20.0
 PROSODY = "/usr/bin/prosody"
 PROSODYCTL = "/usr/bin/prosodyctl"
 UPLOAD_SIZE_LIMIT = 16 * 1024 * 1024
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _lua(value: str) -> str:
@@ -53,7 +38,7 @@ def prosody_installed() -> bool:
     return Path(PROSODY).exists() and Path(PROSODYCTL).exists()
 
 
-class ProsodyServer(ServerProcess):
+class ProsodyServer(XmppServerProcess):
     """One Prosody process: ``domain`` plus MUC, upload and external components, on loopback.
 
     ``components`` maps external component domains (XEP-0114) to their secrets;
@@ -61,6 +46,9 @@ class ProsodyServer(ServerProcess):
     server (``register(..., domain=...)``). The ports are chosen once, in the constructor, so
     ``restart()`` brings the server back on the same ones.
     """
+
+    NAME = "Prosody"
+    SYSTEM_USER = "prosody"
 
     def __init__(
         self,
@@ -78,38 +66,13 @@ class ProsodyServer(ServerProcess):
                 "Prosody is not installed: run ./scripts/test.sh, which installs the Debian "
                 "package 'prosody'"
             )
-        self.workdir = Path(workdir).resolve()
-        self.domain = domain
-        self.muc_domain = muc_domain
-        self.upload_domain = upload_domain
-        self.components = dict(components or {})
-        self.extra_domains = tuple(extra_domains)
-        self.log_level = log_level
-        self.c2s_port = free_port()
-        self.component_port = free_port()
-        self.http_port = free_port()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.workdir / "prosody.log"
-        self.rundir = self._make_rundir()
+        super().__init__(
+            workdir, domain=domain, muc_domain=muc_domain, upload_domain=upload_domain,
+            components=components, extra_domains=extra_domains, log_level=log_level,
+        )  # fmt: skip
         self.config_path = self.rundir / "prosody.cfg.lua"
         self.data_path = self.rundir / "data"
         self.pid_path = self.rundir / "prosody.pid"
-        self.startup_seconds: float | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-
-    # -- properties ---------------------------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     # -- files --------------------------------------------------------------------------------
 
@@ -165,95 +128,14 @@ class ProsodyServer(ServerProcess):
         ]
         return "\n".join(lines)
 
-    def _make_rundir(self) -> Path:
-        if os.geteuid() != 0:
-            return self.workdir
-        # /tmp is world-traversable; mkdtemp makes the directory 0700, then prosody owns it.
-        rundir = Path(tempfile.mkdtemp(prefix="pontis-prosody-", dir="/tmp"))
-        link = self.workdir / "run"
-        if not link.exists():
-            link.symlink_to(rundir)
-        atexit.register(shutil.rmtree, rundir, ignore_errors=True)
-        return rundir
-
     def write_config(self) -> None:
         for path in (self.rundir, self.data_path, self.rundir / "certs"):
             path.mkdir(exist_ok=True)
         self.config_path.write_text(self.config())
-        if os.geteuid() == 0:
-            user = pwd.getpwnam("prosody")
-            for path in [self.rundir, *self.rundir.rglob("*")]:
-                os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+        self._give_rundir_to_server()
 
-    def _as_prosody(self, argv: list[str]) -> list[str]:
-        if os.geteuid() != 0:
-            return argv
-        setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
-        return [setpriv, "--reuid=prosody", "--regid=prosody", "--init-groups", *argv]
-
-    def _env(self) -> dict[str, str]:
-        return {**os.environ, "HOME": str(self.rundir)}
-
-    # -- process ------------------------------------------------------------------------------
-
-    def _spawn(self) -> None:
-        if self.running:
-            raise RuntimeError("Prosody is already running")
-        self.write_config()
-        self._output = self.log_path.open("ab")
-        self._process = subprocess.Popen(
-            self._as_prosody([PROSODY, "-F", "--config", str(self.config_path)]),
-            cwd=self.rundir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            env=self._env(),
-        )
-        # Never leave a server behind if the test run ends without calling stop().
-        atexit.register(self._kill)
-
-    def tail(self, lines: int = 40) -> str:
-        """The last lines of the Prosody log (its stdout and stderr), for error messages."""
-        if not self.log_path.exists():
-            return "(no log written)"
-        text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return f"--- {self.log_path} (last {len(text)} lines) ---\n" + "\n".join(text)
-
-    async def start(self) -> None:
-        """Launch ``prosody -F`` and wait until the c2s and component ports accept TCP."""
-        began = time.monotonic()
-        self._spawn()
-        assert self._process is not None
-        while True:
-            code = self._process.poll()
-            if code is not None:
-                self._cleanup()
-                raise RuntimeError(f"Prosody exited with code {code} while starting\n{self.tail()}")
-            if _port_open(self.c2s_port) and _port_open(self.component_port):
-                break
-            if time.monotonic() - began > START_TIMEOUT:
-                self._kill()
-                raise RuntimeError(
-                    f"Prosody did not listen within {START_TIMEOUT:.0f} s\n{self.tail()}"
-                )
-            await asyncio.sleep(0.05)
-        self.startup_seconds = time.monotonic() - began
-
-    async def kill(self) -> None:
-        """SIGKILL: the streams drop without a closing ``</stream:stream>``."""
-        self._kill()
-
-    async def restart(self) -> None:
-        """Stop and start again on the same ports (accounts survive, archives do not)."""
-        await self.stop()
-        await self.start()
-
-    async def __aenter__(self) -> ProsodyServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def _argv(self) -> list[str]:
+        return [PROSODY, "-F", "--config", str(self.config_path)]
 
     # -- accounts -----------------------------------------------------------------------------
 
@@ -270,7 +152,7 @@ class ProsodyServer(ServerProcess):
             self.write_config()
         argv = [PROSODYCTL, "--config", str(self.config_path), "register", user, host]
         result = subprocess.run(
-            self._as_prosody([*argv, password]),
+            self._as_server_user([*argv, password]),
             cwd=self.rundir,
             capture_output=True,
             text=True,

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import pytest_asyncio
-import slixmpp
-from slixmpp import JID, Message
+from slixmpp import JID
 
 from tests.e2e.ejabberd import EjabberdServer, ejabberd_installed
 from tests.e2e.xmpp_client import XmppUser
+from tests.e2e.xmpp_doubles import RecordingComponent, two_users
 
 pytestmark = [
     pytest.mark.e2e,
@@ -43,43 +43,12 @@ async def ejabberd(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ej
 
 @pytest_asyncio.fixture
 async def users(ejabberd: EjabberdServer) -> AsyncIterator[tuple[XmppUser, XmppUser]]:
-    n = next(_serial)
-    alice = XmppUser(ejabberd.register(f"alice{n}", "pw-a"), "pw-a", ejabberd.c2s_port)
-    bob = XmppUser(ejabberd.register(f"bob{n}", "pw-b"), "pw-b", ejabberd.c2s_port)
-    await alice.connect()
-    await bob.connect()
-    try:
-        yield alice, bob
-    finally:
-        await alice.close()
-        await bob.close()
+    async with two_users(ejabberd, next(_serial)) as both:
+        yield both
 
 
-class Component(slixmpp.ComponentXMPP):
-    """A minimal external component that records the messages routed to its domain."""
-
-    def __init__(self, server: EjabberdServer, secret: str = SECRET) -> None:
-        super().__init__(BRIDGE, secret, "127.0.0.1", server.component_port, fix_error_ns=True)
-        self.received: list[Message] = []
-        self.sessions = 0
-        self.up = asyncio.Event()
-        self.add_event_handler("session_start", self._on_start)
-        self.add_event_handler("message", self.received.append)
-        self.register_plugin("xep_0363")
-
-    def _on_start(self, _event: object) -> None:
-        self.sessions += 1
-        self.up.set()
-
-    async def wait_for(self, body: str, timeout: float = 15.0) -> Message:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            for msg in self.received:
-                if msg["body"] == body:
-                    return msg
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"component did not receive {body!r}: {self.received}")
+def _component(server: EjabberdServer, secret: str = SECRET) -> RecordingComponent:
+    return RecordingComponent(BRIDGE, secret, server)
 
 
 async def test_register_refuses_a_taken_name_and_a_foreign_domain(
@@ -131,7 +100,7 @@ async def test_muc_messages_carry_archive_ids_the_archive_returns(
 async def test_a_component_user_gets_an_upload_slot(ejabberd: EjabberdServer) -> None:
     """The bridge asks for slots as its Matrix users (JIDs on the component); the access rule
     lets them, and a local user's GET of the file works."""
-    component = Component(ejabberd)
+    component = _component(ejabberd)
     component.connect()
     try:
         await asyncio.wait_for(component.up.wait(), 15)
@@ -157,7 +126,7 @@ async def test_a_component_user_gets_an_upload_slot(ejabberd: EjabberdServer) ->
 
 
 async def test_component_with_a_wrong_secret_is_refused(ejabberd: EjabberdServer) -> None:
-    component = Component(ejabberd, secret="not-the-secret")
+    component = _component(ejabberd, secret="not-the-secret")
     failed = asyncio.Event()
     component.add_event_handler("disconnected", lambda _e: failed.set())
     component.connect()
@@ -172,7 +141,7 @@ async def test_component_receives_and_survives_restart(
     ejabberd: EjabberdServer, users: tuple[XmppUser, XmppUser]
 ) -> None:
     alice, _bob = users
-    component = Component(ejabberd)
+    component = _component(ejabberd)
 
     def reconnect(_reason: object) -> None:
         # slixmpp does not reconnect an established component stream by itself.

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 import pytest_asyncio
-import slixmpp
-from slixmpp import Message
 
 from tests.e2e.prosody import ProsodyServer, prosody_installed
 from tests.e2e.xmpp_client import XmppUser
+from tests.e2e.xmpp_doubles import RecordingComponent, two_users
 
 pytestmark = [
     pytest.mark.e2e,
@@ -37,45 +35,12 @@ async def prosody(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pro
 
 @pytest_asyncio.fixture
 async def users(prosody: ProsodyServer) -> AsyncIterator[tuple[XmppUser, XmppUser]]:
-    n = next(_serial)
-    alice = XmppUser(prosody.register(f"alice{n}", "pw-a"), "pw-a", prosody.c2s_port)
-    bob = XmppUser(prosody.register(f"bob{n}", "pw-b"), "pw-b", prosody.c2s_port)
-    await alice.connect()
-    await bob.connect()
-    try:
-        yield alice, bob
-    finally:
-        await alice.close()
-        await bob.close()
+    async with two_users(prosody, next(_serial)) as both:
+        yield both
 
 
-class Component(slixmpp.ComponentXMPP):
-    """A minimal external component that records the messages routed to its domain."""
-
-    def __init__(self, prosody: ProsodyServer) -> None:
-        super().__init__(BRIDGE, SECRET, "127.0.0.1", prosody.component_port, fix_error_ns=True)
-        self.received: list[Message] = []
-        self.sessions = 0
-        self.up = asyncio.Event()
-        self.add_event_handler("session_start", self._on_start)
-        self.add_event_handler("message", self.received.append)
-
-    def _on_start(self, _event: object) -> None:
-        self.sessions += 1
-        self.up.set()
-
-    async def wait_up(self, timeout: float = 15.0) -> None:
-        await asyncio.wait_for(self.up.wait(), timeout)
-
-    async def wait_for(self, body: str, timeout: float = 15.0) -> Message:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            for msg in self.received:
-                if msg["body"] == body:
-                    return msg
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"component did not receive {body!r}: {self.received}")
+def _component(server: ProsodyServer, secret: str = SECRET) -> RecordingComponent:
+    return RecordingComponent(BRIDGE, secret, server)
 
 
 async def test_chat_both_ways(users: tuple[XmppUser, XmppUser]) -> None:
@@ -139,7 +104,7 @@ async def test_component_receives_and_survives_restart(
     prosody: ProsodyServer, users: tuple[XmppUser, XmppUser]
 ) -> None:
     alice, _bob = users
-    component = Component(prosody)
+    component = _component(prosody)
 
     def reconnect(_reason: object) -> None:
         # slixmpp does not reconnect an established component stream by itself.
