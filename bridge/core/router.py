@@ -12,21 +12,20 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 from bridge.core.adopt import RoomBridging
 from bridge.core.clients import ClientRegistry, LoadedClient
 from bridge.core.connector import (
     NetworkClient,
     NetworkConnector,
-    SupportsDirectChats,
-    SupportsInvites,
     SupportsPolicyDomain,
 )
 from bridge.core.encryption import ENCRYPTED, TRANSACTION_DATA_KINDS, RoomEncryption
 from bridge.core.errors import BridgeError, NotSupported, PermanentError
 from bridge.core.events import RemoteEvent, RemoteReceipt, RemoteTyping
 from bridge.core.federation import FederationPolicy, remote_domain
+from bridge.core.ghost_invites import GhostInvites
 from bridge.core.ids import (
     LoginID,
     NetworkID,
@@ -60,9 +59,6 @@ _CONTENT_TYPES = frozenset({"m.room.message", "m.sticker", "m.reaction"})
 """What a Matrix user says in a portal: sent to the network only if the policy connects them."""
 
 
-_INVITE_REFUSAL = "Only users of this bridge (the `user` level) may add people to its chats."
-
-
 _HTML_REPLY_FALLBACK = re.compile(r"<mx-reply>.*?</mx-reply>", re.DOTALL)
 
 
@@ -93,6 +89,11 @@ class Router:
         self._domain = domain
         self._log = log
         self.clients = ClientRegistry(connectors, metrics, log)
+        self._invites = GhostInvites(
+            store=store, matrix=matrix, portals=portals, connectors=connectors,
+            permissions=permissions, federation=self._federation, client_for=self.client_for,
+            policy_domain=self._policy_domain, log=log,
+        )  # fmt: skip
         self._events = MatrixEventHandler(
             store=store, matrix=matrix, connectors=connectors, clients=self.clients,
             is_puppet=self.is_any_puppet, permissions=permissions,
@@ -501,7 +502,7 @@ class Router:
             )
             return portal.network
         if (invited := self._invited_ghost(portal.network, event)) is not None:
-            await self._ghost_invited_to_portal(portal, sender, invited)
+            await self._invites.to_portal(portal, sender, invited)
             return portal.network
         if event.get("type") in _CONTENT_TYPES and (
             refused := self._federation.refusal(
@@ -527,39 +528,6 @@ class Router:
             return None
         return self.portals.ghost_names.parse(network, str(event.get("state_key", "")))
 
-    async def _ghost_invited_to_portal(
-        self, portal: Portal, inviter: str, remote_user: RemoteUserID
-    ) -> None:
-        """A Matrix user invited a ghost into a portal room: add that person to the chat."""
-        assert portal.mxid is not None
-        ghost = self.portals.ghost_names.mxid(portal.network, remote_user)
-        try:
-            if self._permissions.level(inviter) < Permissions.USER:  # adds a recipient
-                raise NotSupported("relay-level invite", user_message=_INVITE_REFUSAL)
-            if refused := self._federation.refusal(
-                portal.network,
-                await self._policy_domain(portal, remote_user),
-                inviter,
-                entry="matrix invite",
-            ):
-                raise NotSupported(str(refused), user_message=refused.user_message)
-            loaded = self.client_for(portal.network, portal.receiver, inviter)
-            if not loaded.features.invites:
-                name = self._connectors[portal.network].info.display_name
-                raise NotSupported(
-                    "no invites",
-                    user_message=f"People cannot be added to {name} chats from Matrix.",
-                )
-            await cast(SupportsInvites, loaded.client).handle_matrix_invite(
-                portal, inviter, remote_user
-            )
-            await self.portals.ensure_ghost(portal.network, remote_user, loaded.client, None)
-        except BridgeError as err:
-            self._log.info("Refused adding %s to %s: %s", ghost, portal.key, err)
-            await self._matrix.leave(portal.mxid, err.user_message, mxid=ghost)
-            return
-        await self._matrix.join(portal.mxid, mxid=ghost)
-
     async def _handle_non_portal_event(
         self, room_id: str, sender: str, event: dict[str, Any]
     ) -> NetworkID | None:
@@ -573,61 +541,12 @@ class Router:
             for network in self._connectors:
                 remote_user = self.portals.ghost_names.parse(network, target)
                 if remote_user is not None:
-                    await self._ghost_invited(room_id, sender, network, target, remote_user)
+                    await self._invites.to_room(room_id, sender, network, target, remote_user)
                     return network
             return None
         if (invited or etype == "m.room.message") and self.command_handler is not None:
             await self.command_handler(room_id, sender, event)
         return None
-
-    async def _ghost_invited(
-        self, room_id: str, inviter: str, network: NetworkID, ghost: str, remote_user: RemoteUserID
-    ) -> None:
-        """A Matrix user invited a ghost to a room: start a direct chat with that person."""
-        try:
-            if self._permissions.level(inviter) < Permissions.USER:
-                raise NotSupported(
-                    "not permitted", user_message="You may not start chats through this bridge."
-                )
-            # A network whose ids do not name their side (Teams) checks when it finds the person.
-            connector = self._connectors.get(network)
-            if not isinstance(connector, SupportsPolicyDomain) and (
-                refused := self._federation.refusal(
-                    network, remote_domain(remote_user), inviter, entry="matrix direct chat"
-                )
-            ):
-                raise NotSupported(str(refused), user_message=refused.user_message)
-            loaded = self.client_for(network, LoginID(""), inviter)
-            if not loaded.features.direct_chats:
-                name = self._connectors[network].info.display_name
-                raise NotSupported(
-                    "no direct chats", user_message=f"{name} chats cannot be started from Matrix."
-                )
-            key = await cast(SupportsDirectChats, loaded.client).start_direct_chat(
-                remote_user, inviter
-            )
-            await self.portals.ensure_ghost(network, remote_user, loaded.client, None)
-        except BridgeError as err:
-            self._log.info("Refused chat with %s for %s: %s", ghost, inviter, err)
-            await self._matrix.leave(room_id, err.user_message, mxid=ghost)
-            return
-        await self._matrix.join(room_id, mxid=ghost)
-        # The bot joins right behind the ghost, before anything else: in an encrypted DM it holds
-        # the keys, and what the user sends before it is in the room cannot be read by the hub.
-        await self._matrix.invite(room_id, self._matrix.bot_mxid, inviter=ghost)
-        await self._matrix.join(room_id)
-        portal = await self.portals.find_portal(key) or Portal(
-            network=key.network, remote_id=key.remote_id, receiver=key.receiver
-        )
-        if portal.mxid and portal.mxid != room_id:
-            self._log.info("DM %s moves from %s to %s", key, portal.mxid, room_id)
-            self.portals.room_keys.pop(portal.mxid, None)
-        portal.mxid, portal.is_direct = room_id, True
-        await self.portals.save_portal(portal)
-        await self._store.add_portal_user(inviter, key)
-        self.portals.room_keys[room_id] = key
-        self._log.info("Started DM portal %s for %s in %s", key, inviter, room_id)
-        await self.portals.announce_encryption(portal)
 
 
 def _refused_in_clear(encryption: RoomEncryption | None, event: dict[str, Any]) -> bool:
