@@ -14,6 +14,8 @@ from bridge.portal.store import Store
 from tests.test_permissions import ALICE, BOT, KEY, NET, OUTSIDER, ROOM, Hub, MailClient
 
 GHOST = "@mail_mallory=40evil.test:hub.test"
+JOINED = {"prev_content": {"membership": "join"}}
+"""``unsigned`` of a member event whose target was in the room before."""
 
 
 class KickingClient(MailClient):
@@ -46,11 +48,27 @@ async def _hub(store: Store) -> tuple[Hub, KickingClient]:
 async def test_kicks_and_bans_of_ghosts_by_moderators_reach_the_network(store: Store) -> None:
     hub, client = await _hub(store)
     await hub.event(ALICE, "m.room.member", {"membership": "leave", "reason": "rude"},
-                    state_key=GHOST)  # fmt: skip
+                    state_key=GHOST, unsigned=JOINED)  # fmt: skip
     await hub.event(ALICE, "m.room.member", {"membership": "ban"}, state_key=GHOST)
     assert [(k.sender, k.target, k.ban, k.reason) for k in client.kicks] == [
         (ALICE, GHOST, False, "rude"), (ALICE, GHOST, True, ""),
     ]  # fmt: skip
+    assert not any(k.unban for k in client.kicks)
+
+
+async def test_an_unban_or_a_withdrawn_invite_is_no_kick(store: Store) -> None:
+    """A leave by someone else is a kick only after a join: lifting a ban says so, and
+    withdrawing an invite (or a leave of someone who had left) says nothing."""
+    hub, client = await _hub(store)
+    await hub.event(ALICE, "m.room.member", {"membership": "ban"}, state_key=GHOST)
+    await hub.event(ALICE, "m.room.member", {"membership": "leave"}, state_key=GHOST,
+                    unsigned={"prev_content": {"membership": "ban"}})  # fmt: skip
+    assert [(k.ban, k.unban) for k in client.kicks] == [(True, False), (False, True)]
+    for prev in ({"prev_content": {"membership": "invite"}},
+                 {"prev_content": {"membership": "leave"}}, {}):  # fmt: skip
+        await hub.event(ALICE, "m.room.member", {"membership": "leave"}, state_key=GHOST,
+                        unsigned=prev)  # fmt: skip
+    assert len(client.kicks) == 2
 
 
 async def test_what_is_no_moderators_kick_of_a_ghost_does_not_reach_the_network(
@@ -61,12 +79,23 @@ async def test_what_is_no_moderators_kick_of_a_ghost_does_not_reach_the_network(
         (ALICE, {"membership": "leave"}, "@bob:hub.test"),  # a Matrix user: the homeserver's
         (BOT, {"membership": "leave"}, GHOST),  # the bridge tidying up
         (GHOST, {"membership": "leave"}, GHOST),  # the ghost leaving: a leave, not a kick
-        (OUTSIDER, {"membership": "ban"}, GHOST),  # relay level: not a member on the network
         (ALICE, {"membership": "invite"}, GHOST),
     ]
     for sender, content, target in cases:
         await hub.event(sender, "m.room.member", content, state_key=target)
     assert client.kicks == []
+
+
+async def test_a_relay_level_moderators_ban_reaches_the_network_marked_relayed(
+    store: Store,
+) -> None:
+    """Not a member on the network, but a room the network hosts through the bridge obeys
+    every Matrix moderator the homeserver allowed."""
+    hub, client = await _hub(store)
+    await hub.event(OUTSIDER, "m.room.member", {"membership": "ban"}, state_key=GHOST)
+    assert [(k.sender, k.ban, k.relayed) for k in client.kicks] == [(OUTSIDER, True, True)]
+    await hub.event(ALICE, "m.room.member", {"membership": "ban"}, state_key=GHOST)
+    assert client.kicks[1].relayed is False
 
 
 async def test_a_kick_on_the_network_is_the_bots_kick_of_the_ghost(store: Store) -> None:

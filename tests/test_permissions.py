@@ -143,13 +143,19 @@ class Connector:
         return Capabilities(replies=True, media=True, html=True)
 
 
+class MarkingConnector(Connector):
+    """A connector that says who a relayed message is from itself (Teams' marker line)."""
+
+    marks_relayed_senders = True
+
+
 class Hub:
-    def __init__(self, store: Store, *, relay_enabled: bool) -> None:
+    def __init__(self, store: Store, *, relay_enabled: bool, marks: bool = False) -> None:
         self.store = store
         self.matrix = Homeserver()
         self.client = MailClient()
         matrix: Any = self.matrix
-        connectors: Any = {NET: Connector()}
+        connectors: Any = {NET: MarkingConnector() if marks else Connector()}
         log = logging.getLogger("test.permissions")
         self.portals = PortalManager(
             store=store, matrix=matrix, domain="hub.test", bridge_id="pontis",
@@ -220,6 +226,21 @@ async def test_a_relay_level_message_is_relayed_by_the_bot_with_the_name_in_fron
     assert (hub.client.messages[1].msgtype, hub.client.messages[1].body) == (
         "m.text", "* Otto <b> waves"
     )  # fmt: skip
+
+
+async def test_a_relayed_message_keeps_who_wrote_it_for_a_connector_that_marks_it(
+    store: Store,
+) -> None:
+    hub = Hub(store, relay_enabled=True, marks=True)
+    await hub.portal(relay=True)
+    await hub.event(OUTSIDER, "m.room.message", {
+        "msgtype": "m.text", "body": "hello", "format": "org.matrix.custom.html",
+        "formatted_body": "<i>hello</i>",
+    })  # fmt: skip
+    (msg,) = hub.client.messages
+    assert (msg.sender, msg.relayed) == (BOT, True)
+    assert (msg.relayed_sender, msg.relayed_sender_name) == (OUTSIDER, "Otto <b>")
+    assert (msg.body, msg.html) == ("hello", "<i>hello</i>")  # no second name in front
 
 
 async def test_a_relay_level_reaction_is_not_shown_on_the_network(store: Store) -> None:

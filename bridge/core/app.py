@@ -325,6 +325,7 @@ class App:
             routes=self._routes,
             federation=self.federation,
             ghost_names=self.ghost_names,
+            bot_mxid=self.config.bot_mxid,
         )
         self._contexts[network] = ctx
         await connector.start(ctx)

@@ -61,6 +61,8 @@ class CoreServices(Protocol):
 
     async def matrix_power_levels(self, room_id: str) -> tuple[dict[str, Any], list[str]]: ...
 
+    async def matrix_membership(self, room_id: str, mxid: str) -> str | None: ...
+
     async def delivery_failed(
         self, network: NetworkID, event_id: str, err: BridgeError
     ) -> None: ...
@@ -115,8 +117,11 @@ class ConnectorContext:
         routes: ConnectorRoutes | None = None,
         federation: FederationPolicy | None = None,
         ghost_names: GhostNames | None = None,
+        bot_mxid: str = "",
     ) -> None:
         self.network = network
+        self.bot_mxid = bot_mxid
+        """The bridge bot's Matrix ID: the sender of relayed messages (relay mode)."""
         self.config = config
         """The connector's validated ``connectors.<id>`` section, defaults merged in."""
         self.domain = domain
@@ -216,6 +221,11 @@ class ConnectorContext:
         """A portal room's ``m.room.power_levels`` content and its creators (who have every
         power in room versions that say so)."""
         return await self._core.matrix_power_levels(room_id)
+
+    async def matrix_membership(self, room_id: str, mxid: str) -> str | None:
+        """``mxid``'s membership in a portal room (``join``, ``ban``, …; None if never a member),
+        from the homeserver: e.g. whether a ghost is banned, whoever banned it and when."""
+        return await self._core.matrix_membership(room_id, mxid)
 
     async def delivery_failed(self, event_id: str, err: BridgeError) -> None:
         """The network bounced a message after ``handle_matrix_*`` had returned (an XMPP error

@@ -217,7 +217,13 @@ class MatrixEvent:
     timestamp: int
     relayed: bool = False
     """Relay mode (:mod:`bridge.core.permissions`): ``sender`` is the bot, and the text already
-    starts with the relayed user's name; a connector must not put another name in front."""
+    starts with the relayed user's name; a connector must not put another name in front.
+    A connector whose class sets ``marks_relayed_senders = True`` gets the text unchanged and
+    says who wrote it itself, from ``relayed_sender`` and ``relayed_sender_name``."""
+    relayed_sender: str = ""
+    """Relay mode: the Matrix ID of the user who wrote it (``sender`` is then the bot)."""
+    relayed_sender_name: str = ""
+    """Relay mode: that user's display name in the room."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -270,6 +276,9 @@ class MatrixKick(MatrixEvent):
     target: str
     ban: bool = False
     reason: str = ""
+    unban: bool = False
+    """A ban lifted (ban → leave): ``target`` may come back; nobody is removed. ``relayed``
+    here means ``sender`` is a relay-level moderator, no member on the network."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -377,6 +377,22 @@ class MatrixAPI:
                 )
         return messages
 
+    async def membership(self, room_id: str, mxid: str) -> str | None:
+        """``mxid``'s membership in the room (``join``, ``ban``, …), read from the homeserver,
+        not the cache: a ban made while the bridge was away counts too. None: never a member."""
+        try:
+            content = await self.bot.get_state_event(
+                RoomID(room_id), EventType.ROOM_MEMBER, state_key=mxid
+            )
+        except MatrixRequestError as err:
+            if getattr(err, "http_status", 0) == 404:
+                return None
+            raise _wrap(err, f"reading {mxid}'s membership in {room_id}") from err
+        except Exception as err:
+            raise _wrap(err, f"reading {mxid}'s membership in {room_id}") from err
+        membership = getattr(content, "membership", None)
+        return str(getattr(membership, "value", membership) or "") or None
+
     async def joined_members(self, room_id: str) -> dict[str, str]:
         """mxid → display name of the room's joined members, as the bot sees them."""
         try:

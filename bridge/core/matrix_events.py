@@ -98,6 +98,7 @@ class MatrixEventHandler:
         relates = content.get("m.relates_to") or {}
         name = await self._matrix.get_displayname(portal.mxid or "", sender)
         relay_for: str | None = None
+        relay_mxid = ""
         if self._permissions.relay_only(sender):
             if etype not in _RELAYED:
                 return  # a reaction cannot say who it is from; other events do nothing here
@@ -105,7 +106,7 @@ class MatrixEventHandler:
             loaded = self._clients.client_for(
                 portal.network, portal.relay_login or portal.receiver, None
             )
-            relay_for, sender = name, self._matrix.bot_mxid
+            relay_for, relay_mxid, sender = name, sender, self._matrix.bot_mxid
             name = await self._matrix.get_displayname(portal.mxid or "", sender)
         else:
             loaded = self._clients.client_for(portal.network, portal.receiver, sender)
@@ -118,7 +119,9 @@ class MatrixEventHandler:
             "relayed": relay_for is not None,
         }
         if relay_for is not None:
-            content = relayed_content(relay_for, content)
+            base["relayed_sender"], base["relayed_sender_name"] = relay_mxid, relay_for
+            if not getattr(self._connectors.get(portal.network), "marks_relayed_senders", False):
+                content = relayed_content(relay_for, content)
         if etype in ("m.room.message", "m.sticker"):
             if relates.get("rel_type") == "m.replace":
                 await self._edit(loaded, base, content, relates)
@@ -138,7 +141,12 @@ class MatrixEventHandler:
         membership = content.get("membership")
         target = event.get("state_key")
         if target != sender and membership in ("leave", "ban") and isinstance(target, str):
-            await self._kick(portal, event, target, ban=membership == "ban")
+            # A leave by someone else is a kick only of a member: after a ban it is an unban,
+            # after an invite its withdrawal (nothing on the network).
+            prev = ((event.get("unsigned") or {}).get("prev_content") or {}).get("membership")
+            if membership == "ban" or prev in ("join", "ban"):
+                await self._kick(portal, event, target, ban=membership == "ban",
+                                 unban=membership == "leave" and prev == "ban")  # fmt: skip
             return
         if target != sender or membership not in ("join", "leave"):
             return  # invites, and kicks of Matrix users, are not shown on the network
@@ -180,24 +188,26 @@ class MatrixEventHandler:
             portal, ChatInfo(topic=topic), sender=sender, sender_name=name
         )
 
-    async def _kick(self, portal: Portal, event: dict[str, Any], target: str, *, ban: bool) -> None:
+    async def _kick(self, portal: Portal, event: dict[str, Any], target: str, *, ban: bool,
+                    unban: bool = False) -> None:  # fmt: skip
         """A moderator removed a ghost (a Matrix user kicked is the homeserver's business)."""
         sender = str(event["sender"])
         if sender == self._matrix.bot_mxid or self._is_puppet(sender):
             return  # the bridge's own doing
         if not self._is_puppet(target):
             return
-        if self._permissions.relay_only(sender):
-            return
-        loaded = self._clients.client_or_none(portal, sender)
+        # A relay-level moderator is no member on the network, but a room the network hosts
+        # through the bridge still obeys them: the kick goes on marked ``relayed``.
+        relayed = self._permissions.relay_only(sender)
+        loaded = self._clients.client_or_none(portal, self._matrix.bot_mxid if relayed else sender)
         if loaded is None or not loaded.features.kicks:
             return
         reason = (event.get("content") or {}).get("reason")
         kick = MatrixKick(
-            portal=portal, event_id=str(event["event_id"]), sender=sender,
+            portal=portal, event_id=str(event["event_id"]), sender=sender, relayed=relayed,
             sender_name=await self._matrix.get_displayname(portal.mxid or "", sender),
             timestamp=int(event.get("origin_server_ts") or time.time() * 1000), target=target,
-            ban=ban, reason=reason if isinstance(reason, str) else "",
+            ban=ban, reason=reason if isinstance(reason, str) else "", unban=unban,
         )  # fmt: skip
         await cast(SupportsKicks, loaded.client).handle_matrix_kick(kick)
 

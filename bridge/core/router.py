@@ -162,6 +162,9 @@ class Router:
     async def matrix_power_levels(self, room_id: str) -> tuple[dict[str, Any], list[str]]:
         return await self._matrix.power_levels(room_id)
 
+    async def matrix_membership(self, room_id: str, mxid: str) -> str | None:
+        return await self._matrix.membership(room_id, mxid)
+
     # --- network → Matrix -----------------------------------------------------------------------
 
     async def submit_remote_event(

@@ -46,9 +46,10 @@ from bridge.teams import directory, members
 from bridge.teams.errors import as_bridge_error, graph_call
 from bridge.teams.from_matrix import as_posted, body_html, chat_message, edited_message
 from bridge.teams.ids import NETWORK, portal_key, user_id
-from bridge.teams.mentions import Resolve, teams_mentions
+from bridge.teams.mentions import Resolve, has_pills, teams_mentions
 from bridge.teams.network import TeamsNetwork
 from bridge.teams.protocol import TokenError
+from bridge.teams.protocol.msal_auth import MsalTokenProvider
 from bridge.teams.tenant import TenantLink
 from bridge.teams.to_matrix import ghost_name
 from bridge.teams.tokens import LoginSignIn
@@ -81,7 +82,9 @@ class _TeamsActions:
                     user_message="Teams chats take pictures from Matrix, not other files yet.",
                 )
             image = (await msg.media.read(), msg.media.mimetype)
-        content, mentions = teams_mentions(content, await self._mention_resolver())
+        content, mentions = teams_mentions(
+            content, await self._mention_resolver(graph, chat_id, content)
+        )
         content = as_posted(msg, content, relay=relay)
         body = chat_message(
             content,
@@ -107,20 +110,41 @@ class _TeamsActions:
         chat_id = edit.portal.remote_id
         graph, relay = await self._acting(chat_id, edit.sender_name)
         content = body_html(edit.body, edit.html)
-        content, mentions = teams_mentions(content, await self._mention_resolver())
+        content, mentions = teams_mentions(
+            content, await self._mention_resolver(graph, chat_id, content)
+        )
         content = as_posted(edit, content, relay=relay)
         item = graph.chats.by_chat_id(chat_id).messages.by_chat_message_id(edit.target.remote_id)
         await self._call(
             f"edit {edit.target.remote_id}", item.patch(edited_message(content, mentions))
         )
 
-    async def _mention_resolver(self) -> Resolve:
-        """Who a Matrix pill names in Teams: a ghost's account, or a logged-in Matrix user's."""
+    async def _mention_resolver(
+        self, graph: GraphServiceClient, chat_id: str, content: str
+    ) -> Resolve:
+        """Who a Matrix pill names in Teams: a ghost's account, or a logged-in Matrix user's,
+        if that account is a member of the chat, under the name Teams shows for it. A pill of
+        anyone else (any ``@teams_<id>`` can be written) stays a link."""
+        if not has_pills(content):
+            return lambda mxid: None
         logins = {mxid: account for account, mxid in (await self.net.logged_in()).items()}
         parse = self.net.ctx.parse_ghost_mxid
+        page = await self._call(
+            f"read the members of {chat_id}", graph.chats.by_chat_id(chat_id).members.get()
+        )
+        members: dict[str, str] = {}
+        for member in (page.value if page is not None else None) or []:
+            account = getattr(member, "user_id", None) or (member.additional_data or {}).get(
+                "userId"
+            )
+            if account:
+                members[str(account).lower()] = member.display_name or ""
 
-        def resolve(mxid: str) -> str | None:
-            return parse(mxid) or logins.get(mxid)
+        def resolve(mxid: str) -> tuple[str, str] | None:
+            account = parse(mxid) or logins.get(mxid)
+            if account is None or str(account).lower() not in members:
+                return None
+            return str(account), members[str(account).lower()]
 
         return resolve
 
@@ -210,7 +234,7 @@ class _TeamsActions:
         link = await directory.tenant_of(self.net, user)
         directory.check_policy(self.net, link, matrix_user)
         graph, me = self._chat_opener(link)
-        chat_id = await directory.open_chat(self.net, graph, me, user, self.delegated)
+        chat_id = await directory.open_chat(link, graph, me, user, self.delegated)
         await self.net.remember_chat(chat_id, link.id)
         return portal_key(chat_id)
 
@@ -293,14 +317,22 @@ class TeamsUserClient(_TeamsActions):
         self.login = login
         self.login_id = login.login_id
         tenant_id = str(login.metadata.get("tenant_id", ""))
-        link = net.tenant(tenant_id) or next(iter(net.tenants.values()))
-        self._link = link
-        # MSAL's token cache, sealed in the login's metadata; renewed refresh tokens are kept.
-        sign_in = LoginSignIn(net.cfg, link.tenant, login.metadata, self._save_login)
-        self._tokens = sign_in.provider
-        self._graph = link.graph(self._tokens)
+        # A login of a tenant the operator removed gets no client at all: its tokens belong to
+        # that tenant, and no other tenant's authority or Graph may be tried with them.
+        self._link = net.tenant(tenant_id)
+        self._gone = f"tenant {tenant_id or '(none)'} is no longer configured on this bridge"
+        self._tokens: MsalTokenProvider | None = None
+        self._graph: GraphServiceClient | None = None
+        if self._link is not None:
+            # MSAL's token cache, sealed in the login's metadata; renewed refresh tokens kept.
+            sign_in = LoginSignIn(net.cfg, self._link.tenant, login.metadata, self._save_login)
+            self._tokens = sign_in.provider
+            self._graph = self._link.graph(self._tokens)
 
     async def connect(self) -> None:
+        if self._tokens is None:
+            self.net.ctx.set_client_state(self.login_id, connected=False, message=self._gone)
+            return
         try:
             await self._tokens.token()
         except TokenError as err:
@@ -317,22 +349,29 @@ class TeamsUserClient(_TeamsActions):
 
     async def logout_remote(self) -> None:
         """``logout teams``: the hub stops being told of this account's chats at once."""
-        await self._link.unwatch(self.login_id)
+        if self._link is not None:
+            await self._link.unwatch(self.login_id)
+
+    def _own_graph(self) -> GraphServiceClient:
+        if self._graph is None:
+            raise NotSupported(self._gone, user_message=f"Your Teams login's {self._gone}.")
+        return self._graph
 
     async def _acting(self, chat_id: str, sender_name: str) -> tuple[GraphServiceClient, bool]:
-        return self._graph, False
+        return self._own_graph(), False
 
     def _directories(self) -> list[TenantLink]:
-        return [self._link]
+        return [self._link] if self._link is not None else []
 
     def _chat_opener(self, link: TenantLink) -> tuple[GraphServiceClient, str]:
+        graph = self._own_graph()
         if link is not self._link:
             raise NotSupported(
                 f"{link.id} is not the tenant of login {self.login_id}",
                 user_message="That person is in another organisation than your Teams account;"
                 " Teams chats across organisations cannot be opened from here.",
             )
-        return self._graph, self.login_id
+        return graph, self.login_id
 
     async def _save_login(self) -> None:
         """Refresh tokens rotate: keep the newest, or the login dies at the next restart."""

@@ -41,6 +41,10 @@ class TeamsConnector:
     # Last bridged edit time of a message, oldest message a bounded catch-up kept (inbound),
     # how far each service-chat request got (service_chat).
     kv_markers = ("edited:", "catch-up-floor:", "service-request:")
+    # The core's relay mode leaves the text alone: from_matrix.as_posted puts the same
+    # "External · via Matrix" line as our own relay path in front (a bare name could pass
+    # for a colleague of the tenant's).
+    marks_relayed_senders = True
 
     def __init__(self) -> None:
         self._net: TeamsNetwork | None = None

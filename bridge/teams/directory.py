@@ -88,10 +88,11 @@ def check_policy(net: TeamsNetwork, link: TenantLink, matrix_user: str) -> None:
 
 
 async def open_chat(
-    net: TeamsNetwork, graph: GraphServiceClient, me: str, person: RemoteUserID, delegated: bool
+    link: TenantLink, graph: GraphServiceClient, me: str, person: RemoteUserID, delegated: bool
 ) -> str:
-    """The one-on-one chat of ``me`` and ``person`` (created, or Graph's existing one)."""
-    base = net.cfg.graph_url.rstrip("/")
+    """The one-on-one chat of ``me`` and ``person`` (created, or Graph's existing one). The
+    members are bound on the tenant's own Graph (a national cloud's, not the global one)."""
+    base = link.graph_url.rstrip("/")
     members: list[ConversationMember] = [
         AadUserConversationMember(
             odata_type="#microsoft.graph.aadUserConversationMember",

@@ -67,9 +67,13 @@ def relayed(sender_name: str, sender_mxid: str, content: str) -> str:
 
 
 def as_posted(event: MatrixEvent, content: str, *, relay: bool) -> str:
-    """What the acting account posts: through the relay account, who wrote it first,
-    unless the core's relay mode put a name there already (``event.sender`` is then the bot)."""
-    if relay and not event.relayed:
+    """What the acting account posts: through the relay account, who wrote it first. In the
+    core's relay mode (``event.sender`` is the bot, whichever account posts) that is the user
+    the core relays for: the connector declares ``marks_relayed_senders``, so the core leaves
+    the text alone and every relayed post carries the same marker line as our own relay path."""
+    if event.relayed:
+        return relayed(event.relayed_sender_name, event.relayed_sender or event.sender, content)
+    if relay:
         return relayed(event.sender_name, event.sender, content)
     return content
 

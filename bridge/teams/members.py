@@ -54,7 +54,7 @@ async def add_member(
     )
     if chat is None or chat.chat_type != ChatType.Group:
         raise NotSupported(f"chat {chat_id} is not a group chat", user_message=ONE_ON_ONE)
-    base = net.cfg.graph_url.rstrip("/")
+    base = link.graph_url.rstrip("/")  # the tenant's cloud: a national one is not global
     member = AadUserConversationMember(
         odata_type="#microsoft.graph.aadUserConversationMember",
         roles=["owner"],

@@ -4,7 +4,10 @@ A Matrix client writes a mention as a pill, ``<a href="https://matrix.to/#/@user
 in the formatted body (and lists the user in ``m.mentions``). Teams needs ``<at id="0">Name</at>``
 in the body and, under the same id, the person in the message's ``mentions[]``: only then does
 Teams notify them. A pill becomes a Teams mention when its Matrix user stands for a Teams
-account here (a Teams ghost, or a Matrix user logged in to Teams); other pills stay links.
+account here (a Teams ghost, or a Matrix user logged in to Teams) who is a member of the chat;
+other pills stay links. The mention's text is the person's own Teams name, not the pill's
+(which the sender chose), and ``<at>`` tags written in the Matrix HTML are dropped, so no one
+is mentioned, or named, other than as Teams knows them.
 """
 
 from __future__ import annotations
@@ -25,10 +28,16 @@ _PILL = re.compile(
     r"""<a\b[^>]*?\bhref\s*=\s*["']https://matrix\.to/#/([^"'?/]+)[^"']*["'][^>]*>(.*?)</a>""",
     re.S | re.I,
 )
-_TAG = re.compile(r"<[^>]*>")
+_AT = re.compile(r"</?at\b[^>]*>", re.I)
 
-Resolve = Callable[[str], str | None]
-"""A Matrix user ID → the AAD object id of the Teams account it stands for, or ``None``."""
+Resolve = Callable[[str], tuple[str, str] | None]
+"""A Matrix user ID → (AAD object id, Teams display name) of the chat member it stands for,
+or ``None``."""
+
+
+def has_pills(content: str) -> bool:
+    """Whether ``content`` may name anyone (so the chat's members are worth reading)."""
+    return _PILL.search(content) is not None
 
 
 def teams_mentions(content: str, resolve: Resolve) -> tuple[str, list[ChatMessageMention]]:
@@ -38,10 +47,11 @@ def teams_mentions(content: str, resolve: Resolve) -> tuple[str, list[ChatMessag
 
     def pill(match: re.Match[str]) -> str:
         mxid = unquote(match.group(1))
-        account = resolve(mxid) if mxid.startswith("@") else None
-        if account is None:
+        found = resolve(mxid) if mxid.startswith("@") else None
+        if found is None:
             return match.group(0)
-        text = " ".join(html.unescape(_TAG.sub("", match.group(2))).split()) or mxid
+        account, name = found
+        text = " ".join(name.split()) or mxid  # a Teams name is plain text: escaped below
         number = len(mentions)
         mentions.append(
             ChatMessageMention(
@@ -58,4 +68,4 @@ def teams_mentions(content: str, resolve: Resolve) -> tuple[str, list[ChatMessag
         )
         return f'<at id="{number}">{html.escape(text)}</at>'
 
-    return _PILL.sub(pill, content), mentions
+    return _PILL.sub(pill, _AT.sub("", content)), mentions

@@ -99,7 +99,8 @@ class BadRequest(Exception):
 
 
 def requested_mxid(content: str) -> str | None:
-    """The Matrix ID a service-chat message names, lowercased; ``None`` if it names none.
+    """The Matrix ID a service-chat message names, its server name lowercased (DNS names are
+    case-blind, historical localparts are not); ``None`` if it names none.
     Raises :class:`BadRequest` for something that looks like one but is not valid."""
     text = html.unescape(_TAGS.sub(" ", content))
     for word in _CANDIDATE.findall(text):
@@ -114,7 +115,7 @@ def requested_mxid(content: str) -> str | None:
                 " <b>@name:server.example</b>: an @, the user's name, a colon and their"
                 " server.</p>"
             )
-        return word.lower()
+        return f"@{match['local']}:{match['server'].lower()}"
     return None
 
 
@@ -235,6 +236,11 @@ class ServiceChat:
             _, mxid, name = state.split("\n", 2)
             await self._answer(link, chat_id, marker, _opened_answer(mxid, name))
             return
+        if state is not None and state.startswith("bridging\n"):
+            # A crash after the group chat was chosen: bridge that one (queueing is idempotent).
+            _, group, mxid, name, person_name = state.split("\n", 4)
+            await self._bridge(link, chat_id, person, marker, group, mxid, name, person_name)
+            return
         if state is not None and state.startswith("opening"):
             # A crash between creating the chat and recording it: no second chat is made.
             await self._recover(link, chat_id, person, marker, state)
@@ -247,7 +253,10 @@ class ServiceChat:
         sender = _sender(msg)
         if sender is None or sender[0] != person:
             return  # the relay's own message, a system event, or not the chat's person
-        allowed = self.limit.allow(person)
+        # A retry of this request (an outage after it was counted) is not a new request.
+        allowed = True if state == "allowed" else self.limit.allow(person)
+        if allowed is True and state != "allowed":
+            await self._ctx.store.kv_set(marker, "allowed")
         if allowed is None:
             self._log.info("Service chat: %s is over the request limit; not answered", person)
             await self._ctx.store.kv_set(marker, "done")
@@ -280,6 +289,9 @@ class ServiceChat:
         mxid: str, name: str, person_name: str,
     ) -> None:  # fmt: skip
         """Queue the portal of the new group chat ``group``, then answer the request."""
+        await self._ctx.store.kv_set(
+            marker, "\n".join(["bridging", group, mxid, name, person_name])
+        )
         await self.net.remember_chat(group, link.id)
         payload: dict[str, Any] = {
             "matrix_user": mxid,
@@ -353,10 +365,9 @@ class ServiceChat:
                 " Teams directly.</p>"
             )
         policy = self._ctx.federation
-        for tenant in dict.fromkeys(
-            [link.tenant.tenant_id, sender_tenant or link.tenant.tenant_id]
-        ):
-            refused = policy.refusal(NETWORK, tenant, mxid, entry=ENTRY)
+        for tenant in dict.fromkeys([link.tenant.tenant_id, sender_tenant]):
+            # A sender whose tenant Graph does not name is refused: the policy cannot vouch.
+            refused = policy.refusal(NETWORK, tenant, mxid, entry=ENTRY) if tenant else True
             if refused is not None:
                 server = html.escape(mxid.split(":", 1)[1])
                 raise BadRequest(
@@ -377,7 +388,7 @@ class ServiceChat:
         """A new group chat of ``person`` and the relay account, named so no display name can
         pass for a colleague: the Matrix ID is in it."""
         assert link.relay is not None and link.relay_user_id
-        base = self.net.cfg.graph_url.rstrip("/")
+        base = link.graph_url.rstrip("/")  # the tenant's cloud: a national one is not global
         members: list[ConversationMember] = [
             AadUserConversationMember(
                 odata_type="#microsoft.graph.aadUserConversationMember",

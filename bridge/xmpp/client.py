@@ -32,7 +32,6 @@ from bridge.core import (
     MatrixRedaction,
     MatrixTyping,
     NotFound,
-    NotSupported,
     PermanentError,
     PortalKey,
     RemoteEvent,
@@ -60,7 +59,7 @@ from bridge.xmpp.mam import CLOCK_MARGIN_MS, Archive
 from bridge.xmpp.moderation import MucModeration, subject_key
 from bridge.xmpp.moderator import MatrixModerator
 from bridge.xmpp.muc import MUC_NS, JoinError, MucTracker
-from bridge.xmpp.muc_presence import MucKeeper
+from bridge.xmpp.muc_presence import MucKeeper, rejoin_delay
 from bridge.xmpp.protocol.escaping import (
     bare_jid,
     is_valid_jid,
@@ -69,11 +68,14 @@ from bridge.xmpp.protocol.escaping import (
     split_jid,
 )
 from bridge.xmpp.store import ArchiveMark, XmppStore
+from bridge.xmpp.upload import upload
 from bridge.xmpp.vcards import fetch_vcard
 
 JOIN_TIMEOUT = 15
 MAX_RESENDS = 3
 TRACKED_STANZAS = 2000
+MAX_REJOIN_RETRIES = 12
+"""Rejoins tried again after an unexpected failure (a store outage): about an hour in all."""
 MessageType = Literal["chat", "groupchat"]
 
 
@@ -158,19 +160,33 @@ class XmppClient:
         rooms: list[str] = [p.remote_id for p in await self._ctx.store.list_portals()
                  if not p.is_direct and not self._hosts(p.remote_id)]  # fmt: skip
         for room in rooms:
+            self.mucs.room(room)  # a portal's room is ours to hear, rejoined yet or not
             self.inbound.hold(room)
         return rooms
 
-    async def _rejoin(self, room: str) -> None:
+    async def _rejoin(self, room: str, attempt: int = 0) -> None:
         if self.keeper.rejoining(room):
             return  # the keeper's loop is on it, and tells Matrix when the room is back
         try:
             await self._join_listener(room)
-        except (JoinError, TimeoutError, TransientError) as err:
-            await self.inbound.release(room, caught_up=False)  # nothing held for ever
+        except Exception as err:
+            # Whatever failed (the room, the stream, our store), the room is released, its mark
+            # stays put, and the rejoin is tried again later: nothing is held for ever.
             self._log.error(
                 "Could not rejoin %s: %s; its messages are not bridged until it works", room, err
             )
+            try:
+                await self.inbound.release(room, caught_up=False)
+            finally:
+                if not isinstance(err, JoinError | TransientError):  # refused / reconnect rejoins
+                    self._ctx.background(self._rejoin_later(room, attempt + 1),
+                                         name=f"rejoin {room} again")  # fmt: skip
+
+    async def _rejoin_later(self, room: str, attempt: int) -> None:
+        await asyncio.sleep(rejoin_delay(attempt))
+        if self.component.up and attempt <= MAX_REJOIN_RETRIES:
+            self.inbound.hold(room)
+            await self._rejoin(room, attempt)
 
     def _hosts(self, room: str) -> bool:
         return self.hosted is not None and self.hosted.hosts(room)
@@ -426,11 +442,16 @@ class XmppClient:
 
     async def handle_matrix_message(self, msg: MatrixMessage) -> RemoteMessageID:
         self.component.require_up()
+        if msg.relayed:
+            self.moderation.relayed_by(msg.sender)
         stanza_id = outgoing_id(msg.event_id)
         body = from_matrix.body(msg)
         url = None
         if msg.media is not None:
-            url = await self._upload(mxid_to_jid(msg.sender, self._cfg.jid), msg)
+            url = await upload(
+                self.component.xmpp, self._ctx.http, self._cfg.upload_service,
+                mxid_to_jid(msg.sender, self._cfg.jid), msg.media,
+            )  # fmt: skip
             body = f"{body}\n{url}" if body else url
         reply_id = (
             await self._reference(msg.portal, msg.reply_to) if msg.reply_to is not None else None
@@ -455,33 +476,6 @@ class XmppClient:
         if target.sender_id.startswith("@"):
             return mxid_to_jid(target.sender_id, self._cfg.jid)
         return target.sender_id
-
-    async def _upload(self, uploader: str, msg: MatrixMessage) -> str:
-        media = msg.media
-        assert media is not None
-        if not self._cfg.upload_service:
-            raise NotSupported(
-                "no upload_service configured", user_message="Files cannot be sent to XMPP here."
-            )
-        data = await media.read()
-        try:
-            slot = await self.component.xmpp.plugin["xep_0363"].request_slot(
-                JID(self._cfg.upload_service),
-                media.filename,
-                len(data),
-                media.mimetype,
-                ifrom=JID(uploader),
-                timeout=30,
-            )
-        except Exception as err:
-            raise TransientError(f"upload slot request failed: {err}") from err
-        put = slot["http_upload_slot"]["put"]
-        headers = {h["name"]: h["value"] for h in put["headers"]} if put["headers"] else {}
-        headers["Content-Type"] = media.mimetype
-        async with self._ctx.http.put(put["url"], data=data, headers=headers) as resp:
-            if resp.status >= 400:
-                raise TransientError(f"upload of {media.filename} failed with HTTP {resp.status}")
-        return str(slot["http_upload_slot"]["get"]["url"])
 
     async def handle_matrix_edit(self, edit: MatrixEdit) -> None:
         def decorate(stanza: Message) -> None:

@@ -210,7 +210,7 @@ class HostedRooms:
 
     async def _presence(self, presence: Presence) -> None:
         room, nick, occupant = presence["to"].bare, presence["to"].resource, str(presence["from"])
-        occupants = self._rooms.setdefault(room, {})
+        occupants = self._rooms.get(room, {})  # kept only once the room turns out to exist
         if presence["type"] == "unavailable":
             await self._leave(room, nick, occupant)
             return
@@ -239,6 +239,9 @@ class HostedRooms:
         if portal is None or portal.mxid is None:
             self._error(presence, "item-not-found", f"No public Matrix room {alias or room}")
             return
+        if occupant not in occupants.values() and not await self._may_join(presence, portal.mxid):
+            return
+        occupants = self._rooms.setdefault(room, occupants)
         members = await self._ctx.matrix_members(portal.mxid)
         holder = occupants.get(nick)
         if holder is not None and holder != occupant and bare_jid(holder) == bare_jid(occupant):
@@ -294,6 +297,24 @@ class HostedRooms:
                     portal=muc_key(room), info=ChatInfo(members=[member]), create_portal=False
                 )
             )
+
+    async def _may_join(self, presence: Presence, room_id: str) -> bool:
+        """Whether the joiner's ghost is not banned from the portal room. The room's own
+        membership counts, not only bans the bridge relayed: a ban by a relay-level moderator,
+        another bridge or from before the bridge kept bans holds too. If the homeserver cannot
+        say, the joiner is asked to try again rather than let in."""
+        ghost = self._ctx.ghost_mxid(RemoteUserID(bare_jid(str(presence["from"]))))
+        try:
+            membership = await self._ctx.matrix_membership(room_id, ghost)
+        except Exception as err:
+            self._log.warning("Could not read %s's membership in %s: %s", ghost, room_id, err)
+            self._error(presence, "service-unavailable", "The bridge cannot check bans right "
+                        "now; join again later", "wait")  # fmt: skip
+            return False
+        if membership == "ban":
+            self._error(presence, "forbidden", "You are banned from this room", "auth")
+            return False
+        return True
 
     async def _send_history(self, room: str, room_id: str, occupant: str) -> None:
         """Recent messages, marked as delayed (XEP-0203), before the subject as XEP-0045 orders."""

@@ -44,7 +44,13 @@ from bridge.xmpp.ids import (
     stanza_id_key,
 )
 from bridge.xmpp.marks import ArchiveMarks
-from bridge.xmpp.moderation import MucModeration, announced_moderation, take_subject
+from bridge.xmpp.moderation import (
+    MucModeration,
+    announced_moderation,
+    nick_ghost,
+    stanza_real_jid,
+    take_subject,
+)
 from bridge.xmpp.muc import MucTracker
 from bridge.xmpp.protocol.escaping import bare_jid, jid_to_mxid
 from bridge.xmpp.store import ArchiveMark, XmppStore
@@ -68,6 +74,7 @@ MODERATED = "moderated"
 """A bridged MUC announced that a moderator removed a message (XEP-0425); ``payload`` has
 ``target``, the id the room knows it by."""
 RECEIPTS_NS = "urn:xmpp:receipts"
+DELAY_NS = "urn:xmpp:delay"
 OUR_PREFIX = "pontis-"
 """Ids of stanzas the bridge sends for Matrix events (:func:`bridge.xmpp.ids.outgoing_id`)."""
 
@@ -125,6 +132,8 @@ class Inbound:
         self._behind: set[str] = set()
         """Rooms whose last catch-up failed: their archive mark stays where it was, so that the
         next gap (rejoin, reconnect, restart) catches up on what was missed as well."""
+        self._lost: set[str] = set()
+        """Rooms where a message could not be kept since their last catch-up began."""
         self._cfg = cfg
         self._files = files or RemoteFiles(cfg.fetch_allow_private, cfg.max_file_bytes)
         self._component = component
@@ -177,6 +186,12 @@ class Inbound:
         if str(msg["to"]).split("/")[0] != self._cfg.listener_jid:
             return  # every occupant of ours gets a copy; the listener's is the one we bridge
         room_jid = msg["from"].bare
+        if room_jid not in self._mucs.rooms and room_jid not in self._held:
+            # Not a room the listener joined (or is rejoining): a stranger's "groupchat" is
+            # nobody's to bridge, and must not make rooms, keys or marks.
+            self._log.debug("Dropped a groupchat message from %s: not a room we are in",
+                            msg["from"])  # fmt: skip
+            return
         held = self._held.get(room_jid)
         if held is not None:
             held.append(msg)
@@ -194,17 +209,18 @@ class Inbound:
             # What a Matrix user said, reflected: only its stanza-id matters (for references).
             await self._remember_stanza_id(msg, room_jid)
             return
-        await self._groupchat(msg, room_jid, mark=False)
+        await self._groupchat(msg, room_jid, mark=False, archived=True)
 
     def hold(self, room_jid: str) -> None:
         """Keep live messages of ``room_jid`` aside until :meth:`release`."""
         self._held.setdefault(room_jid, [])
         self._taken[room_jid] = set()
+        self._lost.discard(room_jid)  # the catch-up brings what was lost before it
 
     async def release(self, room_jid: str, *, caught_up: bool = True) -> None:
         """Hand on the live messages held while catching up, minus those the archive gave.
         ``caught_up`` False: the catch-up failed, and the room's mark must not move on."""
-        if caught_up:
+        if caught_up and room_jid not in self._lost:
             self._behind.discard(room_jid)
         else:
             self._behind.add(room_jid)
@@ -216,56 +232,77 @@ class Inbound:
                 stanza_id = msg["stanza_id"]["id"] if msg["stanza_id"]["by"] == room_jid else ""
                 if not stanza_id or stanza_id not in taken:
                     await self._groupchat(msg, room_jid)
+        except BaseException:
+            # The rest are not taken now: the mark stays where it was, so that the next
+            # catch-up brings them from the archive.
+            self._behind.add(room_jid)
+            raise
         finally:
             self._held.pop(room_jid, None)
             self._taken.pop(room_jid, None)
+            self._lost.discard(room_jid)
 
     def set_mark(self, room_jid: str, stanza_id: str) -> None:
         """Remember how far the bridge got in ``room_jid``'s archive."""
         self.marks.move(room_jid, ArchiveMark(stanza_id, int(time.time() * 1000)))
 
-    async def _groupchat(self, msg: Message, room_jid: str, *, mark: bool = True) -> None:
-        await self._take_groupchat(msg, room_jid)
+    async def _groupchat(self, msg: Message, room_jid: str, *, mark: bool = True,
+                         archived: bool = False) -> None:  # fmt: skip
+        if not await self._take_groupchat(msg, room_jid, archived=archived):
+            # Not kept (the store is down): the mark stays before it, and the next catch-up
+            # brings it from the archive.
+            self._behind.add(room_jid)
+            self._lost.add(room_jid)
         stanza_id = msg["stanza_id"]["id"] if msg["stanza_id"]["by"] == room_jid else ""
         if mark and room_jid not in self._behind and (stanza_id or carries_content(msg)):
             # Without ids, the time still counts.
             self.set_mark(room_jid, stanza_id)
 
-    async def _take_groupchat(self, msg: Message, room_jid: str) -> None:
+    async def _take_groupchat(self, msg: Message, room_jid: str, *, archived: bool) -> bool:
+        """False if content to bridge could not be kept."""
         nick = msg["from"].resource
         room = self._mucs.room(room_jid)
         if msg["subject"] and not msg["body"]:  # from an occupant, or the room on every join
             room.subject = msg["subject"]
             await take_subject(self._ctx, room_jid, msg["subject"])
-            return
+            return True
         if (target := announced_moderation(msg, room_jid)) is not None:
             room_id = msg["stanza_id"]["id"] if msg["stanza_id"]["by"] == room_jid else ""
             item = remote_input(muc_key(room_jid), MODERATED, msg,
                                 dedupe=room_id or f"moderated:{target}")  # fmt: skip
             item.payload["target"] = target
-            await accept(self._ctx, self._component, msg, item)
-            return
+            return await accept(self._ctx, self._component, msg, item)
         bridged = bool(nick) and not room.is_ours(nick)
         if not bridged or not carries_content(msg) or too_large(msg):
             # Not content of an XMPP person (our own reflection, the room's, a chat state): its
             # stanza-id now, as XMPP replies and reactions to what Matrix users said use it.
             await self._remember_stanza_id(msg, room_jid)
         if not bridged:
-            return
+            return True
         if too_large(msg):
             self._log.warning("Dropped a %d-byte message from %s: too large for Matrix",
                               len(msg["body"]), msg["from"])  # fmt: skip
-            return
+            return True
         key = muc_key(room_jid)
-        by_id = self.moderation.sender_of(room_jid, nick, msg) if self.moderation else None
-        sender = room.occupants.get(nick) or by_id or f"{room_jid}/{nick}"
+        sender = self._sender(msg, room_jid, nick, archived=archived)
         if not carries_content(msg):
             await self._fleeting(msg, key, RemoteUserID(sender), nick)
-            return
+            return True
         room_id = msg["stanza_id"]["id"] if msg["stanza_id"]["by"] == room_jid else ""
         dedupe = room_id or f"{nick}:{message_id(msg)}"
-        await accept(self._ctx, self._component, msg,
-                     remote_input(key, MUC, msg, dedupe=dedupe, sender=sender, name=nick))  # fmt: skip
+        item = remote_input(key, MUC, msg, dedupe=dedupe, sender=sender, name=nick)
+        return await accept(self._ctx, self._component, msg, item)
+
+    def _sender(self, msg: Message, room_jid: str, nick: str, *, archived: bool) -> str:
+        """Who wrote ``msg``: real JID, else occupant-id ghost, else the nick's ghost. What is
+        archived or delayed is told only by the stanza itself: today's holder of a nick (and
+        its id) may be someone else than who held it then."""
+        live = not archived and msg.xml.find(f"{{{DELAY_NS}}}delay") is None
+        by_id = (
+            self.moderation.sender_of(room_jid, nick, msg, live=live) if self.moderation else None
+        )
+        real = self._mucs.room(room_jid).occupants.get(nick) if live else stanza_real_jid(msg)
+        return real or by_id or nick_ghost(room_jid, nick)
 
     async def _fleeting(
         self, msg: Message, key: PortalKey, sender: RemoteUserID, name: str | None
@@ -323,10 +360,17 @@ class Inbound:
         )  # fmt: skip
 
     async def _remember_stanza_id(self, msg: Message, room: str) -> None:
-        """The room's stanza-id of ``msg`` ↔ our id of it, both ways."""
+        """The room's stanza-id of ``msg`` ↔ our id of it, both ways. The first mapping wins:
+        our id is the origin-id the sender chose, and anyone can copy someone else's; letting a
+        later message take it over would aim redactions, moderation and replies at the copy."""
         if msg["stanza_id"]["by"] != room or not msg["stanza_id"]["id"]:
             return
         stanza_id, ours = msg["stanza_id"]["id"], message_id(msg)
+        known = await self._ctx.store.kv_get(reverse_stanza_id_key(room, ours))
+        if known and known != stanza_id:
+            self._log.warning("Ignored %s's stanza-id %s in %s: id %s already belongs to %s",
+                              msg["from"], stanza_id, room, ours, known)  # fmt: skip
+            return
         await self._ctx.store.kv_set(stanza_id_key(room, stanza_id), ours)
         await self._ctx.store.kv_set(reverse_stanza_id_key(room, ours), stanza_id)
 

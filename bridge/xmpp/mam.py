@@ -154,7 +154,11 @@ class Archive:
         if fin is None:
             raise ArchiveError(f"{room} answered the archive query without <fin/>")
         last = fin.findtext(f"{{{RSM_NS}}}set/{{{RSM_NS}}}last") or ""
-        return Page(query.results, last, fin.get("complete") in ("true", "1"))
+        complete = fin.get("complete") in ("true", "1")
+        if query.dropped and query.results:
+            # The server's <last> is past what was dropped: go on from the last one taken.
+            last, complete = query.results[-1]["stanza_id"]["id"], False
+        return Page(query.results, last, complete)
 
     def on_result(self, msg: Message) -> None:
         """A ``<result/>`` from the stream, in stream order (before its query's ``<fin/>``)."""

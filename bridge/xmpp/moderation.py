@@ -67,6 +67,22 @@ def occupant_ghost(room: str, occupant_id: str) -> RemoteUserID:
     return RemoteUserID(f"{room}/occupant-id:{digest}")
 
 
+def nick_ghost(room: str, nick: str) -> RemoteUserID:
+    """The ghost of ``nick`` where nothing better is known. A nick that reads like an
+    occupant-id ghost's (or like this escape) gets a ``~`` in front: otherwise anyone could
+    speak as the ghost of the occupant whose id it spells."""
+    escaped = f"~{nick}" if nick.startswith(("occupant-id:", "~")) else nick
+    return RemoteUserID(f"{room}/{escaped}")
+
+
+def stanza_real_jid(msg: Message) -> str | None:
+    """The real bare JID a room put in a message it relays or archived (``<x
+    xmlns='…muc#user'><item jid=…/>``, as non-anonymous rooms and MAM services may do)."""
+    item = msg.xml.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item")
+    real = item.get("jid") if item is not None else None
+    return real.split("/")[0].lower() if real else None
+
+
 def occupant_id_of(stanza: Message | Presence) -> str | None:
     element = stanza.xml.find(f"{{{OCCUPANT_ID_NS}}}occupant-id")
     value = element.get("id") if element is not None else None
@@ -178,6 +194,10 @@ class MucModeration:
         self._puppet_mxid = puppet_mxid
         """The Matrix user behind one of our occupants' bare JIDs, else None."""
         self._rooms: dict[str, _RoomState] = {}
+        self._waiting: dict[str, list[RemotePowerLevel]] = {}
+        """room → power levels waiting for its portal (see :meth:`_when_portal`)."""
+        self.bots: set[str] = {ctx.bot_mxid} if ctx.bot_mxid else set()
+        """The Matrix bot that relays others' messages (also learnt from relayed events)."""
         self._removed: dict[tuple[str, str], str] = {}
         """(room, mxid) → why the room removed their occupant (kicked, banned)."""
 
@@ -193,12 +213,15 @@ class MucModeration:
         """nick → occupant-id in ``room``, where the room vouches for them."""
         return dict(self._rooms[room].ids) if self.trusts_occupant_ids(room) else {}
 
-    def sender_of(self, room: str, nick: str, msg: Message) -> RemoteUserID | None:
+    def sender_of(self, room: str, nick: str, msg: Message, *,
+                  live: bool = True) -> RemoteUserID | None:  # fmt: skip
         """The occupant-id ghost of what ``nick`` said in ``room``, where the room vouches for
-        occupant-ids; None to fall back to the real JID or the nick."""
+        occupant-ids; None to fall back to the real JID or the nick. Not ``live`` (archived or
+        delayed): only the id in the stanza counts, as today's holder of the nick may be
+        someone else than who wrote it."""
         if not self.trusts_occupant_ids(room):
             return None
-        occupant = occupant_id_of(msg) or self._rooms[room].ids.get(nick)
+        occupant = occupant_id_of(msg) or (self._rooms[room].ids.get(nick) if live else None)
         return occupant_ghost(room, occupant) if occupant else None
 
     def on_presence(self, presence: Presence) -> None:
@@ -243,8 +266,8 @@ class MucModeration:
             return  # only a room the listener is in removes our occupants from it
         removed = BANNED if BANNED in statuses else KICKED if KICKED in statuses else None
         mxid = self._puppet_mxid(presence["to"].bare)
-        if removed is None or mxid is None:
-            return
+        if removed is None or mxid is None or mxid in self.bots:
+            return  # the relay bot is never held out: it is how relay-level users are heard
         reason = x.findtext(f"{{{MUC_USER_NS}}}item/{{{MUC_USER_NS}}}reason") or ""
         what = "banned" if removed == BANNED else "kicked"
         self._removed[(room, mxid)] = what
@@ -262,6 +285,8 @@ class MucModeration:
             return
         item = x.find(f"{{{MUC_USER_NS}}}item")
         real = item.get("jid") if item is not None else None
+        if real and self._puppet_mxid(real.split("/")[0].lower()) is not None:
+            return  # a Matrix user's occupant under a nick we forgot: no ghost of theirs
         target = self._ghost(room, nick, real, state)
         reason = (item.findtext(f"{{{MUC_USER_NS}}}reason") if item is not None else None) or ""
         kick = RemoteKick(portal=muc_key(room), target=RemoteUserID(target),
@@ -274,7 +299,7 @@ class MucModeration:
         occupant = state.ids.get(nick) if state.occupant_ids else None
         if real:
             return real.split("/")[0].lower()
-        return occupant_ghost(room, occupant) if occupant else f"{room}/{nick}"
+        return occupant_ghost(room, occupant) if occupant else nick_ghost(room, nick)
 
     def _sync_level(self, room: str, nick: str, state: _RoomState) -> None:
         """The ghost of ``nick`` gets the power level its affiliation and role give (the table
@@ -283,32 +308,44 @@ class MucModeration:
         if tracked is None or tracked.is_ours(nick) or nick not in state.rights:
             return
         real, affiliation, role = state.rights[nick]
+        if real and self._puppet_mxid(real) is not None:
+            return  # a Matrix user's occupant: their power level is Matrix's own
         ghost, level = self._ghost(room, nick, real, state), level_for(affiliation, role)
         if state.levels.get(ghost, 0) == level:
             return
         state.levels[ghost] = level
         event = RemotePowerLevel(portal=muc_key(room), target=RemoteUserID(ghost), level=level)
-        self._ctx.background(self._when_portal(room, event), name=f"rights in {room}")
+        waiting = self._waiting.get(room)
+        if waiting is not None:  # one wait per room, however many occupants it announces
+            waiting.append(event)
+            return
+        self._waiting[room] = [event]
+        self._ctx.background(self._when_portal(room), name=f"rights in {room}")
 
-    async def _when_portal(self, room: str, event: RemotePowerLevel) -> None:
-        """Queue ``event`` once the room's portal exists: the listener learns the occupants'
-        rights as it joins, which is before the portal of a room joined by its alias exists
-        (the core drops what comes for a portal it does not have)."""
-        for _ in range(PORTAL_WAIT_SECONDS):
-            portal = await self._ctx.store.get_portal(RemoteChatID(room))
-            if portal is not None and portal.mxid:
-                await self._ctx.queue_remote_event(event)
-                return
-            await asyncio.sleep(1)
-        self._log_dropped(room, event)
+    async def _when_portal(self, room: str) -> None:
+        """Queue the room's waiting power levels, in order, once its portal exists: the
+        listener learns the occupants' rights as it joins, which is before the portal of a room
+        joined by its alias exists (the core drops what comes for a portal it does not have)."""
+        try:
+            for _ in range(PORTAL_WAIT_SECONDS):
+                portal = await self._ctx.store.get_portal(RemoteChatID(room))
+                if portal is not None and portal.mxid:
+                    while waiting := self._waiting.get(room):
+                        await self._ctx.queue_remote_event(waiting.pop(0))
+                    return
+                await asyncio.sleep(1)
+            self._log_dropped(room, self._waiting.get(room, []))
+        finally:
+            self._waiting.pop(room, None)
 
-    def _log_dropped(self, room: str, event: RemotePowerLevel) -> None:
-        self._ctx.log.info("No portal for %s after %d s: power level %d of %s not set; it is "
-                           "set when the room is joined again", room, PORTAL_WAIT_SECONDS,
-                           event.level, event.target)  # fmt: skip
+    def _log_dropped(self, room: str, events: list[RemotePowerLevel]) -> None:
+        self._ctx.log.info("No portal for %s after %d s: %d power levels not set; they are set "
+                           "when the room is joined again", room, PORTAL_WAIT_SECONDS,
+                           len(events))  # fmt: skip
         state = self._rooms.get(room)
         if state is not None:
-            state.levels.pop(event.target, None)
+            for event in events:
+                state.levels.pop(event.target, None)
 
     def refusal(self, room: str, mxid: str) -> PermanentError | None:
         """Why ``mxid`` may not (re)join ``room`` as an occupant now, if they may not."""
@@ -320,6 +357,14 @@ class MucModeration:
             user_message=f"You were {what} from {room} on XMPP; leave and rejoin this room to "
             "try again.",
         )
+
+    def relayed_by(self, mxid: str) -> None:
+        """``mxid`` relays relay-level users' messages (the bridge bot): a kick of its occupant
+        is not held against it, as it never "rejoins in Matrix" to lift it."""
+        if mxid not in self.bots:
+            self.bots.add(mxid)
+            for key in [k for k in self._removed if k[1] == mxid]:
+                del self._removed[key]
 
     def matrix_rejoined(self, room: str, mxid: str) -> None:
         self._removed.pop((room, mxid), None)
@@ -385,6 +430,7 @@ def nick_of_ghost(room: str, ghost: str, occupants: dict[str, str | None],
         return None, None
     if ghost.startswith(f"{room}/"):
         nick = ghost[len(room) + 1 :]
+        nick = nick[1:] if nick.startswith("~") else nick  # see nick_ghost
         return (nick, occupants.get(nick)) if nick in occupants else (None, None)
     for nick, real in occupants.items():
         if real == ghost:

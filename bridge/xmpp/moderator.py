@@ -70,11 +70,18 @@ class MatrixModerator:
         self._component.require_up()
         if self._hosted is not None and self._hosted.hosts(room):
             person = bare_jid(ghost)
+            if kick.unban:  # they may join again; they are not in the room to be removed
+                await self._ctx.store.kv_delete(ban_key(room, person))
+                return
             if kick.ban:
                 await self._ctx.store.kv_set(ban_key(room, person), kick.sender)
-            else:  # a kick, or the unban of someone banned
+            else:
                 await self._ctx.store.kv_delete(ban_key(room, person))
             await self._hosted.remove(room, person, ban=kick.ban, reason=kick.reason)
+            return
+        if kick.unban or kick.relayed:
+            # A bridged MUC keeps its own outcast list (a Matrix unban says nothing there), and
+            # a relay-level moderator has no occupant to act with.
             return
         occupants = self._mucs.room(room).occupants
         nick, real = nick_of_ghost(room, ghost, occupants, self._moderation.occupant_ids(room))

@@ -27,7 +27,7 @@ from bridge.core import (
 )
 from bridge.xmpp.component import Component
 from bridge.xmpp.ids import muc_key
-from bridge.xmpp.muc import MUC_USER_NS, JoinError, MucTracker
+from bridge.xmpp.muc import MUC_USER_NS, MucTracker
 
 REJOIN_FIRST_WAIT = 2.0
 REJOIN_MAX_WAIT = 300.0
@@ -172,15 +172,15 @@ class MucKeeper:
         while True:
             delay = rejoin_delay(attempt)
             await asyncio.sleep(delay)
-            if await self._ctx.store.get_portal(RemoteChatID(room)) is None:
-                self._log.info("%s is no longer bridged; not rejoining it", room)
-                return
             try:
+                if await self._ctx.store.get_portal(RemoteChatID(room)) is None:
+                    self._log.info("%s is no longer bridged; not rejoining it", room)
+                    return
                 await self._join(room)
             except TransientError:  # the component is down: asking is cheap, so ask often
                 attempt = 0
                 continue
-            except (JoinError, TimeoutError) as err:
+            except Exception as err:  # refused, no answer, or our store down: try again later
                 attempt += 1
                 self._log.warning("Rejoining %s failed (%s); next try in %.0f s",
                                   room, err or "no answer", rejoin_delay(attempt))  # fmt: skip

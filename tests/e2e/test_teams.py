@@ -469,6 +469,7 @@ async def test_mentions_notify_the_right_person_both_ways(hub: Hub, adele: Teams
     sent = await _teams_message(
         hub, chat, lambda m: "thanks" in m["body"]["content"], "Adele's mention"
     )
-    assert sent["body"]["content"].startswith('<at id="0">Alex Wilber (Contoso)</at>')
+    # The mention shows Alex's own Teams name, not the pill's text.
+    assert sent["body"]["content"].startswith('<at id="0">Alex Wilber</at>')
     ((only,),) = [[m["mentioned"]["user"]["id"] for m in sent["mentions"]]]
     assert only.lower() == alex_id.lower()

@@ -104,5 +104,20 @@ def test_the_relay_account_puts_the_senders_name_in_front_once() -> None:
         f"<p><b>{EXTERNAL}</b> · <b>@x:hub</b> · “Bob &lt;b&gt;”</p>hi"
     )
     assert as_posted(_event(relayed=False), "hi", relay=False) == "hi"  # their own login
-    # The core's relay mode: the bot sends "Bob: hi" already; not "Pontis bridge: Bob: hi".
-    assert as_posted(_event(relayed=True), "<b>Bob</b>: hi", relay=True) == "<b>Bob</b>: hi"
+
+
+def test_the_cores_relay_mode_posts_the_same_marker_line() -> None:
+    """A relay-level Matrix user named "IT Security" does not post as "<b>IT Security</b>: …":
+    the line is the marker, their Matrix ID and their name, sanitised, on messages and edits,
+    whichever account posts it; never the bot's name."""
+    portal = Portal(NETWORK, RemoteChatID("19:chat@thread.v2"), mxid="!room:hub")
+    for relay in (True, False):
+        event = MatrixEvent(portal=portal, event_id="$e", sender="@bot:hub",
+                            sender_name="Pontis bridge", timestamp=0, relayed=True,
+                            relayed_sender="@eve:evil.example",
+                            relayed_sender_name="IT\u202e\nSecurity")  # fmt: skip
+        posted = as_posted(event, "<p>reset your password</p>", relay=relay)
+        assert _header(posted) == (
+            f"<p><b>{EXTERNAL}</b> · <b>@eve:evil.example</b> · “IT Security”</p>"
+        )
+        assert posted.endswith("<p>reset your password</p>") and "Pontis" not in posted

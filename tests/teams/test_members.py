@@ -3,6 +3,8 @@ Graph emulator through the unmodified msgraph-sdk. Megan Bowen plays the relay a
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from typing import Any
 from unittest.mock import AsyncMock, MagicMock
@@ -71,6 +73,18 @@ async def test_the_relay_adds_a_colleague_to_a_group_chat(emulator: Emulator) ->
     assert len(_posts(emulator)) == 1
     members = await link.app.chats.by_chat_id(chat).members.get()
     assert alex in {getattr(m, "user_id", None) for m in members.value}
+
+
+async def test_the_member_is_bound_on_the_tenants_own_graph(emulator: Emulator) -> None:  # noqa: F811
+    """A national-cloud tenant: the bind names its Graph, not the section's global one."""
+    net, link = _net(emulator)
+    net.cfg = dataclasses.replace(net.cfg, graph_url="https://graph.global.invalid/v1.0")
+    chat = await _group(emulator, "adele", "megan")
+    alex = emulator.user("alex")["id"]
+    await add_member(net, link.relay, chat, RemoteUserID(alex), INVITER, delegated=True)
+    [post] = _posts(emulator)
+    bind = json.loads(post["body"])["user@odata.bind"]
+    assert bind == f"{link.graph_url}/users('{alex}')" and "global.invalid" not in bind
 
 
 async def test_a_one_on_one_chat_is_refused_before_any_change(emulator: Emulator) -> None:  # noqa: F811

@@ -24,8 +24,9 @@ MEGAN = "a1b2c3d4-0000-4000-8000-000000000002"
 GHOST = f"@teams_{MEGAN}:hub.example"
 
 
-def _resolve(mxid: str) -> str | None:
-    return {GHOST: MEGAN, "@adele:hub.example": ALEX}.get(mxid)
+def _resolve(mxid: str) -> tuple[str, str] | None:
+    """The chat's members, under their Teams names."""
+    return {GHOST: (MEGAN, "Megan Bowen"), "@adele:hub.example": (ALEX, "Adele Vance")}.get(mxid)
 
 
 # --- Matrix → Teams ---------------------------------------------------------------------------
@@ -34,11 +35,8 @@ def _resolve(mxid: str) -> str | None:
 def test_a_pill_of_a_teams_person_becomes_a_teams_mention() -> None:
     html = f'Hi <a href="https://matrix.to/#/{GHOST}">Megan Bowen (Contoso)</a>, and <a href="https://matrix.to/#/%40adele%3Ahub.example">Adele</a>!'
     content, mentions = teams_mentions(html, _resolve)
-    assert content == 'Hi <at id="0">Megan Bowen (Contoso)</at>, and <at id="1">Adele</at>!'
-    assert [(m.id, m.mention_text) for m in mentions] == [
-        (0, "Megan Bowen (Contoso)"),
-        (1, "Adele"),
-    ]
+    assert content == 'Hi <at id="0">Megan Bowen</at>, and <at id="1">Adele Vance</at>!'
+    assert [(m.id, m.mention_text) for m in mentions] == [(0, "Megan Bowen"), (1, "Adele Vance")]
     assert [m.mentioned.user.id for m in mentions if m.mentioned and m.mentioned.user] == [
         MEGAN,
         ALEX,
@@ -57,12 +55,25 @@ def test_other_links_and_pills_stay_links() -> None:
         assert teams_mentions(html, _resolve) == (html, [])
 
 
-def test_a_pills_text_is_plain_in_teams() -> None:
-    """Hostile: markup inside the pill does not reach the ``<at>`` tag or its mentionText."""
-    html = f'<a href="https://matrix.to/#/{GHOST}"><b>Megan</b> &lt;at id="9"&gt;</a>'
+def test_a_pills_text_is_not_the_mentions_text() -> None:
+    """Hostile: the sender chose the pill's text ("Everyone", markup); Teams shows the
+    person's own name, plain."""
+    html = f'<a href="https://matrix.to/#/{GHOST}"><b>Everyone</b> &lt;at id="9"&gt;</a>'
     content, (mention,) = teams_mentions(html, _resolve)
+    assert content == '<at id="0">Megan Bowen</at>'
+    assert mention.mention_text == "Megan Bowen"
+    marked = lambda mxid: (MEGAN, 'Megan <at id="9">')  # noqa: E731 (a name with markup)
+    content, (mention,) = teams_mentions(f'<a href="https://matrix.to/#/{GHOST}">x</a>', marked)
     assert content == '<at id="0">Megan &lt;at id=&quot;9&quot;&gt;</at>'
-    assert mention.mention_text == 'Megan <at id="9">'
+
+
+def test_at_tags_written_in_matrix_are_dropped() -> None:
+    """Hostile: a raw ``<at id="0">CEO</at>`` in the Matrix HTML is not a Teams mention,
+    nor does it take the number of a real one."""
+    html = f'<at id="0">CEO</at> says <a href="https://matrix.to/#/{GHOST}">M</a> <AT id=1>x</at >'
+    content, (mention,) = teams_mentions(html, _resolve)
+    assert content == 'CEO says <at id="0">Megan Bowen</at> x'
+    assert mention.id == 0
 
 
 # --- Teams → Matrix ---------------------------------------------------------------------------

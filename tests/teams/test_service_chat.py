@@ -7,6 +7,8 @@ service chat."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ import pytest
 from bridge.core import RemoteChatID, RemoteMessage
 from bridge.core.federation import FederationPolicy
 from bridge.portal.models import Portal, RemoteInput
+from bridge.teams import service_chat as service_chat_module
 from bridge.teams.config import TeamsConfig
 from bridge.teams.ids import NETWORK, portal_key
 from bridge.teams.network import TeamsNetwork
@@ -164,7 +167,7 @@ async def _hub(
 
 
 async def test_a_matrix_id_opens_a_group_chat_bridged_to_a_matrix_dm(hub: Hub) -> None:
-    msg = await hub.write("<p>chat with @Anna:luxchat.lu please</p>")
+    msg = await hub.write("<p>chat with @anna:LuxChat.lu please</p>")
     assert await hub.convert(msg) == []
     hub.inner.assert_not_awaited()  # the service chat is never a portal
     [group] = hub.group_chats()
@@ -182,6 +185,18 @@ async def test_a_matrix_id_opens_a_group_chat_bridged_to_a_matrix_dm(hub: Hub) -
     assert event.sender == adele.lower()
     assert event.sender_info is not None and event.sender_info.name == "Adele Vance (Contoso)"
     assert "started this chat from Microsoft Teams" in event.parts[0].text
+
+
+async def test_the_group_chat_binds_members_on_the_tenants_own_graph(hub: Hub) -> None:
+    """A national-cloud tenant: the binds name its Graph, not the section's global one."""
+    net = hub.service.net
+    net.cfg = dataclasses.replace(net.cfg, graph_url="https://graph.global.invalid/v1.0")
+    await hub.convert(await hub.write(ANNA))
+    [post] = hub.emu.requests("/v1.0/chats", "POST")
+    binds = [m["user@odata.bind"] for m in json.loads(post["body"])["members"]]
+    [link] = net.tenants.values()
+    assert binds and all(b.startswith(f"{link.graph_url}/users('") for b in binds)
+    assert len(hub.group_chats()) == 1
 
 
 async def test_a_replayed_notification_opens_one_chat_and_answers_once(hub: Hub) -> None:
@@ -217,17 +232,91 @@ async def test_an_outage_after_creating_the_chat_bridges_that_chat_on_the_next_t
     assert "I opened a new chat" in answer
 
 
+def _crash_before_choosing(hub: Hub) -> None:
+    """The next request dies after Graph created its chat, before the chat id is recorded."""
+
+    def kv_set(key: str, value: str) -> None:
+        if value.startswith("bridging\n") and not crashed:
+            crashed.append(True)
+            raise RuntimeError("process killed here")
+        hub.kv[key] = value
+
+    crashed: list[bool] = []
+    hub.ctx.store.kv_set.side_effect = kv_set
+
+
+async def test_a_crash_after_queueing_the_portal_answers_with_that_chat(hub: Hub) -> None:
+    """Killed after the portal's input was queued (and ran: the chat is bridged) but before
+    the request was marked opened: the retry says which chat, not "interrupted"."""
+
+    def kv_set(key: str, value: str) -> None:
+        if value.startswith("opened\n") and not crashed:
+            crashed.append(True)
+            raise RuntimeError("process killed here")
+        hub.kv[key] = value
+
+    crashed: list[bool] = []
+    hub.ctx.store.kv_set.side_effect = kv_set
+    msg = await hub.write(ANNA)
+    with pytest.raises(RuntimeError):
+        await hub.convert(msg)
+    [group] = hub.group_chats()
+    bridged = Portal(NETWORK, RemoteChatID(group.id), mxid="!dm:hub.example")
+    hub.ctx.store.get_portal.side_effect = lambda chat: bridged if chat == group.id else None
+    await hub.convert(msg)  # the inbox converts the request again
+    [answer] = await hub.answers()
+    assert "I opened a new chat" in answer and ANNA in answer
+    assert hub.group_chats() == [group]
+    assert {o.portal for o in hub.opened()} == {portal_key(group.id)}  # queued again: deduped
+
+
+async def test_retries_of_one_request_count_once_against_the_limit(
+    emulator: Emulator,  # noqa: F811
+) -> None:
+    hub = await _hub(emulator, per_hour=2)
+    slow = [TimeoutError("luxchat.lu slow"), TimeoutError("again"), ("Anna", None, "")]
+    hub.ctx.matrix_profile.side_effect = slow
+    msg = await hub.write(ANNA)
+    for _ in range(2):
+        with pytest.raises(TimeoutError):
+            await hub.convert(msg)  # the inbox retries the same input
+    await hub.convert(msg)
+    [answer] = await hub.answers()
+    assert "I opened a new chat" in answer and len(hub.group_chats()) == 1
+    hub.ctx.matrix_profile.side_effect = lambda mxid: ("Anna", None, "")
+    await hub.convert(await hub.write(ANNA))  # the second request of the hour is allowed
+    assert len(hub.group_chats()) == 2
+
+
+async def test_a_sender_without_a_tenant_is_refused(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Graph omits the sender's tenant: the policy cannot vouch for it, so no chat."""
+    real = service_chat_module._sender
+
+    def no_tenant(msg: Any) -> tuple[str, str, str] | None:
+        found = real(msg)
+        return (found[0], found[1], "") if found is not None else None
+
+    monkeypatch.setattr(service_chat_module, "_sender", no_tenant)
+    await hub.convert(await hub.write(ANNA))
+    [answer] = await hub.answers()
+    assert "does not connect your organisation" in answer and CONTACT in answer
+    assert hub.group_chats() == [] and hub.opened() == []
+    hub.ctx.matrix_profile.assert_not_awaited()
+
+
 async def test_an_unclear_recovery_makes_no_chat_and_says_so(hub: Hub) -> None:
     first, second = await hub.write(ANNA), await hub.write(ANNA)  # two requests in a row
     await hub.convert(first)
-    hub.ctx.accept_remote.side_effect = [RuntimeError("database away"), True]
+    _crash_before_choosing(hub)
     with pytest.raises(RuntimeError):
         await hub.convert(second)
     # Both chats were created after the second request and neither has a portal yet (the
     # fake core makes none): which is the second request's cannot be told, so neither is
     # bridged for it, no third chat is made, and the person is told.
     await hub.convert(second)
-    assert len(hub.group_chats()) == 2 and len(hub.opened()) == 2  # the first, the failed
+    assert len(hub.group_chats()) == 2 and len(hub.opened()) == 1  # the first's only
     assert (await hub.answers())[-1] == INTERRUPTED
 
 
@@ -235,7 +324,7 @@ async def test_a_recovery_skips_chats_made_before_the_request(hub: Hub) -> None:
     await hub.convert(await hub.write(ANNA))
     await hub.emu.control("POST", "/clock", {"advanceSeconds": 1})  # not in the same instant
     second = await hub.write(ANNA)
-    hub.ctx.accept_remote.side_effect = [RuntimeError("database away"), True]
+    _crash_before_choosing(hub)
     with pytest.raises(RuntimeError):
         await hub.convert(second)
     await hub.convert(second)
@@ -357,7 +446,9 @@ async def test_disabled_the_service_chat_is_left_alone(emulator: Emulator) -> No
     ("text", "expected"),
     [
         ("@anna:luxchat.lu", ANNA),
-        ("<p>Chat with <b>@Anna:LuxChat.lu</b>.</p>", ANNA),
+        ("<p>Chat with <b>@anna:LuxChat.lu</b>.</p>", ANNA),
+        # Only the server name is case-blind: a historical localpart keeps its case.
+        ("@Bob.Legacy:Hub.Example:8448", "@Bob.Legacy:hub.example:8448"),
         ("talk to @bob:[::1]:8448", "@bob:[::1]:8448"),
         ("mail me at x@y, or @anna:luxchat.lu!", ANNA),
         ("hello", None),

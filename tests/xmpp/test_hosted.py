@@ -49,6 +49,7 @@ class MemoryStore:
 @dataclass
 class FakeContext:
     log: logging.Logger = logging.getLogger("test.xmpp.hosted")
+    bot_mxid: str = "@bot:hub.example"
     federation: FederationPolicy = field(
         default_factory=lambda: FederationPolicy(None, "hub.example")
     )
@@ -72,6 +73,18 @@ class FakeContext:
 
     async def matrix_members(self, room_id: str) -> dict[str, str]:
         return {"@alice:hub.example": "Alice"}
+
+    memberships: dict[str, str] = field(default_factory=dict)
+    """ghost mxid → its membership in the portal room, as the homeserver says."""
+    homeserver_down: bool = False
+
+    def ghost_mxid(self, user: str) -> str:
+        return f"@xmpp_{user}:hub.example"
+
+    async def matrix_membership(self, room_id: str, mxid: str) -> str | None:
+        if self.homeserver_down:
+            raise OSError("homeserver unreachable")
+        return self.memberships.get(mxid)
 
     async def matrix_history(self, room_id: str, limit: int) -> list[tuple[str, str, str, int]]:
         return [("$e1", "Alice", "earlier", 1_700_000_000_000)]
@@ -231,3 +244,34 @@ async def test_a_new_session_of_the_same_person_takes_over_a_stale_nick(joined: 
     await rooms._on_stanza(presence(rooms, "mallory@evil.example/x", f"{ROOM}/Xena"))
     assert sent[-1]["error"]["condition"] == "conflict"
     assert rooms.occupants(ROOM) == ["xena@xmpp.example/laptop"]
+
+
+@pytest.mark.parametrize("down", [False, True])
+async def test_a_ghost_banned_in_matrix_cannot_join_whoever_banned_it(down: bool) -> None:
+    """A ban the bridge never relayed (a relay-level moderator's, another bridge's, one from
+    before) keeps the person out; if the homeserver cannot say, they are asked to wait."""
+    store = MemoryStore()
+    rooms, sent, ctx = await make_rooms(store)
+    ctx.memberships[ctx.ghost_mxid("xena@xmpp.example")] = "ban"
+    ctx.homeserver_down = down
+    await rooms._on_stanza(presence(rooms, XENA, f"{ROOM}/Xena"))
+    assert rooms.occupants(ROOM) == [] and store.occupants.get(ROOM, {}) == {}
+    [error] = [s for s in sent if s["type"] == "error"]
+    assert error["error"]["type"] == ("wait" if down else "auth")
+    ctx.memberships.clear()
+    ctx.homeserver_down = False
+    await rooms._on_stanza(presence(rooms, XENA, f"{ROOM}/Xena"))
+    assert rooms.occupants(ROOM) == [XENA]
+
+
+async def test_presence_to_rooms_that_do_not_exist_keeps_nothing() -> None:
+    rooms, _, ctx = await make_rooms(MemoryStore())
+
+    async def no_room(key: Any, alias: str) -> None:
+        return None
+
+    ctx.adopt_matrix_room = no_room  # type: ignore[assignment,method-assign]
+    for n in range(20):
+        await rooms._on_stanza(presence(rooms, XENA, f"r{n}@{ROOMS}/n", "unavailable"))
+        await rooms._on_stanza(presence(rooms, XENA, f"s{n}@{ROOMS}/n"))
+    assert rooms._rooms == {}

@@ -68,6 +68,7 @@ class FakeMarks:
 
 class FakeContext:
     log = logging.getLogger("test.xmpp.inbound")
+    bot_mxid = "@bot:hub.example"
     http: Any = None
     federation = FederationPolicy(None, "hub.example")
 

@@ -316,3 +316,98 @@ async def test_a_catch_up_cut_short_by_a_store_outage_is_made_good_at_the_next_g
     assert (await inbound.marks.get(ROOM)).stanza_id == "s999"  # caught up: it moves again
     await inbound.marks.close()  # the bridge stops: the moved mark is written
     assert marks.marks[ROOM].stanza_id == "s999"
+
+
+async def test_an_archived_message_is_not_given_to_the_nicks_holder_of_today(setup: Any) -> None:
+    """Mallory wrote as "Alice" while the bridge was away; alice@ holds the nick now."""
+    archive, inbound, room, ctx = setup
+    inbound._mucs.room(ROOM).occupants["Alice"] = "alice@victim.example"
+    room.archive = [("s1", "Alice", "written by mallory")]
+    await catch_up(archive, inbound)
+    assert [i.payload["sender"] for i in ctx.accepted] == [f"{ROOM}/Alice"]
+
+
+async def test_a_delayed_live_message_is_told_only_by_its_own_stanza(setup: Any) -> None:
+    _, inbound, _, ctx = setup
+    inbound._mucs.room(ROOM).occupants["Alice"] = "alice@victim.example"
+    inbound._mucs.room(ROOM).nicks[ME] = "bridge"
+    delayed = (f"<message xmlns='{NS}' from='{ROOM}/Alice' to='{ME}' type='groupchat' id='d1'>"
+               "<body>old</body><delay xmlns='urn:xmpp:delay' stamp='2026-12-04T10:00:00Z'/>"
+               "</message>")  # fmt: skip
+    vouched = delayed.replace("id='d1'>", "id='d2'><x xmlns='http://jabber.org/protocol/muc#user'>"
+                              "<item jid='Bob@x.example/pc'/></x>")  # fmt: skip
+    for xml in (delayed, vouched):
+        await inbound.groupchat(Message(stream=inbound._component.xmpp, xml=ET.fromstring(xml)))
+    assert [i.payload["sender"] for i in ctx.accepted] == [f"{ROOM}/Alice", "bob@x.example"]
+
+
+async def test_a_failure_while_releasing_keeps_the_mark_before_what_was_not_taken(
+    setup: Any,
+) -> None:
+    _, inbound, _, ctx = setup
+    inbound._mucs.room(ROOM)
+    inbound.set_mark(ROOM, "s4")
+    inbound.hold(ROOM)
+    await inbound.groupchat(_live(inbound, "s5", "Xena", "held 1"))
+    await inbound.groupchat(_live(inbound, "s6", "Xena", "held 2"))
+    real_accept = ctx.accept_remote
+
+    async def blip(item: Any) -> bool:
+        ctx.accept_remote = real_accept
+        raise ValueError("a bug, or an outage the inbox does not expect")
+
+    ctx.accept_remote = blip
+    await inbound.release(ROOM)  # s5 is not kept; s6 is
+    await inbound.groupchat(_live(inbound, "s7", "Xena", "later"))
+    await inbound.marks.write()
+    mark = await inbound.marks.get(ROOM)
+    assert mark is not None and mark.stanza_id == "s4"  # the next catch-up starts before s5
+    assert bodies(ctx) == ["held 2", "later"]
+
+
+async def test_an_exception_while_releasing_keeps_the_mark_before_the_rest(setup: Any) -> None:
+    _, inbound, _, ctx = setup
+    inbound._mucs.room(ROOM)
+    inbound.set_mark(ROOM, "s4")
+    inbound.hold(ROOM)
+    chat_state = (f"<message xmlns='{NS}' from='{ROOM}/Xena' to='{ME}' type='groupchat' id='c1'>"
+                  "<composing xmlns='http://jabber.org/protocol/chatstates'/>"
+                  f"<stanza-id xmlns='urn:xmpp:sid:0' id='c1' by='{ROOM}'/></message>")  # fmt: skip
+    await inbound.groupchat(Message(stream=inbound._component.xmpp, xml=ET.fromstring(chat_state)))
+    await inbound.groupchat(_live(inbound, "s5", "Xena", "held"))
+    real_set = ctx.store.kv_set
+
+    async def blip(key: str, value: str) -> None:
+        ctx.store.kv_set = real_set
+        raise OSError("blip")
+
+    ctx.store.kv_set = blip
+    with pytest.raises(OSError):
+        await inbound.release(ROOM)
+    await inbound.groupchat(_live(inbound, "s6", "Xena", "later"))
+    await inbound.marks.write()
+    mark = await inbound.marks.get(ROOM)
+    assert mark is not None and mark.stanza_id == "s4"
+
+
+async def test_results_beyond_max_are_asked_for_again(setup: Any) -> None:
+    """A server that ignores <max> and says so in <last>: what was dropped comes next page."""
+    archive, inbound, room, ctx = setup
+    total = PAGE_SIZE + 10
+    room.archive = [(f"s{n}", "Xena", f"m{n}") for n in range(total)]
+
+    def answer(iq: Any, query: Any) -> None:  # all after ``after``; <last> the last sent
+        qid = query.get("queryid", "")
+        after = query.findtext(f"{{{RSM_NS}}}set/{{{RSM_NS}}}after")
+        ids = [sid for sid, _, _ in room.archive]
+        page = room.archive[ids.index(after) + 1 if after else 0 :]
+        for sid, nick, body in page:
+            room.feed(result(qid, sid, nick, body))
+        last = page[-1][0] if page else ""
+        room.feed(f"<iq xmlns='{NS}' type='result' from='{ROOM}' to='{ME}' id='{iq['id']}'>"
+                  f"<fin xmlns='{MAM_NS}' complete='true'><set xmlns='{RSM_NS}'>"
+                  f"<last>{last}</last></set></fin></iq>")  # fmt: skip
+
+    room.answer = answer  # type: ignore[method-assign]
+    taken = await catch_up(archive, inbound)
+    assert taken == total and bodies(ctx) == [f"m{n}" for n in range(total)]

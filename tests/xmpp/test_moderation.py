@@ -11,6 +11,7 @@ from slixmpp import Iq, Presence
 from slixmpp.exceptions import IqError, IqTimeout
 
 from bridge.core import (
+    MatrixKick,
     PermanentError,
     RemoteChatInfo,
     RemoteKick,
@@ -18,11 +19,11 @@ from bridge.core import (
     RemoteRedaction,
     TransientError,
 )
-from bridge.core.ids import NetworkID, RemoteChatID, RemoteMessageID
+from bridge.core.ids import NetworkID, RemoteChatID, RemoteMessageID, RemoteUserID
 from bridge.portal.models import Message as StoredMessage
 from bridge.portal.models import Portal
 from bridge.xmpp.component import Component
-from bridge.xmpp.ids import muc_key, stanza_id_key
+from bridge.xmpp.ids import muc_key, reverse_stanza_id_key, stanza_id_key
 from bridge.xmpp.inbound import MODERATED, MUC, Inbound
 from bridge.xmpp.moderation import (
     MODERATE_NS,
@@ -36,6 +37,7 @@ from bridge.xmpp.moderation import (
     send_moderation,
     subject_key,
 )
+from bridge.xmpp.moderator import MatrixModerator
 from bridge.xmpp.muc import MUC_USER_NS
 from tests.xmpp import test_inbound
 from tests.xmpp.test_inbound import (
@@ -372,3 +374,145 @@ async def test_affiliations_and_roles_become_the_ghosts_power_levels(setup: Any)
         await coro
     levels = [(e.target, e.level) for e in ctx.queued if isinstance(e, RemotePowerLevel)]
     assert levels == [(occupant_ghost(ROOM, "XENA"), 100), (f"{ROOM}/Yan", 50), (f"{ROOM}/Yan", 0)]
+
+
+async def test_a_copied_origin_id_does_not_take_over_the_first_messages_stanza_id(
+    setup: Any,
+) -> None:
+    """Mallory reuses Xena's origin-id: the room's id of Xena's message stays Xena's, and a
+    moderation of Mallory's message does not redact Xena's."""
+    inbound, component, ctx, _, _ = wired(setup)
+    me = f"{LISTENER}/pontis"
+
+    def msg(nick: str, sid: str) -> Any:
+        inner = (f"<body>hi</body><origin-id xmlns='urn:xmpp:sid:0' id='X'/>"
+                 f"<stanza-id xmlns='urn:xmpp:sid:0' id='{sid}' by='{ROOM}'/>")  # fmt: skip
+        return incoming(component, inner, frm=f"{ROOM}/{nick}", to=me, mtype="groupchat", mid="X")
+
+    await inbound.groupchat(msg("Xena", "S1"))
+    await inbound.groupchat(msg("Mallory", "S2"))
+    for item in list(ctx.accepted):
+        await inbound.convert(item)
+    assert ctx.store.kv[reverse_stanza_id_key(ROOM, "X")] == "S1"
+    assert stanza_id_key(ROOM, "S2") not in ctx.store.kv
+    await inbound.groupchat(incoming(component, moderated_v1("S2"), frm=ROOM, to=me,
+                                     mtype="groupchat", mid="m"))  # fmt: skip
+    [event] = await inbound.convert(ctx.accepted[-1])
+    assert isinstance(event, RemoteRedaction) and event.target != "X"
+
+
+async def test_a_matrix_unban_asks_a_bridged_muc_nothing(setup: Any, monkeypatch: Any) -> None:
+    """Lifting a Matrix ban must not kick the person, who may be in the MUC, from it."""
+    inbound, component, ctx, moderation, _ = wired(setup)
+    inbound._mucs.room(ROOM).occupants["Xena"] = "xena@x.example"
+    sent: list[Iq] = []
+
+    async def capture(iq: Iq, *_: Any, **__: Any) -> None:
+        sent.append(iq)
+
+    monkeypatch.setattr(Iq, "send", capture)
+
+    async def puppet_in(room: str, mxid: str, name: str) -> str:
+        return ALICE_PUPPET
+
+    moderator = MatrixModerator(ctx, component, None, inbound._mucs, moderation, puppet_in)
+    ghost = ctx.ghost_names.mxid(NetworkID("xmpp"), RemoteUserID("xena@x.example"))
+    portal = Portal(NetworkID("xmpp"), RemoteChatID(ROOM), mxid="!portal:hub.example")
+    await moderator.kick(MatrixKick(portal=portal, event_id="$unban", sender=ALICE_MXID,
+                                    sender_name="Alice", timestamp=0, target=ghost, unban=True))  # fmt: skip
+    assert sent == []
+
+
+async def test_a_nick_spelling_an_occupant_id_ghost_does_not_speak_as_it(setup: Any) -> None:
+    inbound, component, ctx, _, _ = wired(setup)
+    xena = occupant_ghost(ROOM, "XENA")
+    nick = xena.split("/", 1)[1]
+    await inbound.groupchat(incoming(component, "<body>I am Xena</body>", frm=f"{ROOM}/{nick}",
+                                     to=f"{LISTENER}/pontis", mtype="groupchat", mid="b"))  # fmt: skip
+    [item] = ctx.accepted
+    assert item.payload["sender"] != xena
+    assert nick_of_ghost(ROOM, item.payload["sender"], {nick: None}, {}) == (nick, None)
+
+
+async def test_a_strangers_groupchat_and_presence_make_no_room_key_or_poller(setup: Any) -> None:
+    """Anyone can send "groupchat" to the listener: only rooms we joined are heard."""
+    inbound, component, ctx, moderation, _ = wired(setup)
+    me, evil = f"{LISTENER}/pontis", "m@evil.example"
+    kv_before = dict(ctx.store.kv)
+    for n in range(20):
+        inner = (f"<body>hi</body><stanza-id xmlns='urn:xmpp:sid:0' id='s{n}' by='{evil}'/>"
+                 if n % 2 else "<subject>s</subject>")  # fmt: skip
+        await inbound.groupchat(incoming(component, inner, frm=f"{evil}/r", to=me,
+                                         mtype="groupchat", mid=f"a{n}"))  # fmt: skip
+    assert evil not in inbound._mucs.rooms and ctx.accepted == [] and ctx.store.kv == kv_before
+    await inbound.marks.write()
+    assert evil not in inbound.marks._store.marks
+    item = "<item affiliation='owner' role='moderator'/>"
+    moderation.on_presence(
+        presence(
+            component,
+            f"{evil}/self",
+            me,
+            f"<x xmlns='{MUC_USER_NS}'>{item}<status code='110'/></x>",
+        )
+    )
+    moderation.on_presence(
+        presence(component, f"{evil}/n", me, f"<x xmlns='{MUC_USER_NS}'>{item}</x>")
+    )
+    assert ctx.pending == []
+
+
+async def test_a_crowded_room_waits_for_its_portal_once(setup: Any) -> None:
+    _, component, ctx, moderation, _ = wired(setup)
+    me = f"{LISTENER}/pontis"
+    moderation.on_presence(presence(component, f"{ROOM}/bridge", me, muc_x("110")))
+    item = "<item affiliation='admin' role='moderator'/>"
+    for n in range(50):
+        moderation.on_presence(presence(component, f"{ROOM}/n{n}", me,
+                                        f"<x xmlns='{MUC_USER_NS}'>{item}</x>"))  # fmt: skip
+    assert len(ctx.pending) == 1
+    await ctx.pending[0]
+    levels = [e.target for e in ctx.queued if isinstance(e, RemotePowerLevel)]
+    assert levels == [f"{ROOM}/n{n}" for n in range(50)]
+
+
+async def test_a_matrix_users_occupant_under_a_forgotten_nick_gets_no_ghost(setup: Any) -> None:
+    """After a reconnect our nicks are forgotten: the room still shows Alice's occupant with
+    her real JID. It is hers, not an XMPP person's: no power level, no kick of a ghost."""
+    _, component, ctx, moderation, _ = wired(setup)
+    me = f"{LISTENER}/pontis"
+
+    def alice(extra: str = "", aff: str = "admin", role: str = "moderator") -> str:
+        return (f"<x xmlns='{MUC_USER_NS}'><item affiliation='{aff}' role='{role}' "
+                f"jid='{ALICE_PUPPET}'/>{extra}</x>")  # fmt: skip
+
+    moderation.on_presence(presence(component, f"{ROOM}/bridge", me, muc_x("110")))
+    moderation.on_presence(presence(component, f"{ROOM}/Alice", me, alice()))
+    moderation.on_presence(presence(component, f"{ROOM}/Alice", me,
+                                    alice("<status code='307'/>", "none", "none"),
+                                    ptype="unavailable"))  # fmt: skip
+    for coro in ctx.pending:
+        await coro
+    assert ctx.queued == []
+
+
+async def test_a_kick_of_the_relay_bots_occupant_does_not_stop_the_relay(setup: Any) -> None:
+    _, component, ctx, moderation, _ = wired(setup)
+    ctx.background = lambda coro, name="": coro.close()  # the notice to Matrix: not looked at
+    bot, bot_jid = ctx.bot_mxid, f"bot\\3ahub.example@{DOMAIN}"
+    moderation._puppet_mxid = lambda jid: bot if jid == bot_jid else None
+    moderation.on_presence(presence(component, f"{ROOM}/bridge", f"{LISTENER}/pontis",
+                                    muc_x("110")))  # fmt: skip
+    kicked = presence(component, f"{ROOM}/relay", f"{bot_jid}/pontis", muc_x("307", "110"),
+                      ptype="unavailable")  # fmt: skip
+    moderation.on_presence(kicked)
+    assert moderation.refusal(ROOM, bot) is None  # the bot never "rejoins in Matrix"
+    # A bot known only from the messages it relays (another bot name than the context's):
+    other, other_jid = "@relay:hub.example", f"relay\\3ahub.example@{DOMAIN}"
+    moderation._puppet_mxid = lambda jid: other if jid == other_jid else None
+    kicked = presence(component, f"{ROOM}/relay2", f"{other_jid}/pontis", muc_x("307", "110"),
+                      ptype="unavailable")  # fmt: skip
+    moderation.on_presence(kicked)
+    assert moderation.refusal(ROOM, other) is not None
+    moderation.relayed_by(other)
+    assert moderation.refusal(ROOM, other) is None

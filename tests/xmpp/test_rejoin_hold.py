@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from typing import Any
+from unittest.mock import patch
 
 from bridge.portal.models import Portal
 from bridge.xmpp.ids import NETWORK
@@ -61,3 +62,26 @@ async def test_a_room_that_cannot_be_rejoined_is_not_held_for_ever() -> None:
     inbound = scripted.client.inbound
     await inbound.groupchat(_live(inbound, "s9", "Xena", "later"))
     assert bodies(scripted.ctx) == ["later"]
+
+
+async def test_a_store_outage_at_the_rejoin_releases_the_room_and_tries_again() -> None:
+    started: list[Coroutine[Any, Any, None]] = []
+    scripted, _marks = _scripted(started)
+    await scripted.client._on_state(True, "")
+    inbound = scripted.client.inbound
+    real_get = inbound.marks.get
+
+    async def down(room: str) -> Any:
+        raise OSError("database unreachable")
+
+    inbound.marks.get = down  # type: ignore[method-assign]
+    [rejoin] = started
+    await asyncio.wait_for(rejoin, 5)
+    assert ROOM not in inbound._held  # released: live messages are not kept aside for ever
+    assert ROOM in inbound._behind  # …and the mark does not move past what was missed
+    [again] = started[1:]
+    inbound.marks.get = real_get  # type: ignore[method-assign]
+    scripted.client.component.up = True
+    with patch("bridge.xmpp.client.rejoin_delay", lambda _: 0):
+        await asyncio.wait_for(again, 5)
+    assert bodies(scripted.ctx) == ["missed"]
