@@ -83,6 +83,7 @@ class _Context:
     """What XmppClient needs of the core when only the XMPP side is under test."""
 
     log = logging.getLogger("test.xmpp.rejoin")
+    bot_mxid = "@pontisbot:hub.test"
 
     def __init__(self) -> None:
         self.notices: list[str] = []
