@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import resource
+import select
 import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
@@ -39,11 +41,36 @@ class ParserUnavailable(Exception):
     """The parse could not run (worker crash, restart, shutdown): try the mail again later."""
 
 
-def _init_worker(memory_bytes: int) -> None:
-    """In each worker: ignore Ctrl-C (the bridge stops the pool) and cap the address space."""
+def _init_worker(memory_bytes: int, bridge_pid: int) -> None:
+    """In each worker: ignore Ctrl-C (the bridge stops the pool), end with the bridge and cap
+    the address space."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with(bridge_pid)
     if memory_bytes > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+
+def _end_with(bridge_pid: int) -> None:
+    """Exit when the bridge process ends, even by SIGKILL.
+
+    A clean stop closes the pool. A killed bridge did not: each worker holds the fork server's
+    "alive" pipe, so the server waits for the workers and the workers wait for work, for ever.
+    A pidfd names the bridge process itself (no pid reuse), and becomes readable when it ends.
+    """
+    if not hasattr(os, "pidfd_open"):
+        return  # not Linux ≥ 5.3: the pool's own shutdown has to do
+    try:
+        pidfd = os.pidfd_open(bridge_pid)
+    except ProcessLookupError:
+        os._exit(0)  # the bridge is already gone
+    except OSError:
+        return
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="bridge-watch", daemon=True).start()
 
 
 def _parse(raw: bytes, limits: ParseLimits, trust_anchors: str | None) -> ParsedMail:
@@ -102,7 +129,7 @@ class MailParser:
             self._workers,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(self._memory_bytes,),
+            initargs=(self._memory_bytes, os.getpid()),
         )
         return self._pool
 
