@@ -347,3 +347,27 @@ async def test_accept_never_waits_for_a_stuck_portal(store: Store) -> None:
     await hub.queues.drain()
     assert [text for _, text in hub.homeserver.sent] == [f"m{n}" for n in range(30)]
     assert await hub.emptied()
+
+
+class BatchClient(Client):
+    """Converts ``a,b,c`` into three messages (a catch-up's batch)."""
+
+    async def convert_remote(self, item: RemoteInput) -> Sequence[RemoteEvent]:
+        return [
+            RemoteMessage(portal=item.portal, id=RemoteMessageID(t), parts=[MessagePart(text=t)])
+            for t in str(item.payload["text"]).split(",")
+        ]
+
+
+async def test_one_refused_event_of_a_batch_does_not_lose_the_rest(store: Store) -> None:
+    """Hostile: one message of a catch-up is refused for good (a file over the homeserver's
+    upload limit, say): the messages after it still arrive, and the room is told."""
+    hub = Hub(store)
+    hub.clients.add(NET, BatchClient())  # type: ignore[arg-type]
+    hub.homeserver.refuse.add("too-big")
+    await hub.accept("one,too-big,three")
+    await hub.accept("after")
+    await hub.queues.drain()
+    assert [text for _, text in hub.homeserver.sent] == ["one", "three", "after"]
+    assert [key for key, _ in hub.notices] == [CHAT]
+    assert await hub.emptied()

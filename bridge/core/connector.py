@@ -37,6 +37,8 @@ from bridge.core.events import (
     MatrixKick,
     MatrixMembership,
     MatrixMessage,
+    MatrixPresence,
+    MatrixProfile,
     MatrixReaction,
     MatrixReactionRemove,
     MatrixReceipt,
@@ -288,6 +290,28 @@ class SupportsMembership(Protocol):
 
 
 @runtime_checkable
+class SupportsProfileChanges(Protocol):
+    async def handle_matrix_profile(self, change: MatrixProfile) -> None:
+        """A Matrix member of a portal room changed their display name or avatar (networks
+        that show Matrix users' profiles, like XMPP presence and vCards). Called from the
+        portal's queue, once per portal room the user is in; not for relay-level users, ghosts
+        or the bot. Called besides :meth:`SupportsMembership.handle_matrix_membership`, which
+        also sees the ``join``. Must not fail the portal for an unreachable avatar: log it."""
+        ...
+
+
+@runtime_checkable
+class SupportsPresence(Protocol):
+    async def handle_matrix_presence(self, presence: MatrixPresence) -> None:
+        """A Matrix user's presence changed. Only where the homeserver has presence on and
+        sends ``m.presence`` to the bridge (MSC2409 ephemeral events; Synapse sends those of
+        users who share a room with the bridge's users). Called on each shared client (no
+        login of a user), outside any portal queue; not for ghosts, the bot or relay-level
+        users. Must not raise for a user the network does not know: ignore them."""
+        ...
+
+
+@runtime_checkable
 class SupportsKicks(Protocol):
     async def handle_matrix_kick(self, kick: MatrixKick) -> None:
         """A Matrix moderator kicked or banned a ghost from a portal room: remove (or ban) that
@@ -338,9 +362,21 @@ class SupportsDirectChats(Protocol):
 
 @runtime_checkable
 class SupportsInvites(Protocol):
-    async def handle_matrix_invite(self, portal: Portal, inviter: str, user: RemoteUserID) -> None:
+    async def handle_matrix_invite(
+        self, portal: Portal, inviter: str, user: RemoteUserID
+    ) -> PortalKey | None:
         """``inviter`` invited the ghost of ``user`` into the portal room: add that person to
-        the remote chat (email: they receive the room's mail from now on).
+        the remote chat (email: they receive the room's mail from now on), and return None.
+
+        A network that cannot add people to this chat but made a new one with them and its
+        members (Teams: a one-on-one chat is never widened, a group chat is created instead)
+        returns the new chat's key. The old room's history is never shown to the people
+        added: if anything was bridged into it, the core opens a new room for the new chat
+        (``get_chat_info`` of the key gives its members; the inviter is always invited), the
+        ghost declines the old room's invite and the inviter gets a notice linking the new
+        room; the old portal and its room stay as they were. Only a room where nothing was
+        bridged yet (several people invited into a new room at once: the first invite made it
+        a direct chat) becomes the new chat's portal, and the old chat is left without a room.
 
         Raise :class:`bridge.core.errors.BridgeError` to refuse; the ghost then rejects the
         invite with the error's ``user_message``.
@@ -392,6 +428,8 @@ class ClientFeatures:
     direct_chats: bool = False
     room_bridging: bool = False
     membership: bool = False
+    profile: bool = False
+    presence: bool = False
     kicks: bool = False
     power_levels: bool = False
     invites: bool = False
@@ -410,6 +448,8 @@ class ClientFeatures:
             direct_chats=isinstance(client, SupportsDirectChats),
             room_bridging=isinstance(client, SupportsRoomBridging),
             membership=isinstance(client, SupportsMembership),
+            profile=isinstance(client, SupportsProfileChanges),
+            presence=isinstance(client, SupportsPresence),
             kicks=isinstance(client, SupportsKicks),
             power_levels=isinstance(client, SupportsPowerLevels),
             invites=isinstance(client, SupportsInvites),

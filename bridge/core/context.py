@@ -55,6 +55,10 @@ class CoreServices(Protocol):
 
     async def matrix_profile(self, mxid: str) -> tuple[str | None, bytes | None, str]: ...
 
+    async def set_ghost_presence(
+        self, network: NetworkID, user: RemoteUserID, presence: str, status: str | None
+    ) -> None: ...
+
     async def adopt_matrix_room(self, key: PortalKey, alias: str) -> Portal | None: ...
 
     async def matrix_members(self, room_id: str) -> dict[str, str]: ...
@@ -205,6 +209,15 @@ class ConnectorContext:
         """A Matrix user's (display name, avatar bytes, avatar mime type), for networks that
         show Matrix users as contacts (vCards). ``(None, None, "")`` if there is no profile."""
         return await self._core.matrix_profile(mxid)
+
+    async def set_ghost_presence(
+        self, user: RemoteUserID, presence: str, status: str | None = None
+    ) -> None:
+        """Show ``user``'s presence on their ghost: ``online``, ``unavailable`` (away) or
+        ``offline``, with an optional status message. Only for ghosts that exist; a no-op where
+        the homeserver keeps no presence (logged once, see :mod:`bridge.core.ghost_presence`).
+        Never raises for the homeserver's errors (they are logged)."""
+        await self._core.set_ghost_presence(self.network, user, presence, status)
 
     async def adopt_matrix_room(self, key: PortalKey, alias: str) -> Portal | None:
         """Make the Matrix room ``alias`` the portal of ``key`` (a room the network offers to

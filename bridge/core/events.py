@@ -66,6 +66,19 @@ class ChatInfo:
     """Matrix users who belong in the portal (invited when it is created or when they appear)."""
     members: list[RemoteUserID] | None = None
     """Remote members whose ghosts should join the portal."""
+    space: SpaceInfo | None = None
+    """The group the chat belongs to (a Teams team): the core keeps one Matrix space per
+    ``SpaceInfo.key`` and adds the portal room to it (:mod:`bridge.core.spaces`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpaceInfo:
+    """A remote group of chats, shown in Matrix as a space of their portal rooms."""
+
+    key: str
+    """Stable and unique within the network (``team:<id>``); never shown."""
+    name: str
+    topic: str | None = None
 
 
 INLINE_URL = "mxc://inline.pontis.invalid/"
@@ -88,6 +101,10 @@ class MessagePart:
     (see :data:`INLINE_URL`) and the core uploads each image and writes its ``mxc://`` URL
     there. In an encrypted room an image in the formatted body would be an unencrypted upload,
     so there each image follows as an (encrypted) file event of its own instead."""
+    fallback: MessagePart | None = None
+    """What is shown instead when ``media`` cannot reach Matrix for good (a permanent error:
+    over the homeserver's upload limit, grown past the connector's limit while read): a notice
+    with the file's link, say. Without one, such a failure fails the whole message."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Extra keys for the event's content, namespaced by the connector (``fi.pontis.email.…``):
     metadata a client or an auditor reads (the hash of the mail's record). They cannot replace
@@ -185,6 +202,12 @@ class RemoteKick(RemoteEvent):
     target: RemoteUserID
     ban: bool = False
     reason: str = ""
+    leave: bool = False
+    """The ghost leaves by itself, with ``reason``, instead of being kicked: for networks that
+    say only that someone is no longer in the chat (no bot power needed in the room)."""
+    matrix_user: str = ""
+    """Set when ``target`` is a Matrix user's own network account (a login): the bot kicks that
+    Matrix user, who no longer belongs in the chat, instead of a ghost."""
     create_portal: bool = False
 
 
@@ -269,6 +292,18 @@ class MatrixMembership(MatrixEvent):
 
 
 @dataclass(slots=True, kw_only=True)
+class MatrixProfile(MatrixEvent):
+    """``sender``, a member of the portal room before and after, changed their display name or
+    avatar there (a ``join`` → ``join`` member event). The homeserver sends one per room the
+    user is in, so the connector hears it once per portal. ``sender_name`` is the new name."""
+
+    avatar_url: str | None = None
+    """The new ``mxc://`` avatar, or None if they have none now."""
+    avatar_changed: bool = False
+    name_changed: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
 class MatrixKick(MatrixEvent):
     """``sender`` (a room moderator: the homeserver checked) kicked or banned ``target``, the
     ghost of a remote person, from the portal room."""
@@ -286,6 +321,16 @@ class MatrixTyping:
     portal: Portal
     sender: str
     typing: bool
+
+
+@dataclass(slots=True, kw_only=True)
+class MatrixPresence:
+    """A Matrix user's presence, as their homeserver reports it (``m.presence``)."""
+
+    sender: str
+    presence: str
+    """``online``, ``unavailable`` (idle, away) or ``offline``."""
+    status: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)

@@ -25,6 +25,7 @@ from mautrix.types import (
     EventID,
     EventType,
     PaginationDirection,
+    PresenceState,
     RoomAlias,
     RoomCreatePreset,
     RoomID,
@@ -191,6 +192,21 @@ class MatrixAPI:
         except Exception as err:
             raise _wrap(err, f"typing in {room_id}") from err
 
+    async def set_presence(self, mxid: str, presence: str, status: str | None) -> None:
+        """``presence``: ``online``, ``unavailable`` or ``offline`` (Matrix's three)."""
+        try:
+            await self.intent(mxid).set_presence(PresenceState(presence), status, ignore_cache=True)
+        except Exception as err:
+            raise _wrap(err, f"setting presence of {mxid}") from err
+
+    async def get_presence(self, mxid: str) -> str:
+        """``mxid``'s presence as the homeserver reports it (``offline`` where it has none)."""
+        try:
+            content = await self.intent(mxid).get_presence(UserID(mxid))  # always visible to itself
+        except Exception as err:
+            raise _wrap(err, f"reading presence of {mxid}") from err
+        return str(content.presence.value if content.presence else "offline")
+
     async def mark_read(self, sender: str, room_id: str, event_id: str) -> None:
         try:
             await self.intent(sender).mark_read(RoomID(room_id), EventID(event_id))
@@ -228,9 +244,11 @@ class MatrixAPI:
         invite: list[str],
         initial_state: list[dict[str, Any]],
         alias_localpart: str | None = None,
+        creation_content: dict[str, Any] | None = None,
     ) -> str:
         """Create a room as the bot. With an alias, anyone who knows it may join (the room is
-        still not listed in the directory)."""
+        still not listed in the directory). ``creation_content`` goes into ``m.room.create``
+        (``{"type": "m.space"}`` makes a space)."""
         try:
             room_id = await self.bot.create_room(
                 alias_localpart=alias_localpart,
@@ -240,6 +258,7 @@ class MatrixAPI:
                 is_direct=is_direct,
                 invitees=[UserID(u) for u in invite],
                 initial_state=initial_state,
+                creation_content=creation_content,
             )
         except Exception as err:
             raise _wrap(err, "creating a portal room") from err

@@ -13,6 +13,7 @@ network. Their reactions, typing, receipts and membership are not shown on the n
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from bridge.core.connector import (
     SupportsKicks,
     SupportsMembership,
     SupportsPowerLevels,
+    SupportsPresence,
+    SupportsProfileChanges,
     SupportsReactions,
     SupportsReceipts,
     SupportsRedactions,
@@ -39,6 +42,8 @@ from bridge.core.events import (
     MatrixKick,
     MatrixMembership,
     MatrixMessage,
+    MatrixPresence,
+    MatrixProfile,
     MatrixReaction,
     MatrixReactionRemove,
     MatrixReceipt,
@@ -153,7 +158,7 @@ class MatrixEventHandler:
         if self._permissions.relay_only(sender):
             return  # on the network they are the bot's relayed messages, not a member
         loaded = self._clients.client_or_none(portal, sender)
-        if loaded is None or not loaded.features.membership:
+        if loaded is None or not (loaded.features.membership or loaded.features.profile):
             return
         name = content.get("displayname") if membership == "join" else None
         change = MatrixMembership(
@@ -161,7 +166,30 @@ class MatrixEventHandler:
             sender_name=name if isinstance(name, str) and name else await self._matrix.get_displayname(portal.mxid or "", sender),
             timestamp=int(event.get("origin_server_ts") or time.time() * 1000), membership=str(membership),
         )  # fmt: skip
-        await cast(SupportsMembership, loaded.client).handle_matrix_membership(change)
+        if loaded.features.membership:
+            await cast(SupportsMembership, loaded.client).handle_matrix_membership(change)
+        await self._profile(loaded, event, content, change)
+
+    async def _profile(self, loaded: LoadedClient, event: dict[str, Any], content: dict[str, Any],
+                       change: MatrixMembership) -> None:  # fmt: skip
+        """A ``join`` → ``join`` member event that changed the name or avatar: a profile change."""
+        prev = (event.get("unsigned") or {}).get("prev_content") or {}
+        if change.membership != "join" or prev.get("membership") != "join":
+            return
+        if self._is_puppet(change.sender):
+            return  # a ghost's new avatar came from its network
+        avatar, name = content.get("avatar_url"), content.get("displayname")
+        avatar_changed = avatar != prev.get("avatar_url")
+        name_changed = name != prev.get("displayname")
+        if not loaded.features.profile or not (avatar_changed or name_changed):
+            return
+        profile = MatrixProfile(
+            portal=change.portal, event_id=change.event_id, sender=change.sender,
+            sender_name=change.sender_name, timestamp=change.timestamp,
+            avatar_url=avatar if isinstance(avatar, str) and avatar else None,
+            avatar_changed=avatar_changed, name_changed=name_changed,
+        )  # fmt: skip
+        await cast(SupportsProfileChanges, loaded.client).handle_matrix_profile(profile)
 
     async def _power_levels(self, portal: Portal, content: dict[str, Any]) -> None:
         """New power levels: the homeserver checked the sender may set them. Creators are read
@@ -249,8 +277,12 @@ class MatrixEventHandler:
                     "media not supported", user_message="This network cannot carry files."
                 )
             info = content.get("info") or {}
+            size = info.get("size") if isinstance(info, dict) else None
             media = Media(
-                data=await self._matrix.download_content(content),
+                # Read when the connector needs it: one refusing the file by its announced
+                # size (over its limit) downloads nothing.
+                fetch=functools.partial(self._matrix.download_content, content),
+                size=size if isinstance(size, int) and not isinstance(size, bool) else None,
                 mimetype=str(info.get("mimetype") or "application/octet-stream"),
                 filename=str(content.get("filename") or body or "file"),
             )
@@ -369,6 +401,26 @@ class MatrixEventHandler:
                 MatrixReactionRemove(**base, target=reaction)
             )
             await self._store.delete_reaction(redacts)
+
+    async def handle_presence(self, event: dict[str, Any]) -> None:
+        """``m.presence`` of a Matrix user: to every shared client that shows presence."""
+        sender, content = event.get("sender"), event.get("content") or {}
+        presence = content.get("presence") if isinstance(content, dict) else None
+        if not isinstance(sender, str) or presence not in ("online", "unavailable", "offline"):
+            return
+        if sender == self._matrix.bot_mxid or self._is_puppet(sender):
+            return
+        if self._permissions.relay_only(sender):
+            return
+        status = content.get("status_msg")
+        change = MatrixPresence(
+            sender=sender,
+            presence=str(presence),
+            status=status if isinstance(status, str) else None,
+        )
+        for loaded in list(self._clients.values()):
+            if loaded.user_mxid is None and loaded.features.presence:
+                await cast(SupportsPresence, loaded.client).handle_matrix_presence(change)
 
     async def handle_ephemeral(self, portal: Portal, event: dict[str, Any]) -> None:
         """Typing notifications and read receipts in a portal room."""

@@ -138,7 +138,7 @@ async def start_direct_chat(
         return existing, False
     info = await loaded.client.get_chat_info(key)
     info.is_direct = True
-    info.matrix_users = [*(info.matrix_users or []), sender]
+    info.matrix_users = list(dict.fromkeys([*(info.matrix_users or []), sender]))
     if user not in (info.members or []):
         info.members = [*(info.members or []), user]
     return await portals.ensure_portal(key, loaded.client, info), True

@@ -33,16 +33,16 @@ from bridge.core.events import (
     UserInfo,
 )
 from bridge.core.ghost_names import GhostNames
-from bridge.core.html import sanitize_html
 from bridge.core.ids import NetworkID, PartID, PortalKey, RemoteMessageID, RemoteUserID
-from bridge.core.inline_images import inline_as_files, place_inline
+from bridge.core.inline_images import inline_as_files
 from bridge.core.matrix import MatrixAPI, deterministic_txn_id
+from bridge.core.part_content import part_content, relation
+from bridge.core.spaces import Spaces
 from bridge.portal.models import FIRST_PART, Ghost, Message, Portal, Reaction
 from bridge.portal.store import Store
 
 _NOTICE_SENT = "core.encryption_notice_room"
 BRIDGE_ENCRYPTION_FIELD = "fi.pontis.encryption"
-_MSGTYPE_BY_MIME = {"image": "m.image", "video": "m.video", "audio": "m.audio"}
 
 
 class PortalManager:
@@ -72,6 +72,7 @@ class PortalManager:
         self._portals: dict[PortalKey, Portal] = {}
         self._rooms: dict[str, PortalKey | None] = {}
         self._ghosts: dict[tuple[NetworkID, RemoteUserID], Ghost] = {}
+        self.spaces = Spaces(store, matrix, domain, log)
 
     # --- portals and ghosts ---------------------------------------------------------------------
 
@@ -168,6 +169,7 @@ class PortalManager:
         self._log.info("Created portal %s for %s", portal.mxid, key)
         for ghost_mxid_ in ghosts:
             await self._matrix.ensure_joined(ghost_mxid_, portal.mxid)
+        await self.spaces.place(key.network, portal.mxid, info)
         await self.announce_encryption(portal)
         return portal
 
@@ -208,8 +210,21 @@ class PortalManager:
             except BridgeError as err:  # the room's owner did not give the bot power to do so
                 self._log.info("No bridge info state in %s: %s", room_id, err)
                 break
+        await self.spaces.place(key.network, room_id, info)
         await self.announce_encryption(portal)
         return portal
+
+    async def move_room(self, old: Portal, key: PortalKey) -> Portal:
+        """The room of ``old`` becomes the portal of ``key``, a chat the network made to
+        replace it (``SupportsInvites``); ``old`` keeps its messages but no room. Only for a
+        room where nothing of ``old`` was bridged (its history would reach the new people)."""
+        room_id = old.mxid
+        assert room_id is not None
+        old.mxid = None
+        await self.save_portal(old)
+        self._rooms.pop(room_id, None)
+        self.room_keys.pop(room_id, None)
+        return await self.adopt_room(key, room_id, ChatInfo())
 
     async def forget(self, portal: Portal) -> None:
         """Stop bridging ``portal``: its mapping, messages and members are deleted, the room
@@ -340,9 +355,17 @@ class PortalManager:
                     await self._matrix.mark_read(sender_mxid, portal.mxid, parts[-1].mxid)
             case RemoteChatInfo():
                 await self._chat_info(portal, event.info, client)
+            case RemoteKick(matrix_user=str(mxid)) if mxid:
+                try:  # a room of the user's own may not let the bot kick: said in the log
+                    if mxid in await self._matrix.joined_members(portal.mxid):
+                        await self._matrix.kick(portal.mxid, mxid, event.reason)
+                except BridgeError as err:
+                    self._log.warning("%s stays in %s: %s", mxid, portal.mxid, err)
             case RemoteKick():  # a ban holds for someone not in the room yet, a kick does not
                 ghost = await self.ensure_ghost(key.network, event.target, client, None)
-                if event.ban or ghost.mxid in await self._matrix.joined_members(portal.mxid):
+                if event.leave and ghost.mxid in await self._matrix.joined_members(portal.mxid):
+                    await self._matrix.leave(portal.mxid, event.reason, mxid=ghost.mxid)
+                elif event.ban or ghost.mxid in await self._matrix.joined_members(portal.mxid):
                     await self._matrix.kick(portal.mxid, ghost.mxid, event.reason, ban=event.ban)
             case RemotePowerLevel():
                 ghost = await self.ensure_ghost(key.network, event.target, client, None)
@@ -383,11 +406,11 @@ class PortalManager:
         for index, part in enumerate(parts):
             if part.part_id in stored:
                 continue  # sent before a later part failed; the retry sends only the rest
-            content = await self._part_content(sender, portal.mxid, part)
-            if index == 0:
-                relates = _relation(reply, root)
-                if relates:
-                    content["m.relates_to"] = relates
+            content = await part_content(self._matrix, sender, portal.mxid, part)
+            # The first part answers the reply; every part of a thread's message stays in it.
+            relates = relation(reply, root) if index == 0 else relation(None, root)
+            if relates:
+                content["m.relates_to"] = relates
             txn = deterministic_txn_id(str(key), event.id, part.part_id)
             event_id = await self._matrix.send(
                 sender, portal.mxid, content, txn_id=txn, timestamp=event.timestamp
@@ -417,35 +440,6 @@ class PortalManager:
             return {FIRST_PART} if found is not None else set()
         return {m.part_id for m in await self._store.get_message_parts(key, message_id)}
 
-    async def _part_content(self, sender: str, room_id: str, part: MessagePart) -> dict[str, Any]:
-        msgtype = "m.notice" if part.notice else "m.emote" if part.emote else "m.text"
-        content: dict[str, Any] = {**part.extra, "msgtype": msgtype, "body": part.text}
-        if part.html:
-            content["format"] = "org.matrix.custom.html"
-
-            async def upload(image: Media) -> str:
-                data = await image.read()
-                return await self._matrix.upload(sender, data, image.mimetype, image.filename)
-
-            # After sanitising, which keeps the placeholders' mxc:// URLs.
-            content["formatted_body"] = await place_inline(
-                sanitize_html(part.html), part.inline, upload
-            )
-        if part.media is not None:
-            media = part.media
-            data = await media.read()
-            content.update(
-                await self._matrix.upload_for_room(
-                    sender, room_id, data, media.mimetype, media.filename
-                )
-            )
-            content["msgtype"] = _MSGTYPE_BY_MIME.get(media.mimetype.split("/")[0], "m.file")
-            content["info"] = {"mimetype": media.mimetype, "size": len(data)}
-            content["filename"] = media.filename
-            if not part.text:  # no caption: the body is the file name, as clients expect
-                content["body"] = media.filename
-        return content
-
     async def _inline_as_files(self, room_id: str, parts: list[MessagePart]) -> list[MessagePart]:
         """``parts``, where the room is encrypted with each inline image as a file event of its
         own after its part (see :attr:`MessagePart.inline`); unchanged elsewhere."""
@@ -462,7 +456,7 @@ class PortalManager:
             target = stored.get(part.part_id)
             if target is None:
                 continue
-            new_content = await self._part_content(sender, portal.mxid, part)
+            new_content = await part_content(self._matrix, sender, portal.mxid, part)
             content = dict(new_content)
             content["body"] = f"* {part.text}"
             if "formatted_body" in content:
@@ -564,20 +558,6 @@ class PortalManager:
         for member in info.members or []:
             ghost = await self.ensure_ghost(portal.network, member, client, None)
             await self._matrix.ensure_joined(ghost.mxid, portal.mxid)
-
-
-def _relation(reply: Message | None, root: Message | None) -> dict[str, Any] | None:
-    if root is not None:
-        in_reply_to = reply or root
-        return {
-            "rel_type": "m.thread",
-            "event_id": root.mxid,
-            "is_falling_back": reply is None,
-            "m.in_reply_to": {"event_id": in_reply_to.mxid},
-        }
-    if reply is not None:
-        return {"m.in_reply_to": {"event_id": reply.mxid}}
-    return None
 
 
 def _now() -> int:

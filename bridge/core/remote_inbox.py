@@ -6,7 +6,8 @@ Graph 202). Inside the portal's ordered queue the connector's converter turns th
 into remote events, the portal manager sends them, and the row is deleted once Matrix has them
 all. While the homeserver, the database or the network is away the portal waits (capped
 backoff) and resumes in order; only a permanent refusal becomes a dead letter, with a notice in
-the room. On start, the rows of a previous run are queued before any connector starts, so they
+the room. An input converted into several events (a catch-up) is not stopped by one refused
+event: the others are sent, and the room gets the refusal's notice. On start, the rows of a previous run are queued before any connector starts, so they
 reach Matrix before anything newer of the same portal. Rows that someone else put in the table
 (a dead letter an operator retried from the command line) are found by :meth:`poll`.
 """
@@ -21,7 +22,7 @@ from typing import TypeVar, cast
 
 from bridge.core.clients import ClientRegistry
 from bridge.core.connector import SupportsRemoteInput
-from bridge.core.errors import NotSupported, TransientError
+from bridge.core.errors import BridgeError, NotSupported, PermanentError, TransientError
 from bridge.core.ids import PortalKey
 from bridge.core.metrics import Metrics
 from bridge.core.portals import PortalManager
@@ -239,5 +240,19 @@ class RemoteInbox:
         if not loaded.features.remote_input:
             raise NotSupported(f"{item.portal.network} client cannot convert stored input")
         client = cast(SupportsRemoteInput, loaded.client)
-        for event in await client.convert_remote(item):
-            await self._portals.handle(event, loaded.client)
+        events = await client.convert_remote(item)
+        refused: list[BridgeError] = []
+        for event in events:
+            try:
+                await self._portals.handle(event, loaded.client)
+            except (NotSupported, PermanentError) as err:
+                if len(events) == 1:
+                    raise  # the input's own failure: a dead letter
+                # One refused event of a batch (a catch-up's) does not cost the others.
+                self._log.error(
+                    "Gave up on %s of %s in %s: %s; the rest of it goes on",
+                    type(event).__name__, item.kind, item.portal, err,
+                )  # fmt: skip
+                refused.append(err)
+        if refused:
+            await self._notice(item.portal, refused[0])

@@ -26,6 +26,7 @@ from bridge.core.errors import BridgeError, NotSupported, PermanentError
 from bridge.core.events import RemoteEvent, RemoteReceipt, RemoteTyping
 from bridge.core.federation import FederationPolicy, remote_domain
 from bridge.core.ghost_invites import GhostInvites
+from bridge.core.ghost_presence import GhostPresence
 from bridge.core.ids import (
     LoginID,
     NetworkID,
@@ -89,6 +90,7 @@ class Router:
         self._domain = domain
         self._log = log
         self.clients = ClientRegistry(connectors, metrics, log)
+        self.ghost_presence = GhostPresence(matrix, store, log)
         self._invites = GhostInvites(
             store=store, matrix=matrix, portals=portals, connectors=connectors,
             permissions=permissions, federation=self._federation, client_for=self.client_for,
@@ -144,6 +146,11 @@ class Router:
 
     async def matrix_profile(self, mxid: str) -> tuple[str | None, bytes | None, str]:
         return await self._matrix.get_profile(mxid)
+
+    async def set_ghost_presence(
+        self, network: NetworkID, user: RemoteUserID, presence: str, status: str | None
+    ) -> None:
+        await self.ghost_presence.set(network, user, presence, status)
 
     async def adopt_matrix_room(self, key: PortalKey, alias: str) -> Portal | None:
         return await self.bridging.adopt_alias(key, alias)
@@ -452,6 +459,9 @@ class Router:
         )
 
     async def _handle_inbox_row(self, row: InboxRow) -> NetworkID | None:
+        if row.kind == "ephemeral" and row.payload.get("type") == "m.presence":
+            await self._events.handle_presence(row.payload)  # of a user, in no room
+            return None
         if row.kind == "ephemeral":
             room_id = row.payload.get("room_id")
             portal = (
