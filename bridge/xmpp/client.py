@@ -13,7 +13,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from copy import copy
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from slixmpp import JID, Message, Presence
@@ -26,6 +25,8 @@ from bridge.core import (
     MatrixKick,
     MatrixMembership,
     MatrixMessage,
+    MatrixPresence,
+    MatrixProfile,
     MatrixReaction,
     MatrixReactionRemove,
     MatrixReceipt,
@@ -44,6 +45,8 @@ from bridge.core.remote_files import RemoteFiles
 from bridge.portal.models import Message as StoredMessage
 from bridge.portal.models import Portal, RemoteInput
 from bridge.xmpp import from_matrix
+from bridge.xmpp.avatars import RemoteAvatars
+from bridge.xmpp.chat_states import ChatStates
 from bridge.xmpp.component import Component, Stanza
 from bridge.xmpp.config import XmppConfig
 from bridge.xmpp.hosted import HostedRooms
@@ -55,11 +58,15 @@ from bridge.xmpp.ids import (
     reverse_stanza_id_key,
 )
 from bridge.xmpp.inbound import Inbound
-from bridge.xmpp.mam import CLOCK_MARGIN_MS, Archive
+from bridge.xmpp.invites import Invitations, is_invitation
+from bridge.xmpp.joins import MucJoins
+from bridge.xmpp.mam import Archive
 from bridge.xmpp.moderation import MucModeration, subject_key
 from bridge.xmpp.moderator import MatrixModerator
-from bridge.xmpp.muc import MUC_NS, JoinError, MucTracker
-from bridge.xmpp.muc_presence import MucKeeper, rejoin_delay
+from bridge.xmpp.muc import JoinError, MucTracker
+from bridge.xmpp.muc_presence import MucKeeper
+from bridge.xmpp.presence import MatrixAnnouncer, RemotePresence
+from bridge.xmpp.private import PrivateMessages, is_private
 from bridge.xmpp.protocol.escaping import (
     bare_jid,
     is_valid_jid,
@@ -67,15 +74,13 @@ from bridge.xmpp.protocol.escaping import (
     mxid_to_jid,
     split_jid,
 )
+from bridge.xmpp.routing import misdirected
 from bridge.xmpp.store import ArchiveMark, XmppStore
 from bridge.xmpp.upload import upload
 from bridge.xmpp.vcards import fetch_vcard
 
-JOIN_TIMEOUT = 15
 MAX_RESENDS = 3
 TRACKED_STANZAS = 2000
-MAX_REJOIN_RETRIES = 12
-"""Rejoins tried again after an unexpected failure (a store outage): about an hour in all."""
 MessageType = Literal["chat", "groupchat"]
 
 
@@ -92,9 +97,14 @@ class _Sent:
 class XmppClient:
     login_id = LoginID("")
 
-    def __init__(self, ctx: ConnectorContext, cfg: XmppConfig, store: XmppStore) -> None:
+    def __init__(self, ctx: ConnectorContext, cfg: XmppConfig, store: XmppStore,
+                 route: Callable[[str], str] | None = None) -> None:  # fmt: skip
         self._ctx = ctx
         self._cfg = cfg
+        # The component domain that serves a remote JID (components.py); this one alone if None.
+        self._route: Callable[[str], str] = route or (lambda _: cfg.jid)
+        self.report_state: Callable[[bool, str], None] = self._report_state
+        self._hosted_started = False
         self._store = store
         self._log = ctx.log
         self.mucs = MucTracker()
@@ -110,13 +120,34 @@ class XmppClient:
                                self.inbound.archived)  # fmt: skip
         self.component.on_archive_result = self.archive.on_result
         self._sent: OrderedDict[str, _Sent] = OrderedDict()
-        self.keeper = MucKeeper(ctx, self.component, self.mucs, f"{cfg.listener_jid}/pontis",
-                                self._join_listener, cfg.self_ping_minutes)  # fmt: skip
         self.moderation = MucModeration(ctx, f"{cfg.listener_jid}/pontis", self._puppet_mxid,
                                         self.mucs)  # fmt: skip
         self.inbound.moderation = self.moderation
+        self.joins = MucJoins(ctx, cfg, self.component, self.mucs, self.inbound, self.archive,
+                              self.moderation, self.identity, self._hosts, self._route)  # fmt: skip
+        self.keeper = MucKeeper(ctx, self.component, self.mucs, f"{cfg.listener_jid}/pontis",
+                                self.joins.join_listener, cfg.self_ping_minutes)  # fmt: skip
+        self.joins.rejoining = self.keeper.rejoining
+        self.avatars = RemoteAvatars(ctx, self.component.xmpp, cfg.jid, f"{cfg.listener_jid}/pontis",
+                                     self.mucs, self.moderation)  # fmt: skip
+        self.announcer = MatrixAnnouncer(cfg.jid, self.identity.send_presence, self.mucs,
+                                         self.identity.photos)  # fmt: skip
+        self.presence = RemotePresence(ctx)
+        if self.hosted is not None:
+            self.hosted.photo_of = self.identity.photos.cached
+            self.hosted.on_occupant = self._hosted_occupant
         self.moderator = MatrixModerator(ctx, self.component, self.hosted, self.mucs,
-                                         self.moderation, self._puppet_in)  # fmt: skip
+                                         self.moderation, self.joins.puppet_in)  # fmt: skip
+        self.private = PrivateMessages(ctx, cfg, self.component, self.hosted, self.mucs,
+                                       self.moderation, self.joins.puppet_in, self.files)  # fmt: skip
+        if self.hosted is not None:
+            self.hosted.on_private = self.private.from_hosted
+        self.owns: Callable[[str], bool] = lambda domain: domain in (cfg.jid, cfg.rooms_domain)
+        """Whether a domain is the bridge's own: this component's, or any of the hub's
+        (set by :class:`bridge.xmpp.components.XmppClients`)."""
+        self.invitations = Invitations(ctx, cfg, self.component, self)
+        self.chat_states = ChatStates(cfg, self.component, self.hosted, self.mucs, self.private,
+                                      self._reference)  # fmt: skip
 
     def _puppet_mxid(self, jid: str) -> str | None:
         """The Matrix user whose occupant ``jid`` (bare) is, if it is one of ours."""
@@ -126,10 +157,12 @@ class XmppClient:
     # --- connection -------------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        if self.hosted is not None:
+        """Start; after a failure (the store), calling it again goes on where it stopped."""
+        if self.hosted is not None and not self._hosted_started:
             await self.hosted.load()
             self.hosted.component.start()
-        await self._hold_bridged_mucs()
+            self._hosted_started = True
+        await self.joins.hold_bridged_mucs()
         self.component.start()
         self.keeper.start()
 
@@ -140,8 +173,11 @@ class XmppClient:
             await self.hosted.component.stop()
         await self.files.close()
 
-    async def _on_state(self, up: bool, message: str) -> None:
+    def _report_state(self, up: bool, message: str) -> None:
         self._ctx.set_client_state(self.login_id, connected=up, message=message)
+
+    async def _on_state(self, up: bool, message: str) -> None:
+        self.report_state(up, message)
         if not up:
             self.mucs.forget_all()
             self.moderation.forget_all()
@@ -149,122 +185,26 @@ class XmppClient:
         # MUCs drop our occupants while we are away (status 333): rejoin and catch up from the
         # room's archive; messages already bridged are recognised by their ids. Rooms we host
         # are ours: joining them as an occupant would echo them into themselves.
-        for room in await self._hold_bridged_mucs():
-            self._ctx.background(self._rejoin(room), name=f"rejoin {room}")
-
-    async def _hold_bridged_mucs(self) -> list[str]:
-        """Hold the live messages of every bridged MUC until its rejoin has caught up. A server
-        may still count our occupant in after a gap (ejabberd does across a component reconnect)
-        and send live messages before we rejoin: taken at once, they would overtake the
-        archive and move the room's mark past what we missed."""
-        rooms: list[str] = [p.remote_id for p in await self._ctx.store.list_portals()
-                 if not p.is_direct and not self._hosts(p.remote_id)]  # fmt: skip
-        for room in rooms:
-            self.mucs.room(room)  # a portal's room is ours to hear, rejoined yet or not
-            self.inbound.hold(room)
-        return rooms
-
-    async def _rejoin(self, room: str, attempt: int = 0) -> None:
-        if self.keeper.rejoining(room):
-            return  # the keeper's loop is on it, and tells Matrix when the room is back
-        try:
-            await self._join_listener(room)
-        except Exception as err:
-            # Whatever failed (the room, the stream, our store), the room is released, its mark
-            # stays put, and the rejoin is tried again later: nothing is held for ever.
-            self._log.error(
-                "Could not rejoin %s: %s; its messages are not bridged until it works", room, err
-            )
-            try:
-                await self.inbound.release(room, caught_up=False)
-            finally:
-                if not isinstance(err, JoinError | TransientError):  # refused / reconnect rejoins
-                    self._ctx.background(self._rejoin_later(room, attempt + 1),
-                                         name=f"rejoin {room} again")  # fmt: skip
-
-    async def _rejoin_later(self, room: str, attempt: int) -> None:
-        await asyncio.sleep(rejoin_delay(attempt))
-        if self.component.up and attempt <= MAX_REJOIN_RETRIES:
-            self.inbound.hold(room)
-            await self._rejoin(room, attempt)
+        for room in await self.joins.hold_bridged_mucs():
+            self._ctx.background(self.joins.rejoin(room), name=f"rejoin {room}")
 
     def _hosts(self, room: str) -> bool:
         return self.hosted is not None and self.hosted.hosts(room)
 
-    async def _join_listener(self, room: str) -> str:
-        """(Re)join ``room`` after a gap and catch up on what the bridge missed: from the
-        room's archive (XEP-0313) when it has one, joining without history so nothing comes
-        twice; else from the MUC history since the bridge last heard from the room."""
-        if self._hosts(room):
-            raise JoinError(room, "not-allowed", "the bridge hosts this room itself")
-        self.component.require_up()
-        mark = await self.inbound.marks.get(room)
-        if mark is None or not await self.archive.has_mam(room):
-            full = await self._join(
-                room, self._cfg.listener_jid, self._cfg.muc_nick,
-                history=self._cfg.history_on_join if mark is None else None,
-                since=mark.seen_at - CLOCK_MARGIN_MS if mark is not None else None,
-            )  # fmt: skip
-            await self.inbound.release(room)  # the history is all there is: the mark may move
-            return full
-        self.inbound.hold(room)
-        caught_up = False
-        try:
-            full = await self._join(room, self._cfg.listener_jid, self._cfg.muc_nick, history=0)
-            try:
-                await self.archive.catch_up(room, mark)
-                caught_up = True
-            except Exception as err:  # the archive or our store: the join itself worked
-                self._log.error("Catching up on %s failed (%s): messages sent while the bridge "
-                                "was away are missing in Matrix until the next rejoin or restart "
-                                "catches up on them", room, err)  # fmt: skip
-        finally:
-            await self.inbound.release(room, caught_up=caught_up)
-        return full
+    def real_occupants(self, room: str) -> set[str]:
+        """The real bare JIDs the bridged MUC ``room`` shows for its occupants now."""
+        tracked = self.mucs.rooms.get(room)
+        return {jid for jid in tracked.occupants.values() if jid} if tracked is not None else set()
 
-    async def _join(self, room: str, our_jid: str, nick: str, *, history: int | None = 0,
-                    since: int | None = None) -> str:  # fmt: skip
-        """Join ``room`` as ``our_jid``/``nick``; returns the full JID we joined with.
-        ``history``: at most that many messages of MUC history, ``since``: those after that
-        time (ms); neither: what the room gives by default."""
-        self.component.require_up()
-        full = f"{our_jid}/pontis"
-        tracked = self.mucs.room(room)
-        if full in tracked.nicks:
-            return full
-        presence = self.component.xmpp.make_presence(pto=f"{room}/{nick}", pfrom=full)
-        x = presence.xml.makeelement(f"{{{MUC_NS}}}x", {})
-        limits = {} if history is None else {"maxstanzas": str(history)}
-        if since is not None:
-            limits["since"] = datetime.fromtimestamp(since / 1000, tz=UTC).strftime(
-                "%Y-%m-%dT%H:%M:%SZ"
-            )
-        x.append(x.makeelement(f"{{{MUC_NS}}}history", limits))
-        presence.xml.append(x)
-        joined = self.mucs.expect_join(room, full)
-        self.component.send(presence)
-        await asyncio.wait_for(joined, JOIN_TIMEOUT)
-        return full
-
-    async def _puppet_in(self, room: str, mxid: str, name: str) -> str:
-        """The full JID of ``mxid``'s occupant in ``room``, joining on first use."""
-        if refused := self.moderation.refusal(room, mxid):
-            raise refused
-        jid = mxid_to_jid(mxid, self._cfg.jid)
-        for nick in (name, f"{name} [matrix]", f"{name} [{mxid}]"):
-            try:
-                return await self._join(room, jid, nick)
-            except JoinError as err:
-                if not self.component.up:  # the stream dropped while we waited for the room
-                    raise TransientError(f"joining {room}: {err}") from err
-                if err.condition != "conflict":
-                    raise PermanentError(
-                        str(err), user_message=f"Could not join {room}: {err.condition}."
-                    ) from err
-                self._log.info("Nick %r taken in %s; trying another", nick, room)
-        raise PermanentError(
-            f"no free nick for {mxid} in {room}", user_message="Your name is taken in that room."
-        )
+    def leave_unbridged(self, room: str) -> None:
+        """The listener joined ``room`` for an invitation that did not count: leave again."""
+        tracked = self.mucs.rooms.get(room)
+        full = f"{self._cfg.listener_jid}/pontis"
+        nick = tracked.nicks.get(full) if tracked is not None else None
+        if nick is None or not self.component.up:
+            return
+        self.component.send(self.component.xmpp.make_presence(
+            pto=JID(f"{room}/{nick}"), pfrom=JID(full), ptype="unavailable"))  # fmt: skip
 
     # --- XMPP → Matrix ----------------------------------------------------------------------------
 
@@ -273,14 +213,30 @@ class XmppClient:
             self.keeper.on_presence(stanza)  # first: the tracker forgets our nick on unavailable
             self.moderation.on_presence(stanza)
             self.mucs.on_presence(stanza)
+            origin = self.avatars.origin(stanza)
+            self.avatars.on_presence(stanza, origin)
+            self.presence.on_presence(stanza, origin)
             return
+        if misdirected(self.component, stanza, self._route, self._log):
+            return  # another component's to hear, or nobody's (routing.py)
         if stanza["type"] == "error":
             await self._bounced(stanza)
             return
-        if stanza["type"] == "groupchat":
+        if self.avatars.on_message(stanza):
+            return  # a XEP-0084 avatar notification
+        if is_invitation(stanza):
+            await self.invitations.from_xmpp(stanza)
+        elif self.private.relayed(stanza):  # a MUC relays it: a private message, or its own
+            await self.private.from_bridged(stanza)
+        elif stanza["type"] == "groupchat":
             await self.inbound.groupchat(stanza)
         else:
             await self.inbound.direct(stanza)
+
+    def _hosted_occupant(self, presence: Presence, room: str, user: RemoteUserID) -> None:
+        origin = self.avatars.hosted_origin(room, user)
+        self.avatars.on_presence(presence, origin)
+        self.presence.on_presence(presence, origin)
 
     async def convert_remote(self, item: RemoteInput) -> Sequence[RemoteEvent]:
         return await self.inbound.convert(item)
@@ -338,12 +294,10 @@ class XmppClient:
     # --- lookups ----------------------------------------------------------------------------------
 
     async def get_chat_info(self, portal: PortalKey) -> ChatInfo:
-        if portal.receiver:
-            return ChatInfo(
-                is_direct=True,
-                matrix_users=[portal.receiver],
-                members=[RemoteUserID(portal.remote_id)],
-            )
+        if portal.receiver:  # a private conversation's ghost comes with its messages
+            private = "/" in portal.remote_id
+            return ChatInfo(is_direct=True, matrix_users=[portal.receiver],
+                            members=None if private else [RemoteUserID(portal.remote_id)])  # fmt: skip
         room = self.mucs.room(portal.remote_id)
         local, domain, _ = split_jid(portal.remote_id)
         topic = room.subject or await self._ctx.store.kv_get(subject_key(portal.remote_id))
@@ -377,13 +331,13 @@ class XmppClient:
                 user_message=f"`{room}` is not a room address like team@muc.example.org.",
             )
         room = bare_jid(room)
-        if self._hosts(room):
+        if self._hosts(room) or self.owns(split_jid(room)[1].lower()):
             raise NotFound(
                 f"{room} is hosted by the bridge",
                 user_message=f"{room} is a Matrix room already; join it in Matrix.",
             )
         try:
-            await self._join(room, self._cfg.listener_jid, self._cfg.muc_nick, history=0)
+            await self.joins.join(room, self._cfg.listener_jid, self._cfg.muc_nick, history=0)
         except (JoinError, TimeoutError) as err:
             raise NotFound(
                 str(err), user_message=f"The bridge could not join {room}: {err or 'no answer'}."
@@ -399,6 +353,8 @@ class XmppClient:
         self, portal: Portal, mxid: str, name: str
     ) -> list[tuple[Component, str, str, MessageType]]:
         """(component, from, to, type) of each stanza that carries what ``mxid`` does in ``portal``."""
+        if is_private(portal):
+            return [(*await self.private.route(portal, mxid, name), "chat")]
         if portal.is_direct:
             return [(self.component, mxid_to_jid(mxid, self._cfg.jid), portal.remote_id, "chat")]
         if self.hosted is not None and self.hosted.hosts(portal.remote_id):
@@ -407,7 +363,7 @@ class XmppClient:
         return [
             (
                 self.component,
-                await self._puppet_in(portal.remote_id, mxid, name),
+                await self.joins.puppet_in(portal.remote_id, mxid, name),
                 portal.remote_id,
                 "groupchat",
             )
@@ -553,6 +509,21 @@ class XmppClient:
                 )
                 self.component.send(leave)
 
+    async def handle_matrix_profile(self, change: MatrixProfile) -> None:
+        hosted = self.hosted.profile_changed if self.hosted is not None and self.hosted.hosts(
+            change.portal.remote_id) else None  # fmt: skip
+        await self.announcer.profile_changed(change, hosted)
+
+    async def handle_matrix_presence(self, presence: MatrixPresence) -> None:
+        changed = self.identity.states.changed(presence)  # probes are answered with it too
+        if changed and self.component.up:
+            portals = [
+                p
+                for p in await self._ctx.store.list_portals()
+                if self._route(p.remote_id) == self._cfg.jid
+            ]  # this component's chats
+            await self.announcer.presence_changed(presence.sender, portals)
+
     async def handle_matrix_kick(self, kick: MatrixKick) -> None:
         await self.moderator.kick(kick)
 
@@ -565,23 +536,10 @@ class XmppClient:
         await self.moderator.room_info(portal, sender, sender_name, info)
 
     async def handle_matrix_typing(self, typing: MatrixTyping) -> None:
-        if not typing.portal.is_direct or not self.component.up:
-            return  # chat states in MUCs would need a puppet join per typist; not worth it
-        mfrom = mxid_to_jid(typing.sender, self._cfg.jid)
-        stanza = self.component.xmpp.make_message(
-            mto=JID(typing.portal.remote_id), mfrom=JID(mfrom), mtype="chat"
-        )
-        stanza["chat_state"] = "composing" if typing.typing else "paused"
-        stanza.enable("no-store")
-        self.component.send(stanza)
+        await self.chat_states.typing(typing)
 
     async def handle_matrix_receipt(self, receipt: MatrixReceipt) -> None:
-        if not receipt.portal.is_direct or receipt.target.sender_id.startswith("@"):
-            return  # markers are for the other person's messages, and not sent into MUCs
-        mfrom = mxid_to_jid(receipt.sender, self._cfg.jid)
-        stanza = self.component.xmpp.make_message(
-            mto=JID(receipt.portal.remote_id), mfrom=JID(mfrom), mtype="chat"
-        )
-        stanza["displayed"]["id"] = receipt.target.remote_id
-        stanza.enable("store")
-        self.component.send(stanza)
+        await self.chat_states.receipt(receipt)
+
+    async def handle_matrix_invite(self, portal: Portal, inviter: str, user: RemoteUserID) -> None:
+        await self.invitations.from_matrix(portal, inviter, user)

@@ -89,6 +89,7 @@ class Component:
         self.xmpp.add_event_handler("session_start", self._session_start)
         self.xmpp.add_event_handler("disconnected", self._disconnected)
         self.xmpp.add_event_handler("stream_error", self._on_stream_error)
+        self.xmpp.add_event_handler("connection_failed", self._connection_failed)
         # slixmpp's "message" event skips messages without a body (reactions, chat states,
         # markers), so every message and presence stanza is taken straight from the stream.
         self.xmpp.register_handler(Callback("pontis message", StanzaPath("message"), self._queue))
@@ -167,6 +168,14 @@ class Component:
 
     def _on_stream_error(self, error: StanzaBase) -> None:
         self._stream_error = str(error["condition"] or "") if error is not None else ""
+
+    def _connection_failed(self, error: object) -> None:
+        # One line per attempt: an operator sees the server is away, and that the bridge is not
+        # hammering it (slixmpp waits 3 s, then 5 s between attempts: MAX_RECONNECT_WAIT).
+        self._log.warning(
+            "Cannot reach the XMPP server of component %s at %s:%d (%s); trying again within "
+            "%.0f s", self.domain, self._cfg.host, self._cfg.port, error, MAX_RECONNECT_WAIT,
+        )  # fmt: skip
 
     async def _session_start(self, _: object) -> None:
         self.up = True

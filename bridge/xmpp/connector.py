@@ -1,4 +1,5 @@
-"""The XMPP connector: one XEP-0114 component serving every Matrix user (issue #3)."""
+"""The XMPP connector: XEP-0114 components serving every Matrix user (issue #3), one per
+agency XMPP domain if there are several (issue #14, components.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from bridge.core import (
     NetworkInfo,
     NotSupported,
 )
+from bridge.core.config import ConfigError
 from bridge.portal.models import Login
 from bridge.xmpp.client import XmppClient
-from bridge.xmpp.config import EXAMPLE_CONFIG, XmppConfig
+from bridge.xmpp.components import XmppClients
+from bridge.xmpp.config import EXAMPLE_CONFIG, component_configs
 from bridge.xmpp.ids import NETWORK
 from bridge.xmpp.protocol.handshake import component_handshake
+from bridge.xmpp.routing import ComponentRoutes
 from bridge.xmpp.store import XmppStore
 
 
@@ -27,18 +31,21 @@ class XmppConnector:
     kv_markers = ("sid:", "sid>:")  # stanza-id ↔ message id (ids.stanza_id_key and reverse)
 
     def __init__(self) -> None:
-        self.client: XmppClient | None = None
+        self.client: XmppClients | None = None
 
     def capabilities(self) -> Capabilities:
         return Capabilities(replies=True, threads=False, media=True, html=True)
 
     async def start(self, ctx: ConnectorContext) -> None:
-        cfg = XmppConfig.from_section(ctx.config)
-        if cfg.rooms_domain:  # whoever joins a hosted room is checked as they join
-            ctx.federation.host(ctx.network, cfg.rooms_domain)
+        configs = component_configs(ctx.config)
+        for cfg in configs:
+            if cfg.rooms_domain:  # whoever joins a hosted room is checked as they join
+                ctx.federation.host(ctx.network, cfg.rooms_domain)
         store = XmppStore(ctx.store.database)
         await store.upgrade()
-        self.client = XmppClient(ctx, cfg, store)
+        routes = ComponentRoutes(configs)
+        clients = [XmppClient(ctx, cfg, store, routes.jid_for) for cfg in configs]
+        self.client = XmppClients(ctx, routes, clients)
         ctx.add_client(self.client)
         await self.client.connect()
 
@@ -47,13 +54,20 @@ class XmppConnector:
             await self.client.disconnect()
 
     async def check(self, section: dict[str, Any]) -> list[str]:
-        cfg = XmppConfig.from_section(section)
+        try:
+            configs = component_configs(section)
+        except ConfigError as err:
+            return [str(problem) for problem in err.problems]
         problems = []
-        for domain, key in ((cfg.jid, "component"), (cfg.rooms_domain, "rooms_domain")):
-            if domain and (
-                problem := await component_handshake(cfg.host, cfg.port, domain, cfg.secret)
-            ):
-                problems.append(f"connectors.xmpp.{key}: {domain}: {problem}")
+        for index, cfg in enumerate(configs):
+            at = f"components[{index - 1}]." if index else ""
+            keys = ((cfg.jid, f"{at}jid" if index else "component"),
+                    (cfg.rooms_domain, f"{at}rooms_domain"))  # fmt: skip
+            for domain, key in keys:
+                if domain and (
+                    problem := await component_handshake(cfg.host, cfg.port, domain, cfg.secret)
+                ):
+                    problems.append(f"connectors.xmpp.{key}: {domain}: {problem}")
         return problems
 
     def login_flows(self) -> list[LoginFlow]:

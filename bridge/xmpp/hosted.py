@@ -15,6 +15,7 @@ these rooms: they are Matrix rooms already.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from copy import deepcopy
 from datetime import UTC, datetime
 from typing import Any
@@ -33,13 +34,16 @@ from bridge.core import (
 )
 from bridge.core.federation import remote_domain
 from bridge.core.remote_files import RemoteFiles
+from bridge.xmpp.avatars import photo_hash
 from bridge.xmpp.component import Component, Stanza
 from bridge.xmpp.config import XmppConfig
+from bridge.xmpp.hosted_admin import HostedAdmin
 from bridge.xmpp.ids import NETWORK, message_id, muc_key, outgoing_id
 from bridge.xmpp.inbound import HOSTED, accept, as_is, remote_input
 from bridge.xmpp.moderation import ban_key, mark_removed
 from bridge.xmpp.muc import MUC_NS, MUC_USER_NS
-from bridge.xmpp.protocol.escaping import bare_jid, muc_to_room_alias, mxid_to_jid
+from bridge.xmpp.presence import update_element
+from bridge.xmpp.protocol.escaping import bare_jid, jid_to_mxid, muc_to_room_alias, mxid_to_jid
 from bridge.xmpp.rights import rights_of
 from bridge.xmpp.store import XmppStore
 from bridge.xmpp.to_matrix import MAX_BODY_BYTES, carries_content, convert, too_large
@@ -90,6 +94,16 @@ class HostedRooms:
         """room JID → Matrix member → the nick occupants know them by."""
         self._rights: dict[str, dict[str, tuple[str, str]]] = {}
         """room JID → Matrix member → (affiliation, role) occupants were last shown."""
+        self.on_private: Callable[[Message], Awaitable[None]] | None = None
+        """Takes private messages to a Matrix member's nick (set by the client)."""
+        self.admin = HostedAdmin(self, cfg.jid)
+        self.photo_of: Callable[[str], str | None] | None = None
+        """A Matrix member's avatar hash (XEP-0153) if known, for their occupant presence."""
+        self.on_occupant: Callable[[Presence, str, RemoteUserID], None] | None = None
+        """Called with an occupant's presence (accepted, or leaving), the room and their
+        ghost's user: for their ghost's avatar and presence."""
+        self._photos: dict[str, dict[str, str]] = {}
+        """room JID → XMPP occupant's full JID → the avatar hash their last presence had."""
 
     def member_changed(self, room: str, mxid: str, name: str, *, joined: bool) -> None:
         """A Matrix user joined or left: occupants see them arrive or go (a rename is a leave
@@ -110,13 +124,31 @@ class HostedRooms:
 
     async def load(self) -> None:
         """The occupants the store remembers (call before the component connects)."""
-        self._rooms = await self._store.hosted_occupants()
+        rooms = await self._store.hosted_occupants()
+        self._rooms = {  # the rooms of another component's rooms domain are not ours
+            room: occupants for room, occupants in rooms.items() if self.hosts(room)
+        }
 
     def hosts(self, room: str) -> bool:
         return room.endswith(f"@{self._cfg.rooms_domain}")
 
     def occupants(self, room: str) -> list[str]:
         return list(self._rooms.get(room, {}).values())
+
+    def occupant_nicks(self, room: str) -> dict[str, str]:
+        """nick → full JID of each XMPP occupant of ``room``."""
+        return dict(self._rooms.get(room, {}))
+
+    def members(self, room: str) -> dict[str, str]:
+        """Matrix member → the nick occupants know them by (as of the last join)."""
+        return dict(self._members.get(room, {}))
+
+    def nick_of(self, room: str, mxid: str) -> str | None:
+        return self._members.get(room, {}).get(mxid)
+
+    def rights(self, room: str, mxid: str) -> tuple[str, str]:
+        """(affiliation, role) occupants were last shown for Matrix member ``mxid``."""
+        return self._shown(room, mxid)
 
     async def _on_state(self, up: bool, message: str) -> None:
         self._log.log(
@@ -151,6 +183,7 @@ class HostedRooms:
         if occupants.get(nick) != occupant:
             return
         del occupants[nick]
+        self._photos.get(room, {}).pop(occupant, None)
         await self._store.remove_occupant(room, nick)
         for other in [occupant, *occupants.values()]:
             self.component.send(self._occupant_presence(room, nick, other, occupant,
@@ -206,12 +239,32 @@ class HostedRooms:
         for code in ("100", "110") if own else ():
             x.append(x.makeelement(f"{{{MUC_USER_NS}}}status", {"code": code}))
         presence.xml.append(x)
+        if not unavailable:
+            mxid = jid_to_mxid(real, self._cfg.jid)
+            digest = (
+                self.photo_of(mxid) if mxid and self.photo_of else
+                self._photos.get(room, {}).get(real)
+            )  # fmt: skip
+            if digest is not None:
+                presence.xml.append(update_element(digest))
         return presence
+
+    def profile_changed(self, room: str, mxid: str) -> None:
+        """A Matrix member's avatar changed: occupants see their presence again, with it."""
+        nick = self._members.get(room, {}).get(mxid)
+        if nick is None:
+            return
+        jid = mxid_to_jid(mxid, self._cfg.jid)
+        for occupant in self.occupants(room):
+            self.component.send(self._occupant_presence(room, nick, occupant, jid,
+                                                        rights=self._shown(room, mxid)))  # fmt: skip
 
     async def _presence(self, presence: Presence) -> None:
         room, nick, occupant = presence["to"].bare, presence["to"].resource, str(presence["from"])
         occupants = self._rooms.get(room, {})  # kept only once the room turns out to exist
         if presence["type"] == "unavailable":
+            if self.on_occupant is not None and occupants.get(nick) == occupant:
+                self.on_occupant(presence, room, RemoteUserID(bare_jid(occupant)))
             await self._leave(room, nick, occupant)
             return
         if presence["type"] not in ("available", ""):
@@ -266,6 +319,11 @@ class HostedRooms:
         # session while the bridge was away: it gets the room again, but not the history.
         joining = not joined_before or presence.xml.find(f"{{{MUC_NS}}}x") is not None
         occupants[nick] = occupant
+        photo = photo_hash(presence)
+        if photo is not None:  # reflected to the others with their presence (XEP-0153)
+            self._photos.setdefault(room, {})[occupant] = photo
+        if self.on_occupant is not None:
+            self.on_occupant(presence, room, RemoteUserID(bare_jid(occupant)))
         if not joined_before:
             await self._store.set_occupant(room, nick, occupant)
         if joining:
@@ -336,6 +394,9 @@ class HostedRooms:
     async def _message(self, msg: Message) -> None:
         room, occupant = msg["to"].bare, str(msg["from"])
         nicks = [n for n, jid in self._rooms.get(room, {}).items() if jid == occupant]
+        if msg["to"].resource and msg["type"] != "groupchat" and self.on_private is not None:
+            await self.on_private(msg)  # to a Matrix member: bridge.xmpp.private
+            return
         if msg["type"] != "groupchat" or msg["to"].resource:
             self._error(
                 msg,

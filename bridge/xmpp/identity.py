@@ -3,8 +3,15 @@
 A component must answer for every JID on its domain itself (research notes §2.1): the server
 routes disco, vCard, ping and presence probes for ``alice\\3ahub.example@<domain>`` to us and
 answers nothing on our behalf. Everything here is derived from the JID alone (the mapping in
-``protocol/escaping.py``) plus the Matrix profile for vCards, so it keeps no state and needs
-nothing from the store: an answer after a restart is the same as before it.
+``protocol/escaping.py``), the Matrix profile for vCards and avatar hashes, and whether the asker
+has a DM portal with the Matrix user, so it keeps no state: an answer after a restart is the
+same as before it.
+
+Any server can probe or query any address, so what a stranger learns is kept small: the
+federation policy must let the asker's domain reach the Matrix user; only someone with a DM
+with them sees their show and status (others a plain ``available``); and the profile of a user
+of another Matrix server is looked up only for someone with a DM with them, so nobody makes the
+hub query Matrix servers at will by inventing addresses.
 
 XEP-0199 pings need nothing here: the ``xep_0199`` plugin answers a ping to any JID on the
 domain.
@@ -29,6 +36,8 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from bridge.core import ConnectorContext
 from bridge.xmpp.config import XmppConfig
+from bridge.xmpp.ids import NETWORK, dm_key
+from bridge.xmpp.presence import MatrixPhotos, MatrixStates, update_element
 from bridge.xmpp.protocol.escaping import is_valid_jid, jid_to_mxid, mxid_to_jid, split_jid
 
 GATEWAY_NS = "jabber:iq:gateway"
@@ -57,6 +66,8 @@ USER_FEATURES = (
     "urn:xmpp:reactions:0",
     "urn:xmpp:reply:0",
     "urn:xmpp:sid:0",
+    # XEP-0163 +notify: a contact's server pushes their XEP-0084 avatar changes (avatars.py).
+    "urn:xmpp:avatar:metadata+notify",
     VCARD_NS,
 )
 # ``client/pc`` rather than ``account/registered``: XMPP clients decide whether to offer
@@ -82,6 +93,10 @@ class Identity:
         self._cfg = cfg
         self._ctx = ctx
         self._log = ctx.log
+        self.photos = MatrixPhotos(ctx)
+        """Matrix users' avatar hashes (XEP-0153), shown in the presence sent as them."""
+        self.states = MatrixStates()
+        """Matrix users' presence, where the homeserver tells it."""
         self._take_over_presence()
         xmpp.plugin["xep_0030"].set_node_handler("get_info", jid=None, node=None,
                                                  handler=self._disco_info)  # fmt: skip
@@ -187,8 +202,15 @@ class Identity:
             self._answer(iq, _vcard_element("Matrix gateway", None, None, ""))
             return
         mxid = self._mxid_of(iq["to"])
-        if mxid is None:
+        if mxid is None or self._ctx.federation.refusal(
+            NETWORK, iq["from"].domain, mxid, entry="xmpp vcard"
+        ):
             raise XMPPError("item-not-found", f"{iq['to'].bare} is not a Matrix user")
+        if not self._local(mxid) and not await self._detailed_for(iq["to"], iq["from"]):
+            # Another Matrix server's user nobody here chats with: looking them up would let
+            # anyone make the hub query any server at will.
+            self._answer(iq, _vcard_element(mxid, None, None, "", mxid=mxid))
+            return
         name, avatar, mimetype = await asyncio.wait_for(
             self._ctx.matrix_profile(mxid), PROFILE_TIMEOUT
         )
@@ -249,42 +271,77 @@ class Identity:
 
     def _presence_target(self, pres: Presence) -> JID | None:
         """The JID to answer from: the domain (XEP-0100 transports are roster items) or a
-        Matrix user; None for anything else on our domain."""
+        Matrix user the sender's domain may reach by the federation policy; None for anything
+        else on our domain."""
         to = pres["to"]
         if not self._ours(to):
             return None
         if self._is_domain(to):
             return JID(self._cfg.jid)
-        return JID(to.bare) if self._mxid_of(to) is not None else None
+        mxid = self._mxid_of(to)
+        if mxid is None or self._ctx.federation.refusal(
+            NETWORK, pres["from"].domain, mxid, entry="xmpp presence"
+        ):
+            return None
+        return JID(to.bare)
 
-    def _send_presence(self, pfrom: JID, pto: JID, ptype: PresenceTypes | None = None) -> None:
+    async def _detailed_for(self, target: JID, asker: JID) -> bool:
+        """Whether ``asker`` sees ``target``'s real show and status: only someone the Matrix
+        user has a DM with. Anyone else (any server can probe any address) gets a plain
+        available presence, so a stranger cannot watch when a Matrix user is away."""
+        mxid = self._mxid_of(target) if target.user else None
+        if mxid is None:
+            return False
+        key = dm_key(asker.bare, mxid)
+        return await self._ctx.store.get_portal(key.remote_id, key.receiver) is not None
+
+    async def send_presence(self, pfrom: JID, pto: JID, ptype: PresenceTypes | None = None, *,
+                            detailed: bool = True) -> None:  # fmt: skip
+        """Send presence as ``pfrom``; an available one of a Matrix user carries caps and the
+        XEP-0153 hash of their avatar (looked up first; see :mod:`bridge.xmpp.presence`).
+
+        ``detailed`` False (an answer to someone without a DM): no show or status, and the
+        avatar only of a user of the hub itself, so that a probe of an invented address on
+        another Matrix server makes the bridge look nothing up there."""
         pres = self._xmpp.make_presence(pfrom=pfrom, pto=pto, ptype=ptype)
-        if ptype is None and pfrom.user:
+        mxid = self._mxid_of(pfrom) if ptype is None and pfrom.user else None
+        if mxid is not None and detailed:
+            self.states.decorate(pres, mxid, in_muc=bool(pfrom.resource))  # puppets have one
+        if mxid is not None and pres["type"] != "unavailable":
             caps = ET.SubElement(pres.xml, f"{{{CAPS_NS}}}c")
             caps.attrib.update(hash="sha-1", node=CAPS_NODE, ver=USER_CAPS_VER)
+            if detailed or self._local(mxid):
+                pres.xml.append(update_element(await self.photos.hash_of(mxid)))
         pres.send()
 
-    def _probe(self, pres: Presence) -> None:
+    def _local(self, mxid: str) -> bool:
+        return mxid.rsplit(":", 1)[-1].lower() == self._ctx.federation.local_domain
+
+    async def _probe(self, pres: Presence) -> None:
         target = self._presence_target(pres)
         if target is not None:
-            self._send_presence(target, pres["from"])
+            detailed = await self._detailed_for(target, pres["from"])
+            await self.send_presence(target, pres["from"], detailed=detailed)
 
-    def _subscribe(self, pres: Presence) -> None:
+    async def _subscribe(self, pres: Presence) -> None:
         target = self._presence_target(pres)
         if target is None:
             if self._ours(pres["to"]):  # refuse, so the client does not wait forever
-                self._send_presence(JID(pres["to"].bare), JID(pres["from"].bare), "unsubscribed")
+                await self.send_presence(
+                    JID(pres["to"].bare), JID(pres["from"].bare), "unsubscribed"
+                )
             return
-        self._send_presence(target, JID(pres["from"].bare), "subscribed")
-        self._send_presence(target, pres["from"])
+        await self.send_presence(target, JID(pres["from"].bare), "subscribed")
+        detailed = await self._detailed_for(target, pres["from"])
+        await self.send_presence(target, pres["from"], detailed=detailed)
 
-    def _unsubscribe(self, pres: Presence) -> None:
+    async def _unsubscribe(self, pres: Presence) -> None:
         """Acknowledge, and go offline for them: they no longer receive our presence, and
         without ``unavailable`` their client would show us online until it reconnects."""
         target = self._presence_target(pres)
         if target is not None:
-            self._send_presence(target, JID(pres["from"].bare), "unsubscribed")
-            self._send_presence(target, JID(pres["from"].bare), "unavailable")
+            await self.send_presence(target, JID(pres["from"].bare), "unsubscribed")
+            await self.send_presence(target, JID(pres["from"].bare), "unavailable")
 
 
 def _vcard_element(

@@ -70,6 +70,9 @@ MUC = "groupchat"
 """… in a bridged MUC, as the listener got it; ``payload`` has ``sender`` and ``name``."""
 HOSTED = "hosted"
 """… in a room the bridge hosts; ``payload`` has ``sender`` and ``name``."""
+PRIVATE = "private"
+"""… a private message from a MUC occupant (:mod:`bridge.xmpp.private`); the portal is a DM
+keyed by ``room/nick``, ``payload`` has ``sender`` (its ghost) and ``name``."""
 MODERATED = "moderated"
 """A bridged MUC announced that a moderator removed a message (XEP-0425); ``payload`` has
 ``target``, the id the room knows it by."""
@@ -89,16 +92,17 @@ def remote_input(
 
 
 async def accept(ctx: ConnectorContext, component: Component, msg: Message,
-                 item: RemoteInput) -> bool:  # fmt: skip
+                 item: RemoteInput, *, relayed: bool = False) -> bool:  # fmt: skip
     """Keep ``item`` durably; False if that failed, after telling the sender to try again.
 
     A message a MUC relayed to the bridge's occupant gets no error back: it would go to the
     room, which may remove an occupant that answers with errors (XEP-0045 §9.10), and its
-    sender never hears of it anyway. It is logged with its stanza id instead."""
+    sender never hears of it anyway. It is logged with its stanza id instead; so is a private
+    message a MUC relayed (``relayed``), for the same reason."""
     try:
         await ctx.accept_remote(item)
     except Exception as err:
-        if msg["type"] == "groupchat":
+        if msg["type"] == "groupchat" or relayed:
             ctx.log.error("Could not keep %s %s from %s (%s); it is not bridged",
                           item.kind, item.dedupe_id, msg["from"], err)  # fmt: skip
             return False
@@ -327,6 +331,9 @@ class Inbound:
                 resolve = self._resolver(key)
             else:
                 resolve = as_is  # in hosted rooms every id is one we handed out
+        elif item.kind == PRIVATE:
+            sender, name = RemoteUserID(item.payload["sender"]), item.payload.get("name")
+            resolve = as_is
         elif item.kind == MODERATED:
             target = await self._resolver(key)(str(item.payload["target"]))
             return [RemoteRedaction(portal=key, target=target, create_portal=False)]

@@ -51,10 +51,24 @@ class MucTracker:
                 future.set_exception(JoinError("?", "remote-server-timeout", "disconnected"))
         self._pending.clear()
 
-    def expect_join(self, room: str, our_jid: str) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def expect_join(self, room: str, our_jid: str) -> tuple[asyncio.Future[None], bool]:
+        """The future of ``our_jid``'s join of ``room``, and whether it is new (the caller
+        sends the join). Two joins at once share one: a second future would replace the
+        first, and the first caller would wait for an answer that never came."""
+        future = self._pending.get((room, our_jid))
+        if future is not None and not future.done():
+            return future, False
+        future = asyncio.get_running_loop().create_future()
         self._pending[(room, our_jid)] = future
-        return future
+        return future, True
+
+    def join_timed_out(self, room: str, our_jid: str) -> None:
+        """No answer in time: everyone waiting for this join hears so, and the next join
+        starts afresh."""
+        future = self._pending.pop((room, our_jid), None)
+        if future is not None and not future.done():
+            future.set_exception(JoinError(room, "remote-server-timeout", "no answer"))
+            future.exception()  # retrieved: the waiters have their own TimeoutError
 
     def on_presence(self, presence: Presence) -> None:
         room_jid, nick = presence["from"].bare, presence["from"].resource

@@ -1,20 +1,19 @@
 """A remote person's vCard (XEP-0054): their name and avatar for their ghost.
 
-(Our own users' vCards are answered in :mod:`bridge.xmpp.identity`.)
+(Our own users' vCards are answered in :mod:`bridge.xmpp.identity`; later avatar changes come
+through :mod:`bridge.xmpp.avatars`.)
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import logging
 from xml.etree import ElementTree as ET
 
 from slixmpp import JID, ComponentXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 
-from bridge.core import Media, UserInfo
+from bridge.core import UserInfo
+from bridge.xmpp.avatars import AvatarRefused, avatar_media, vcard_photo
 from bridge.xmpp.identity import VCARD_NS
 
 VCARD_TIMEOUT = 5
@@ -32,20 +31,17 @@ async def fetch_vcard(
         log.debug("No vCard for %s: %s", user, err)
         return None
     card = result.xml.find(f"{{{VCARD_NS}}}vCard")
-    return None if card is None else read_vcard(card)
+    return None if card is None else read_vcard(card, log)
 
 
-def read_vcard(card: ET.Element) -> UserInfo:
+def read_vcard(card: ET.Element, log: logging.Logger | None = None) -> UserInfo:
+    """Name and avatar of a vCard; a picture that is too large or no image is left out."""
     name = card.findtext(f"{{{VCARD_NS}}}NICKNAME") or card.findtext(f"{{{VCARD_NS}}}FN") or None
-    avatar = None
-    binval = card.findtext(f"{{{VCARD_NS}}}PHOTO/{{{VCARD_NS}}}BINVAL")
-    if binval:
-        try:
-            data = base64.b64decode("".join(binval.split()), validate=True)
-        except binascii.Error:
-            data = b""
-        if data:
-            mimetype = card.findtext(f"{{{VCARD_NS}}}PHOTO/{{{VCARD_NS}}}TYPE") or "image/png"
-            avatar = Media(data=data, mimetype=mimetype, filename="avatar",
-                           avatar_id=hashlib.sha1(data).hexdigest())  # fmt: skip
+    try:
+        photo = vcard_photo(card)
+    except AvatarRefused as err:
+        if log is not None:
+            log.info("vCard photo left out: %s", err)
+        photo = None
+    avatar = avatar_media(photo) if photo is not None else None
     return UserInfo(name=name.strip() if name else None, avatar=avatar)

@@ -7,6 +7,7 @@ an operator would do it; the homeserver address is then given to the bridge thro
 
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 from collections.abc import AsyncIterator
@@ -208,7 +209,12 @@ ENCRYPTION = {
 
 
 async def start_hub(
-    workdir: Path, remote: RemoteNetwork, *, encrypted: bool = False, xmpp: str = "prosody"
+    workdir: Path,
+    remote: RemoteNetwork,
+    *,
+    encrypted: bool = False,
+    xmpp: str = "prosody",
+    presence: bool = False,
 ) -> Hub:
     """Prosody (or ejabberd: ``xmpp``), the mail servers and the Graph emulator, then the
     registration, then Synapse, then the bridge; stops what it started if a later step fails.
@@ -232,6 +238,8 @@ async def start_hub(
     synapse = SynapseServer(DOMAIN, workdir / "synapse", [workdir / "registration.yaml"])
     if encrypted:
         synapse.extra_config["encryption_enabled_by_default_for_room_type"] = "all"
+    if presence:  # off in every other hub, as on many large homeservers
+        synapse.extra_config["presence"] = {"enabled": True}
     try:
         await prosody.start()
         await mail.start()
@@ -246,11 +254,7 @@ async def start_hub(
             graph=graph,
             encryption=ENCRYPTION if encrypted else None,
         )
-        result = bridge.cli("generate-registration", "-r", str(workdir / "registration.yaml"))
-        assert result.returncode == 0, result.stderr
-        await synapse.start()
-        bridge.env["PONTIS_HOMESERVER_ADDRESS"] = synapse.base_url
-        await bridge.start(as_port)
+        await bridge.register_and_start(synapse, as_port)
     except BaseException:
         bridge.stop()
         await synapse.stop()
@@ -270,15 +274,18 @@ async def _running_hub(
     *,
     encrypted: bool,
     xmpp: str = "prosody",
+    presence: bool = False,
 ) -> AsyncIterator[Hub]:
     name = "encrypted-hub" if encrypted else "hub" if xmpp == "prosody" else f"{xmpp}-hub"
+    name = "presence-hub" if presence else name
+    start = functools.partial(start_hub, encrypted=encrypted, xmpp=xmpp, presence=presence)
     try:
-        hub = await start_hub(tmp_path_factory.mktemp(name), remote, encrypted=encrypted, xmpp=xmpp)
+        hub = await start(tmp_path_factory.mktemp(name), remote)
     except Exception as err:
         # Ports are picked free and bound a moment later by another process; on a busy machine
         # one can be taken in between. Once, with fresh ports; the reason stays visible.
         warnings.warn(f"starting the test hub failed once, retrying: {err}", stacklevel=1)
-        hub = await start_hub(tmp_path_factory.mktemp(name), remote, encrypted=encrypted, xmpp=xmpp)
+        hub = await start(tmp_path_factory.mktemp(name), remote)
     try:
         yield hub
     finally:
@@ -334,6 +341,15 @@ def hub_for(request: pytest.FixtureRequest) -> Hub:
     name = "ejabberd_hub" if request.param == "ejabberd" else "prosody_hub"
     running: Hub = request.getfixturevalue(name)
     return running
+
+
+@pytest_asyncio.fixture(scope="session")
+async def presence_hub(
+    tmp_path_factory: pytest.TempPathFactory, remote: RemoteNetwork
+) -> AsyncIterator[Hub]:
+    """A hub whose Synapse has presence on (every other hub has it off); with Prosody."""
+    async for running in _running_hub(tmp_path_factory, remote, encrypted=False, presence=True):
+        yield running
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -15,10 +15,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from ruamel.yaml import YAML
+
+if TYPE_CHECKING:
+    from tests.e2e.synapse import SynapseServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -98,6 +101,14 @@ class BridgeProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+
+    async def register_and_start(self, synapse: SynapseServer, as_port: int) -> None:
+        """Write the registration, start ``synapse`` with it, then the bridge against it."""
+        result = self.cli("generate-registration", "-r", str(self.workdir / "registration.yaml"))
+        assert result.returncode == 0, result.stderr
+        await synapse.start()
+        self.env["PONTIS_HOMESERVER_ADDRESS"] = synapse.base_url
+        await self.start(as_port)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

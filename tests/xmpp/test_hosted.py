@@ -231,7 +231,7 @@ async def test_a_reconnect_rejoins_bridged_mucs_but_never_the_rooms_it_hosts() -
     await client._on_state(True, "")
     assert ctx.started == ["rejoin team@muc.xmpp.example"]
     with pytest.raises(JoinError, match="not-allowed"):
-        await client._join_listener(ROOM)
+        await client.joins.join_listener(ROOM)
     with pytest.raises(NotFound):
         await client.bridge_room(ROOM, "@alice:hub.example")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
 import logging
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -12,11 +14,14 @@ from slixmpp import JID, ComponentXMPP
 from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream import StanzaBase
 
+from bridge.core import MatrixPresence
+from bridge.core.federation import FederationPolicy
 from bridge.core.ghost_names import GhostNames
 from bridge.core.ids import NetworkID
 from bridge.xmpp.component import PLUGINS
 from bridge.xmpp.config import XmppConfig
 from bridge.xmpp.identity import USER_FEATURES, Identity, caps_ver
+from bridge.xmpp.ids import dm_key
 
 DOMAIN = "matrix.xmpp.example"
 ALICE = "alice\\3ahub.example@" + DOMAIN
@@ -28,11 +33,24 @@ class FakeContext:
 
     def __init__(self) -> None:
         self.profiles: dict[str, tuple[str | None, bytes | None, str]] = {}
+        self.federation = FederationPolicy(
+            [{"network": "xmpp", "remote": ["xmpp.example"], "matrix": ["*"]}], "hub.example"
+        )
+        self.portals: dict[tuple[str, str], object] = {}
+        self.looked_up: list[str] = []
+
+    @property
+    def store(self) -> Any:
+        return self
+
+    async def get_portal(self, remote_id: str, receiver: str = "") -> object | None:
+        return self.portals.get((remote_id, receiver))
 
     def parse_ghost_mxid(self, mxid: str) -> str | None:
         return GhostNames("hub.example").parse(NetworkID("xmpp"), mxid)
 
     async def matrix_profile(self, mxid: str) -> tuple[str | None, bytes | None, str]:
+        self.looked_up.append(mxid)
         return self.profiles.get(mxid, (None, None, ""))
 
 
@@ -113,18 +131,88 @@ def _presence(xmpp: ComponentXMPP, ptype: str, to: str = ALICE) -> Any:
     [("probe", [None]), ("subscribe", ["subscribed", None]),
      ("unsubscribe", ["unsubscribed", "unavailable"])],
 )  # fmt: skip
-def test_presence_answers_once_and_only_from_the_matrix_user(
+async def test_presence_answers_once_and_only_from_the_matrix_user(
     setup: Any, ptype: str, answers: list[str | None]
 ) -> None:
     _, xmpp, _, sent = setup
     xmpp._handle_presence(_presence(xmpp, ptype))  # the path a stanza takes, default handlers too
+    await _settle()
     assert [p.xml.get("type") for p in sent] == answers
     assert {str(p["from"]) for p in sent} == {ALICE}
 
 
-def test_presence_to_a_non_user(setup: Any) -> None:
+async def _settle() -> None:
+    """Let the presence handlers (coroutines: they check the policy and look the avatar up
+    first) run to their end, however loaded the machine."""
+    current = asyncio.current_task()
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        if not [t for t in asyncio.all_tasks() if t is not current and "handler" in repr(t)]:
+            return
+
+
+async def test_presence_carries_the_avatar_hash(setup: Any) -> None:
+    """XEP-0153: the sha-1 of the picture the vCard shows; an empty photo for no avatar."""
+    _, xmpp, ctx, sent = setup
+    ctx.profiles["@alice:hub.example"] = ("Alice", b"\x89PNG-ish", "image/png")
+    xmpp._handle_presence(_presence(xmpp, "probe"))
+    await _settle()
+    photo = sent[-1].xml.find("{vcard-temp:x:update}x/{vcard-temp:x:update}photo")
+    assert photo is not None and photo.text == hashlib.sha1(b"\x89PNG-ish").hexdigest()
+    bob = f"bob\\3ahub.example@{DOMAIN}"
+    xmpp._handle_presence(_presence(xmpp, "probe", bob))
+    await _settle()
+    photo = sent[-1].xml.find("{vcard-temp:x:update}x/{vcard-temp:x:update}photo")
+    assert str(sent[-1]["from"]) == bob and photo is not None and not photo.text
+
+
+async def test_presence_to_a_non_user(setup: Any) -> None:
     _, xmpp, _, sent = setup
     xmpp._handle_presence(_presence(xmpp, "probe", f"garbage@{DOMAIN}"))
+    await _settle()
     assert sent == []
     xmpp._handle_presence(_presence(xmpp, "subscribe", f"garbage@{DOMAIN}"))
+    await _settle()
     assert [(p["type"], str(p["from"])) for p in sent] == [("unsubscribed", f"garbage@{DOMAIN}")]
+
+
+# --- who sees a Matrix user's presence (the hostile cases first) --------------------------------
+
+
+def _probe(xmpp: ComponentXMPP, frm: str, to: str = ALICE) -> Any:
+    return xmpp.make_presence(pto=JID(to), pfrom=JID(frm), ptype="probe")
+
+
+async def test_strangers_see_neither_show_nor_status_and_refused_domains_nothing(
+    setup: Any,
+) -> None:
+    identity, xmpp, ctx, sent = setup
+    identity.states.changed(MatrixPresence(sender="@alice:hub.example", presence="unavailable",
+                                           status="on sick leave until Monday"))  # fmt: skip
+    await identity._probe(_probe(xmpp, "mallory@refused.example/x"))
+    await identity._subscribe(xmpp.make_presence(pto=JID(ALICE), pfrom=JID("m@refused.example"),
+                                                 ptype="subscribe"))  # fmt: skip
+    assert [p["type"] for p in sent] == ["unsubscribed"]  # refused: not even an answer
+    sent.clear()
+    await identity._probe(_probe(xmpp, "stranger@xmpp.example/x"))
+    [plain] = sent
+    assert plain["type"] == "available" and not plain["status"] and not plain["show"]
+    sent.clear()
+    key = dm_key(XMPP_USER, "@alice:hub.example")
+    ctx.portals[(key.remote_id, key.receiver)] = object()  # Juliet has a DM with Alice
+    await identity._probe(_probe(xmpp, f"{XMPP_USER}/phone"))
+    [detailed] = sent
+    assert detailed["status"] == "on sick leave until Monday" and detailed["show"] == "away"
+
+
+async def test_probes_and_vcards_of_other_servers_users_look_nothing_up(setup: Any) -> None:
+    identity, xmpp, ctx, sent = setup
+    invented = f"victim\\3aother.example@{DOMAIN}"
+    await identity._probe(_probe(xmpp, "stranger@xmpp.example/x", invented))
+    iq = xmpp.make_iq_get(ito=JID(invented), ifrom=JID("stranger@xmpp.example/x"))
+    iq.append(ET.Element("{vcard-temp}vCard"))
+    await identity._vcard(iq)
+    assert ctx.looked_up == []
+    assert sent[-1].xml.find("{vcard-temp}vCard").findtext("{vcard-temp}FN") == (
+        "@victim:other.example"
+    )

@@ -258,7 +258,7 @@ async def test_a_rejoin_asks_the_archive_or_history_since_the_mark_never_both(
     marks.marks[ROOM] = ArchiveMark("s7", 1_764_000_000_000)
     scripted = ScriptedClient(marks, archived=archived)
     scripted.room.archive = [("s7", "Xena", "seen"), ("s8", "Xena", "missed")]
-    await asyncio.wait_for(scripted.client._join_listener(ROOM), 5)
+    await asyncio.wait_for(scripted.client.joins.join_listener(ROOM), 5)
     [history] = scripted.joins
     if archived:
         assert history.attrib == {"maxstanzas": "0"}
@@ -299,7 +299,7 @@ async def test_a_catch_up_cut_short_by_a_store_outage_is_made_good_at_the_next_g
         return await original_page(room, after=after, start=start)
 
     scripted.client.archive.page = page  # type: ignore[method-assign]
-    await asyncio.wait_for(scripted.client._join_listener(ROOM), 5)
+    await asyncio.wait_for(scripted.client.joins.join_listener(ROOM), 5)
     assert bodies(scripted.ctx)[:PAGE_SIZE] == [f"m{n}" for n in range(1, PAGE_SIZE + 1)]
     assert bodies(scripted.ctx)[PAGE_SIZE:] == ["live while catching up"]  # released, not lost
     assert marks.marks[ROOM] == ArchiveMark("s0", 0)  # the mark stayed behind
@@ -309,7 +309,7 @@ async def test_a_catch_up_cut_short_by_a_store_outage_is_made_good_at_the_next_g
     scripted.client.mucs.forget_all()  # the next gap
     for item in scripted.ctx.accepted:  # what reached Matrix is known by its stanza-id
         store.kv[f"sid:{ROOM}:{item.dedupe_id}"] = "bridged"
-    await asyncio.wait_for(scripted.client._join_listener(ROOM), 5)
+    await asyncio.wait_for(scripted.client.joins.join_listener(ROOM), 5)
     got = bodies(scripted.ctx)
     assert got.count("m1") == 1 and got[-10:] == [f"m{n}" for n in range(PAGE_SIZE + 1, total + 1)]
     await scripted.client.inbound.groupchat(_live(inbound, "s999", "Yan", "later"))

@@ -82,6 +82,6 @@ async def test_a_store_outage_at_the_rejoin_releases_the_room_and_tries_again() 
     [again] = started[1:]
     inbound.marks.get = real_get  # type: ignore[method-assign]
     scripted.client.component.up = True
-    with patch("bridge.xmpp.client.rejoin_delay", lambda _: 0):
+    with patch("bridge.xmpp.joins.rejoin_delay", lambda _: 0):
         await asyncio.wait_for(again, 5)
     assert bodies(scripted.ctx) == ["missed"]
