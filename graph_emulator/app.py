@@ -11,9 +11,10 @@ from typing import Any
 
 from aiohttp import web
 
-from . import control, graph_chats, graph_teams, graph_users, subscriptions
+from . import control, graph_chats, graph_drive, graph_teams, graph_users, subscriptions
 from .config import EmulatorConfig
 from .odata import GraphError, error_response, request_id
+from .recording import RECORDING, Recording
 from .services import SERVICES, Services
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,19 @@ def create_app(
 ) -> web.Application:
     """The emulator as an aiohttp app; ``seed_document`` is applied once it starts."""
     svc = Services.build(config or EmulatorConfig())
-    app = web.Application(middlewares=[svc.wire.middleware, control.control_errors, graph_errors])
+    recording = Recording()
+    app = web.Application(
+        middlewares=[
+            recording.middleware,
+            svc.wire.middleware,
+            control.control_errors,
+            graph_errors,
+        ],
+        # File uploads: a simple upload up to 4 MiB, an upload session's chunks up to 60 MiB.
+        client_max_size=64 * 1024 * 1024,
+    )
     app[SERVICES] = svc
+    app[RECORDING] = recording
 
     identity = svc.identity
     app.router.add_post("/{tenant}/oauth2/v2.0/token", identity.token)
@@ -78,6 +90,7 @@ def create_app(
     graph_chats.add_routes(app)
     graph_users.add_routes(app)
     graph_teams.add_routes(app)
+    graph_drive.add_routes(app)
     subscriptions.add_routes(app)
     control.add_routes(app)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import chat_members
 from . import permissions as perm
 from .graph_messages import add_message_routes, path_user, where
 from .odata import bad_request, collection, entity, forbidden, odata_key, page_of, read_json
@@ -113,8 +114,12 @@ async def add_member(request: web.Request) -> web.Response:
     if user is None or user.tenant_id != chat.tenant_id:
         raise bad_request("The member could not be found in the chat's tenant.")
     roles = data.get("roles")
-    chat.members.setdefault(
-        user.id, [str(r) for r in roles] if isinstance(roles, list) else ["owner"]
+    chat_members.add(
+        here.svc,
+        chat,
+        here.grant.user_id,
+        user.id,
+        [str(r) for r in roles] if isinstance(roles, list) else ["owner"],
     )
     body = member_json(here.svc.state, chat.id, user.id, chat.members[user.id])
     context = f"chats({odata_key(chat.id)})/members/$entity"
@@ -171,3 +176,4 @@ def add_routes(app: web.Application) -> None:
         app.router.add_get(chat + "/members", list_members)
         app.router.add_post(chat + "/members", add_member)
         add_message_routes(app, chat)
+    chat_members.add_routes(app)

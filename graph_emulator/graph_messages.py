@@ -16,6 +16,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from . import permissions as perm
+from .drives import check_attachment_placeholders
 from .odata import (
     bad_request,
     collection,
@@ -240,6 +241,7 @@ async def post_message(request: web.Request) -> web.Response:
     content, content_type = _body(data, required=True)
     assert content is not None and content_type is not None
     sender = perm.require_delegated(here.grant, "A message can only be sent by a user.")
+    check_attachment_placeholders(content, _list_of_objects(data, "attachments") or [])
     message = here.svc.teamwork.post_message(
         here.conversation,
         sender,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import permissions as perm
+from .graph_delta import add_delta_routes
 from .graph_messages import add_message_routes
 from .odata import collection, entity, forbidden, odata_key
 from .services import services
@@ -54,4 +55,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1.0/teams/{team_id}", get_team)
     app.router.add_get("/v1.0/teams/{team_id}/channels", list_channels)
     app.router.add_get("/v1.0/teams/{team_id}/channels/{channel_id}", get_channel)
+    add_delta_routes(app, "/v1.0/teams/{team_id}/channels/{channel_id}")
     add_message_routes(app, "/v1.0/teams/{team_id}/channels/{channel_id}")

@@ -96,6 +96,12 @@ REACT_CHANNEL_MESSAGE = Need(
     ("ChannelMessage.Send",), (), "Reactions are not supported with application permissions."
 )
 
+READ_FILES = Need(
+    ("Files.Read", "Files.ReadWrite", "Files.Read.All", "Files.ReadWrite.All", "Sites.Read.All"),
+    ("Files.Read.All", "Files.ReadWrite.All", "Sites.Read.All"),
+)
+WRITE_FILES = Need(("Files.ReadWrite", "Files.ReadWrite.All"), ("Files.ReadWrite.All",))
+
 # What the control API grants a new app registration unless told otherwise: everything a
 # bridge asks an admin to consent to (Element's and Mattermost's lists).
 DEFAULT_APPLICATION_PERMISSIONS = frozenset(
@@ -108,6 +114,7 @@ DEFAULT_APPLICATION_PERMISSIONS = frozenset(
         "User.Read.All",
         "Team.ReadBasic.All",
         "Channel.ReadBasic.All",
+        "Files.Read.All",
     }
 )
 DEFAULT_DELEGATED_PERMISSIONS = frozenset(
@@ -123,6 +130,8 @@ DEFAULT_DELEGATED_PERMISSIONS = frozenset(
         "ChannelMessage.ReadWrite",
         "Team.ReadBasic.All",
         "Channel.ReadBasic.All",
+        "Files.ReadWrite",
+        "Files.ReadWrite.All",
     }
 )
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from .odata import new_guid, not_found
+
+if TYPE_CHECKING:
+    from .drives import Drive
 
 _T = TypeVar("_T")
 
@@ -68,6 +71,16 @@ class User:
     given_name: str | None = None
     surname: str | None = None
     job_title: str | None = None
+    photo: Photo | None = None
+
+
+@dataclass(slots=True)
+class Photo:
+    """A user's profile photo: ``/users/{id}/photo`` and its ``$value``."""
+
+    content_type: str
+    data: bytes
+    etag: str
 
 
 @dataclass(slots=True)
@@ -227,6 +240,7 @@ class EmulatorState:
         self.refresh_tokens: dict[str, RefreshGrant] = {}
         self.device_codes: dict[str, DeviceCode] = {}
         self.subscriptions: dict[str, Subscription] = {}
+        self.drives: dict[str, Drive] = {}
         self.clock.offset = timedelta()
 
     def now(self) -> datetime:

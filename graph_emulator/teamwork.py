@@ -168,6 +168,7 @@ class Teamwork:
             message.content = self._store_hosted(message, hosted, graph_base)
         if parent is not None:
             parent.replies[message.id] = message
+            parent.last_modified = now  # what channel delta finds a thread with a new reply by
         else:
             conversation.messages[message.id] = message
         conversation.last_updated = now

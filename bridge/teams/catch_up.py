@@ -7,13 +7,15 @@ lists a chat's messages newest first, at most 50 a page, with ``@odata.nextLink`
 messages the bridge knows (in the message table, or just sent from Matrix); without a bound it
 stops at the first one it knows. It keeps at most ``limit`` messages: after a week-long outage
 the room gets the newest ``limit`` and a notice of how many older ones were skipped (counted
-through at most :data:`COUNT_PAGES` further pages, else "more than").
+through at most :data:`COUNT_PAGES` further pages, else "more than"). What changed meanwhile
+in messages Matrix has (edits, deletions, reactions) is read by :mod:`bridge.teams.replay`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph.generated.chats.item.messages.messages_request_builder import MessagesRequestBuilder
@@ -45,14 +47,20 @@ class Missed:
 
 
 async def missed_messages(
-    link: TenantLink, chat_id: str, known: Known, limit: int, bound: int | None
+    link: TenantLink,
+    chat_id: str,
+    known: Known,
+    limit: int,
+    bound: int | None,
+    builder: Any = None,
 ) -> Missed:
     """The messages of ``chat_id`` written after ``bound`` (ms since the epoch) that ``known``
     says are not on Matrix; without a bound, those newer than the newest one on Matrix.
+    ``builder``: the SDK's message list to walk instead of the chat's (a team channel's).
 
     Raises what :func:`graph_call` raises (``TransientError`` while Graph is away)."""
     what = f"list messages of {chat_id}"
-    builder = link.app.chats.by_chat_id(chat_id).messages
+    builder = builder or link.app.chats.by_chat_id(chat_id).messages
     query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(top=PAGE)
     page: ChatMessageCollectionResponse | None = await graph_call(
         what, builder.get(RequestConfiguration(query_parameters=query)), reading=True

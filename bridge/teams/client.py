@@ -28,6 +28,7 @@ from bridge.core import (
     ChatInfo,
     LoginID,
     MatrixEdit,
+    MatrixKick,
     MatrixMessage,
     MatrixReaction,
     MatrixReactionRemove,
@@ -42,14 +43,16 @@ from bridge.core import (
     UserInfo,
 )
 from bridge.portal.models import Login, Portal, RemoteInput
-from bridge.teams import directory, members
+from bridge.teams import channel_outbound, channels, directory, group_chats, member_sync, members
 from bridge.teams.errors import as_bridge_error, graph_call
+from bridge.teams.files import read_within, share_to_chat
 from bridge.teams.from_matrix import as_posted, body_html, chat_message, edited_message
-from bridge.teams.ids import NETWORK, portal_key, user_id
+from bridge.teams.ids import NETWORK, parse_channel, portal_key, user_id
 from bridge.teams.mentions import Resolve, has_pills, teams_mentions
 from bridge.teams.network import TeamsNetwork
 from bridge.teams.protocol import TokenError
 from bridge.teams.protocol.msal_auth import MsalTokenProvider
+from bridge.teams.relay_reactions import RelayReactions
 from bridge.teams.tenant import TenantLink
 from bridge.teams.to_matrix import ghost_name
 from bridge.teams.tokens import LoginSignIn
@@ -73,15 +76,20 @@ class _TeamsActions:
     async def handle_matrix_message(self, msg: MatrixMessage) -> RemoteMessageID:
         chat_id = msg.portal.remote_id
         graph, relay = await self._acting(chat_id, msg.sender_name)
+        if parse_channel(chat_id) is not None:  # a team's channel (bridge.teams.channels)
+            what, call = await channels.send_to_channel(self.net, graph, relay, msg, self._call)
+            posted = channels.sent_id(chat_id, await self._call(what, call))
+            self.net.sent.add(posted)
+            return posted
         content = body_html(msg.body, msg.html) if msg.media is None else ""
-        image = None
-        if msg.media is not None:
-            if not msg.media.mimetype.startswith("image/"):
-                raise NotSupported(
-                    f"file {msg.media.mimetype} to Teams",
-                    user_message="Teams chats take pictures from Matrix, not other files yet.",
-                )
-            image = (await msg.media.read(), msg.media.mimetype)
+        image = file = None
+        limit = self.net.cfg.max_file_mb * 1024 * 1024
+        if msg.media is not None and msg.media.mimetype.startswith("image/"):
+            image = (await read_within(msg.media, limit), msg.media.mimetype)
+        elif msg.media is not None:  # into the acting account's OneDrive, shared with the chat
+            file = await share_to_chat(
+                graph, self._call, chat_id, msg.media, limit, self.net.ctx.store, msg.event_id
+            )
         content, mentions = teams_mentions(
             content, await self._mention_resolver(graph, chat_id, content)
         )
@@ -92,6 +100,7 @@ class _TeamsActions:
             reply_text=msg.reply_to_text,
             image=image,
             mentions=mentions,
+            file=file,
         )
         sent = await self._call(
             f"send to {chat_id}", graph.chats.by_chat_id(chat_id).messages.post(body)
@@ -109,6 +118,9 @@ class _TeamsActions:
     async def handle_matrix_edit(self, edit: MatrixEdit) -> None:
         chat_id = edit.portal.remote_id
         graph, relay = await self._acting(chat_id, edit.sender_name)
+        if parse_channel(chat_id) is not None:  # bridge.teams.channel_outbound
+            await self._call(*await channel_outbound.edit_call(self.net, graph, relay, edit))
+            return
         content = body_html(edit.body, edit.html)
         content, mentions = teams_mentions(
             content, await self._mention_resolver(graph, chat_id, content)
@@ -153,27 +165,40 @@ class _TeamsActions:
         graph, _ = await self._acting(chat_id, redaction.sender_name)
         target = redaction.target.remote_id
         item = graph.chats.by_chat_id(chat_id).messages.by_chat_message_id(target)
+        if parse_channel(chat_id) is not None:
+            item = await channel_outbound.target_item(self.net, graph, redaction.target)
         await self._call(f"delete {target}", item.soft_delete.post())
 
     async def handle_matrix_reaction(self, reaction: MatrixReaction) -> None:
-        graph = await self._own(reaction.portal.remote_id)
+        graph, relay = await self._reacting(reaction.portal.remote_id, reaction.sender_name)
+        if relay:
+            await self._relay_reactions().react(graph, reaction)
+            return
         target = reaction.target.remote_id
         item = graph.chats.by_chat_id(reaction.portal.remote_id).messages.by_chat_message_id(target)
+        if parse_channel(reaction.portal.remote_id) is not None:
+            item = await channel_outbound.target_item(self.net, graph, reaction.target)
         body = SetReactionPostRequestBody(reaction_type=reaction.emoji)
         await self._call(f"react to {target}", item.set_reaction.post(body))
 
     async def handle_matrix_reaction_remove(self, removal: MatrixReactionRemove) -> None:
-        graph = await self._own(removal.portal.remote_id)
+        graph, relay = await self._reacting(removal.portal.remote_id, removal.sender_name)
+        if relay:
+            await self._relay_reactions().unreact(graph, removal)
+            return
         target = removal.target.message_id
         item = graph.chats.by_chat_id(removal.portal.remote_id).messages.by_chat_message_id(target)
+        if parse_channel(removal.portal.remote_id) is not None:
+            item = await channel_outbound.item_by_id(self.net, graph, removal.portal.key, target)
         body = UnsetReactionPostRequestBody(reaction_type=removal.target.emoji)
         await self._call(f"unreact on {target}", item.unset_reaction.post(body))
 
-    async def _own(self, chat_id: str) -> GraphServiceClient:
-        graph, relay = await self._acting(chat_id, "")
-        if relay:
-            raise NotSupported("reaction through the relay account", user_message=NEEDS_LOGIN)
-        return graph
+    async def _reacting(self, chat_id: str, sender_name: str) -> tuple[GraphServiceClient, bool]:
+        return await self._acting(chat_id, sender_name)
+
+    def _relay_reactions(self) -> RelayReactions:
+        """How the relay account shows the reactions of the Matrix users it speaks for."""
+        raise NotSupported("reaction through the relay account", user_message=NEEDS_LOGIN)
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:
         try:
@@ -187,6 +212,8 @@ class _TeamsActions:
     # --- reading, with the tenant's app token ----------------------------------------------
 
     async def get_chat_info(self, portal: PortalKey) -> ChatInfo:
+        if parse_channel(portal.remote_id) is not None:
+            return await channels.channel_info(self.net, portal)
         chat_id = portal.remote_id
         link = await self.net.tenant_for_chat(chat_id)
         chat = await graph_call(f"read chat {chat_id}", link.app.chats.by_chat_id(chat_id).get())
@@ -197,16 +224,23 @@ class _TeamsActions:
         relays = self.net.relay_ids()
         matrix_users: list[str] = []
         ghosts: list[RemoteUserID] = []
+        accounts: list[RemoteUserID] = []
         for member in (members.value if members is not None else None) or []:
             raw = getattr(member, "user_id", None) or (member.additional_data or {}).get("userId")
             if not raw:
                 continue
             aad = user_id(str(raw))
+            accounts.append(aad)
             if aad in logins:
                 matrix_users.append(logins[aad])
             elif aad not in relays:
                 ghosts.append(aad)
         direct = chat is not None and chat.chat_type == ChatType.OneOnOne
+        await member_sync.seen(self.net, chat_id, accounts)  # who a later removal concerns
+        owner = await self.net.ctx.store.kv_get(group_chats.relay_owner_key(chat_id))
+        if owner:  # the relay's chat for one Matrix user (bridge.teams.group_chats)
+            matrix_users += [] if owner in matrix_users else [owner]
+            direct = len(ghosts) == 1
         return ChatInfo(
             name=None if chat is None or direct else chat.topic,
             is_direct=direct,
@@ -234,16 +268,56 @@ class _TeamsActions:
         link = await directory.tenant_of(self.net, user)
         directory.check_policy(self.net, link, matrix_user)
         graph, me = self._chat_opener(link)
+        if not self.delegated:  # through the relay: a chat of this Matrix user's own
+            chat_id = await group_chats.relay_chat(self.net, link, user, matrix_user)
+            return portal_key(chat_id)
         chat_id = await directory.open_chat(link, graph, me, user, self.delegated)
         await self.net.remember_chat(chat_id, link.id)
         return portal_key(chat_id)
 
-    async def handle_matrix_invite(self, portal: Portal, inviter: str, user: RemoteUserID) -> None:
-        """A Teams ghost invited into a portal room: add the person to the group chat."""
-        graph, _ = await self._acting(portal.remote_id, "")
-        await members.add_member(
+    async def handle_matrix_invite(
+        self, portal: Portal, inviter: str, user: RemoteUserID
+    ) -> PortalKey | None:
+        """A Teams ghost invited into a portal room: add the person to the group chat, or
+        make a group chat of a one-on-one chat's people and them (the room's new chat)."""
+        graph, relay = await self._acting(portal.remote_id, "")
+        if await members.add_member(
             self.net, graph, portal.remote_id, user, inviter, delegated=self.delegated
+        ):
+            return None
+        link = await self.net.tenant_for_chat(portal.remote_id)
+        graph, me = self._chat_opener(link)
+        return await group_chats.widen(
+            self.net, graph, me, portal.remote_id, user, inviter, relay=relay
         )
+
+    async def handle_matrix_kick(self, kick: MatrixKick) -> None:
+        """A Matrix moderator removed a Teams ghost: the person leaves the Teams chat only if
+        the moderator's own Teams account may remove them (Teams decides); else they are told
+        the person is still in the Teams chat."""
+        person = self.net.ctx.parse_ghost_mxid(kick.target)
+        if person is None or kick.unban:
+            return
+        if kick.relayed or not self.delegated:
+            raise NotSupported(
+                f"kick of {person} without a Teams login",
+                user_message="They are still in the Teams chat: only a member of it, with their"
+                " own Teams account, can remove people there. Send `login teams` to the bridge"
+                " bot, then remove them again.",
+            )
+        graph, _ = await self._acting(kick.portal.remote_id, "")
+        await members.remove(self.net, graph, self.login_id, kick.portal.remote_id, person)
+
+    async def bridge_room(self, remote_id: str, matrix_user: str) -> tuple[PortalKey, ChatInfo]:
+        """``bridge teams <channel link>``: that channel, in this room (bridge.teams.channels)."""
+        assert self.net.channel_subscriptions is not None, "bridge_room before start"
+        return await channels.bridge_channel(
+            self.net, self.net.channel_subscriptions, self._own_login(), remote_id, matrix_user
+        )
+
+    def _own_login(self) -> tuple[TenantLink, GraphServiceClient] | None:
+        """The tenant and Graph client of the acting Matrix user's own Teams login."""
+        return None
 
     def _directories(self) -> list[TenantLink]:
         raise NotImplementedError
@@ -253,13 +327,16 @@ class _TeamsActions:
         raise NotImplementedError
 
     async def get_user_info(self, user: RemoteUserID) -> UserInfo:
+        """Name and photo; a profile Graph does not give (gone, another tenant's, Graph away)
+        is no profile, so the ghost is made anyway and its name filled in later."""
         for link in self.net.tenants.values():
             try:
                 found = await graph_call(f"read user {user}", link.app.users.by_user_id(user).get())
             except Exception:
                 continue
             if found is not None:
-                return UserInfo(name=ghost_name(found.display_name, link.tenant.display_name))
+                name = ghost_name(found.display_name, link.tenant.display_name)
+                return UserInfo(name=name, avatar=await link.photos.changed(user))
         return UserInfo()
 
 
@@ -274,6 +351,7 @@ class TeamsSharedClient(_TeamsActions):
         self.net = net
         self.converter: Converter | None = None
         """Turns stored notifications into events (``Inbound.convert``), set at start."""
+        self._reactions = RelayReactions(net)
 
     async def convert_remote(self, item: RemoteInput) -> Sequence[RemoteEvent]:
         """What the webhook kept (``Inbound.accept``), as events, in the portal's queue."""
@@ -300,6 +378,9 @@ class TeamsSharedClient(_TeamsActions):
         if link.relay is None:
             raise NotSupported(f"no relay account for tenant {link.id}", user_message=NEEDS_LOGIN)
         return link.relay, True
+
+    def _relay_reactions(self) -> RelayReactions:
+        return self._reactions
 
     def _directories(self) -> list[TenantLink]:
         return list(self.net.tenants.values())
@@ -362,6 +443,11 @@ class TeamsUserClient(_TeamsActions):
 
     def _directories(self) -> list[TenantLink]:
         return [self._link] if self._link is not None else []
+
+    def _own_login(self) -> tuple[TenantLink, GraphServiceClient] | None:
+        if self._link is None or self._graph is None:
+            return None
+        return self._link, self._graph
 
     def _chat_opener(self, link: TenantLink) -> tuple[GraphServiceClient, str]:
         graph = self._own_graph()

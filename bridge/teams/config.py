@@ -55,6 +55,10 @@ webhook:
 # After a restart or a gap in notifications, each bridged chat's messages written since the
 # last one on Matrix are bridged, at most this many; older ones are skipped with a notice.
 catch_up_messages: 200
+# Files up to this size (MB) cross both ways: from Teams chats as Matrix files (larger ones,
+# and ones the app may not read without Files.Read.All, as a notice with their link), and
+# from Matrix into the sender's OneDrive, shared with the chat (larger ones are refused).
+max_file_mb: 25
 # Teams users reach Matrix users from Teams alone: they open a chat with a tenant's relay
 # account and write a Matrix ID (@anna:example.org); the bridge opens a Teams group chat
 # with them and the relay account, bridged to a Matrix direct chat with that user. The
@@ -70,7 +74,21 @@ service_chat:
 
 DEFAULT_DISPLAY_NAME = "Teams"
 
-DELEGATED_SCOPES = ["Chat.ReadWrite", "ChatMessage.Send", "User.Read"]
+DELEGATED_SCOPES = [
+    "Chat.ReadWrite",
+    "ChatMessage.Send",
+    "User.Read",
+    "Files.ReadWrite",
+    # Team channels (bridge.teams.channels): post there, and prove membership when bridging one.
+    "ChannelMessage.Send",
+    "Channel.ReadBasic.All",
+    # Files in team channels (bridge.teams.channel_files): the team's library is not the
+    # user's own OneDrive, so writing there takes the ".All" scope.
+    "Files.ReadWrite.All",
+    # Edit and delete one's own channel messages from Matrix (bridge.teams.channel_outbound):
+    # Graph takes no narrower delegated permission for PATCH and softDelete in channels.
+    "ChannelMessage.ReadWrite",
+]
 """What a Matrix user's own login (device code) and the relay account ask for."""
 
 
@@ -105,6 +123,8 @@ class TeamsConfig:
     subscription_minutes: int
     catch_up_messages: int
     ca_file: str = ""
+    max_file_mb: int = 25
+    """Files larger than this cross neither way (a notice says so)."""
 
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> TeamsConfig:
@@ -137,6 +157,7 @@ class TeamsConfig:
             subscription_minutes=int(webhook.get("subscription_minutes", 4320)),
             catch_up_messages=int(section.get("catch_up_messages", 200)),
             ca_file=str(section.get("ca_file") or "").strip(),
+            max_file_mb=int(section.get("max_file_mb", 25)),
         )
 
     @property
@@ -194,6 +215,8 @@ class TeamsConfig:
             problems.append("connectors.teams.webhook.subscription_minutes: between 1 and 4320")
         if not 1 <= self.catch_up_messages <= 10_000:
             problems.append("connectors.teams.catch_up_messages: between 1 and 10000")
+        if not 0 <= self.max_file_mb <= 1024:
+            problems.append("connectors.teams.max_file_mb: between 0 and 1024")
         if urlparse(self.authority).scheme != "https":
             problems.append(
                 "connectors.teams.authority: must be https (MSAL refuses anything else)"

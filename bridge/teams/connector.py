@@ -18,6 +18,7 @@ from bridge.core import (
 )
 from bridge.portal.models import Login
 from bridge.teams import tokens
+from bridge.teams.channel_subscriptions import ChannelSubscriptions
 from bridge.teams.client import TeamsSharedClient, TeamsUserClient
 from bridge.teams.config import EXAMPLE_CONFIG, TeamsConfig
 from bridge.teams.errors import as_bridge_error
@@ -40,7 +41,9 @@ class TeamsConnector:
     example_config = EXAMPLE_CONFIG
     # Last bridged edit time of a message, oldest message a bounded catch-up kept (inbound),
     # how far each service-chat request got (service_chat).
-    kv_markers = ("edited:", "catch-up-floor:", "service-request:")
+    kv_markers = (
+        "edited:", "catch-up-floor:", "service-request:", "teams-upload:", "relay-chats-opened:"
+    )  # fmt: skip
     # The core's relay mode leaves the text alone: from_matrix.as_posted puts the same
     # "External · via Matrix" line as our own relay path in front (a bare name could pass
     # for a colleague of the tenant's).
@@ -50,7 +53,10 @@ class TeamsConnector:
         self._net: TeamsNetwork | None = None
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(replies=True, media=True, html=True, max_text_length=28_000)
+        # threads: a team channel's replies (bridge.teams.channels); chats have none.
+        return Capabilities(
+            replies=True, threads=True, media=True, html=True, max_text_length=28_000
+        )
 
     async def start(self, ctx: ConnectorContext) -> None:
         cfg = TeamsConfig.from_section(ctx.config)
@@ -63,6 +69,7 @@ class TeamsConnector:
             await ctx.store.kv_set("client_state", client_state)
         links = [TenantLink(cfg, t, ctx.http, ctx.store, ctx.log) for t in cfg.tenants]
         net = self._net = TeamsNetwork(ctx, cfg, links)
+        net.channel_subscriptions = ChannelSubscriptions(net, client_state)
         shared = TeamsSharedClient(net)
         inbound = Inbound(net, shared)
         inbound.set_client_state(client_state)
@@ -109,6 +116,8 @@ class TeamsConnector:
         inbound.ready.set()
         for link in links:
             ctx.background(link.keep_subscribed(client_state), name=f"subscription-{link.id}")
+        if inbound.channels is not None:
+            ctx.background(inbound.channels.subscriptions.keep(), name="channel-subscriptions")
 
     async def stop(self) -> None:
         if self._net is not None:

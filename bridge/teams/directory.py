@@ -3,9 +3,10 @@ mail>`` and ``start-chat teams <person>`` (and the provisioning API's equivalent
 
 Search reads the tenants' directories with their app tokens (``User.Read.All``), as Graph's
 advanced query ``$search`` (``ConsistencyLevel: eventual``); the relay accounts are left out.
-A chat is opened by the account the Matrix user acts with: their own Teams login, or, for a
-user without one, the tenant's relay account (then their messages carry their name); Graph
-returns the existing one-on-one chat of the pair if there is one. ``bridge.federation`` must
+A chat is opened by the account the Matrix user acts with: their own Teams login (the
+one-on-one chat of the pair; Graph returns the existing one if there is one), or, for a user
+without one, the tenant's relay account, in a group chat of that Matrix user's own
+(:func:`bridge.teams.group_chats.relay_chat`; their messages carry their name). ``bridge.federation`` must
 let the person's tenant and the Matrix user reach each other.
 """
 

@@ -101,15 +101,20 @@ def chat_message(
     reply_text: str | None = None,
     image: tuple[bytes, str] | None = None,
     mentions: list[ChatMessageMention] | None = None,
+    file: tuple[str, ChatMessageAttachment] | None = None,
 ) -> ChatMessage:
     """A chatMessage to POST. ``image`` (bytes, mime type) is sent as hosted content, which
-    is how Teams carries a pasted picture."""
+    is how Teams carries a pasted picture; ``file`` (placeholder, ``reference`` attachment) is
+    a file shared from OneDrive (:func:`bridge.teams.files.share_to_chat`)."""
     attachments: list[ChatMessageAttachment] = []
     hosted: list[ChatMessageHostedContent] = []
     if reply_to is not None:
         placeholder, attachment = reply_attachment(reply_to, reply_text or "")
         content = placeholder + content
         attachments.append(attachment)
+    if file is not None:
+        content += file[0]
+        attachments.append(file[1])
     if image is not None:
         data, mimetype = image
         content += '<p><img src="../hostedContents/1/$value"></p>'

@@ -23,7 +23,6 @@ from msgraph.generated.models.chat_message import ChatMessage
 
 from bridge.core import (
     ChatInfo,
-    MessagePart,
     NotFound,
     PermanentError,
     RemoteChatID,
@@ -31,28 +30,36 @@ from bridge.core import (
     RemoteEvent,
     RemoteMessage,
     RemoteMessageID,
-    RemoteReactionSync,
     RemoteRedaction,
     RemoteUserID,
-    TransientError,
     UserInfo,
 )
 from bridge.portal.models import Message as StoredMessage
 from bridge.portal.models import RemoteInput
-from bridge.teams.catch_up import Missed, missed_messages
+from bridge.teams.channel_inbound import ChannelInbound
+from bridge.teams.chat_catch_up import ChatCatchUp
 from bridge.teams.client import TeamsSharedClient
 from bridge.teams.coverage import MISSED_LOOKBACK_MS, Coverage
 from bridge.teams.errors import as_bridge_error, graph_call
-from bridge.teams.ids import NETWORK, message_id, parse_message_resource, portal_key
+from bridge.teams.files import FilesToMatrix
+from bridge.teams.ids import (
+    NETWORK,
+    message_id,
+    parse_channel,
+    parse_message_resource,
+    portal_key,
+)
+from bridge.teams.member_sync import is_member_change, member_events
 from bridge.teams.network import RecentIds, TeamsNetwork
 from bridge.teams.ordering import ChatOrder, sort_key
+from bridge.teams.relay_reactions import is_relay_post
+from bridge.teams.replay import reaction_syncs
 from bridge.teams.tenant import TenantLink
 from bridge.teams.to_matrix import (
     ghost_name,
     is_bridgeable,
     mentioned_users,
     message_parts,
-    reaction_emojis,
     reply_target,
     sender_of,
     timestamp_ms,
@@ -79,11 +86,18 @@ class Inbound:
         """Per chat, the oldest message a bounded catch-up bridged (see ``_below_floor``)."""
         self.coverage = Coverage(self._ctx.store, self._log)
         """How far back a catch-up looks."""
+        self._catch_up = ChatCatchUp(net, self.coverage, self._new_message, self._events_for)
+        """Catch-up of bridged chats (bridge.teams.chat_catch_up)."""
         self._kept = RecentIds()
         """Changes kept lately, with and without the subscription that reported them: the
         same change reported by another watched account's subscription is not kept twice."""
+        self._files = FilesToMatrix(net.cfg.max_file_mb * 1024 * 1024, net.ctx.http)
+        """Shared files of new messages, as their content (``max_file_mb``)."""
         self._unsubscribed = set(net.tenants)
         """Tenants whose subscription this process has not (or no longer) seen in place."""
+        subs = net.channel_subscriptions
+        self.channels = ChannelInbound(net, subs, self._people, self._edited) if subs else None
+        """Bridged team channels (bridge.teams.channel_inbound)."""
 
     def set_client_state(self, client_state: str) -> None:
         self._client_state = client_state
@@ -103,6 +117,11 @@ class Inbound:
                 continue
             parsed = parse_message_resource(str(item.get("resource", "")))
             if parsed is None:
+                channel = await self.channels.accepted(item) if self.channels else None
+                if channel is not None:  # of a bridged channel
+                    order = sort_key(channel[1], str(item.get("changeType", "updated")))
+                    stored.append(self._order.add(channel[0].portal.remote_id, order, channel[0]))
+                    continue
                 self._log.debug("Ignoring notification for %s", item.get("resource"))
                 continue
             chat_id, msg_id = parsed
@@ -153,23 +172,25 @@ class Inbound:
         portal = await self._ctx.store.get_portal(RemoteChatID(chat_id))
         return portal is not None and bool(portal.mxid)
 
-    async def catch_up(self) -> None:
+    async def catch_up(self, again: bool = False) -> None:
         """Look for the recent messages of every bridged chat that Matrix has not seen: after
         a restart, or when Graph says notifications were missed. Not polling: once per gap. The
         chats are read in their portals' queues, after what the inbox holds already."""
+        # One pending catch-up per chat is enough at the start: it reads what is there when it
+        # runs. A gap found later (``again``) may follow one that has read Graph already.
+        dedupe = f"{CATCH_UP}:{uuid.uuid4().hex}" if again else CATCH_UP
         for portal in await self._ctx.store.list_portals():
             if portal.mxid:
-                # One pending catch-up per chat is enough: it reads what is there when it runs.
                 payload = {TOKEN: uuid.uuid4().hex}
                 await self._ctx.accept_remote(
-                    RemoteInput(portal.key, CATCH_UP, payload, dedupe_id=CATCH_UP)
+                    RemoteInput(portal.key, CATCH_UP, payload, dedupe_id=dedupe)
                 )
 
     async def missed(self, why: str, lookback_ms: int = 0) -> None:
         """Notifications were (or may have been) lost while the bridge ran: Graph said so,
         or the subscription had to be created again. The chats are caught up."""
         await self._coverage_lost(why, lookback_ms)
-        await self.catch_up()
+        await self.catch_up(again=True)
 
     async def subscription_state(self, tenant: str, in_place: bool) -> None:
         """A tenant's subscription was renewed or created (``in_place``), or could not be."""
@@ -196,6 +217,8 @@ class Inbound:
         for attempt in range(1, LIFECYCLE_TRIES + 1):
             try:
                 sub_id = str(item.get("subscriptionId") or "")
+                if self.channels and await self.channels.subscriptions.lifecycle(event, sub_id):
+                    return  # a bridged channel's subscription
                 if event == "reauthorizationRequired":
                     await link.reauthorize(self._client_state, sub_id)
                 elif event == "subscriptionRemoved":
@@ -216,6 +239,8 @@ class Inbound:
     async def convert(self, item: RemoteInput) -> Sequence[RemoteEvent]:
         await self.ready.wait()
         chat_id = item.portal.remote_id
+        if self.channels is not None and parse_channel(chat_id) is not None:
+            return await self.channels.convert(item)
         if item.kind == CATCH_UP:
             return await self._catch_up_chat(chat_id, str(item.payload.get(TOKEN, "")))
         if item.kind != NOTIFICATION:
@@ -231,6 +256,8 @@ class Inbound:
         stored = await self._ctx.store.get_message(RemoteChatID(chat_id), message_id(msg_id))
         if change == "created" and stored is not None and stored.sender_id.startswith("@"):
             return []  # the same echo, after the core stored what it sent
+        if stored is None and await is_relay_post(self._ctx.store, chat_id, msg_id):
+            return []  # a Matrix user's reaction, shown by the relay account
         if change == "created" and stored is None and await self._below_floor(chat_id, msg_id):
             self._log.info("Message %s of %s was skipped by the catch-up", msg_id, chat_id)
             return []
@@ -314,6 +341,8 @@ class Inbound:
             return [
                 RemoteRedaction(portal=key, target=target, sender=author[0] if author else None)
             ]
+        if change == "created" and msg is not None and is_member_change(msg):
+            return await member_events(self.net, link, chat_id, msg)
         if msg is None or not is_bridgeable(msg) or author is None:
             return []  # gone from Graph (404) before it was read, or not a user's message
         if change == "created" or stored is None:
@@ -325,7 +354,7 @@ class Inbound:
         events: list[RemoteEvent] = []
         if not from_matrix and await self._edited(chat_id, msg_id, msg, token):
             parts = message_parts(
-                msg, self._hosted_fetcher(link, chat_id, msg_id), await self._people(msg)
+                msg, self._hosted_fetcher(link, chat_id, msg_id), await self._people(msg), []
             )
             events.append(RemoteEdit(portal=key, target=target, sender=author[0], parts=parts))
         events += await self._reaction_syncs(chat_id, target, msg)
@@ -364,17 +393,27 @@ class Inbound:
     ) -> RemoteMessage:
         author = sender_of(msg)
         assert author is not None and msg.id is not None
+        if msg.last_edited_date_time is not None:
+            # Bridged as edited already: a replay of that edit is not another edit.
+            edited = f"{msg.last_edited_date_time.isoformat()}|new"
+            await self._ctx.store.kv_set(_edit_marker(chat_id, msg.id), edited)
         return RemoteMessage(
             portal=portal_key(chat_id),
             id=message_id(msg.id),
             sender=author[0],
-            sender_info=UserInfo(name=ghost_name(author[1], link.tenant.display_name))
+            sender_info=UserInfo(
+                name=ghost_name(author[1], link.tenant.display_name),
+                avatar=await link.photos.changed(author[0]),  # None: unchanged
+            )
             if author[1]
             else None,
             timestamp=timestamp_ms(msg),
             chat_info=chat_info,
             parts=message_parts(
-                msg, self._hosted_fetcher(link, chat_id, msg.id), await self._people(msg)
+                msg,
+                self._hosted_fetcher(link, chat_id, msg.id),
+                await self._people(msg),
+                await self._files.parts(link, msg, author[0]),
             ),
             reply_to=reply_target(msg),
         )
@@ -382,23 +421,8 @@ class Inbound:
     async def _reaction_syncs(
         self, chat_id: str, target: RemoteMessageID, msg: ChatMessage
     ) -> list[RemoteEvent]:
-        """One complete set per user who reacts now or did before; Matrix users' own
-        reactions (made through their login) are theirs already and not mirrored back."""
-        key = portal_key(chat_id)
-        current = reaction_emojis(msg)
-        before = {
-            RemoteUserID(r.sender_id)
-            for r in await self._ctx.store.list_reactions(key, target)
-            if not r.sender_id.startswith("@")
-        }
-        skip = set(await self.net.logged_in()) | self.net.relay_ids()
-        return [
-            RemoteReactionSync(
-                portal=key, sender=user, target=target, emojis=current.get(user, set())
-            )
-            for user in sorted(set(current) | before)
-            if user not in skip
-        ]
+        """See :func:`bridge.teams.replay.reaction_syncs` (channels use it too)."""
+        return await reaction_syncs(self.net, portal_key(chat_id), target, msg)
 
     def _hosted_fetcher(self, link: TenantLink, chat_id: str, msg_id: str) -> Any:
         async def fetch(hosted_id: str) -> bytes:
@@ -413,86 +437,13 @@ class Inbound:
 
         return fetch
 
-    # --- catching up -----------------------------------------------------------------------
+    # --- catching up (bridge.teams.chat_catch_up) -----------------------------------------
 
     async def _catch_up_chat(self, chat_id: str, token: str) -> list[RemoteEvent]:
-        """The messages of a bridged chat written since the last one on Matrix, oldest first
-        (at most ``catch_up_messages``, after a notice saying how many older were skipped).
-
-        It may run before notifications stored earlier in the chat's queue (a catch-up left
-        by a run that died) and reads Graph as it is now, so it bridges those too, in order;
-        converting them afterwards finds them on Matrix. Those older than what a bounded
-        catch-up kept are not bridged afterwards either (the notice counted them)."""
-        if not await self._bridged(chat_id):
-            return []
-        link = await self.net.tenant_for_chat(chat_id)
-        limit = self.net.cfg.catch_up_messages
-        bound = await self.coverage.bound(chat_id, token)
-        walked_at = self.coverage.now()
-        try:
-            found = await missed_messages(
-                link, chat_id, lambda msg_id: self._known(chat_id, msg_id), limit, bound
-            )
-            await self.coverage.walked(chat_id, token, bound, walked_at)
-        except TransientError:
-            raise  # Graph away: the chat's queue waits for it
-        except Exception as err:  # not a message lost: nothing to tell the room
-            self._log.warning("Catch-up of chat %s failed: %s", chat_id, err)
-            return []
-        events: list[RemoteEvent] = []
-        if found.skipped or found.more:
-            oldest = found.messages[0].id if found.messages else None
-            self._log.warning(
-                "Catch-up of chat %s skipped %s%d older message(s) (catch_up_messages: %d)",
-                chat_id, "more than " if found.more else "", found.skipped, limit,
-            )  # fmt: skip
-            if oldest:
-                await self._set_floor(chat_id, oldest)
-            events.append(_skipped_notice(chat_id, found, limit, oldest or "none"))
-        events += [await self._new_message(chat_id, msg, link, None) for msg in found.messages]
-        if found.messages:
-            self._log.info("Catching up %d message(s) in chat %s", len(found.messages), chat_id)
-        return events
-
-    async def _known(self, chat_id: str, msg_id: str) -> bool:
-        """Whether the message is on Matrix (bridged, or sent from there)."""
-        if msg_id in self.net.sent:
-            return True
-        return (
-            await self._ctx.store.get_message(RemoteChatID(chat_id), message_id(msg_id)) is not None
-        )
-
-    async def _set_floor(self, chat_id: str, oldest: str) -> None:
-        if oldest.isdigit():
-            self._floors[chat_id] = int(oldest)
-            await self._ctx.store.kv_set(_floor_marker(chat_id), oldest)
+        return await self._catch_up.run(chat_id, token)
 
     async def _below_floor(self, chat_id: str, msg_id: str) -> bool:
-        """Whether a bounded catch-up skipped this message (and said so in the room): it must
-        not arrive now, below the newer ones. One store read per chat and process."""
-        if not msg_id.isdigit():
-            return False
-        if chat_id not in self._floors:
-            raw = await self._ctx.store.kv_get(_floor_marker(chat_id))
-            self._floors[chat_id] = int(raw) if raw and raw.isdigit() else None
-        floor = self._floors[chat_id]
-        return floor is not None and int(msg_id) < floor
-
-
-def _skipped_notice(chat_id: str, found: Missed, limit: int, oldest: str) -> RemoteMessage:
-    if found.skipped:
-        count = f"{'More than ' if found.more else ''}{found.skipped} older message(s)"
-    else:
-        count = "Older messages"
-    text = (
-        f"{count} of this Teams chat were not bridged: after an outage the bridge catches up"
-        f" at most {limit} messages per chat. Read them in Teams."
-    )
-    return RemoteMessage(
-        portal=portal_key(chat_id),
-        id=RemoteMessageID(f"catch-up-skipped:{oldest}"),
-        parts=[MessagePart(text=text, notice=True)],
-    )
+        return await self._catch_up.below_floor(chat_id, msg_id)
 
 
 def _dedupe_id(change: str, msg_id: str, item: dict[str, Any]) -> str | None:
@@ -509,8 +460,3 @@ def _dedupe_id(change: str, msg_id: str, item: dict[str, Any]) -> str | None:
 def _edit_marker(chat_id: str, msg_id: str) -> str:
     """The key of a message's last bridged edit (pruned by age: see ``kv_markers``)."""
     return f"edited:{chat_id}:{msg_id}"
-
-
-def _floor_marker(chat_id: str) -> str:
-    """The oldest message a bounded catch-up of the chat bridged (pruned by age)."""
-    return f"catch-up-floor:{chat_id}"

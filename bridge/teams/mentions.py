@@ -40,6 +40,12 @@ def has_pills(content: str) -> bool:
     return _PILL.search(content) is not None
 
 
+def pill_mxids(content: str) -> list[str]:
+    """The Matrix users ``content``'s pills name, in order, each once."""
+    found = (unquote(m.group(1)) for m in _PILL.finditer(content))
+    return list(dict.fromkeys(m for m in found if m.startswith("@")))
+
+
 def teams_mentions(content: str, resolve: Resolve) -> tuple[str, list[ChatMessageMention]]:
     """``content`` (Teams HTML) with each pill of a Teams account as ``<at id=N>``, and the
     ``mentions[]`` that go with them, numbered in order from 0."""

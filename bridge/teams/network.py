@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from kiota_abstractions.api_error import APIError
 
 from bridge.core import ConnectorContext
 from bridge.teams.config import TeamsConfig
 from bridge.teams.tenant import TenantLink
+
+if TYPE_CHECKING:
+    from bridge.teams.channel_subscriptions import ChannelSubscriptions
 
 
 class RecentIds:
@@ -43,6 +47,8 @@ class TeamsNetwork:
         self.tenants = {t.id: t for t in tenants}
         self.sent = RecentIds()
         self._chat_tenants: dict[str, str] = {}
+        self.channel_subscriptions: ChannelSubscriptions | None = None
+        """Set at start: the subscriptions of bridged channels."""
 
     def tenant(self, tenant_id: str) -> TenantLink | None:
         return self.tenants.get(tenant_id.lower())

@@ -24,6 +24,7 @@ from msgraph.generated.models.subscription import Subscription
 
 from bridge.portal import NetworkStore
 from bridge.teams import tokens
+from bridge.teams.avatars import Photos
 from bridge.teams.config import TeamsConfig, TenantConfig
 from bridge.teams.errors import graph_call
 from bridge.teams.protocol import graph_client
@@ -51,6 +52,8 @@ class TenantLink:
         self.graph_url = tokens.graph_url(cfg, tenant)
         self.app_tokens = tokens.app_provider(cfg, tenant)
         self.app = self.graph(self.app_tokens)
+        self.photos = Photos(self.app, store, log)
+        """Profile photos as ghost avatars (bridge.teams.avatars)."""
         self.relay: GraphServiceClient | None = None
         self.resubscribed: Callable[[str], Awaitable[None]] | None = None
         """Called when a subscription had to be created again (notifications were missed)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from html.parser import HTMLParser
 
 import nh3
@@ -139,12 +139,16 @@ def mentioned_users(msg: ChatMessage) -> dict[str, RemoteUserID]:
 
 
 def message_parts(
-    msg: ChatMessage, fetch_hosted: FetchHosted, people: Mapping[RemoteUserID, str] | None = None
+    msg: ChatMessage,
+    fetch_hosted: FetchHosted,
+    people: Mapping[RemoteUserID, str] | None = None,
+    files: Sequence[MessagePart] | None = None,
 ) -> list[MessagePart]:
     """The Matrix parts of ``msg``: its text first, then one part per pasted image.
     ``people`` gives the Matrix ID of each mentioned person who has one (a ghost, a logged-in
     Matrix user): their mention becomes a pill and is listed in ``m.mentions``, so Matrix
-    notifies them."""
+    notifies them. ``files``: the parts of its shared files (:mod:`bridge.teams.files`), last;
+    without them (an edit) shared files are not repeated, and ``None`` shows them as links."""
     raw = msg.body.content if msg.body is not None and msg.body.content else ""
     is_html = msg.body is not None and msg.body.content_type == BodyType.Html
     parts: list[MessagePart] = []
@@ -156,7 +160,7 @@ def message_parts(
     if is_html:
         cleaned = clean_teams_html(raw, pills)
         text = html_to_text(cleaned)
-        links = _file_links(msg)
+        links = _file_links(msg) if files is None else []
         if links:
             text = "\n".join(filter(None, [text, *(f"📎 {n}: {u}" for n, u in links)]))
             cleaned += "".join(
@@ -177,7 +181,7 @@ def message_parts(
         parts.append(
             MessagePart(part_id=PartID(f"img{index}"), media=_hosted_media(hosted_id, fetch_hosted))
         )
-    return parts
+    return parts + list(files or [])
 
 
 def _file_links(msg: ChatMessage) -> list[tuple[str, str]]:

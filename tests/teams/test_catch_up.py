@@ -103,7 +103,7 @@ class Bridge:
 
     def __init__(
         self, store: Store, graph: GraphEmulator, http: aiohttp.ClientSession, *,
-        catch_up_messages: int, alive: bool = True,
+        catch_up_messages: int, alive: bool = True, matrix: Matrix | None = None,
     ) -> None:  # fmt: skip
         section = graph.teams_section("http://127.0.0.1:9")
         section["catch_up_messages"] = catch_up_messages
@@ -115,7 +115,7 @@ class Bridge:
         self.inbound = Inbound(net, self.shared)
         self.shared.converter = self.inbound.convert
         self.inbound.ready.set()
-        self.matrix = Matrix(store)
+        self.matrix = matrix or Matrix(store)
         self.queues = OrderedQueues(maxsize=1000, log=LOG)
         if alive:
             clients = ClientRegistry({}, Metrics(), LOG)

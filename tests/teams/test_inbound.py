@@ -94,6 +94,7 @@ class Fake:
         self.link = MagicMock()
         self.link.tenant.tenant_id = "tenant-a"
         self.link.tenant.display_name = "Contoso"
+        self.link.photos.changed = AsyncMock(return_value=None)  # no profile photos here
         self.watched = {"sub"}
         """Subscriptions on watched accounts (the relay, logged-in users)."""
         self.link.watches = AsyncMock(side_effect=lambda sub: sub in self.watched)
@@ -187,6 +188,10 @@ async def test_the_same_change_from_two_watched_accounts_is_kept_once() -> None:
 
 async def test_channels_and_lifecycle_events_are_not_kept_as_messages() -> None:
     fake = Fake()
+    # A channel's notification from a subscription that is not that channel's own (see
+    # tests/e2e/test_teams_channels.py for a bridged channel's).
+    assert fake.inbound.channels is not None
+    fake.inbound.channels.subscriptions.owner = AsyncMock(return_value=None)  # type: ignore[method-assign]
     channel = {**_notification(), "resource": "teams('t')/channels('c')/messages('1')"}
     lifecycle = {"subscriptionId": "sub", "lifecycleEvent": "missed", "clientState": "secret"}
     await fake.inbound.accept([channel, lifecycle])
@@ -345,7 +350,7 @@ async def test_an_edit_is_converted_again_by_its_own_input_only() -> None:
 
 async def test_catch_up_converts_the_messages_matrix_does_not_have_oldest_first() -> None:
     fake = Fake()
-    page = MagicMock(value=[_message("3"), _message("2")])  # Graph: newest first
+    page = MagicMock(value=[_message("3"), _message("2")], odata_next_link=None)  # newest first
     fake.link.app.chats.by_chat_id.return_value.messages.get = AsyncMock(return_value=page)
     fake.ctx.store.get_message.side_effect = lambda chat, msg: _stored() if msg == "2" else None
     item = RemoteInput(portal=portal_key(CHAT), kind=CATCH_UP, payload={})

@@ -13,10 +13,10 @@ import pytest
 from kiota_abstractions.api_error import APIError
 from msgraph.generated.models.aad_user_conversation_member import AadUserConversationMember
 
-from bridge.core import BridgeError, NotFound, NotSupported, RemoteUserID
+from bridge.core import BridgeError, NotFound, RemoteUserID
 from bridge.core.federation import FederationPolicy
 from bridge.teams.config import TeamsConfig
-from bridge.teams.members import ONE_ON_ONE, add_member
+from bridge.teams.members import add_member
 from bridge.teams.network import TeamsNetwork
 from bridge.teams.tenant import TenantLink
 from tests.teams_emulator.conftest import Emulator, emulator  # noqa: F401 (fixture)
@@ -87,14 +87,15 @@ async def test_the_member_is_bound_on_the_tenants_own_graph(emulator: Emulator) 
     assert bind == f"{link.graph_url}/users('{alex}')" and "global.invalid" not in bind
 
 
-async def test_a_one_on_one_chat_is_refused_before_any_change(emulator: Emulator) -> None:  # noqa: F811
+async def test_a_one_on_one_chat_is_not_widened_in_place(emulator: Emulator) -> None:  # noqa: F811
+    """Teams keeps a one-on-one chat's two people: nothing is posted, and the caller makes a
+    group chat instead (bridge.teams.group_chats)."""
     net, link = _net(emulator)
     alex = emulator.user("alex")["id"]
-    with pytest.raises(NotSupported) as refused:
-        await add_member(
-            net, link.relay, emulator.chat(1), RemoteUserID(alex), INVITER, delegated=True
-        )
-    assert refused.value.user_message == ONE_ON_ONE
+    added = await add_member(
+        net, link.relay, emulator.chat(1), RemoteUserID(alex), INVITER, delegated=True
+    )
+    assert added is False
     assert _posts(emulator) == []
 
 

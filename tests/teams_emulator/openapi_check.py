@@ -36,6 +36,7 @@ async def record() -> dict[str, Any]:
 
     from graph_emulator import EmulatorConfig, create_app
     from tests.teams_emulator.conftest import SEED
+    from tests.teams_emulator.openapi_drive import record_drive
 
     notifications: list[dict[str, Any]] = []
 
@@ -180,6 +181,20 @@ async def record() -> dict[str, Any]:
             },
         )
         await call("POST", f"/chats/{pair['id']}/members", adele, {"roles": []}, "error")
+        pair_members = await call("GET", f"/chats/{pair['id']}/members", adele)
+        gone = next(m for m in pair_members["value"] if m["userId"] == users["Megan"]["id"])
+        await call("DELETE", f"/chats/{pair['id']}/members/{gone['id']}", adele)
+        await call("DELETE", f"/chats/{pair['id']}/members/{gone['id']}", adele, None, "error")
+        photo = base64.b64decode(PNG)
+        async with session.put(
+            f"{base}/_emulator/users/{users['Alex']['id']}/photo",
+            data=photo,
+            headers={"Content-Type": "image/png"},
+        ):
+            pass
+        await call("GET", f"/users/{users['Alex']['id']}/photo", app_token)
+        await call("GET", f"/users/{users['Alex']['id']}/photo/$value", app_token)
+        await call("GET", f"/users/{users['Megan']['id']}/photo", app_token, None, "error")
         await call("GET", "/me/chats?$expand=members", adele)
         await call("GET", f"/users/{users['Adele']['id']}/chats", app_token)
         await call("GET", f"/chats/{chat}", adele)
@@ -277,6 +292,7 @@ async def record() -> dict[str, Any]:
             await call("GET", f"{path}/hostedContents/{hc_id}", adele)
             await call("GET", f"{path}/hostedContents/{hc_id}/$value", adele)
         await call("GET", f"/teams/{team}/channels/{channel}/messages", adele)
+        await call("GET", f"/teams/{team}/channels/{channel}/messages/delta()", app_token)
         await call("GET", ch_msg, adele)
         await call("GET", ch_msg + "/replies", adele)
         await call("GET", f"{ch_msg}/replies/{reply['id']}", adele)
@@ -306,6 +322,10 @@ async def record() -> dict[str, Any]:
         await control(
             "POST", f"/subscriptions/{sub['id']}/lifecycle", {"event": "reauthorizationRequired"}
         )
+        await record_drive(
+            session, base, exchanges, {"app": app_token, "adele": adele, "megan": megan}, users,
+            (team, channel),
+        )  # fmt: skip
         # Errors, each in Graph's error format.
         await call(
             "POST", f"/chats/{chat}/messages", app_token, {"body": {"content": "x"}}, "error"
