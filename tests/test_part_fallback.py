@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bridge.core.errors import PermanentError
+from bridge.core.errors import NotFound, PermanentError
 from bridge.core.events import Media, MessagePart
 from bridge.core.part_content import part_content
 
@@ -30,3 +30,15 @@ async def test_without_a_fallback_the_refusal_stands() -> None:
     part = MessagePart(media=Media(filename="big.pdf", data=b"x"))
     with pytest.raises(PermanentError):
         await part_content(Homeserver(), "@ghost:hub", "!room:hub", part)  # type: ignore[arg-type]
+
+
+async def test_a_file_gone_before_its_download_is_shown_by_its_fallback() -> None:
+    """Deleted on the network between the message and its download: NotFound, not a loss."""
+
+    async def gone() -> bytes:
+        raise NotFound("the file was deleted in SharePoint")
+
+    link = MessagePart(text="📎 old.pdf was not copied: https://contoso/old.pdf", notice=True)
+    part = MessagePart(media=Media(filename="old.pdf", fetch=gone), fallback=link)
+    content = await part_content(Homeserver(), "@ghost:hub", "!room:hub", part)  # type: ignore[arg-type]
+    assert content["msgtype"] == "m.notice" and "https://contoso/old.pdf" in content["body"]

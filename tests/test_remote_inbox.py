@@ -361,7 +361,8 @@ class BatchClient(Client):
 
 async def test_one_refused_event_of_a_batch_does_not_lose_the_rest(store: Store) -> None:
     """Hostile: one message of a catch-up is refused for good (a file over the homeserver's
-    upload limit, say): the messages after it still arrive, and the room is told."""
+    upload limit, say): the messages after it still arrive, the room is told, and the input
+    is kept as a dead letter an operator can retry."""
     hub = Hub(store)
     hub.clients.add(NET, BatchClient())  # type: ignore[arg-type]
     hub.homeserver.refuse.add("too-big")
@@ -371,3 +372,5 @@ async def test_one_refused_event_of_a_batch_does_not_lose_the_rest(store: Store)
     assert [text for _, text in hub.homeserver.sent] == ["one", "three", "after"]
     assert [key for key, _ in hub.notices] == [CHAT]
     assert await hub.emptied()
+    [letter] = await store.list_dead_letters()
+    assert "one,too-big,three" in str(letter)

@@ -420,6 +420,15 @@ class MatrixAPI:
             raise _wrap(err, f"listing members of {room_id}") from err
         return {str(mxid): member.displayname or str(mxid) for mxid, member in members.items()}
 
+    async def event_sender(self, room_id: str, event_id: str) -> str | None:
+        """Who sent ``event_id`` in ``room_id``, or None if it cannot be read."""
+        try:
+            event = await self.bot.get_event(RoomID(room_id), EventID(event_id))
+        except Exception as err:
+            self._log.debug("Could not read %s in %s: %s", event_id, room_id, err)
+            return None
+        return str(event.sender)
+
     async def get_event_text(self, room_id: str, event_id: str) -> str | None:
         """The plain-text body of a message event, or None if it cannot be read."""
         try:

@@ -261,11 +261,11 @@ class MatrixEventHandler:
         reply_text: str | None = None
         reply_id = (relates.get("m.in_reply_to") or {}).get("event_id")
         if relates.get("rel_type") == "m.thread":
-            thread_root = await self._store.get_message_by_mxid(str(relates.get("event_id")))
+            thread_root = await self._in_portal(portal, relates.get("event_id"))
             if relates.get("is_falling_back"):
                 reply_id = None
         if reply_id:
-            reply_to = await self._store.get_message_by_mxid(str(reply_id))
+            reply_to = await self._in_portal(portal, reply_id)
             if reply_to is not None and caps.replies:
                 reply_text = await self._matrix.get_event_text(portal.mxid or "", reply_to.mxid)
             body = _REPLY_FALLBACK.sub("", body, count=1)
@@ -326,6 +326,40 @@ class MatrixEventHandler:
             )
         )
 
+    async def _in_portal(self, portal: Portal, event_id: Any) -> Message | None:
+        """The bridged message of ``event_id`` if it belongs to ``portal``. Event ids are
+        global: an edit, reply, reaction or redaction in one room naming an event of another
+        room must not act on that other room's remote message."""
+        if not isinstance(event_id, str):
+            return None
+        message = await self._store.get_message_by_mxid(event_id)
+        if message is None or message.portal_key != portal.key:
+            return None
+        return message
+
+    async def _authored(self, base: dict[str, Any], target: Message) -> bool:
+        """Whether the sender of this edit or redaction wrote ``target`` in Matrix. Clients
+        ignore an edit by anyone else, and a relayed message is stored as the bot's, so the
+        author is read from the room."""
+        sender = base.get("relayed_sender") or base["sender"]
+        if not target.sender_id.startswith("@"):
+            return False  # a remote person's message: no Matrix user edits it
+        if target.sender_id != self._matrix.bot_mxid:
+            return target.sender_id == sender
+        author = await self._matrix.event_sender(base["portal"].mxid or "", target.mxid)
+        return author == sender
+
+    async def _may_redact(self, base: dict[str, Any]) -> bool:
+        """Whether the redaction's sender holds the room's power to redact others' events."""
+        sender = base.get("relayed_sender") or base["sender"]
+        room_id = base["portal"].mxid or ""
+        levels, creators = await self._matrix.power_levels(room_id)
+        if sender in creators:
+            return True
+        users = levels.get("users") or {}
+        level = users.get(sender, levels.get("users_default", 0))
+        return _as_int(level) >= _as_int(levels.get("redact", 50))
+
     async def _edit(
         self,
         loaded: LoadedClient,
@@ -333,8 +367,8 @@ class MatrixEventHandler:
         content: dict[str, Any],
         relates: dict[str, Any],
     ) -> None:
-        target = await self._store.get_message_by_mxid(str(relates.get("event_id")))
-        if target is None:
+        target = await self._in_portal(base["portal"], relates.get("event_id"))
+        if target is None or not await self._authored(base, target):
             return
         if not loaded.features.edits:
             raise NotSupported(
@@ -356,7 +390,7 @@ class MatrixEventHandler:
     ) -> None:
         if relates.get("rel_type") != "m.annotation":
             return
-        target = await self._store.get_message_by_mxid(str(relates.get("event_id")))
+        target = await self._in_portal(base["portal"], relates.get("event_id"))
         if target is None:
             return
         if not loaded.features.reactions:
@@ -384,8 +418,10 @@ class MatrixEventHandler:
         )
 
     async def _redaction(self, loaded: LoadedClient, base: dict[str, Any], redacts: str) -> None:
-        message = await self._store.get_message_by_mxid(redacts)
+        message = await self._in_portal(base["portal"], redacts)
         if message is not None:
+            if not await self._authored(base, message) and not await self._may_redact(base):
+                return
             if not loaded.features.redactions:
                 raise NotSupported(
                     "redactions not supported", user_message="This network cannot delete messages."
@@ -396,7 +432,11 @@ class MatrixEventHandler:
             await self._store.delete_message_parts(message.portal_key, message.remote_id)
             return
         reaction = await self._store.get_reaction_by_mxid(redacts)
-        if reaction is not None and loaded.features.reactions:
+        if reaction is None or reaction.portal_key != base["portal"].key:
+            return  # none, or another room's
+        if reaction.sender_id != base["sender"] and not await self._may_redact(base):
+            return  # only its sender or a moderator takes a reaction back
+        if loaded.features.reactions:
             await cast(SupportsReactions, loaded.client).handle_matrix_reaction_remove(
                 MatrixReactionRemove(**base, target=reaction)
             )
@@ -446,7 +486,7 @@ class MatrixEventHandler:
                 for user in (receipts or {}).get("m.read", {}):
                     if self._is_puppet(user) or self._permissions.relay_only(user):
                         continue
-                    target = await self._store.get_message_by_mxid(event_id)
+                    target = await self._in_portal(portal, event_id)
                     loaded = self._clients.client_or_none(portal, user)
                     if target is None or loaded is None or not loaded.features.receipts:
                         continue
@@ -491,3 +531,10 @@ def relayed_content(name: str, content: dict[str, Any]) -> dict[str, Any]:
     if isinstance(html, str):
         out["formatted_body"] = f"<b>{safe}</b>: {html}"
     return out
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.core.errors import NotSupported, PermanentError
+from bridge.core.errors import NotFound, NotSupported, PermanentError
 from bridge.core.events import Media, MessagePart
 from bridge.core.html import sanitize_html
 from bridge.core.inline_images import place_inline
@@ -39,7 +39,7 @@ async def part_content(
             uploaded = await matrix.upload_for_room(
                 sender, room_id, data, media.mimetype, media.filename
             )
-        except (PermanentError, NotSupported):
+        except (PermanentError, NotSupported, NotFound):
             if part.fallback is None:
                 raise
             # For good (too big for the homeserver, grown past the limit): the fallback says so.

@@ -7,7 +7,7 @@ into remote events, the portal manager sends them, and the row is deleted once M
 all. While the homeserver, the database or the network is away the portal waits (capped
 backoff) and resumes in order; only a permanent refusal becomes a dead letter, with a notice in
 the room. An input converted into several events (a catch-up) is not stopped by one refused
-event: the others are sent, and the room gets the refusal's notice. On start, the rows of a previous run are queued before any connector starts, so they
+event: the others are sent first, then the input becomes the dead letter. On start, the rows of a previous run are queued before any connector starts, so they
 reach Matrix before anything newer of the same portal. Rows that someone else put in the table
 (a dead letter an operator retried from the command line) are found by :meth:`poll`.
 """
@@ -22,7 +22,7 @@ from typing import TypeVar, cast
 
 from bridge.core.clients import ClientRegistry
 from bridge.core.connector import SupportsRemoteInput
-from bridge.core.errors import BridgeError, NotSupported, PermanentError, TransientError
+from bridge.core.errors import BridgeError, NotFound, NotSupported, PermanentError, TransientError
 from bridge.core.ids import PortalKey
 from bridge.core.metrics import Metrics
 from bridge.core.portals import PortalManager
@@ -245,7 +245,7 @@ class RemoteInbox:
         for event in events:
             try:
                 await self._portals.handle(event, loaded.client)
-            except (NotSupported, PermanentError) as err:
+            except (NotSupported, NotFound, PermanentError) as err:
                 if len(events) == 1:
                     raise  # the input's own failure: a dead letter
                 # One refused event of a batch (a catch-up's) does not cost the others.
@@ -255,4 +255,6 @@ class RemoteInbox:
                 )  # fmt: skip
                 refused.append(err)
         if refused:
-            await self._notice(item.portal, refused[0])
+            # The rest is in Matrix; the input still becomes a dead letter (with its notice),
+            # so an operator can retry it once the cause is fixed: what was sent is recognised.
+            raise refused[0]
