@@ -14,17 +14,36 @@ image (PNG, JPEG, GIF or WebP, told by its first bytes, not by the type it claim
 ``MAX_AVATAR_BYTES``; anything else is logged and left out. Only people the bridge already has
 a portal with are looked at: a stranger's presence makes the bridge fetch nothing.
 
+What others announce is checked, as anyone can announce anything:
+
+- a picture whose sha-1 is not the hash it was announced with is refused, and that hash is not
+  fetched again for :data:`FETCH_WINDOW`; each person is fetched at most
+  :data:`FETCHES_PER_USER` times, each portal (a room's occupants together)
+  :data:`FETCHES_PER_PORTAL` times per window, and at most :data:`MAX_FETCHES` at once;
+- a MUC occupant's real JID (``<item jid>``) is the room's claim. It stands for the person's
+  own ghost (their avatar and presence on it, and where their vCard is asked) only when the
+  JID's domain is the room service's or its parent (``muc.example.org`` → ``example.org``) and
+  the hub's federation policy allows that domain; otherwise the occupant is room-local (their
+  occupant-id or nick ghost, the vCard asked through the room), so that a hostile room cannot
+  make the bridge ask third parties for vCards or change their ghosts;
+- the last hash of a room-local ghost is remembered in memory only (at most
+  :data:`MAX_LOCAL`), so that nick cycling does not grow the store; the ``avatar:`` keys of
+  people are pruned by housekeeping when not written for a long time.
+
 A removed avatar (an empty hash) is not carried: the core has no "no avatar" update, so the
 ghost keeps its last picture.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import logging
 import re
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
@@ -42,7 +61,8 @@ from bridge.core import (
     RemoteUserID,
     UserInfo,
 )
-from bridge.xmpp.ids import dm_key, muc_key
+from bridge.xmpp.ids import NETWORK, dm_key, muc_key
+from bridge.xmpp.invites import RateLimit
 from bridge.xmpp.moderation import MucModeration, nick_ghost
 from bridge.xmpp.muc import MUC_USER_NS, MucTracker
 from bridge.xmpp.protocol.escaping import jid_to_mxid
@@ -55,6 +75,17 @@ PUBSUB_NS = "http://jabber.org/protocol/pubsub"
 EVENT_NS = "http://jabber.org/protocol/pubsub#event"
 MAX_AVATAR_BYTES = 1024 * 1024
 FETCH_TIMEOUT = 10
+FETCH_WINDOW = 600.0
+FETCHES_PER_USER = 3
+"""Avatar fetches of one person per :data:`FETCH_WINDOW` (a change, a retry, a spare)."""
+FETCHES_PER_PORTAL = 20
+"""Avatar fetches per :data:`FETCH_WINDOW` for one portal's people (a room's occupants)."""
+MAX_FETCHES = 4
+"""Fetches under way at once, in the whole component; more wait."""
+MAX_WAITING = 200
+"""People whose fetch is under way or waiting; presences beyond are not looked at."""
+MAX_LOCAL = 5000
+"""Room-local ghosts whose last avatar hash is remembered (in memory)."""
 _SHA1 = re.compile(r"[0-9a-f]{40}")
 _IMAGE_MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -166,8 +197,17 @@ class RemoteAvatars:
     """Watches presence and PEP notifications and hands new avatars to the ghosts."""
 
     def __init__(self, ctx: ConnectorContext, xmpp: ComponentXMPP, own_jid: str,
-                 listener: str, mucs: MucTracker, moderation: MucModeration) -> None:  # fmt: skip
+                 listener: str, mucs: MucTracker, moderation: MucModeration,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self._ctx = ctx
+        self._clock = clock
+        self._by_user = RateLimit(FETCHES_PER_USER, FETCH_WINDOW, clock)
+        self._by_portal = RateLimit(FETCHES_PER_PORTAL, FETCH_WINDOW, clock)
+        self._refused = RateLimit(1, FETCH_WINDOW, clock)
+        """"user hash" of pictures that did not match their hash: not fetched again a while."""
+        self._fetching = asyncio.Semaphore(MAX_FETCHES)
+        self._local: OrderedDict[str, str] = OrderedDict()
+        """room-local ghost → the hash of its last avatar handed to the core."""
         self._xmpp = xmpp
         self._own_jid = own_jid
         self._listener = listener
@@ -241,6 +281,8 @@ class RemoteAvatars:
         real = shown.split("/")[0].lower() if shown else tracked.occupants.get(nick)
         if real is not None and JID(real).domain == self._own_jid:
             return None  # one of our Matrix users
+        if real is not None and not self.vouched(room, real):
+            real = None  # the room's claim only: the occupant is room-local
         by_id = self._moderation.sender_of(room, nick, cast(Message, presence))
         sender = RemoteUserID(real or by_id or nick_ghost(room, nick))
         # A room passes a vCard request for an occupant on to their bare JID, if it comes from
@@ -249,11 +291,24 @@ class RemoteAvatars:
             return Origin(muc_key(room), sender, real, self._own_jid)
         return Origin(muc_key(room), sender, f"{room}/{nick}", self._listener)
 
+    def vouched(self, room: str, real: str) -> bool:
+        """Whether ``room``'s claim that an occupant is ``real`` may stand for that person's own
+        ghost: the JID is of the room's own server (the service's domain or its parent) and the
+        federation policy lets that domain in."""
+        try:
+            domain, service = JID(real).domain.lower(), JID(room).domain.lower()
+        except ValueError:
+            return False
+        parent = service.split(".", 1)[1] if service.count(".") >= 2 else service
+        return domain in (service, parent) and self._ctx.federation.allows(
+            NETWORK, domain, self._ctx.bot_mxid or self._own_jid
+        )
+
     # --- fetching -------------------------------------------------------------------------------
 
     def _start(self, key: PortalKey, user: RemoteUserID, digest: str,
                fetch: Callable[[], Awaitable[bytes | None]]) -> None:  # fmt: skip
-        if user in self._busy:
+        if user in self._busy or len(self._busy) >= MAX_WAITING:
             return
         self._busy.add(user)
         task = self._ctx.background(self._update(key, user, digest, fetch), name=f"avatar {user}")
@@ -261,31 +316,56 @@ class RemoteAvatars:
 
     async def _update(self, key: PortalKey, user: RemoteUserID, digest: str,
                       fetch: Callable[[], Awaitable[bytes | None]]) -> None:  # fmt: skip
-        if await self._ctx.store.kv_get(avatar_key(user)) == digest:
+        if await self._last(user) == digest or not self._refused.peek(f"{user} {digest}"):
             return
         if await self._ctx.store.get_portal(key.remote_id, key.receiver) is None:
             return  # nobody on Matrix talks with them: fetch nothing
+        if not (self._by_user.allow(user) and self._by_portal.allow(key.remote_id)):
+            self._log.info("Avatar %s of %s not fetched: too many fetches for them lately; "
+                           "tried again on a later presence", digest, user)  # fmt: skip
+            return
         try:
-            data = await fetch()
+            async with self._fetching:
+                data = await fetch()
         except AvatarRefused as err:
             self._log.info("Avatar %s of %s left out: %s", digest, user, err)
-            await self._ctx.store.kv_set(avatar_key(user), digest)  # not fetched again
+            await self._remember(user, digest)  # not fetched again
             return
         except (IqError, IqTimeout) as err:
             self._log.info("Avatar %s of %s not fetched (%s); tried again on their next "
                            "presence", digest, user, type(err).__name__)  # fmt: skip
             return
         if data is None:  # announced, but not published: nothing to show, nothing to ask again
-            await self._ctx.store.kv_set(avatar_key(user), digest)
+            await self._remember(user, digest)
             return
         media = avatar_media(data)
-        if media.avatar_id != digest:  # changed again meanwhile: the picture we got counts
-            self._log.debug("Avatar of %s is %s, announced as %s", user, media.avatar_id, digest)
+        if media.avatar_id != digest:
+            # Not what was announced (a forged hash, or changed again meanwhile: the next
+            # presence announces that one): left out, and this hash not asked for a while.
+            self._refused.allow(f"{user} {digest}")
+            self._log.info("Avatar %s of %s left out: the picture's hash is %s", digest, user,
+                           media.avatar_id)  # fmt: skip
+            return
         info = RemoteChatInfo(portal=key, sender=user, sender_info=UserInfo(avatar=media),
                               info=ChatInfo(), create_portal=False)  # fmt: skip
         await self._ctx.queue_remote_event(info)
-        await self._ctx.store.kv_set(avatar_key(user), digest)
+        await self._remember(user, digest)
         self._log.info("New avatar %s of %s for its ghost", digest, user)
+
+    async def _last(self, user: str) -> str | None:
+        """The hash of the last avatar of ``user`` handed to the core (or left out)."""
+        if "/" in user:  # room-local: in memory only
+            return self._local.get(user)
+        return await self._ctx.store.kv_get(avatar_key(user))
+
+    async def _remember(self, user: str, digest: str) -> None:
+        if "/" not in user:
+            await self._ctx.store.kv_set(avatar_key(user), digest)
+            return
+        self._local[user] = digest
+        self._local.move_to_end(user)
+        while len(self._local) > MAX_LOCAL:
+            self._local.popitem(last=False)
 
     async def _vcard_data(self, jid: str, asker: str = "") -> bytes | None:
         iq = self._xmpp.make_iq_get(ito=JID(jid), ifrom=JID(asker or self._own_jid))

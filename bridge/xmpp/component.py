@@ -112,8 +112,10 @@ class Component:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self.up:
-            self.xmpp.disconnect()
+        # Also while not up: slixmpp may be between connection attempts (the server is away)
+        # or mid-handshake, and would otherwise keep connecting after the bridge stopped.
+        self.xmpp.cancel_connection_attempt()
+        self.xmpp.disconnect()
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)

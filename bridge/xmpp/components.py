@@ -62,6 +62,8 @@ class XmppClients:
         self.clients = list(clients)
         self._states: list[tuple[bool, str]] = [(False, "connecting")] * len(self.clients)
         self._retries: dict[int, asyncio.Task[Any]] = {}
+        self._closed = False
+        """Set by :meth:`disconnect`: no component is started (again) after it."""
         """component index → its next start, after one failed."""
         limits = InviteLimits()  # one set for the hub: a stranger gains nothing from two domains
         for index, client in enumerate(self.clients):
@@ -82,6 +84,7 @@ class XmppClients:
     async def connect(self) -> None:
         """Start every component; one that fails to start (its store read, say) is reported
         down and started again later, with growing pauses, and leaves the others be."""
+        self._closed = False
         results = await asyncio.gather(*(c.connect() for c in self.clients), return_exceptions=True)
         for index, result in enumerate(results):
             if isinstance(result, asyncio.CancelledError):
@@ -90,6 +93,8 @@ class XmppClients:
                 self._start_failed(index, result, 0)
 
     def _start_failed(self, index: int, err: BaseException, attempt: int) -> None:
+        if self._closed:
+            return
         delay = min(RETRY_MAX, RETRY_FIRST * 2**attempt)
         jid = self.routes.configs[index].jid
         self._ctx.log.error("Starting XMPP component %s failed: %s; trying again in %.0f s",
@@ -101,6 +106,8 @@ class XmppClients:
 
     async def _restart(self, index: int, attempt: int, delay: float) -> None:
         await asyncio.sleep(delay)
+        if self._closed:
+            return
         try:
             await self.clients[index].connect()
         except Exception as err:
@@ -110,9 +117,14 @@ class XmppClients:
             self._ctx.log.info("XMPP component %s started", self.routes.configs[index].jid)
 
     async def disconnect(self) -> None:
-        for task in self._retries.values():
-            task.cancel()
+        self._closed = True
+        retries = list(self._retries.values())
         self._retries.clear()
+        for task in retries:
+            task.cancel()
+        # Wait until a restart cancelled mid-connect is over, so that stopping the components
+        # below comes after anything it started.
+        await asyncio.gather(*retries, return_exceptions=True)
         await asyncio.gather(*(c.disconnect() for c in self.clients), return_exceptions=True)
 
     def _reporter(self, index: int) -> Callable[[bool, str], None]:

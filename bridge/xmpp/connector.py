@@ -28,7 +28,9 @@ from bridge.xmpp.store import XmppStore
 class XmppConnector:
     info = NetworkInfo(id=NETWORK, display_name="XMPP", url="https://xmpp.org")
     example_config = EXAMPLE_CONFIG
-    kv_markers = ("sid:", "sid>:")  # stanza-id ↔ message id (ids.stanza_id_key and reverse)
+    # stanza-id ↔ message id (ids.stanza_id_key and reverse); who a private conversation is
+    # with (private.identity_key); the avatar hash a ghost last got (avatars.avatar_key).
+    kv_markers = ("sid:", "sid>:", "pm:", "avatar:")
 
     def __init__(self) -> None:
         self.client: XmppClients | None = None

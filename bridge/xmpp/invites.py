@@ -17,11 +17,15 @@ membership is decided in Matrix) are never joined this way. The component that s
 joins it (:class:`bridge.xmpp.components.XmppClients`), whichever received the invitation.
 
 Both the sender's and the room's domains must be allowed to reach that Matrix user by the hub's
-federation policy. Limits count the stanza's real sender (its bare JID and its domain), never
-the ``<invite from>`` a room or sender writes, which is only shown; there are limits per Matrix
-user too, and one for the joins invitations cause in the whole hub. They are shared by all
-components (:class:`InviteLimits`), so nobody can make the bridge join rooms or fill someone's
-invitations by sending many.
+federation policy. Limits count the stanza's real sender (its bare JID and its domain); a
+room's mediated invitations count per room and claimed inviter (what the room wrote), under a
+cap for the room and its server, so one busy inviter does not use up the others'. Before the
+bridge joins a room it is not in, a smaller per-sender join limit and one for the whole hub
+apply; a sender whose invitation then counts gets their join slot back. The
+per-Matrix-user limit and the one-invitation-per-room-and-user rule count only invitations that
+counted, so forged ones cannot use them up. All limits are shared by all components
+(:class:`InviteLimits`), so nobody can make the bridge join rooms or fill someone's invitations
+by sending many.
 
 Matrix → XMPP: a Matrix user who invites an XMPP person's ghost into a MUC's portal (bridged or
 hosted) sends that person a direct invitation to the room from their own JID. The core checked
@@ -67,6 +71,10 @@ PER_DOMAIN = 20
 """Invitations one XMPP domain may send per :data:`WINDOW`, all its addresses together."""
 PER_INVITEE = 10
 """Invitations one Matrix user may receive from XMPP per :data:`WINDOW`."""
+PER_ROOM = 2 * PER_INVITER
+"""Mediated invitations one room may send per :data:`WINDOW`, all its inviters together."""
+JOINS_PER_SENDER = 2
+"""Rooms the bridge is not in that one sender's unconfirmed invitations may make it join."""
 HUB_JOINS = 50
 """Rooms invitations may make the bridge join per :data:`WINDOW`, in the whole hub."""
 WINDOW = 600.0
@@ -108,6 +116,20 @@ class RateLimit:
             self._seen.popitem(last=False)
         return allowed
 
+    def peek(self, key: str) -> bool:
+        """Whether :meth:`allow` would allow ``key`` now, without counting it."""
+        seen = self._seen.get(key)
+        now = self._clock()
+        return seen is None or sum(1 for t in seen if t > now - self._window) < self._limit
+
+    def refund(self, key: str) -> None:
+        """Take back the last event counted for ``key``."""
+        seen = self._seen.get(key)
+        if seen:
+            seen.pop()
+        if not seen:
+            self._seen.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._seen)
 
@@ -118,8 +140,10 @@ class InviteLimits:
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self.by_sender = RateLimit(PER_INVITER, WINDOW, clock)
         self.by_domain = RateLimit(PER_DOMAIN, WINDOW, clock)
+        self.by_room = RateLimit(PER_ROOM, WINDOW, clock)
         self.by_invitee = RateLimit(PER_INVITEE, WINDOW, clock)
         self.repeats = RateLimit(1, REPEAT_WINDOW, clock)
+        self.joins_by_sender = RateLimit(JOINS_PER_SENDER, WINDOW, clock)
         self.joins = RateLimit(HUB_JOINS, WINDOW, clock)
         self.from_matrix = RateLimit(PER_INVITER, WINDOW, clock)
 
@@ -208,25 +232,33 @@ class Invitations:
                                refused)  # fmt: skip
                 return
         limits = self.limits
-        if not (limits.by_sender.allow(sender) and limits.by_domain.allow(sender_domain)
-                and limits.by_invitee.allow(mxid)):  # fmt: skip
+        sender_key = f"{room} {claimed[:200].lower()}" if mediated else sender
+        if not (limits.by_sender.allow(sender_key) and limits.by_domain.allow(sender_domain)
+                and (not mediated or limits.by_room.allow(room))):  # fmt: skip
             self._log.warning("Dropped %s's invitation of %s to %s: too many invitations",
                               sender, mxid, room)  # fmt: skip
             return
-        if not limits.repeats.allow(f"{room} {mxid}"):
+        # Only looked at here: they count once the invitation did (in _follow).
+        if not limits.by_invitee.peek(mxid):
+            self._log.warning("Dropped %s's invitation of %s to %s: %s had too many "
+                              "invitations lately", sender, mxid, room, mxid)  # fmt: skip
+            return
+        if not limits.repeats.peek(f"{room} {mxid}"):
             self._log.info("Dropped a repeated invitation of %s to %s", mxid, room)
             return
         inviter = sender if not mediated else f"{room} (for {claimed[:100] or 'someone'})"
+        joiner = room if mediated else sender  # a room vouches for its own invitations
         # In the background: joining waits for the room's presences, which come in behind us.
-        self._ctx.background(self._invite(room, inviter, mxid, None if mediated else sender),
-                             name=f"invitation to {room}")  # fmt: skip
+        self._ctx.background(self._invite(room, inviter, mxid, None if mediated else sender,
+                                          joiner), name=f"invitation to {room}")  # fmt: skip
 
-    async def _invite(self, room: str, inviter: str, mxid: str, occupant: str | None) -> None:
+    async def _invite(self, room: str, inviter: str, mxid: str, occupant: str | None,
+                      joiner: str) -> None:  # fmt: skip
         lock, waiting = self._joining.get(room, (asyncio.Lock(), 0))
         self._joining[room] = (lock, waiting + 1)
         try:
             async with lock:
-                await self._follow(room, inviter, mxid, occupant)
+                await self._follow(room, inviter, mxid, occupant, joiner)
         finally:
             lock, waiting = self._joining[room]
             if waiting > 1:
@@ -234,13 +266,19 @@ class Invitations:
             else:
                 del self._joining[room]
 
-    async def _follow(self, room: str, inviter: str, mxid: str, occupant: str | None) -> None:
-        """``occupant``: the real JID a direct invitation came from, who must be in the room."""
+    async def _follow(self, room: str, inviter: str, mxid: str, occupant: str | None,
+                      joiner: str) -> None:  # fmt: skip
+        """``occupant``: the real JID a direct invitation came from, who must be in the room;
+        ``joiner``: whose join limit a join of the room counts against."""
+        limits = self.limits
+        if not limits.repeats.peek(f"{room} {mxid}"):  # one before us (same lock) counted
+            self._log.info("Dropped a repeated invitation of %s to %s", mxid, room)
+            return
         key = muc_key(room)
         existing = await self._ctx.store.get_portal(key.remote_id)
         chat_info = None
         if existing is None or existing.mxid is None:
-            if not self.limits.joins.allow("hub"):
+            if not (limits.joins_by_sender.allow(joiner) and limits.joins.allow("hub")):
                 self._log.warning("Dropped %s's invitation of %s to %s: invitations made the "
                                   "bridge join too many rooms lately", inviter, mxid, room)  # fmt: skip
                 return
@@ -256,6 +294,14 @@ class Invitations:
             if chat_info is not None:
                 self.rooms.leave_unbridged(room)
             return
+        if not limits.repeats.allow(f"{room} {mxid}") or not limits.by_invitee.allow(mxid):
+            self._log.info("Dropped %s's invitation of %s to %s: a repeat, or too many "
+                           "invitations of them lately", inviter, mxid, room)  # fmt: skip
+            if chat_info is not None:
+                self.rooms.leave_unbridged(room)
+            return
+        if chat_info is not None:  # the invitation counted: its sender's join is not held
+            limits.joins_by_sender.refund(joiner)
         self._log.info("%s invited %s to %s", inviter, mxid, room)
         await self._ctx.queue_remote_event(RemoteChatInfo(
             portal=key, info=ChatInfo(matrix_users=[mxid]), chat_info=chat_info,

@@ -89,12 +89,16 @@ class MucJoins:
         self.component.require_up()
         mark = await self.inbound.marks.get(room)
         if mark is None or not await self.archive.has_mam(room):
+            # A join already under way (bridging the room, history=0) is shared: its answer
+            # brings none of the history asked for here, so the mark must then stay put.
+            shared = self.mucs.joining(room, f"{self._cfg.listener_jid}/pontis")
             full = await self.join(
                 room, self._cfg.listener_jid, self._cfg.muc_nick,
                 history=self._cfg.history_on_join if mark is None else None,
                 since=mark.seen_at - CLOCK_MARGIN_MS if mark is not None else None,
             )  # fmt: skip
-            await self.inbound.release(room)  # the history is all there is: the mark may move
+            # The history is all there is: the mark may move, unless it never came.
+            await self.inbound.release(room, caught_up=not shared)
             return full
         self.inbound.hold(room)
         caught_up = False

@@ -43,9 +43,11 @@ class MucTracker:
         return self.rooms.setdefault(jid, Room(jid))
 
     def forget_all(self) -> None:
-        """The stream dropped: every occupant of ours is gone from every room."""
+        """The stream dropped: every occupant of ours is gone from every room, and with them
+        our view of who else is there (the rejoin lists everyone afresh)."""
         for room in self.rooms.values():
             room.nicks.clear()
+            room.occupants.clear()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(JoinError("?", "remote-server-timeout", "disconnected"))
@@ -60,7 +62,17 @@ class MucTracker:
             return future, False
         future = asyncio.get_running_loop().create_future()
         self._pending[(room, our_jid)] = future
+        tracked = self.rooms.get(room)
+        if tracked is not None and not tracked.nicks:
+            # None of ours is in the room: whoever we saw there before may have left unseen;
+            # the room lists its occupants again before our own presence.
+            tracked.occupants.clear()
         return future, True
+
+    def joining(self, room: str, our_jid: str) -> bool:
+        """Whether a join of ``room`` by ``our_jid`` was sent and not answered yet."""
+        future = self._pending.get((room, our_jid))
+        return future is not None and not future.done()
 
     def join_timed_out(self, room: str, our_jid: str) -> None:
         """No answer in time: everyone waiting for this join hears so, and the next join
@@ -92,6 +104,8 @@ class MucTracker:
             room.occupants.pop(nick, None)
             if "110" in statuses or room.nicks.get(to) == nick:
                 room.nicks.pop(to, None)  # we were removed (kicked, 333 after a bounce, …)
+                if not room.nicks:
+                    room.occupants.clear()  # nobody of ours sees the room any more
             return
         room.occupants[nick] = real.split("/")[0].lower() if real else None
         if "110" in statuses:

@@ -13,7 +13,10 @@ component's JIDs have none. vCard + XEP-0153 is what every XMPP client reads.
 Presence, XMPP → Matrix: a DM contact's or a bridged MUC occupant's presence (``<show/>`` and
 ``<status/>``) is set on their ghost: available/chat → ``online``; away, xa, dnd →
 ``unavailable``; gone → ``offline``. A contact with several clients is as present as the most
-present one. Where the homeserver keeps no presence, nothing is set (the core logs it once).
+present one (at most :data:`MAX_RESOURCES` clients each are counted). Only people with a portal
+(a DM with a Matrix user, a bridged MUC) whose domain the federation policy lets in are set: a
+stranger's presence changes no ghost. Where the homeserver keeps no presence, nothing is set
+(the core logs it once).
 
 Presence, Matrix → XMPP: where the homeserver sends ``m.presence`` to the bridge (presence on;
 Synapse sends it to appservices with MSC2409, which the registration asks for), a Matrix user
@@ -35,8 +38,10 @@ from xml.etree import ElementTree as ET
 from slixmpp import JID, Presence
 
 from bridge.core import ConnectorContext, MatrixPresence, MatrixProfile, RemoteUserID
+from bridge.core.federation import remote_domain
 from bridge.portal.models import Portal
 from bridge.xmpp.avatars import PRESENT, UPDATE_NS, Origin
+from bridge.xmpp.ids import NETWORK
 from bridge.xmpp.muc import MucTracker
 from bridge.xmpp.protocol.escaping import mxid_to_jid
 
@@ -49,6 +54,8 @@ TO_MATRIX = {"available": "online", "chat": "online", "away": "unavailable", "xa
              "dnd": "unavailable"}  # fmt: skip
 RANK = {"online": 2, "unavailable": 1, "offline": 0}
 MAX_STATUS = 500
+MAX_RESOURCES = 10
+"""Clients of one person whose presence is counted; a further one is not looked at."""
 
 
 def update_element(digest: str | None) -> ET.Element:
@@ -182,13 +189,24 @@ class RemotePresence:
         status = (presence["status"] or "").strip()[:MAX_STATUS] or None
         if kind == "unavailable":
             resources.pop(resource, None)
-        else:
+        elif resource in resources or len(resources) < MAX_RESOURCES:
             resources[resource] = (TO_MATRIX[kind], status)
-        state, text = max(resources.values(), key=lambda s: RANK[s[0]], default=("offline", None))
         if not resources:
             del self._resources[user]
-        self._ctx.background(self._ctx.set_ghost_presence(RemoteUserID(user), state, text),
-                             name=f"presence of {user}")  # fmt: skip
+        self._ctx.background(self._set(origin), name=f"presence of {user}")
+
+    async def _set(self, origin: Origin) -> None:
+        """Set ``origin``'s ghost presence, if they are someone the bridge talks with: as it
+        is once that is known (a later presence may have come meanwhile)."""
+        matrix = origin.key.receiver or self._ctx.bot_mxid
+        if not self._ctx.federation.allows(NETWORK, remote_domain(origin.user), matrix) or (
+            await self._ctx.store.get_portal(origin.key.remote_id, origin.key.receiver) is None
+        ):
+            self._resources.pop(origin.user, None)  # a stranger: nothing kept for them
+            return
+        resources = self._resources.get(origin.user, {})
+        state, text = max(resources.values(), key=lambda s: RANK[s[0]], default=("offline", None))
+        await self._ctx.set_ghost_presence(RemoteUserID(origin.user), state, text)
 
 
 class MatrixStates:

@@ -13,11 +13,15 @@ bridge hosts the other rooms and checks their occupants itself. The portal is co
 any other stored input (``inbound.PRIVATE``).
 
 A nick is not a person: whoever holds it may leave and someone else take it. So the first
-private message of a conversation records who wrote it (the real JID, else the room's
-occupant-id; see :func:`identity_key`), and from then on the conversation is with that person
-only: a message from someone else under the nick is dropped, and an answer while someone else
-holds it is not delivered, with a notice that the person left. A room that shows neither real
-JIDs nor occupant-ids gives nothing to tell people apart by; there the nick is all there is.
+private message of a conversation that is kept (content, not a bare chat state or marker)
+records who wrote it: their real JID and the room's occupant-id, whichever the room shows (see
+:func:`identity_key`). From then on the conversation is with that person only, recognised by
+either: a message from someone else under the nick is dropped, and so is one from a holder the
+room no longer lets us tell apart (no JID, no occupant-id); an answer then is not delivered,
+with a notice that the person left. A record lasts :data:`IDENTITY_DAYS` after the last kept
+message (older ones count as absent; housekeeping deletes them, ``pm:`` is a kv marker). A
+room that shows neither real JIDs nor occupant-ids gives nothing to tell people apart by;
+there the nick is all there is.
 
 Nothing here answers a message a bridged MUC relayed with an error: the error would go to the
 room, which may kick an occupant that sends errors to another (XEP-0045 §9.10, status 307).
@@ -28,7 +32,10 @@ they left, or were kicked or banned from, in Matrix.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from slixmpp import Message
 
@@ -50,6 +57,38 @@ PuppetIn = Callable[[str, str, str], Awaitable[str]]
 IDENTITY_PREFIX = "pm:"
 Route = tuple[Component, str, str]
 """(component, from, to) of a private message."""
+IDENTITY_DAYS = 30
+"""A conversation's record of who the nick was expires this long after its last message."""
+REFRESH_SECONDS = 86400.0
+"""A kept record's time is rewritten at most this often (one write per day, not per message)."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a nick, as far as the room lets us tell."""
+
+    jid: str | None = None
+    oid: str | None = None
+
+    @property
+    def known(self) -> bool:
+        return bool(self.jid or self.oid)
+
+    def matches(self, other: Holder) -> bool:
+        return bool((self.jid and self.jid == other.jid) or (self.oid and self.oid == other.oid))
+
+
+def _parse_record(value: str) -> tuple[Holder, float | None]:
+    """A stored record: JSON ``{jid, oid, at}``, or an older bare ``jid:…``/``oid:…``."""
+    if value.startswith("jid:"):
+        return Holder(jid=value[4:]), None
+    if value.startswith("oid:"):
+        return Holder(oid=value[4:]), None
+    try:
+        data = json.loads(value)
+        return Holder(data.get("jid"), data.get("oid")), float(data["at"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return Holder(), None
 
 
 def is_private(portal: Portal) -> bool:
@@ -65,8 +104,10 @@ def identity_key(occupant: str, mxid: str) -> str:
 class PrivateMessages:
     def __init__(self, ctx: ConnectorContext, cfg: XmppConfig, component: Component,
                  hosted: HostedRooms | None, mucs: MucTracker, moderation: MucModeration,
-                 puppet_in: PuppetIn, files: RemoteFiles) -> None:  # fmt: skip
+                 puppet_in: PuppetIn, files: RemoteFiles,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
         self._ctx = ctx
+        self._clock = clock
         self._cfg = cfg
         self._component = component
         self._hosted = hosted
@@ -113,13 +154,13 @@ class PrivateMessages:
         occupant_id = self._moderation.occupant_ids(room_jid).get(nick)
         by_id = occupant_ghost(room_jid, occupant_id) if occupant_id else None
         sender = RemoteUserID(real or by_id or nick_ghost(room_jid, nick))
-        if not await self._same_person(f"{room_jid}/{nick}", mxid, self._bridged_identity(
-                room_jid, nick)):  # fmt: skip
+        key, holder = f"{room_jid}/{nick}", self._bridged_identity(room_jid, nick)
+        if not await self._same_person(key, mxid, holder):
             self._log.warning("Dropped a private message from %s to %s: someone else held the "
                               "nick when the conversation began", msg["from"], mxid)  # fmt: skip
             return
-        await self._take(msg, dm_key(f"{room_jid}/{nick}", mxid), sender, nick, self._component,
-                         relayed=True)  # fmt: skip
+        if await self._take(msg, dm_key(key, mxid), sender, nick, self._component, relayed=True):
+            await self._record(key, mxid, holder)
 
     async def from_hosted(self, msg: Message) -> None:
         """An occupant of a room the bridge hosts wrote to ``room/nick`` privately. The bridge
@@ -154,58 +195,77 @@ class PrivateMessages:
             component.reply_error(msg, "forbidden", f"{target} cannot be reached privately "
                                   "from your server", "auth")  # fmt: skip
             return
-        key = f"{room}/{nicks[0]}"
-        if not await self._same_person(key, mxid, f"jid:{bare_jid(occupant).lower()}"):
+        key, holder = f"{room}/{nicks[0]}", Holder(jid=bare_jid(occupant).lower())
+        if not await self._same_person(key, mxid, holder):
             component.reply_error(msg, "conflict", f"{target} had a private conversation with "
                                   f"someone else under the nick {nicks[0]}; join under another "
                                   "nick to write to them privately", "cancel")  # fmt: skip
             return
-        await self._take(msg, dm_key(key, mxid), RemoteUserID(bare_jid(occupant)), nicks[0],
-                         component)  # fmt: skip
+        if await self._take(msg, dm_key(key, mxid), RemoteUserID(bare_jid(occupant)),
+                            nicks[0], component):  # fmt: skip
+            await self._record(key, mxid, holder)
 
-    def _bridged_identity(self, room: str, nick: str) -> str | None:
+    def _bridged_identity(self, room: str, nick: str) -> Holder:
         """Who holds ``nick`` in bridged ``room`` now, where the room lets us tell."""
         tracked = self._mucs.rooms.get(room)
         real = tracked.occupants.get(nick) if tracked is not None else None
-        if real:
-            return f"jid:{real}"
-        occupant_id = self._moderation.occupant_ids(room).get(nick)
-        return f"oid:{occupant_id}" if occupant_id else None
+        return Holder(real or None, self._moderation.occupant_ids(room).get(nick) or None)
 
-    async def _same_person(self, occupant: str, mxid: str, who: str | None) -> bool:
-        """Whether ``who`` is the person ``mxid``'s conversation with ``occupant`` is with;
-        the first to write begins it."""
-        if who is None:
-            return True  # nothing to tell people apart by
-        key = identity_key(occupant, mxid)
-        known = await self._ctx.store.kv_get(key)
-        if known is None:
-            await self._ctx.store.kv_set(key, who)
-            return True
-        return known == who
+    async def _known(self, occupant: str, mxid: str) -> tuple[Holder | None, float | None]:
+        """Who ``mxid``'s conversation with ``occupant`` is with (None: nobody on record, or
+        the record expired), and when that was last written."""
+        value = await self._ctx.store.kv_get(identity_key(occupant, mxid))
+        if value is None:
+            return None, None
+        known, at = _parse_record(value)
+        if at is not None and self._clock() - at > IDENTITY_DAYS * 86400:
+            return None, None
+        return (known if known.known else None), at
+
+    async def _same_person(self, occupant: str, mxid: str, who: Holder) -> bool:
+        """Whether ``who`` is the person ``mxid``'s conversation with ``occupant`` is with.
+        Nobody on record: anyone (the first kept message records them, :meth:`_record`)."""
+        known, _ = await self._known(occupant, mxid)
+        return known is None or known.matches(who)
+
+    async def _record(self, occupant: str, mxid: str, who: Holder) -> None:
+        """``who`` wrote to ``mxid`` as ``occupant`` and it was kept: they are the person of
+        the conversation (refreshed at most daily, adding what the room shows now)."""
+        if not who.known:
+            return  # nothing to tell people apart by
+        known, at = await self._known(occupant, mxid)
+        now = self._clock()
+        if known is not None:
+            merged = Holder(known.jid or who.jid, known.oid or who.oid)
+            if merged == known and at is not None and now - at < REFRESH_SECONDS:
+                return
+            who = merged
+        value = json.dumps({"jid": who.jid, "oid": who.oid, "at": now})
+        await self._ctx.store.kv_set(identity_key(occupant, mxid), value)
 
     async def _take(self, msg: Message, key: PortalKey, sender: RemoteUserID, nick: str,
-                    component: Component, *, relayed: bool = False) -> None:  # fmt: skip
-        """``relayed``: a bridged MUC relayed ``msg``, which gets no error back."""
+                    component: Component, *, relayed: bool = False) -> bool:  # fmt: skip
+        """``relayed``: a bridged MUC relayed ``msg``, which gets no error back. True when
+        content was kept (a conversation began or went on), not for chat states/markers."""
         if too_large(msg):
             if relayed:
                 self._log.warning("Dropped a private message from %s: over %d bytes",
                                   msg["from"], MAX_BODY_BYTES)  # fmt: skip
-                return
+                return False
             component.reply_error(msg, "not-acceptable", f"Messages to Matrix are limited to "
                                   f"{MAX_BODY_BYTES} bytes", "modify")  # fmt: skip
-            return
+            return False
         if carries_content(msg):
             item = remote_input(key, PRIVATE, msg, dedupe=f"{key.remote_id}:{message_id(msg)}",
                                 sender=sender, name=nick)  # fmt: skip
-            await accept(self._ctx, component, msg, item, relayed=relayed)
-            return
+            return await accept(self._ctx, component, msg, item, relayed=relayed)
         info = ChatInfo(is_direct=True, matrix_users=[key.receiver], members=[sender])
         event = await convert(msg, key=key, sender=sender, sender_name=nick, chat_info=info,
                               resolve=as_is, files=self._files)  # fmt: skip
         if event is not None:
             event.create_portal = False  # a chat state or marker starts no conversation
             await self._ctx.queue_remote_event(event)
+        return False
 
     # --- Matrix → XMPP ----------------------------------------------------------------------------
 
@@ -226,7 +286,7 @@ class PrivateMessages:
                     f"{nick} could not tell who wrote; this private message was not delivered. "
                     "Change your display name in the room to write privately.",
                 )
-            await self._check_holder(portal.remote_id, mxid, f"jid:{bare_jid(occupant).lower()}")
+            await self._check_holder(portal.remote_id, mxid, Holder(bare_jid(occupant).lower()))
             return hosted.component, f"{room}/{ours}", occupant
         tracked = self._mucs.rooms.get(room)
         if tracked is None or nick not in tracked.occupants or tracked.is_ours(nick):
@@ -243,9 +303,10 @@ class PrivateMessages:
                 raise self._gone(room, nick)
         return self._component, full, portal.remote_id
 
-    async def _check_holder(self, occupant: str, mxid: str, who: str | None) -> None:
-        known = await self._ctx.store.kv_get(identity_key(occupant, mxid))
-        if known is not None and who is not None and known != who:
+    async def _check_holder(self, occupant: str, mxid: str, who: Holder) -> None:
+        """Refuses an answer while someone other than the person on record holds the nick,
+        including a holder the room no longer lets us tell apart."""
+        if not await self._same_person(occupant, mxid, who):
             room, nick = occupant.split("/", 1)
             raise PermanentError(
                 f"{occupant} is someone else now",

@@ -17,6 +17,7 @@ from slixmpp import JID, ComponentXMPP, Presence
 from slixmpp.exceptions import IqTimeout
 
 from bridge.core import RemoteChatInfo
+from bridge.core.federation import FederationPolicy
 from bridge.core.ghost_names import GhostNames
 from bridge.core.ids import NetworkID
 from bridge.xmpp.avatars import (
@@ -70,6 +71,10 @@ class FakeContext:
         self.store = FakeStore()
         self.queued: list[Any] = []
         self.tasks: list[asyncio.Task[Any]] = []
+        self.federation = FederationPolicy(
+            [{"network": "xmpp", "remote": ["xmpp.example", "*.xmpp.example"], "matrix": ["*"]}],
+            "hub.example",
+        )
 
     def parse_ghost_mxid(self, mxid: str) -> str | None:
         return GhostNames("hub.example").parse(NetworkID("xmpp"), mxid)

@@ -23,6 +23,7 @@ from bridge.xmpp.invites import (
     MAX_KEYS,
     PER_DOMAIN,
     PER_INVITER,
+    PER_ROOM,
     Invitations,
     InviteLimits,
     RateLimit,
@@ -105,11 +106,19 @@ async def test_a_mediated_invitation_counts_only_from_the_rooms_bare_address() -
 
 async def test_limits_count_the_real_sender_not_the_inviter_it_claims() -> None:
     inv, component, ctx, rooms = setup()
-    for n in range(PER_INVITER + 4):  # one room, a new forged inviter each time
+    for n in range(PER_ROOM + 4):  # one room, a new forged inviter each time: the room's cap
         to = f"user{n}\\3ahub.example@{DOMAIN}"
         await inv.from_xmpp(mediated(component, ROOM, f"fake{n}@xmpp.example", to=to))
     await ctx.settle()
-    assert len(ctx.queued) == PER_INVITER
+    assert len(ctx.queued) == PER_ROOM
+    inv, component, ctx, rooms = setup()
+    for n in range(PER_INVITER + 4):  # one claimed inviter: their own limit, not the room's
+        to = f"user{n}\\3ahub.example@{DOMAIN}"
+        await inv.from_xmpp(mediated(component, ROOM, "busy@xmpp.example", to=to))
+    xena_invites = mediated(component, ROOM, "xena@xmpp.example", to=f"z\\3ahub.example@{DOMAIN}")
+    await inv.from_xmpp(xena_invites)
+    await ctx.settle()
+    assert len(ctx.queued) == PER_INVITER + 1  # Xena's invitation still counts
     inv, component, ctx, rooms = setup()
     for n in range(PER_DOMAIN + 4):  # many rooms of one service: the domain's limit
         to = f"user{n}\\3ahub.example@{DOMAIN}"

@@ -10,6 +10,7 @@ from typing import Any
 from slixmpp import JID, ComponentXMPP, Presence
 
 from bridge.core import MatrixPresence
+from bridge.core.federation import FederationPolicy
 from bridge.xmpp.avatars import Origin
 from bridge.xmpp.ids import dm_key, muc_key
 from bridge.xmpp.presence import (
@@ -34,6 +35,20 @@ class FakeContext:
         self.profiles: dict[str, bytes | None] = {}
         self.asked: list[str] = []
         self.tasks: list[asyncio.Task[Any]] = []
+        self.bot_mxid = "@pontis:hub.example"
+        self.federation = FederationPolicy(
+            [{"network": "xmpp", "remote": ["xmpp.example", "muc.example"], "matrix": ["*"]}],
+            "hub.example",
+        )
+        self.portals = {(dm_key(ROMEO, "@alice:hub.example").remote_id, "@alice:hub.example"),
+                        (muc_key("team@muc.example").remote_id, "")}  # fmt: skip
+
+    @property
+    def store(self) -> Any:
+        return self
+
+    async def get_portal(self, remote_id: str, receiver: str = "") -> Any:
+        return object() if (remote_id, receiver) in self.portals else None
 
     async def set_ghost_presence(self, user: str, presence: str, status: str | None) -> None:
         self.ghosts.append((user, presence, status))
