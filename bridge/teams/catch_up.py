@@ -25,6 +25,7 @@ from msgraph.generated.models.chat_message_collection_response import (
 )
 
 from bridge.teams.errors import graph_call
+from bridge.teams.graph_links import on_graph
 from bridge.teams.tenant import TenantLink
 from bridge.teams.to_matrix import is_bridgeable, timestamp_ms
 
@@ -58,7 +59,9 @@ async def missed_messages(
     says are not on Matrix; without a bound, those newer than the newest one on Matrix.
     ``builder``: the SDK's message list to walk instead of the chat's (a team channel's).
 
-    Raises what :func:`graph_call` raises (``TransientError`` while Graph is away)."""
+    A nextLink off the tenant's Graph is not followed (it would get the token): the walk ends
+    there, counted as ``more``. Raises what :func:`graph_call` raises (``TransientError``
+    while Graph is away)."""
     what = f"list messages of {chat_id}"
     builder = builder or link.app.chats.by_chat_id(chat_id).messages
     query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(top=PAGE)
@@ -92,7 +95,7 @@ async def missed_messages(
         pages_left -= 1
         if not page.odata_next_link:
             break  # the chat's first message: nothing of it was bridged before
-        if pages_left <= 0:
+        if pages_left <= 0 or not on_graph(page.odata_next_link, link.graph_url):
             found.more = True
             break
         page = await graph_call(what, builder.with_url(page.odata_next_link).get(), reading=True)

@@ -33,7 +33,6 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph.generated.models.chat_message import ChatMessage
@@ -57,6 +56,7 @@ from bridge.portal.models import Message as StoredMessage
 from bridge.teams.catch_up import missed_messages
 from bridge.teams.coverage import MARGIN_MS
 from bridge.teams.errors import graph_call
+from bridge.teams.graph_links import on_graph
 from bridge.teams.replay import LOOKBACK_MS, PAGE, graph_time, in_order, modified_ms, read_pages
 from bridge.teams.tenant import TenantLink
 from bridge.teams.to_matrix import is_bridgeable, timestamp_ms
@@ -109,21 +109,6 @@ class DeltaRecord:
     bounded: bool = True
     """``since`` is when the channel was last read (False: a guess, :data:`LOOKBACK_MS` back;
     new messages are then those after the newest Matrix has)."""
-
-
-def on_graph(url: str, graph_url: str) -> bool:
-    """Whether ``url`` is on the tenant's Graph endpoint (scheme, host, port and path)."""
-    try:
-        got, graph = urlsplit(url), urlsplit(graph_url)
-        return (
-            got.scheme == graph.scheme
-            and not got.username
-            and not got.password
-            and (got.hostname, got.port) == (graph.hostname, graph.port)
-            and got.path.startswith(graph.path.rstrip("/") + "/")
-        )
-    except ValueError:
-        return False
 
 
 class ChannelCatchUp:
@@ -281,13 +266,18 @@ class ChannelCatchUp:
 async def thread_replies(
     channel: Any, ids: tuple[str, str], root_id: str, graph_url: str, log: logging.Logger
 ) -> list[ChatMessage]:
-    """Every reply of ``root_id`` that answers it in this channel (others are dropped)."""
+    """Every reply of ``root_id`` that answers it in this channel (others are dropped); none
+    if the root was deleted since it was listed (the other threads are still read)."""
     what = f"list the replies of {root_id}"
     replies = channel.messages.by_chat_message_id(root_id).replies
     query = RepliesRequestBuilder.RepliesRequestBuilderGetQueryParameters(top=PAGE)
-    page = await graph_call(
-        what, replies.get(RequestConfiguration(query_parameters=query)), reading=True
-    )
+    try:
+        page = await graph_call(
+            what, replies.get(RequestConfiguration(query_parameters=query)), reading=True
+        )
+    except NotFound:
+        log.info("Thread %s is gone from Graph; its replies are not read", root_id)
+        return []
 
     async def follow(url: str) -> Any:
         if not on_graph(url, graph_url):

@@ -5,10 +5,11 @@ Matrix → channel (:func:`share_to_channel`): the file is uploaded into that fo
 acting account's token (the Matrix user's own, or the relay's) and carried as a ``reference``
 attachment. No sharing link is made: the team's members read its library already.
 
-Teams → Matrix (:class:`ChannelFiles`): a file is copied to Matrix only if it is in the library
-of the channel's own team (its driveItem's ``parentReference.driveId`` is the drive of the
-channel's files folder): the app may read every library of the tenant, so a message linking a
-file of another team, a private channel or someone's OneDrive brings a notice, not the file.
+Teams → Matrix (:class:`ChannelFiles`): a file is copied to Matrix only if it is in the channel's
+own folder (its driveItem's ``parentReference`` names the drive of the channel's files folder
+and a path in that folder): the app may read every library of the tenant, so a message linking
+a file of another team, another channel, a private channel or someone's OneDrive brings a
+notice, not the file.
 """
 
 from __future__ import annotations
@@ -31,10 +32,14 @@ from bridge.teams.errors import graph_call
 from bridge.teams.files import (
     Call,
     FilesToMatrix,
+    Uploads,
     read_within,
     reference,
+    root_path,
     safe_name,
+    upload_key,
     upload_new,
+    uploaded_before,
 )
 from bridge.teams.tenant import TenantLink
 
@@ -52,12 +57,15 @@ async def share_to_channel(
     channel_id: str,
     media: Media,
     max_bytes: int,
+    uploads: Uploads | None = None,
+    marker: str | None = None,
 ) -> tuple[str, ChatMessageAttachment]:
     """Upload ``media`` into the channel's files folder; the body placeholder and attachment
-    of a message carrying it."""
+    of a message carrying it. ``marker`` (the Matrix event id) names the upload in
+    ``uploads``: a retry (posting the message failed) reuses it instead of a second copy."""
     data = await read_within(media, max_bytes)
     try:
-        item = await _upload(graph, call, team_id, channel_id, media, data)
+        item = await _upload(graph, call, team_id, channel_id, media, data, uploads, marker)
     except PermanentError as err:
         if isinstance(err, NotSupported):
             raise
@@ -72,6 +80,8 @@ async def _upload(
     channel_id: str,
     media: Media,
     data: bytes,
+    uploads: Uploads | None,
+    marker: str | None,
 ) -> DriveItem:
     channel = graph.teams.by_team_id(team_id).channels.by_channel_id(channel_id)
     folder = await call(f"find the files folder of {channel_id}", channel.files_folder.get())
@@ -80,9 +90,13 @@ async def _upload(
         raise PermanentError(f"Graph answered the files folder of {channel_id} without a drive")
     items = graph.drives.by_drive_id(drive_id).items
     name = safe_name(media.filename, media.mimetype)
-    item, name = await upload_new(graph, call, items, name, data, f"{folder.id}:")
-    if item is None or not item.id or not item.web_url:
-        raise PermanentError(f"SharePoint answered the upload of {name} without an id or URL")
+    item = await uploaded_before(call, items, uploads, marker)
+    if item is None:
+        item, name = await upload_new(graph, call, items, name, data, f"{folder.id}:")
+        if item is None or not item.id or not item.web_url:
+            raise PermanentError(f"SharePoint answered the upload of {name} without an id or URL")
+        if uploads is not None and marker:
+            await uploads.kv_set(upload_key(marker), item.id)
     item.name = item.name or name
     return item
 
@@ -94,18 +108,20 @@ class ChannelFiles:
 
     def __init__(self, max_bytes: int, http: aiohttp.ClientSession | None = None) -> None:
         self._files = FilesToMatrix(max_bytes, http)  # http: downloads stop at max_bytes
-        self._libraries: dict[tuple[str, str], str] = {}
-        """(team, channel) → the drive id of its files folder."""
+        self._libraries: dict[tuple[str, str], tuple[str, str]] = {}
+        """(team, channel) → the drive id of its files folder and the folder's path in it."""
 
     async def parts(
         self, link: TenantLink, channel: tuple[str, str], msg: ChatMessage, sender: str
     ) -> list[MessagePart]:
-        async def library() -> str | None:
+        async def library() -> tuple[str, str] | None:
             return await self._library(link, *channel)
 
         return await self._files.parts(link, msg, sender, library)
 
-    async def _library(self, link: TenantLink, team_id: str, channel_id: str) -> str | None:
+    async def _library(
+        self, link: TenantLink, team_id: str, channel_id: str
+    ) -> tuple[str, str] | None:
         key = (team_id, channel_id)
         if key in self._libraries:
             return self._libraries[key]
@@ -118,9 +134,13 @@ class ChannelFiles:
             raise
         except (NotFound, PermanentError):
             folder = None  # no library, or the app may not see it: no file is copied
-        drive_id = folder.parent_reference.drive_id if folder and folder.parent_reference else None
-        if drive_id:  # a refusal is asked again next time: consent may be granted meanwhile
-            if len(self._libraries) >= self.LIBRARIES_KEPT:
-                self._libraries.clear()
-            self._libraries[key] = drive_id
-        return drive_id
+        parent = folder.parent_reference if folder is not None else None
+        above = root_path(parent.path) if parent is not None else None
+        if folder is None or parent is None or not parent.drive_id or not folder.name:
+            return None  # a refusal is asked again next time: consent may be granted meanwhile
+        # The library's root folder has no parent path: the folder is then at the root.
+        where = (parent.drive_id, f"{above}/{folder.name}".strip("/") if above else folder.name)
+        if len(self._libraries) >= self.LIBRARIES_KEPT:
+            self._libraries.clear()
+        self._libraries[key] = where
+        return where

@@ -27,7 +27,6 @@ from bridge.core import (
     RemoteMessage,
     RemoteRedaction,
     RemoteUserID,
-    TransientError,
     UserInfo,
 )
 from bridge.portal.models import Message as StoredMessage
@@ -125,10 +124,12 @@ class ChannelInbound:
 
     async def catch_up(self, portal_id: str) -> None:
         """Graph lost the channel's notifications (its subscription had to be made again):
-        read what Matrix missed, in the portal's queue."""
+        read what Matrix missed, in the portal's queue. Each gap gets its own catch-up: one
+        still queued may have read Graph before this gap (as bridge.teams.inbound's)."""
         key = PortalKey(NETWORK, RemoteChatID(portal_id))
         payload = {TOKEN: uuid.uuid4().hex}
-        await self._ctx.accept_remote(RemoteInput(key, CATCH_UP, payload, dedupe_id=CATCH_UP))
+        dedupe = f"{CATCH_UP}:{uuid.uuid4().hex}"
+        await self._ctx.accept_remote(RemoteInput(key, CATCH_UP, payload, dedupe_id=dedupe))
 
     async def _bridged(self, portal_id: str) -> bool:
         portal = await self._ctx.store.get_portal(RemoteChatID(portal_id))
@@ -159,7 +160,9 @@ class ChannelInbound:
         msg = await self._fetch(link, *channel, root_id, reply_id)
         key = item.portal
         author = sender_of(msg) if msg is not None else None
-        if change == "deleted" or (msg is not None and msg.deleted_date_time is not None):
+        # "deleted" is only the notification's word: Graph must agree (gone, or marked deleted).
+        gone = msg is None and change == "deleted"
+        if gone or (msg is not None and msg.deleted_date_time is not None):
             if stored is None or from_matrix:
                 return []
             sender = author[0] if author else None
@@ -235,19 +238,15 @@ class ChannelInbound:
     async def _catch_up(
         self, key: PortalKey, channel: tuple[str, str], token: str
     ) -> list[RemoteEvent]:
-        """What the channel's notifications missed (bridge.teams.channel_catch_up)."""
+        """What the channel's notifications missed (bridge.teams.channel_catch_up). A failure
+        is not swallowed: Graph away, the channel's queue waits for it; otherwise the core's
+        inbox retries it, then sets it aside and posts a notice in the room."""
         link = await self.net.tenant_for_chat(key.remote_id)
         converting = _Converting(self, key, link, channel)
-        try:
-            return await self._catching_up.run(
-                key, link, channel_of(*channel, link), channel, token,
-                int(time.time() * 1000), converting,
-            )  # fmt: skip
-        except TransientError:
-            raise  # Graph away: the channel's queue waits for it
-        except Exception as err:  # not a message lost: nothing to tell the room
-            self._log.warning("Catch-up of channel %s failed: %s", key.remote_id, err)
-            return []
+        return await self._catching_up.run(
+            key, link, channel_of(*channel, link), channel, token,
+            int(time.time() * 1000), converting,
+        )  # fmt: skip
 
     async def _fetch(
         self, link: TenantLink, team: str, channel: str, root_id: str, reply_id: str | None

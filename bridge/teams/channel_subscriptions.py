@@ -95,42 +95,63 @@ class ChannelSubscriptions:
         )
         return {"id": created.id, "tenant": link.id, "since": time.time()}
 
-    async def renew(self) -> None:
+    async def renew(self) -> bool:
         """Renew every bridged channel's subscription, make the missing ones, delete those of
-        channels no longer bridged."""
+        channels no longer bridged. One channel Graph refuses (deleted meanwhile, a tenant
+        away) is logged and skipped: the others are still renewed. False if one failed."""
+        failed = False
+        lost: list[str] = []
         async with self._lock:
             entries = await self._load()
-            bridged = {
-                p.remote_id
-                for p in await self._store.list_portals()
-                if p.mxid and parse_channel(p.remote_id) is not None
-            }
-            lost: list[str] = []
-            expires = datetime.now(UTC) + timedelta(minutes=self._net.cfg.subscription_minutes)
-            for portal_id in sorted(bridged | set(entries)):
-                entry = entries.get(portal_id)
-                link = await self._net.tenant_for_chat(portal_id)
-                if portal_id not in bridged:
-                    young = entry is not None and time.time() - float(entry["since"]) < GRACE_S
-                    if entry is not None and not young:
-                        await _delete(link, str(entry["id"]))
-                        entries.pop(portal_id)
-                    continue
-                if entry is not None:
+            try:
+                bridged = {
+                    p.remote_id
+                    for p in await self._store.list_portals()
+                    if p.mxid and parse_channel(p.remote_id) is not None
+                }
+                for portal_id in sorted(bridged | set(entries)):
                     try:
-                        await link.app.subscriptions.by_subscription_id(str(entry["id"])).patch(
-                            Subscription(expiration_date_time=expires)
+                        if await self._renew_one(entries, portal_id, portal_id in bridged):
+                            lost.append(portal_id)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as err:
+                        failed = True
+                        self._log.warning(
+                            "Cannot renew the subscription of channel %s: %s", portal_id, err
                         )
-                        continue
-                    except APIError as err:
-                        if err.response_status_code != 404:
-                            raise
-                    lost.append(portal_id)
-                entries[portal_id] = await self._create(link, portal_id)
-            await self._save(entries)
+            finally:
+                await self._save(entries)
         for portal_id in lost:
             if self.missed is not None:
                 await self.missed(portal_id)
+        return not failed
+
+    async def _renew_one(
+        self, entries: dict[str, dict[str, str | float]], portal_id: str, bridged: bool
+    ) -> bool:
+        """Renew, make or delete one channel's subscription in ``entries``; True if Graph had
+        forgotten it (its notifications were lost: the channel is caught up)."""
+        entry = entries.get(portal_id)
+        link = await self._net.tenant_for_chat(portal_id)
+        if not bridged:
+            young = entry is not None and time.time() - float(entry["since"]) < GRACE_S
+            if entry is not None and not young:
+                await _delete(link, str(entry["id"]))
+                entries.pop(portal_id)
+            return False
+        if entry is not None:
+            expires = datetime.now(UTC) + timedelta(minutes=self._net.cfg.subscription_minutes)
+            try:
+                await link.app.subscriptions.by_subscription_id(str(entry["id"])).patch(
+                    Subscription(expiration_date_time=expires)
+                )
+                return False
+            except APIError as err:
+                if err.response_status_code != 404:
+                    raise
+        entries[portal_id] = await self._create(link, portal_id)
+        return entry is not None
 
     async def lifecycle(self, event: str, subscription_id: str) -> bool:
         """Answer Graph's lifecycle ``event`` for ``subscription_id`` if it is one of ours
@@ -157,7 +178,8 @@ class ChannelSubscriptions:
         delay = 5.0
         while True:
             try:
-                await self.renew()
+                if not await self.renew():
+                    raise RuntimeError("a channel's subscription was not renewed")
             except asyncio.CancelledError:
                 raise
             except Exception as err:

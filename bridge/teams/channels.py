@@ -32,7 +32,7 @@ from bridge.teams.channel_files import share_to_channel
 from bridge.teams.channel_link import BadChannelLink, ChannelLink, parse_channel_link
 from bridge.teams.channel_subscriptions import ChannelSubscriptions
 from bridge.teams.errors import graph_call
-from bridge.teams.files import Call
+from bridge.teams.files import Call, read_within
 from bridge.teams.from_matrix import as_posted, body_html, chat_message
 from bridge.teams.ids import NETWORK, channel_key, parse_channel
 from bridge.teams.mentions import Resolve, has_pills, pill_mxids, teams_mentions
@@ -216,12 +216,14 @@ async def send_to_channel(
     portal_id = msg.portal.remote_id
     content = body_html(msg.body, msg.html) if msg.media is None else ""
     image = file = None
+    limit = net.cfg.max_file_mb * 1024 * 1024
     if msg.media is not None and msg.media.mimetype.startswith("image/"):
-        image = (await msg.media.read(), msg.media.mimetype)
-    elif msg.media is not None:
+        image = (await read_within(msg.media, limit), msg.media.mimetype)
+    elif msg.media is not None:  # a retry of the same event posts the file uploaded before
         team_id, channel_id = _ids(portal_id)
-        limit = net.cfg.max_file_mb * 1024 * 1024
-        file = await share_to_channel(graph, call, team_id, channel_id, msg.media, limit)
+        file = await share_to_channel(
+            graph, call, team_id, channel_id, msg.media, limit, net.ctx.store, msg.event_id
+        )
     content, mentions = teams_mentions(content, await mention_resolver(net, portal_id, content))
     body = chat_message(
         as_posted(msg, content, relay=relay), image=image, mentions=mentions, file=file

@@ -83,13 +83,14 @@ class ChatCatchUp:
             raise  # Graph away: the chat's queue waits for it
         except Exception as err:  # not a message lost: nothing to tell the room
             self._log.warning("Catch-up of chat %s failed: %s", chat_id, err)
-            return await self._members(chat_id, link)
+            return await self._members(chat_id, link, token)
         changed: list[ChatMessage] | None
         try:
             changed = await replay.changed_since(
                 link.app.chats.by_chat_id(chat_id).messages,
                 bound if bound is not None else walked_at - replay.LOOKBACK_MS,
                 f"list the changed messages of {chat_id}",
+                link.graph_url,
             )
         except TransientError:
             raise
@@ -125,13 +126,13 @@ class ChatCatchUp:
                 "Catching up %d message(s) and %d change(s) in chat %s",
                 len(found.messages), sum(len(c) for _, c in changes), chat_id,
             )  # fmt: skip
-        return events + replay.in_order(new, changes) + await self._members(chat_id, link)
+        return events + replay.in_order(new, changes) + await self._members(chat_id, link, token)
 
-    async def _members(self, chat_id: str, link: TenantLink) -> list[RemoteEvent]:
+    async def _members(self, chat_id: str, link: TenantLink, token: str) -> list[RemoteEvent]:
         """The room made to match the chat's members (removals made while the bridge was down
         are in no notification); a refusal leaves the room as it is."""
         try:
-            return await member_sync.reconcile(self.net, link, chat_id)
+            return await member_sync.reconcile(self.net, link, chat_id, token=token)
         except TransientError:
             raise
         except Exception as err:

@@ -21,7 +21,7 @@ import secrets
 import unicodedata
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from kiota_abstractions.api_error import APIError
@@ -57,8 +57,9 @@ from bridge.teams.errors import graph_call
 from bridge.teams.tenant import TenantLink
 
 T = TypeVar("T")
-Library = Callable[[], Awaitable[str | None]]
-"""The id of the drive a message's files must be in, read when first needed."""
+Library = Callable[[], Awaitable[tuple[str, str] | None]]
+"""The drive a message's files must be in and the folder of it (its path from the drive's root),
+read when first needed."""
 
 CHAT_FILES = "Microsoft Teams Chat Files"
 """The OneDrive folder Teams keeps files shared in chats in."""
@@ -185,14 +186,14 @@ REFUSED = (
 )
 
 
-async def _uploaded(
+async def uploaded_before(
     call: Call, items: Any, uploads: Uploads | None, marker: str | None
 ) -> DriveItem | None:
     """The file an earlier attempt to send the same Matrix event uploaded (it failed after
     the upload: sharing it, or posting the message), so a retry posts it, not a copy."""
     if uploads is None or not marker:
         return None
-    known = await uploads.kv_get(_upload_key(marker))
+    known = await uploads.kv_get(upload_key(marker))
     if not known:
         return None
     try:
@@ -204,7 +205,7 @@ async def _uploaded(
     return item if item is not None and item.id and item.web_url else None
 
 
-def _upload_key(marker: str) -> str:
+def upload_key(marker: str) -> str:
     """The OneDrive item a Matrix event's file was uploaded as (pruned by age)."""
     return f"teams-upload:{marker}"
 
@@ -223,13 +224,13 @@ async def _upload_and_share(
         raise PermanentError("Graph answered GET /me/drive without an id")
     items = graph.drives.by_drive_id(drive.id).items
     name = safe_name(media.filename, media.mimetype)
-    item = await _uploaded(call, items, uploads, marker)
+    item = await uploaded_before(call, items, uploads, marker)
     if item is None:
         item, name = await upload_new(graph, call, items, name, data, f"root:/{CHAT_FILES}")
         if item is None or not item.id or not item.web_url:
             raise PermanentError(f"OneDrive answered the upload of {name} without an id or URL")
         if uploads is not None and marker:
-            await uploads.kv_set(_upload_key(marker), item.id)
+            await uploads.kv_set(upload_key(marker), item.id)
     assert item.id is not None
     owner = _user_id(item)
     recipients = [
@@ -446,7 +447,8 @@ class FilesToMatrix:
             return None, "it is not a file"
         owner = item.parent_reference.drive_id if item.parent_reference else None
         if library is not None:
-            if owner is None or owner != await library():
+            where = await library()
+            if where is None or owner != where[0] or not in_folder(item, where[1]):
                 return None, "it is not in this channel's files"
         else:
             if sender not in self._drives:
@@ -538,3 +540,21 @@ def _notice(part_id: PartID, name: str, url: str, why: str) -> MessagePart:
         text=text,
         html=f"📎 {link} was not copied to Matrix: {html.escape(why)}. Open it in Teams.",
     )
+
+
+def root_path(path: str | None) -> str | None:
+    """A ``parentReference.path`` (``/drive/root:/General``, ``/drives/{id}/root:/A%20B``) as
+    the path from the drive's root (``General``, ``A B``); None if it names no root."""
+    if not path or "root:" not in path:
+        return None
+    return unquote(path.split("root:", 1)[1]).strip("/")
+
+
+def in_folder(item: DriveItem, folder: str) -> bool:
+    """Whether ``item`` is in ``folder`` (a path from its drive's root) or below it; SharePoint
+    compares names without case."""
+    where = root_path(item.parent_reference.path if item.parent_reference else None)
+    if where is None:
+        return False
+    where, folder = where.casefold(), folder.casefold()
+    return where == folder or where.startswith(folder + "/")

@@ -342,7 +342,7 @@ class Inbound:
                 RemoteRedaction(portal=key, target=target, sender=author[0] if author else None)
             ]
         if change == "created" and msg is not None and is_member_change(msg):
-            return await member_events(self.net, link, chat_id, msg)
+            return await member_events(self.net, link, chat_id, msg, token)
         if msg is None or not is_bridgeable(msg) or author is None:
             return []  # gone from Graph (404) before it was read, or not a user's message
         if change == "created" or stored is None:

@@ -14,12 +14,15 @@ they stop reading a chat Teams no longer lets them read.
 Every catch-up does the same (:func:`reconcile`): removals made while the bridge was down
 reached it in no notification. Who left is what Graph's list lacks of what the bridge saw in
 it last time (kept per chat, also when the portal is made), so a chat first read after an
-upgrade loses nobody that time.
+upgrade loses nobody that time. The list is saved with the input that read it (its token)
+and the list it replaced: that input converted again after a crash, before its removals reached
+Matrix, compares with the same earlier list and finds the same removals.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from msgraph.generated.models.chat_message import ChatMessage
 from msgraph.generated.models.chat_message_type import ChatMessageType
@@ -76,11 +79,11 @@ def named(msg: ChatMessage) -> set[RemoteUserID]:
 
 
 async def member_events(
-    net: TeamsNetwork, link: TenantLink, chat_id: str, msg: ChatMessage
+    net: TeamsNetwork, link: TenantLink, chat_id: str, msg: ChatMessage, token: str = ""
 ) -> list[RemoteEvent]:
     """The portal made to match the chat's members as Graph has them now."""
     added = named(msg) if isinstance(msg.event_detail, _ADDED) else set()
-    return await reconcile(net, link, chat_id, added=added, named_gone=named(msg))
+    return await reconcile(net, link, chat_id, added=added, named_gone=named(msg), token=token)
 
 
 async def reconcile(
@@ -90,6 +93,7 @@ async def reconcile(
     *,
     added: set[RemoteUserID] | None = None,
     named_gone: set[RemoteUserID] | None = None,
+    token: str = "",
 ) -> list[RemoteEvent]:
     """The portal made to match the chat's members as Graph has them now: on a member-change
     message (``added``: the accounts it says joined, ``named_gone``: all it names) and on
@@ -98,7 +102,8 @@ async def reconcile(
     Who is removed is decided from Graph's member list and what the bridge saw last time
     (:func:`_seen_key`), never from a message's list alone. A Matrix user is removed only when
     their presence comes from their own Teams account: their login's account was a member and
-    is no longer (the Matrix user a relay chat was opened for is there through the relay)."""
+    is no longer (the Matrix user a relay chat was opened for is there through the relay).
+    ``token`` names the input being converted: converted again, it finds the same removals."""
     portal = await net.ctx.store.get_portal(RemoteChatID(chat_id))
     if portal is None or not portal.mxid:
         return []  # not bridged: the first message makes the portal with its members
@@ -112,8 +117,9 @@ async def reconcile(
         if raw:
             accounts.add(user_id(str(raw)))
     store = net.ctx.store
-    before = _load(await store.kv_get(_seen_key(chat_id)))
-    await seen(net, chat_id, list(accounts))
+    record = _load(await store.kv_get(_seen_key(chat_id)))
+    before = record.before if token and record.token == token else record.members
+    await _save(net, chat_id, accounts, before, token)
     logins = await net.logged_in()
     relays = net.relay_ids()
     ghosts = sorted(a for a in accounts if a not in logins and a not in relays)
@@ -149,7 +155,22 @@ async def reconcile(
 
 async def seen(net: TeamsNetwork, chat_id: str, accounts: list[RemoteUserID]) -> None:
     """Record the chat's members as just read (the portal is made from them)."""
-    await net.ctx.store.kv_set(_seen_key(chat_id), json.dumps(sorted(set(accounts))))
+    await _save(net, chat_id, set(accounts), None, "")
+
+
+async def _save(
+    net: TeamsNetwork,
+    chat_id: str,
+    accounts: set[RemoteUserID],
+    before: set[RemoteUserID] | None,
+    token: str,
+) -> None:
+    record = {
+        "members": sorted(accounts),
+        "before": sorted(before) if before is not None else None,
+        "token": token,
+    }
+    await net.ctx.store.kv_set(_seen_key(chat_id), json.dumps(record))
 
 
 def _seen_key(chat_id: str) -> str:
@@ -157,9 +178,26 @@ def _seen_key(chat_id: str) -> str:
     return f"chat-members:{chat_id}"
 
 
-def _load(raw: str | None) -> set[RemoteUserID] | None:
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    members: set[RemoteUserID] | None = None
+    """The accounts last read (None: never read, or not readable)."""
+    before: set[RemoteUserID] | None = None
+    """What ``members`` replaced: the list the input ``token`` compared with."""
+    token: str = ""
+
+
+def _load(raw: str | None) -> _Seen:
     try:
         value = json.loads(raw) if raw else None
     except ValueError:
-        return None
+        return _Seen()
+    if isinstance(value, list):  # written by an older version: the members alone
+        return _Seen(_ids(value))
+    if not isinstance(value, dict):
+        return _Seen()
+    return _Seen(_ids(value.get("members")), _ids(value.get("before")), str(value.get("token", "")))
+
+
+def _ids(value: object) -> set[RemoteUserID] | None:
     return {RemoteUserID(str(v)) for v in value} if isinstance(value, list) else None

@@ -28,6 +28,7 @@ from msgraph.generated.models.chat_message import ChatMessage
 
 from bridge.core import PortalKey, RemoteEvent, RemoteMessageID, RemoteReactionSync, RemoteUserID
 from bridge.teams.errors import graph_call
+from bridge.teams.graph_links import on_graph
 from bridge.teams.network import TeamsNetwork
 from bridge.teams.to_matrix import reaction_emojis
 
@@ -58,9 +59,12 @@ def graph_time(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-async def changed_since(builder: _Pages, since_ms: int, what: str) -> list[ChatMessage]:
+async def changed_since(
+    builder: _Pages, since_ms: int, what: str, graph_url: str
+) -> list[ChatMessage]:
     """The messages of the collection ``builder`` changed after ``since_ms``, least recently
-    changed first, each once (its latest state). Every page is read.
+    changed first, each once (its latest state). Every page is read, but not one a nextLink
+    off ``graph_url`` (the tenant's Graph) points to: that would get the tenant's token.
 
     Raises what :func:`graph_call` raises (``TransientError`` while Graph is away)."""
     query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
@@ -73,6 +77,8 @@ async def changed_since(builder: _Pages, since_ms: int, what: str) -> list[ChatM
     )
 
     async def follow(url: str) -> Any:
+        if not on_graph(url, graph_url):
+            return None
         return await graph_call(what, builder.with_url(url).get(), reading=True)
 
     newest_first, _ = await read_pages(page, follow)

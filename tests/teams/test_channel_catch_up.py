@@ -23,7 +23,8 @@ from msgraph.generated.models.identity import Identity
 
 from bridge.core import PortalKey, RemoteChatID, RemoteEvent, RemoteMessage, RemoteMessageID
 from bridge.portal.models import Message as StoredMessage
-from bridge.teams.channel_catch_up import DELTA_PREFIX, ChannelCatchUp, on_graph
+from bridge.teams.channel_catch_up import DELTA_PREFIX, ChannelCatchUp
+from bridge.teams.graph_links import on_graph
 from bridge.teams.ids import NETWORK
 
 LOG = logging.getLogger("test.teams.channel_catch_up")
@@ -72,6 +73,8 @@ class Graph:
 
             async def _get(self, url: str, answer: Any) -> Any:
                 graph.asked.append(url)
+                if isinstance(answer, BaseException):
+                    raise answer
                 return answer
 
             def get(self, request_configuration: Any = None) -> Any:
@@ -271,3 +274,24 @@ async def test_a_channel_without_a_link_is_read_from_its_newest_message_on_matri
     assert await run(graph, kv, convert, token="t1") == ["new 3"]
     assert await run(graph, kv, convert, token="t1") == ["new 3"]
     assert "filter=lastModifiedDateTime gt" in graph.asked[0]
+
+
+async def test_a_thread_deleted_while_its_root_was_listed_does_not_stop_the_others() -> None:
+    """Root 1 is listed as changed but deleted before its replies are read (Graph: 404):
+    the other thread's new reply and the new message still arrive."""
+    from kiota_abstractions.api_error import APIError
+
+    gone = APIError()
+    gone.response_status_code = 404
+    kv, convert = KV(), Convert({"1", "2"})
+    record(kv, next=f"{GRAPH}/d?$deltatoken=1")
+    graph = Graph(
+        links={f"{GRAPH}/d?$deltatoken=1": page(
+            msg("1", NOW - 9_000_000, modified=NOW - 700),
+            msg("2", NOW - 9_000_000, modified=NOW - 600),
+            msg("3", NOW - 1000),
+            delta_link=f"{GRAPH}/d?$deltatoken=2",
+        )},
+        replies={"1": gone, "2": page(msg("21", NOW - 600, reply_to_id="2"))},
+    )  # fmt: skip
+    assert await run(graph, kv, convert) == ["new 3", "new 21 in 2"]

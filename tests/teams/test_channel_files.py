@@ -4,6 +4,8 @@ of these tests) is not."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from msgraph.generated.models.chat_message import ChatMessage
 from msgraph.generated.models.chat_message_attachment import ChatMessageAttachment
@@ -213,3 +215,84 @@ async def test_a_channel_file_over_the_limit_arrives_as_a_notice(emulator: Emula
     (part,) = await ChannelFiles(len(PDF)).parts(link, (team, channel), msg, _id(emulator, "alex"))
     assert part.notice and part.media is None and "more than the 0 MB" in part.text
     assert emulator.requests("/v1.0/shares/*/driveItem/content") == []
+
+
+async def test_a_file_of_another_channel_of_the_same_team_does_not_reach_matrix(
+    emulator: Emulator,  # noqa: F811
+) -> None:
+    """Hostile: both channels' folders are in the team's one library. A file of the team's
+    "Board" channel linked in General (whose room may hold other people) is a notice."""
+    link = _link(emulator)
+    team, general = await _team(emulator, "adele", "alex")
+    board = await emulator.control("POST", f"/teams/{team}/channels", {"displayName": "Board"})
+    url = await _in_channel(emulator, team, str(board["id"]), "minutes.pdf", PDF)
+    msg = _with(_reference(url, "minutes.pdf"))
+    (part,) = await ChannelFiles(LIMIT).parts(link, (team, general), msg, _id(emulator, "alex"))
+    assert part.notice and part.media is None
+    assert "not in this channel's files" in part.text
+    # The same file linked in its own channel arrives.
+    (part,) = await ChannelFiles(LIMIT).parts(
+        link, (team, str(board["id"])), msg, _id(emulator, "alex")
+    )
+    assert part.media is not None and await part.media.read() == PDF
+
+
+def test_a_folder_whose_name_starts_like_the_channels_is_not_its() -> None:
+    from msgraph.generated.models.drive_item import DriveItem
+    from msgraph.generated.models.item_reference import ItemReference
+
+    from bridge.teams.files import in_folder
+
+    def item(path: str) -> DriveItem:
+        return DriveItem(parent_reference=ItemReference(path=path))
+
+    assert in_folder(item("/drives/b!x/root:/General"), "General")
+    assert in_folder(item("/drive/root:/general/Sub%20Folder"), "General")
+    assert not in_folder(item("/drive/root:/General%20Stuff"), "General")
+    assert not in_folder(item("/drive/root:"), "General")
+    assert not in_folder(DriveItem(), "General")
+
+
+async def test_a_retried_send_posts_the_file_uploaded_before_not_a_copy(
+    emulator: Emulator,  # noqa: F811
+) -> None:
+    """Hostile outage: the upload worked, posting the message failed; the core retries the
+    same Matrix event. The channel folder must not fill with copies."""
+    team, channel = await _team(emulator, "adele", "alex")
+    alex = _user_graph(emulator, "alex")
+
+    class KV(dict[str, str]):
+        async def kv_get(self, key: str) -> str | None:
+            return self.get(key)
+
+        async def kv_set(self, key: str, value: str) -> None:
+            self[key] = value
+
+    kv = KV()
+    _, first = await share_to_channel(alex, _call, team, channel, _pdf(), LIMIT, kv, "$ev1")
+    _, again = await share_to_channel(alex, _call, team, channel, _pdf(), LIMIT, kv, "$ev1")
+    assert first.content_url == again.content_url
+    assert len(emulator.requests("/v1.0/drives/*/content", "PUT")) == 1
+
+
+async def test_a_huge_picture_is_refused_by_its_size_before_it_is_downloaded() -> None:
+    """Hostile: a Matrix picture of 2 GB (``info.size``) sent to a channel is refused at once,
+    not read into memory to learn it is too big."""
+    from types import SimpleNamespace
+
+    from bridge.core import MatrixMessage, PortalKey, RemoteChatID
+    from bridge.teams.channels import send_to_channel
+    from bridge.teams.ids import NETWORK
+
+    async def never() -> bytes:
+        raise AssertionError("the picture was downloaded")
+
+    picture = Media(mimetype="image/png", filename="a.png", size=2 * 1024**3, fetch=never)
+    portal = PortalKey(NETWORK, RemoteChatID("channel:7c1f0000-0000-0000-0000-000000000001:19:a"))
+    msg = MatrixMessage(
+        portal=portal, sender="@anna:hub", sender_name="Anna", timestamp=0, event_id="$e",
+        body="", media=picture,
+    )  # fmt: skip
+    net: Any = SimpleNamespace(cfg=SimpleNamespace(max_file_mb=1))
+    with pytest.raises(NotSupported):
+        await send_to_channel(net, None, False, msg, _call)  # type: ignore[arg-type]

@@ -94,6 +94,7 @@ class Fake:
         self.link = MagicMock()
         self.link.tenant.tenant_id = "tenant-a"
         self.link.tenant.display_name = "Contoso"
+        self.link.graph_url = "https://graph"  # nextLinks are followed only on it
         self.link.photos.changed = AsyncMock(return_value=None)  # no profile photos here
         self.watched = {"sub"}
         """Subscriptions on watched accounts (the relay, logged-in users)."""

@@ -66,3 +66,24 @@ async def test_a_matrix_user_not_there_through_their_teams_account_stays(
     await emulator.control("DELETE", f"/chats/{chat}/members/{alex}?as={megan}")
     msg = await _last_system_message(emulator, link, chat)
     assert [k for k in _kicks(await member_events(net, link, chat, msg)) if k.matrix_user] == []
+
+
+async def test_a_catch_up_converted_again_after_a_crash_finds_the_same_removals(
+    emulator: Emulator,  # noqa: F811
+) -> None:
+    """Hostile: the process dies after a catch-up read the members but before its kick
+    reached Matrix. The same input converted again must remove Alex again (the saved list
+    is the input's, not a plain "last seen" that already lacks him); a later input does not."""
+    chat = await _group(emulator, "adele", "alex", "megan")
+    alex, megan = emulator.user("alex")["id"], emulator.user("megan")["id"]
+    net, link = await _sync_setup(emulator, chat, {ANNA: "Anna"})
+    await link.resolve_relay()
+    net.ctx.store.list_logins = AsyncMock(return_value=[])
+    await reconcile(net, link, chat, token="t0")
+    await emulator.control("DELETE", f"/chats/{chat}/members/{alex}?as={megan}")
+    first = [k.target for k in _kicks(await reconcile(net, link, chat, token="t1"))]
+    assert first == [alex]
+    # Crash: the kick never reached Matrix; the inbox converts the same input again.
+    again = [k.target for k in _kicks(await reconcile(net, link, chat, token="t1"))]
+    assert again == [alex]
+    assert _kicks(await reconcile(net, link, chat, token="t2")) == []  # the next gap: once
