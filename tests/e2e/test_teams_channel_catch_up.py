@@ -14,7 +14,6 @@ logged in to Teams as Adele Vance; Alex writes in Teams.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -22,7 +21,8 @@ import pytest
 from tests.e2e.conftest import Hub
 from tests.e2e.hub import eventually
 from tests.e2e.test_teams import Teams, _body, ghost
-from tests.e2e.test_teams_catch_up import _room, _shown
+from tests.e2e.test_teams_catch_up import _arrived_once_in_order as arrived_once_in_order
+from tests.e2e.test_teams_catch_up import _room
 from tests.e2e.test_teams_channels import (
     adele,
     bridged_channel,
@@ -96,22 +96,7 @@ def _deliveries(hub: Hub, channel: str) -> list[Any]:
 async def _arrived_once_in_order(
     hub: Hub, adele: Teams, room_id: str, texts: dict[str, str], after: int
 ) -> None:
-    """Everything after the ``after`` first events is :data:`EXPECTED` (sentinels aside),
-    each written by Alex's ghost."""
-    shown: list[str] = []
-
-    async def arrived() -> bool:
-        events = await _room(adele, room_id)
-        shown[:] = [s for s in _shown(events[after:], texts) if not s.startswith("sentinel")]
-        return len(shown) >= len(EXPECTED)
-
-    deadline = time.monotonic() + 45
-    while not await arrived() and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-    assert shown == EXPECTED, f"{shown}\n{hub.bridge.tail()}"
-    alex = ghost(hub, "alex")
-    later = (await _room(adele, room_id))[after:]
-    assert all(e["sender"] == alex for e in later), [e["sender"] for e in later]
+    await arrived_once_in_order(hub, adele, room_id, texts, after, EXPECTED)
 
 
 async def _sentinel(hub: Hub, adele: Teams, team: str, channel: str, room_id: str, text: str) -> None:  # fmt: skip

@@ -36,7 +36,7 @@ async def record() -> dict[str, Any]:
 
     from graph_emulator import EmulatorConfig, create_app
     from tests.teams_emulator.conftest import SEED
-    from tests.teams_emulator.openapi_drive import record_drive
+    from tests.teams_emulator.openapi_drive import record_drive, recorded
 
     notifications: list[dict[str, Any]] = []
 
@@ -92,20 +92,7 @@ async def record() -> dict[str, Any]:
                 json=body,
                 headers={"Authorization": f"Bearer {token}", **(headers or {})},
             ) as r:
-                raw = await r.read()
-                exchanges.append(
-                    {
-                        "method": method,
-                        "path": path.split("?")[0],
-                        "query": path.split("?")[1] if "?" in path else "",
-                        "status": r.status,
-                        "contentType": r.content_type,
-                        "body": raw.decode("utf-8", "replace"),
-                        "raw": base64.b64encode(raw).decode(),
-                        "pattern": pattern,
-                    }
-                )
-                return json.loads(raw) if raw and r.content_type.endswith("json") else None
+                return await recorded(exchanges, method, path, pattern, r)
 
         for n in range(4):
             await control(

@@ -13,6 +13,27 @@ import aiohttp
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 
+async def recorded(
+    exchanges: list[dict[str, Any]], method: str, path: str, pattern: str,
+    response: aiohttp.ClientResponse,
+) -> Any:  # fmt: skip
+    """Keep one exchange for the OpenAPI check; its JSON body, if any."""
+    raw = await response.read()
+    exchanges.append(
+        {
+            "method": method,
+            "path": path.split("?")[0],
+            "query": path.split("?")[1] if "?" in path else "",
+            "status": response.status,
+            "contentType": response.content_type,
+            "body": raw.decode("utf-8", "replace"),
+            "raw": base64.b64encode(raw).decode(),
+            "pattern": pattern,
+        }
+    )
+    return json.loads(raw) if raw and response.content_type.endswith("json") else None
+
+
 def share_id(url: str) -> str:
     return "u!" + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
 
@@ -39,20 +60,7 @@ async def record_drive(
             json=None if raw_body is not None else body,
             headers={"Authorization": f"Bearer {token}"},
         ) as r:
-            raw = await r.read()
-            exchanges.append(
-                {
-                    "method": method,
-                    "path": path.split("?")[0],
-                    "query": path.split("?")[1] if "?" in path else "",
-                    "status": r.status,
-                    "contentType": r.content_type,
-                    "body": raw.decode("utf-8", "replace"),
-                    "raw": base64.b64encode(raw).decode(),
-                    "pattern": pattern,
-                }
-            )
-            return json.loads(raw) if raw and r.content_type.endswith("json") else None
+            return await recorded(exchanges, method, path, pattern, r)
 
     adele, megan, app = tokens["adele"], tokens["megan"], tokens["app"]
 
