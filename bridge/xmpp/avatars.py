@@ -64,7 +64,7 @@ from bridge.core import (
 from bridge.xmpp.ids import NETWORK, dm_key, muc_key
 from bridge.xmpp.invites import RateLimit
 from bridge.xmpp.moderation import MucModeration, nick_ghost
-from bridge.xmpp.muc import MUC_USER_NS, MucTracker
+from bridge.xmpp.muc import MUC_USER_NS, MucTracker, vouched_by_room
 from bridge.xmpp.protocol.escaping import jid_to_mxid
 
 UPDATE_NS = "vcard-temp:x:update"
@@ -296,11 +296,10 @@ class RemoteAvatars:
         ghost: the JID is of the room's own server (the service's domain or its parent) and the
         federation policy lets that domain in."""
         try:
-            domain, service = JID(real).domain.lower(), JID(room).domain.lower()
+            domain = JID(real).domain.lower()
         except ValueError:
             return False
-        parent = service.split(".", 1)[1] if service.count(".") >= 2 else service
-        return domain in (service, parent) and self._ctx.federation.allows(
+        return vouched_by_room(room, real) and self._ctx.federation.allows(
             NETWORK, domain, self._ctx.bot_mxid or self._own_jid
         )
 

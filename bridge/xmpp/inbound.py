@@ -51,7 +51,7 @@ from bridge.xmpp.moderation import (
     stanza_real_jid,
     take_subject,
 )
-from bridge.xmpp.muc import MucTracker
+from bridge.xmpp.muc import MucTracker, vouched_by_room
 from bridge.xmpp.protocol.escaping import bare_jid, jid_to_mxid
 from bridge.xmpp.store import ArchiveMark, XmppStore
 from bridge.xmpp.to_matrix import (
@@ -306,6 +306,8 @@ class Inbound:
             self.moderation.sender_of(room_jid, nick, msg, live=live) if self.moderation else None
         )
         real = self._mucs.room(room_jid).occupants.get(nick) if live else stanza_real_jid(msg)
+        if real and not vouched_by_room(room_jid, real):
+            real = None  # the room cannot speak for that server's people (muc.vouched_by_room)
         return real or by_id or nick_ghost(room_jid, nick)
 
     async def _fleeting(

@@ -41,7 +41,7 @@ from bridge.core import (
 )
 from bridge.xmpp.component import Component
 from bridge.xmpp.ids import muc_key
-from bridge.xmpp.muc import MUC_USER_NS, MucTracker
+from bridge.xmpp.muc import MUC_USER_NS, MucTracker, vouched_by_room
 from bridge.xmpp.rights import level_for
 
 MODERATE_NS = "urn:xmpp:message-moderate:1"
@@ -297,7 +297,7 @@ class MucModeration:
     def _ghost(room: str, nick: str, real: str | None, state: _RoomState) -> str:
         """The ghost of occupant ``nick``: by real JID, else occupant-id, else nick."""
         occupant = state.ids.get(nick) if state.occupant_ids else None
-        if real:
+        if real and vouched_by_room(room, real.split("/")[0].lower()):
             return real.split("/")[0].lower()
         return occupant_ghost(room, occupant) if occupant else nick_ghost(room, nick)
 

@@ -15,6 +15,17 @@ MUC_NS = "http://jabber.org/protocol/muc"
 MUC_USER_NS = "http://jabber.org/protocol/muc#user"
 
 
+def vouched_by_room(room: str, real: str) -> bool:
+    """Whether a MUC's claim that an occupant is ``real`` (a bare JID) may stand for that
+    person's own ghost, the one their direct chats use. A room speaks for its own server only
+    (the MUC service's domain or its parent): a room elsewhere could claim anyone, so there the
+    occupant is known by occupant-id or nick, as in an anonymous room."""
+    domain = real.rpartition("@")[2].split("/")[0].lower()
+    service = room.rpartition("@")[2].lower()
+    parent = service.split(".", 1)[1] if service.count(".") >= 2 else service
+    return domain in (service, parent)
+
+
 class JoinError(Exception):
     def __init__(self, room: str, condition: str, text: str = "") -> None:
         super().__init__(f"joining {room} failed: {condition}{f' ({text})' if text else ''}")
@@ -107,7 +118,8 @@ class MucTracker:
                 if not room.nicks:
                     room.occupants.clear()  # nobody of ours sees the room any more
             return
-        room.occupants[nick] = real.split("/")[0].lower() if real else None
+        bare = real.split("/")[0].lower() if real else None
+        room.occupants[nick] = bare if bare and vouched_by_room(room_jid, bare) else None
         if "110" in statuses:
             room.nicks[to] = nick
             if pending is not None and not pending.done():

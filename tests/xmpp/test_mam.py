@@ -334,11 +334,17 @@ async def test_a_delayed_live_message_is_told_only_by_its_own_stanza(setup: Any)
     delayed = (f"<message xmlns='{NS}' from='{ROOM}/Alice' to='{ME}' type='groupchat' id='d1'>"
                "<body>old</body><delay xmlns='urn:xmpp:delay' stamp='2026-12-04T10:00:00Z'/>"
                "</message>")  # fmt: skip
+    server = ROOM.split("@")[1].split(".", 1)[1]  # the room's own server
     vouched = delayed.replace("id='d1'>", "id='d2'><x xmlns='http://jabber.org/protocol/muc#user'>"
+                              f"<item jid='Bob@{server}/pc'/></x>")  # fmt: skip
+    # A room cannot speak for people of another server: that one is known by nick.
+    foreign = delayed.replace("id='d1'>", "id='d3'><x xmlns='http://jabber.org/protocol/muc#user'>"
                               "<item jid='Bob@x.example/pc'/></x>")  # fmt: skip
-    for xml in (delayed, vouched):
+    for xml in (delayed, vouched, foreign):
         await inbound.groupchat(Message(stream=inbound._component.xmpp, xml=ET.fromstring(xml)))
-    assert [i.payload["sender"] for i in ctx.accepted] == [f"{ROOM}/Alice", "bob@x.example"]
+    assert [i.payload["sender"] for i in ctx.accepted] == [
+        f"{ROOM}/Alice", f"bob@{server}", f"{ROOM}/Alice"
+    ]
 
 
 async def test_a_failure_while_releasing_keeps_the_mark_before_what_was_not_taken(
