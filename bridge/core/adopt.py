@@ -109,6 +109,8 @@ class RoomBridging:
         await self._check_room_free(room_id)
         loaded = self._clients.client_for(connector.info.id, LoginID(""), sender)
         key, info = await self._bridge_room(loaded, remote_id, sender)
+        if info.members_only:
+            await self._check_room_private(room_id, sender, remote_id)
         async with self._lock:
             await self._check_room_free(room_id)
             existing = await self._portals.find_portal(key)
@@ -122,6 +124,26 @@ class RoomBridging:
         self._log.info("%s bridged %s to %s", sender, room_id, key)
         await AuditLog(self._store).record(actor=sender, action="bridge", target=f"{key.network} {key.remote_id}", outcome="ok", origin=f"room {room_id}")  # fmt: skip
         return portal
+
+    async def _check_room_private(self, room_id: str, sender: str, remote_id: str) -> None:
+        """A members-only chat goes only into a room nobody else reads yet: not one anyone may
+        join, not one that already holds other people (they would read the chat at once)."""
+        join_rule, people = await self._matrix.room_audience(room_id)
+        others = sorted(
+            p for p in people
+            if p not in (sender, self._matrix.bot_mxid)
+            and not any(self._portals.ghost_names.owns(n, p) for n in self._connectors)
+        )  # fmt: skip
+        if join_rule not in ("invite", "private") or others:
+            why = f"anyone may join it ({join_rule})" if not others else (
+                f"{len(others)} other {'person is' if len(others) == 1 else 'people are'} in it"
+            )  # fmt: skip
+            raise Refused(
+                f"{remote_id} is members-only and {room_id} is not private: {why}",
+                user_message=f"`{remote_id}` is readable by its members only, and {why}:"
+                " bridge it into a new invite-only room where you are alone, then invite the"
+                " people who may read it.",
+            )
 
     async def unbridge(self, room_id: str, sender: str) -> Portal:
         """``sender`` asked in ``room_id`` to stop bridging it: the room stays, the portal (and

@@ -69,6 +69,10 @@ class ChatInfo:
     space: SpaceInfo | None = None
     """The group the chat belongs to (a Teams team): the core keeps one Matrix space per
     ``SpaceInfo.key`` and adds the portal room to it (:mod:`bridge.core.spaces`)."""
+    members_only: bool = False
+    """Only the chat's own members may read it (a Teams channel is its team's): the ``bridge``
+    command then refuses a room that anyone may join or that already holds other people than
+    the one bridging it, the bot and ghosts."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

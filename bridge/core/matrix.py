@@ -344,6 +344,23 @@ class MatrixAPI:
             raise _wrap(err, f"resolving {alias}") from err
         return str(info.room_id)
 
+    async def room_audience(self, room_id: str) -> tuple[str, set[str]]:
+        """The room's join rule and everyone joined or invited, read from the homeserver."""
+        try:
+            events = await self.bot.get_state(RoomID(room_id))
+        except Exception as err:
+            raise _wrap(err, f"reading the members of {room_id}") from err
+        join_rule, people = "invite", set()
+        for event in events:
+            content = cast(dict[str, Any], event.content.serialize())
+            if event.type == EventType.ROOM_JOIN_RULES:
+                join_rule = str(content.get("join_rule", "invite"))
+            elif event.type == EventType.ROOM_MEMBER and content.get("membership") in (
+                "join", "invite",
+            ):  # fmt: skip
+                people.add(str(event.state_key))
+        return join_rule, people
+
     async def power_levels(self, room_id: str) -> tuple[dict[str, Any], list[str]]:
         """The room's ``m.room.power_levels`` content and, where the room version gives its
         creators unlimited power (12 and later), its creators; read from the homeserver, not the

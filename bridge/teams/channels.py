@@ -99,6 +99,7 @@ async def bridge_channel(
         topic=channel.description,
         matrix_users=[matrix_user],
         space=SpaceInfo(key=f"team:{link.team_id}", name=team_name, topic=team.description),
+        members_only=True,  # the team's: no room of strangers reads it
     )
 
 
