@@ -146,3 +146,46 @@ async def test_ghost_presence_stops_where_the_homeserver_keeps_none(
             await presence.set(NET, RemoteUserID("romeo"), state, None)
     assert server.set == [(GHOST, "online", None)] and presence.kept is False
     assert len([r for r in caplog.records if "keeps no presence" in r.message]) == 1
+
+
+async def test_a_presence_that_comes_while_the_first_is_read_back_is_not_lost(
+    store: Store,
+) -> None:
+    """XMPP clients say "online" then at once "away": the second came while the bridge was
+    still finding out whether the homeserver keeps presence, and was dropped."""
+    server = PresenceServer(kept=True)
+    answer = asyncio.Event()
+    get_presence = server.get_presence
+
+    async def slow_read_back(mxid: str) -> str:
+        await answer.wait()
+        return await get_presence(mxid)
+
+    server.get_presence = slow_read_back  # type: ignore[method-assign]
+    presence = GhostPresence(server, store, logging.getLogger("test"))  # type: ignore[arg-type]
+    await store.save_ghost(Ghost(NET, RemoteUserID("romeo"), GHOST))
+    first = asyncio.create_task(presence.set(NET, RemoteUserID("romeo"), "online", None))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(presence.set(NET, RemoteUserID("romeo"), "unavailable", "lunch"))
+    await asyncio.sleep(0.01)
+    answer.set()
+    await asyncio.gather(first, second)
+    assert server.set[-1] == (GHOST, "unavailable", "lunch") and presence.kept is True
+
+
+async def test_present_ghosts_are_refreshed_before_the_homeserver_times_them_out(
+    store: Store,
+) -> None:
+    """Synapse takes a user offline 30 s after their last update unless they sync; ghosts
+    never sync, so their presence is repeated (and an offline one is not)."""
+    server = PresenceServer(kept=True)
+    presence = GhostPresence(server, store, logging.getLogger("test"))  # type: ignore[arg-type]
+    away = "@xmpp_juliet:hub.test"
+    await store.save_ghost(Ghost(NET, RemoteUserID("romeo"), GHOST))
+    await store.save_ghost(Ghost(NET, RemoteUserID("juliet"), away))
+    await presence.set(NET, RemoteUserID("romeo"), "online", None)
+    await presence.set(NET, RemoteUserID("juliet"), "unavailable", "lunch")
+    await presence.set(NET, RemoteUserID("romeo"), "offline", None)
+    server.set.clear()
+    await presence.refresh()
+    assert server.set == [(away, "unavailable", "lunch")]

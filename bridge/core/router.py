@@ -124,6 +124,7 @@ class Router:
         self._inbox_handed: list[InboxRow] = []
         self._inbox_read_store = True  # the backlog of a previous run is only in the store
         self._remote_poll_task: asyncio.Task[None] | None = None
+        self._presence_task: asyncio.Task[None] | None = None
         self.poll_seconds = POLL_SECONDS
 
     # --- clients (CoreServices for ConnectorContext) --------------------------------------------
@@ -278,9 +279,16 @@ class Router:
         self._remote_poll_task = asyncio.create_task(
             self.remote.poll_forever(self.poll_seconds), name="remote-inbox-poll"
         )
+        self._presence_task = asyncio.create_task(
+            self.ghost_presence.refresh_forever(), name="ghost-presence"
+        )
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._inbox_task, self._remote_poll_task) if t is not None]
+        tasks = [
+            t
+            for t in (self._inbox_task, self._remote_poll_task, self._presence_task)
+            if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

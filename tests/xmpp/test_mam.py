@@ -343,7 +343,9 @@ async def test_a_delayed_live_message_is_told_only_by_its_own_stanza(setup: Any)
     for xml in (delayed, vouched, foreign):
         await inbound.groupchat(Message(stream=inbound._component.xmpp, xml=ET.fromstring(xml)))
     assert [i.payload["sender"] for i in ctx.accepted] == [
-        f"{ROOM}/Alice", f"bob@{server}", f"{ROOM}/Alice"
+        f"{ROOM}/Alice",
+        f"bob@{server}",
+        f"{ROOM}/Alice",
     ]
 
 
