@@ -39,6 +39,8 @@ SEED: dict[str, Any] = {
                 {"displayName": "Megan Bowen", "password": "megan-pw"},
                 # Never logs in: a chat of his with Alex is one the bridge watches nobody in.
                 {"displayName": "Nestor Wilke", "password": "nestor-pw"},
+                # Never logs in either: a Teams person who stays a ghost whatever ran before.
+                {"displayName": "Patti Fernandez", "password": "patti-pw"},
                 {"displayName": "Pontis Relay", "userPrincipalName": RELAY_UPN,
                  "password": RELAY_PASSWORD},
             ],

@@ -122,22 +122,23 @@ async def test_a_dm_widens_into_a_group_chat_and_members_sync_both_ways(
     hub: Hub,
     adele: Teams,  # noqa: F811
 ) -> None:
-    """Adele (logged in) DMs Alex, then invites Megan: Teams cannot widen a one-on-one chat, so
+    """Adele (logged in) DMs Alex, then invites Patti (who never logs in, so she is a ghost
+    whatever other tests did): Teams cannot widen a one-on-one chat, so
     a group chat of the three is made, in a new room: the DM's history stays with the two
-    (Megan's ghost declines there, Adele is pointed to the new room). Alex adds and removes
+    (Patti's ghost declines there, Adele is pointed to the new room). Alex adds and removes
     Nestor in Teams, and the room follows; Nestor's photo is his ghost's avatar. Adele kicks
-    Megan (her own account may), then leaves the room: her Teams account stays in the chat."""
+    Patti (her own account may), then leaves the room: her Teams account stays in the chat."""
     user = adele.user
-    ids = {n: hub.graph.user(n)["id"] for n in ("adele", "alex", "megan", "nestor")}
+    ids = {n: hub.graph.user(n)["id"] for n in ("adele", "alex", "patti", "nestor")}
     dm_room, one_on_one = await _dm(hub, user, "alex")
     assert hub.graph.services.state.chats[one_on_one].chat_type == "oneOnOne"
     await hub.graph.post_as("alex", one_on_one, "<p>Just between us</p>")
     await user.wait_for(lambda e: _body(e) == "Just between us", room_id=dm_room, timeout=45)
 
     mark = user.mark()
-    await user.invite(dm_room, ghost(hub, "megan"))
-    # Hostile: the one-on-one room's history never reaches Megan.
-    await user.wait_for(_gone(ghost(hub, "megan")), room_id=dm_room, after=mark, timeout=45)
+    await user.invite(dm_room, ghost(hub, "patti"))
+    # Hostile: the one-on-one room's history never reaches Patti.
+    await user.wait_for(_gone(ghost(hub, "patti")), room_id=dm_room, after=mark, timeout=45)
     notice = await user.wait_for(
         lambda e: "matrix.to" in _body(e), room_id=dm_room, after=mark, timeout=45
     )
@@ -146,17 +147,17 @@ async def test_a_dm_widens_into_a_group_chat_and_members_sync_both_ways(
         room_id = await user.wait_for_invite(timeout=45)
     await user.join(room_id)
     assert _chat_of(hub, dm_room) == one_on_one  # the DM stays the one-on-one chat's portal
-    await user.wait_for(_joined(ghost(hub, "megan")), room_id=room_id, timeout=45)
+    await user.wait_for(_joined(ghost(hub, "patti")), room_id=room_id, timeout=45)
     group = _chat_of(hub, room_id)
     assert group != one_on_one
     assert not [e for e in user.events if e["room_id"] == room_id and "between us" in _body(e)]
-    assert _members(hub, group) == {ids["adele"], ids["alex"], ids["megan"]}
+    assert _members(hub, group) == {ids["adele"], ids["alex"], ids["patti"]}
     assert _members(hub, one_on_one) == {ids["adele"], ids["alex"]}
-    await hub.graph.post_as("megan", group, "<p>Three of us now</p>")
+    await hub.graph.post_as("patti", group, "<p>Three of us now</p>")
     three = await user.wait_for(
         lambda e: _body(e) == "Three of us now", room_id=room_id, timeout=45
     )
-    assert three["sender"] == ghost(hub, "megan")
+    assert three["sender"] == ghost(hub, "patti")
 
     # Teams → Matrix: Alex adds Nestor (who has a photo), then removes him.
     url = f"{hub.graph.base}/_emulator/users/{ids['nestor']}/photo"
@@ -175,9 +176,9 @@ async def test_a_dm_widens_into_a_group_chat_and_members_sync_both_ways(
     removed = await user.wait_for(_gone(nestor), room_id=room_id, timeout=45)
     assert removed["sender"] == nestor  # he left: the bot needs no power in Adele's room
 
-    # Matrix → Teams: Adele's kick removes Megan with Adele's own account.
-    await user.kick(room_id, ghost(hub, "megan"))
-    await eventually(lambda: ids["megan"] not in _members(hub, group), "Megan removed", 45)
+    # Matrix → Teams: Adele's kick removes Patti with Adele's own account.
+    await user.kick(room_id, ghost(hub, "patti"))
+    await eventually(lambda: ids["patti"] not in _members(hub, group), "Patti removed", 45)
     # Adele leaves the room: her Teams account stays in the chat (a deactivated Matrix account
     # leaves every room, and must not take her out of all her Teams chats).
     await user.leave(room_id)

@@ -130,6 +130,14 @@ async def test_a_muc_occupants_avatar_reaches_their_ghost(hub: Hub) -> None:
         await ghost_avatar(alice, ghost, picture)
 
 
+async def _said(viewer: MatrixUser, room_id: str, body: str) -> bool:
+    """Whether ``body`` is among the room's last messages, read without syncing."""
+    page = await viewer.request(
+        "GET", f"/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=20"
+    )
+    return any(e.get("content", {}).get("body") == body for e in page.get("chunk", []))
+
+
 async def presence_of(viewer: MatrixUser, mxid: str) -> dict[str, object]:
     return dict(await viewer.request("GET", f"/_matrix/client/v3/presence/{mxid}/status"))
 
@@ -146,6 +154,12 @@ async def test_presence_both_ways_where_the_homeserver_keeps_it(presence_hub: Hu
             deadline = time.monotonic() + 40
             while ghost not in await alice.joined_members(room_id):
                 assert time.monotonic() < deadline, "the ghost did not join the DM"
+                await asyncio.sleep(0.5)
+            # A message through first: the bridge keeps presence only of people it has a
+            # portal with, and the ghost may join before the portal is stored.
+            xmpp_user.send_chat(jid_of(alice), "ready")
+            while not await _said(alice, room_id, "ready"):
+                assert time.monotonic() < deadline, "the message did not arrive"
                 await asyncio.sleep(0.5)
 
             # XMPP → Matrix: away with a status is "unavailable" on the ghost.

@@ -123,6 +123,9 @@ def test_gateway_mapping(setup: Any) -> None:
 
 
 def _presence(xmpp: ComponentXMPP, ptype: str, to: str = ALICE) -> Any:
+    # The stream was made outside this test's loop (a sync fixture): slixmpp took whatever
+    # loop asyncio last had, where its handler tasks would never run.
+    xmpp.loop = asyncio.get_running_loop()
     return xmpp.make_presence(pto=JID(to), pfrom=JID(f"{XMPP_USER}/phone"), ptype=ptype)
 
 
