@@ -37,9 +37,7 @@ from bridge.teams.files import (
     reference,
     root_path,
     safe_name,
-    upload_key,
-    upload_new,
-    uploaded_before,
+    upload_once,
 )
 from bridge.teams.tenant import TenantLink
 
@@ -90,13 +88,9 @@ async def _upload(
         raise PermanentError(f"Graph answered the files folder of {channel_id} without a drive")
     items = graph.drives.by_drive_id(drive_id).items
     name = safe_name(media.filename, media.mimetype)
-    item = await uploaded_before(call, items, uploads, marker)
-    if item is None:
-        item, name = await upload_new(graph, call, items, name, data, f"{folder.id}:")
-        if item is None or not item.id or not item.web_url:
-            raise PermanentError(f"SharePoint answered the upload of {name} without an id or URL")
-        if uploads is not None and marker:
-            await uploads.kv_set(upload_key(marker), item.id)
+    item, name = await upload_once(
+        graph, call, items, name, data, f"{folder.id}:", uploads, marker, "SharePoint"
+    )
     item.name = item.name or name
     return item
 

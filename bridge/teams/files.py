@@ -210,6 +210,23 @@ def upload_key(marker: str) -> str:
     return f"teams-upload:{marker}"
 
 
+async def upload_once(
+    graph: GraphServiceClient, call: Call, items: Any, name: str, data: bytes, folder: str,
+    uploads: Uploads | None, marker: str | None, where: str,
+) -> tuple[DriveItem, str]:  # fmt: skip
+    """The file a Matrix event's ``data`` is in ``folder``: the one an earlier attempt
+    uploaded (``marker``), else a new upload, recorded for the next attempt; and its name."""
+    item = await uploaded_before(call, items, uploads, marker)
+    if item is not None:
+        return item, name
+    item, name = await upload_new(graph, call, items, name, data, folder)
+    if item is None or not item.id or not item.web_url:
+        raise PermanentError(f"{where} answered the upload of {name} without an id or URL")
+    if uploads is not None and marker:
+        await uploads.kv_set(upload_key(marker), item.id)
+    return item, name
+
+
 async def _upload_and_share(
     graph: GraphServiceClient,
     call: Call,
@@ -224,13 +241,9 @@ async def _upload_and_share(
         raise PermanentError("Graph answered GET /me/drive without an id")
     items = graph.drives.by_drive_id(drive.id).items
     name = safe_name(media.filename, media.mimetype)
-    item = await uploaded_before(call, items, uploads, marker)
-    if item is None:
-        item, name = await upload_new(graph, call, items, name, data, f"root:/{CHAT_FILES}")
-        if item is None or not item.id or not item.web_url:
-            raise PermanentError(f"OneDrive answered the upload of {name} without an id or URL")
-        if uploads is not None and marker:
-            await uploads.kv_set(upload_key(marker), item.id)
+    item, name = await upload_once(
+        graph, call, items, name, data, f"root:/{CHAT_FILES}", uploads, marker, "OneDrive"
+    )
     assert item.id is not None
     owner = _user_id(item)
     recipients = [
