@@ -140,9 +140,9 @@ class RoomBridging:
             )  # fmt: skip
             raise Refused(
                 f"{remote_id} is members-only and {room_id} is not private: {why}",
-                user_message=f"`{remote_id}` is readable by its members only, and {why}:"
-                " bridge it into a new invite-only room where you are alone, then invite the"
-                " people who may read it.",
+                user_message=f"Not bridged: only its members may read that chat, and {why}."
+                " Make a new invite-only room, bridge it there while you are alone in it, then"
+                " invite the people who may read it.",
             )
 
     async def unbridge(self, room_id: str, sender: str) -> Portal:
