@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -146,18 +147,19 @@ async def _serve_probe(
     except OSError as err:
         await runner.cleanup()
         return [f"appservice.port: cannot listen on {config.hostname}:{config.port}: {err}"]
-    try:
-        # The ping also ends any backoff of the homeserver towards this address.
+
+    async def send() -> None:
+        # The ping also makes Synapse retry at once what failed before we listened, so that
+        # it holds the appservice as up again and passes to-device events on.
         await hs.request("POST", f"/v1/appservice/{quote(hs.appservice_id)}/ping", {})
-        content = {CHECK_DEVICE: probe.content()}
         await hs.request(
             "PUT",
-            f"/v3/sendToDevice/{PROBE_TYPE}/{probe.nonce}",
-            {"messages": {config.bot_mxid: content}},
+            f"/v3/sendToDevice/{PROBE_TYPE}/{secrets.token_hex(8)}",
+            {"messages": {config.bot_mxid: {CHECK_DEVICE: probe.content()}}},
         )
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(PROBE_TIMEOUT):
-                await probe.done.wait()
+
+    try:
+        await probe.run(send, PROBE_TIMEOUT)
     finally:
         await runner.cleanup()
     return probe.problems()

@@ -14,7 +14,6 @@ allow, never to ghosts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -208,17 +207,18 @@ class CryptoEngine:
         """Send a to-device event to our own device and see whether transactions bring it
         back, with key counts: if not, the homeserver lacks a setting, and each missing one is
         logged as an error that says what to set."""
-        try:
+
+        async def send() -> None:
             await self.client.send_to_device(
                 EventType.find(PROBE_TYPE, EventType.Class.TO_DEVICE),
                 {self.client.mxid: {self.client.device_id: cast(Any, self.probe.content())}},
             )
+
+        try:
+            await self.probe.run(send, PROBE_SECONDS)
         except MatrixError as err:
             self._log.warning("Could not send the delivery probe: %s", err)
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(PROBE_SECONDS):
-                await self.probe.done.wait()
         for problem in self.probe.problems():
             self._log.error("%s. Encrypted rooms cannot work until this is fixed.", problem)
 

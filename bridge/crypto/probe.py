@@ -11,10 +11,13 @@ transactions carry. The running bridge does this after start (problems go to the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 PROBE_TYPE = "fi.pontis.probe"
+RESEND_SECONDS = 4.0
 TO_DEVICE_FIX = (
     "homeserver: to-device events (room keys) do not reach the bridge; set "
     "experimental_features: {msc2409_to_device_messages_enabled: true} in homeserver.yaml and "
@@ -50,6 +53,21 @@ class DeliveryProbe:
         if self.complete:
             self.done.set()
         return kind == "to_device" and payload.get("type") == PROBE_TYPE
+
+    async def run(self, send: Callable[[], Awaitable[None]], seconds: float) -> None:
+        """Send the probe and wait for it, sending it again every few seconds until it is
+        seen or ``seconds`` have passed. Synapse drops to-device events for an appservice it holds
+        as down (it keeps only room events for the retry), and it may hold ours as down for a
+        moment after a transaction that failed before we listened: a single probe sent in that
+        window never arrives, however long we wait."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while True:
+                    await send()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(RESEND_SECONDS):
+                            await self.done.wait()
+                            return
 
     @property
     def complete(self) -> bool:
