@@ -24,7 +24,8 @@ from pathlib import Path
 import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.e2e.mail import AGENCY_DOMAIN, parse_message
+from tests.e2e.mail import AGENCY_DOMAIN
+from tests.e2e.mail_client import parse_message
 from tests.e2e.process import free_port
 
 RETRY_SECONDS = 1.0

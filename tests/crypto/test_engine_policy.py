@@ -2,7 +2,7 @@
 delete_keys and rotation turn into on the OlmMachine, which key requests it refuses, and which
 messages it does not bridge.
 
-The two-device cases reuse the in-process fake homeserver of ``test_olm_adapter``.
+The two-device cases reuse the in-process fake homeserver of ``fake_homeserver``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from bridge.core.pickle_key import KEY_BYTES, PickleKey
 from bridge.crypto.engine import MEGOLM, CryptoEngine, KeysMissing, Untrusted
 from bridge.crypto.state import RoomStateStore
 from bridge.portal.store import Store
-from tests.crypto.test_olm_adapter import (
+from tests.crypto.fake_homeserver import (
     ALICE,
     ROOM,
     FakeAPI,

@@ -27,6 +27,8 @@ and ``dovenull`` users, and Dovecot delivers as the ``mail`` user). Those users 
 pytest's temp tree (mode 0700), so the servers' files live in ``rundir`` under ``/tmp`` (linked
 from ``workdir/run``), removed when the Python process exits; the logs are copied into
 ``workdir`` by :meth:`MailServers.stop`.
+
+Sending and reading mail (SMTP, IMAP, ``postqueue``) is in :mod:`tests.e2e.mail_client`.
 """
 
 from __future__ import annotations
@@ -34,10 +36,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import email.policy
 import grp
-import imaplib
-import json
 import os
 import pwd
 import shutil
@@ -47,19 +46,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
-from email.parser import BytesParser
 from pathlib import Path
 
-import aiosmtplib
-
+from tests.e2e.mail_client import POSTQUEUE, MailClient
 from tests.e2e.process import ServerProcess, free_port
 
 AGENCY_DOMAIN = "agency.test"
 START_TIMEOUT = 10.0
-POLL_INTERVAL = 0.1
 
 POSTFIX = "/usr/sbin/postfix"
-POSTQUEUE = "/usr/sbin/postqueue"
 POSTFIX_MASTER = "/usr/lib/postfix/sbin/master"
 DOVECOT = "/usr/sbin/dovecot"
 DOVECOT_LMTP = "/usr/lib/dovecot/lmtp"
@@ -89,8 +84,6 @@ scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
 """
 
-_parser = BytesParser(policy=email.policy.default)
-
 
 def mail_servers_missing() -> str | None:
     """Why :class:`MailServers` cannot run here, or None when it can (for ``skipif``)."""
@@ -103,14 +96,6 @@ def mail_servers_missing() -> str | None:
     if os.geteuid() != 0:
         return "Postfix and Dovecot need root to run (they switch to their own users)"
     return None
-
-
-def parse_message(raw: bytes) -> EmailMessage:
-    """A message as the tests see it: parsed with ``email.policy.default``, its CRLF line ends
-    (as IMAP and LMTP carry them) turned into the ``\\n`` the email package works with."""
-    message = _parser.parsebytes(raw.replace(b"\r\n", b"\n"))
-    assert isinstance(message, EmailMessage)
-    return message
 
 
 def _tail(path: Path, lines: int) -> str:
@@ -216,7 +201,8 @@ class MailServers:
 
     For tests: ``add_user`` (mailboxes at agency.test), ``send`` (SMTP to smtpd),
     ``wait_for_mail`` / ``all_mail`` (IMAP), ``queue`` / ``flush`` (postqueue), and ``tail()``,
-    ``postfix_log``, ``dovecot_log`` when something goes wrong.
+    ``postfix_log``, ``dovecot_log`` when something goes wrong. The mail methods are those of
+    ``client`` (:class:`tests.e2e.mail_client.MailClient`).
     """
 
     def __init__(
@@ -255,10 +241,14 @@ class MailServers:
         self.startup_seconds: float | None = None
         self._mail_owner = pwd.getpwnam(MAIL_OWNER)
         self._postfix_owner = pwd.getpwnam("postfix")
-        # (uidvalidity, uids) already returned by wait_for_mail, per mailbox address.
-        self._seen: dict[str, tuple[int, set[int]]] = {}
         self._postfix = _Daemon("Postfix", self.rundir / "postfix.stdout")
         self._dovecot = _Daemon("Dovecot", self.rundir / "dovecot.stdout")
+        self.client = MailClient(
+            smtp_port=self.smtp_port,
+            imap_port=self.imap_port,
+            postfix_dir=self.postfix_dir,
+            tail=self.tail,
+        )
 
     # -- files --------------------------------------------------------------------------------
 
@@ -518,62 +508,17 @@ service lmtp {{
         self._write_user(address, password)
         return address
 
+    # -- the client's methods, for tests that hold only the servers ----------------------------
+
     async def send(
         self, message: EmailMessage | bytes, *, mail_from: str, rcpt_to: list[str]
     ) -> dict[str, tuple[int, str]]:
-        """Submit a message to Postfix's smtpd; returns the refused recipients (all of them when
-        none was accepted, in which case nothing was queued)."""
-        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=self.smtp_port, timeout=10)
-        await smtp.connect()
-        try:
-            if isinstance(message, EmailMessage):
-                refused, _ = await smtp.send_message(message, sender=mail_from, recipients=rcpt_to)
-            else:
-                refused, _ = await smtp.sendmail(mail_from, rcpt_to, message)
-        except aiosmtplib.SMTPRecipientsRefused as err:
-            return {r.recipient: (r.code, r.message) for r in err.recipients}
-        finally:
-            with contextlib.suppress(aiosmtplib.SMTPException):
-                await smtp.quit()
-        return {rcpt: (resp.code, resp.message) for rcpt, resp in refused.items()}
-
-    def _imap(self, address: str, password: str) -> imaplib.IMAP4:
-        conn = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=10)
-        try:
-            conn.login(address, password)
-        except BaseException:
-            conn.shutdown()
-            raise
-        return conn
-
-    @staticmethod
-    def _fetch(conn: imaplib.IMAP4, skip: set[int]) -> tuple[int, list[tuple[int, bytes]]]:
-        """(UIDVALIDITY, [(uid, raw message)]) of the INBOX messages whose uid is not in skip."""
-        conn.select("INBOX", readonly=True)
-        _typ, validity = conn.response("UIDVALIDITY")
-        uidvalidity = int(validity[0]) if validity and validity[0] else 0
-        _typ, data = conn.uid("SEARCH", "ALL")
-        uids = [int(u) for u in data[0].split()] if data and data[0] else []
-        messages = []
-        for uid in uids:
-            if uid in skip:
-                continue
-            _typ, parts = conn.uid("FETCH", str(uid), "(BODY.PEEK[])")
-            raw = next(p[1] for p in parts if isinstance(p, tuple))
-            messages.append((uid, raw))
-        return uidvalidity, messages
+        """:meth:`MailClient.send`: submit a message to smtpd, get the refused recipients."""
+        return await self.client.send(message, mail_from=mail_from, rcpt_to=rcpt_to)
 
     async def all_mail(self, address: str, password: str) -> list[EmailMessage]:
-        """Every message in the user's INBOX, oldest first (does not mark anything seen)."""
-
-        def fetch_all() -> list[bytes]:
-            conn = self._imap(address, password)
-            try:
-                return [raw for _uid, raw in self._fetch(conn, set())[1]]
-            finally:
-                conn.logout()
-
-        return [parse_message(raw) for raw in await asyncio.to_thread(fetch_all)]
+        """:meth:`MailClient.all_mail`: every message in the user's INBOX, oldest first."""
+        return await self.client.all_mail(address, password)
 
     async def wait_for_mail(
         self,
@@ -583,70 +528,13 @@ service lmtp {{
         timeout: float = 10,
         match: Callable[[EmailMessage], bool] | None = None,
     ) -> EmailMessage:
-        """The oldest message in the user's INBOX that matches and that this method has not
-        returned before; polls IMAP until ``timeout``, then fails with the mailbox, the queue
-        and the logs."""
-        key = address.lower()
-        conn = await asyncio.to_thread(self._imap, address, password)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        others: list[EmailMessage] = []
-        try:
-            while True:
-                validity, seen = self._seen.setdefault(key, (0, set()))
-                new_validity, fetched = await asyncio.to_thread(self._fetch, conn, seen)
-                if new_validity != validity:
-                    # A new mailbox (or the first look): uids from before mean nothing now.
-                    seen = set()
-                    self._seen[key] = (new_validity, seen)
-                    new_validity, fetched = await asyncio.to_thread(self._fetch, conn, seen)
-                others = []
-                for uid, raw in fetched:
-                    message = parse_message(raw)
-                    if match is None or match(message):
-                        seen.add(uid)
-                        return message
-                    others.append(message)
-                if loop.time() > deadline:
-                    break
-                await asyncio.sleep(POLL_INTERVAL)
-        finally:
-            with contextlib.suppress(OSError, imaplib.IMAP4.error):
-                await asyncio.to_thread(conn.logout)
-        summary = "".join(
-            f"\n  From: {m['From']} Subject: {m['Subject']} ({m.get_content_type()})"
-            for m in others
-        )
-        try:
-            queue: object = self.queue()
-        except RuntimeError as err:
-            queue = err
-        raise AssertionError(
-            f"no {'matching ' if match else ''}new mail for {address} within {timeout} s; "
-            f"{len(others)} other new message(s):{summary}\nPostfix queue: {queue}\n{self.tail()}"
-        )
-
-    # -- queue --------------------------------------------------------------------------------
-
-    def _postqueue(self, *args: str) -> str:
-        result = subprocess.run(
-            [POSTQUEUE, "-c", str(self.postfix_dir / "conf"), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"postqueue {' '.join(args)} failed ({result.returncode}): "
-                f"{result.stdout}{result.stderr}"
-            )
-        return result.stdout
+        """:meth:`MailClient.wait_for_mail`: the oldest matching message not returned before."""
+        return await self.client.wait_for_mail(address, password, timeout=timeout, match=match)
 
     def queue(self) -> list[dict[str, object]]:
-        """The messages in Postfix's queue (``postqueue -j``: queue_name, queue_id, sender,
-        recipients with delay_reason, ...)."""
-        return [json.loads(line) for line in self._postqueue("-j").splitlines() if line.strip()]
+        """:meth:`MailClient.queue`: the messages in Postfix's queue (``postqueue -j``)."""
+        return self.client.queue()
 
     def flush(self) -> None:
-        """Retry every deferred message now (``postqueue -f``)."""
-        self._postqueue("-f")
+        """:meth:`MailClient.flush`: retry every deferred message now (``postqueue -f``)."""
+        self.client.flush()

@@ -18,7 +18,7 @@ import pytest
 from tests.e2e.conftest import ADMIN, DOMAIN, Hub
 from tests.e2e.hub import eventually
 from tests.e2e.matrix_client import MatrixUser
-from tests.e2e.test_hub import _body, _management_room, _portal
+from tests.e2e.reference_portal import _body, _management_room, _portal
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,8 @@ import pytest_asyncio
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.e2e.mail import MailServers, mail_servers_missing, parse_message
+from tests.e2e.mail import MailServers, mail_servers_missing
+from tests.e2e.mail_client import parse_message
 
 pytestmark = [
     pytest.mark.e2e,

@@ -16,6 +16,7 @@ from typing import Any, cast
 import aiohttp
 import slixmpp
 from slixmpp import JID, Message, Presence
+from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -241,7 +242,9 @@ class XmppUser:
 
     # -- receiving ----------------------------------------------------------------------------
 
-    def _record(self, stanza: Message | Presence) -> None:
+    def _record(self, stanza: StanzaBase) -> None:
+        # The handlers match only <message/> and <presence/>, which slixmpp builds as these.
+        assert isinstance(stanza, Message | Presence), stanza
         self.received.append(stanza)
         if isinstance(stanza, Message):
             self.messages.append(stanza)

@@ -7,6 +7,7 @@ MSAL's ``verify``), while Graph stays on plain http on another port of the same 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import ssl
 from dataclasses import dataclass
@@ -133,13 +134,7 @@ async def serve_https_too(
     secure = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
     await plain.start()
     await secure.start()
-
-    def port(site: web.TCPSite) -> int:
-        server = site._server  # aiohttp keeps the bound socket here
-        assert server is not None
-        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-
-    return runner, f"http://127.0.0.1:{port(plain)}", f"https://127.0.0.1:{port(secure)}"
+    return runner, f"http://127.0.0.1:{_port(plain)}", f"https://127.0.0.1:{_port(secure)}"
 
 
 async def add_https_site(runner: web.BaseRunner, context: ssl.SSLContext) -> str:
@@ -147,6 +142,13 @@ async def add_https_site(runner: web.BaseRunner, context: ssl.SSLContext) -> str
     returns its base URL."""
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
     await site.start()
-    server = site._server  # aiohttp keeps the bound socket here
-    assert server is not None
-    return f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    return f"https://127.0.0.1:{_port(site)}"
+
+
+def _port(site: web.TCPSite) -> int:
+    """The port a started site bound (it was given 0). aiohttp keeps the socket in ``_server``,
+    annotated as an AbstractServer, which has no ``sockets``; asyncio's loop makes a Server.
+    (Only recent aiohttp, newer than the 3.9 this project allows, says it as ``site.port``.)"""
+    server = site._server
+    assert isinstance(server, asyncio.Server)
+    return int(server.sockets[0].getsockname()[1])
