@@ -26,7 +26,7 @@ from bridge.core.context import ConnectorContext, ConnectorRoutes
 from bridge.core.errors import BridgeError
 from bridge.core.federation import FederationPolicy, Refusal
 from bridge.core.ghost_names import GhostNames
-from bridge.core.health import HealthMonitor, health_response, refresh_metrics
+from bridge.core.health import HealthMonitor, client_details, health_response, refresh_metrics
 from bridge.core.housekeeping import Housekeeping, Retention
 from bridge.core.ids import LoginID, NetworkID
 from bridge.core.matrix import MatrixAPI
@@ -374,12 +374,12 @@ class App:
         return await self.router.bridging.alias_query(alias) is not None
 
     async def _health(self, request: web.Request) -> web.Response:
-        clients = {
-            f"{n}/{login or 'shared'}": c.connected for (n, login), c in self.router.clients.items()
-        }
+        loaded = {f"{n}/{login or 'shared'}": c for (n, login), c in self.router.clients.items()}
+        clients = {name: c.connected for name, c in loaded.items()}
+        details = client_details({name: c.client for name, c in loaded.items()}, self.log)
         extra = {"encryption": self._encryption.health()} if self._encryption is not None else {}
         return await health_response(
-            started=self.ready, clients=clients, monitor=self._monitor, extra=extra
+            started=self.ready, clients=clients, monitor=self._monitor, extra=extra, details=details
         )
 
     async def _metrics(self, request: web.Request) -> web.Response:

@@ -285,7 +285,10 @@ class SupportsReceipts(Protocol):
 @runtime_checkable
 class SupportsMembership(Protocol):
     async def handle_matrix_membership(self, change: MatrixMembership) -> None:
-        """A Matrix user joined or left a portal room (networks that show members, like MUCs)."""
+        """A Matrix user joined or left a portal room (networks that show members, like MUCs).
+        Called from the portal's queue for the user's own join or leave only: a kick or ban of
+        a Matrix user (the bridge bot's, when the network removed them) never comes here, so
+        it cannot echo back. ``change.inviter`` says whose invite a join accepted."""
         ...
 
 
@@ -411,6 +414,21 @@ class SupportsRemoteInput(Protocol):
         must give the same events (same ids) every time. It may do I/O (download a file, read
         the message from the network). Raise ``TransientError`` when the network is away (the
         portal waits), ``PermanentError`` when the input can never be converted."""
+        ...
+
+
+@runtime_checkable
+class SupportsHealthDetail(Protocol):
+    """Optional on a :class:`NetworkClient` whose connection has parts an operator must see one
+    by one (the XMPP hub's components, one per agency domain): ``/_pontis/health`` shows what it
+    returns under ``client_details["<network>/<login or shared>"]``, beside the single
+    connected-or-not of ``clients``. The core adds nothing to it and reads nothing from it."""
+
+    def health_detail(self) -> dict[str, Any]:
+        """JSON-ready detail of the connection as it is now: which part is up, since when, the
+        last error, when the next attempt comes. Called at each health request, so it must not
+        do I/O or block; it must never hold a secret (a password, a token), not even inside an
+        error text."""
         ...
 
 

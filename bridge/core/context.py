@@ -67,6 +67,8 @@ class CoreServices(Protocol):
 
     async def matrix_membership(self, room_id: str, mxid: str) -> str | None: ...
 
+    async def matrix_has_devices(self, mxid: str) -> bool: ...
+
     async def delivery_failed(
         self, network: NetworkID, event_id: str, err: BridgeError
     ) -> None: ...
@@ -239,6 +241,11 @@ class ConnectorContext:
         """``mxid``'s membership in a portal room (``join``, ``ban``, …; None if never a member),
         from the homeserver: e.g. whether a ghost is banned, whoever banned it and when."""
         return await self._core.matrix_membership(room_id, mxid)
+
+    async def matrix_has_devices(self, mxid: str) -> bool:
+        """Whether ``mxid`` has a device with keys on its homeserver: a leave of an account
+        without one is most likely its deactivation, not the person's choice."""
+        return await self._core.matrix_has_devices(mxid)
 
     async def delivery_failed(self, event_id: str, err: BridgeError) -> None:
         """The network bounced a message after ``handle_matrix_*`` had returned (an XMPP error

@@ -52,6 +52,10 @@ class UserInfo:
 
     name: str | None = None
     avatar: Media | None = None
+    avatar_removed: bool = False
+    """The person has no avatar any more (``avatar`` None alone means "unchanged or unknown"):
+    the core clears the ghost's avatar if it shows one, once. A connector sets it only when the
+    network said so, never because it could not ask."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -293,6 +297,10 @@ class MatrixMembership(MatrixEvent):
     """``sender`` joined or left the portal room (``membership`` is ``join`` or ``leave``)."""
 
     membership: str
+    inviter: str = ""
+    """On a ``join`` that accepted an invite: the Matrix user who sent the invite (the
+    homeserver's ``unsigned.prev_sender``), else ``""``. Networks where someone already in the
+    chat must add the new member act as them."""
 
 
 @dataclass(slots=True, kw_only=True)

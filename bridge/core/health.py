@@ -4,7 +4,9 @@
 and while both the homeserver and the database are reachable; without either, nothing can be
 bridged, and an orchestrator or a load balancer should know (the answer is then 503). Networks
 are reported (``clients`` and ``dependencies.networks``) but do not make the bridge unready:
-one network being away must not take the others out of service.
+one network being away must not take the others out of service. A client with parts an operator
+must see one by one (the XMPP hub's components) adds them under ``client_details``
+(:class:`~bridge.core.connector.SupportsHealthDetail`).
 
 The homeserver is probed in the background (``/_matrix/client/versions``, every
 :data:`HOMESERVER_INTERVAL` seconds, every :data:`HOMESERVER_RETRY` seconds while it fails), so a
@@ -28,6 +30,7 @@ from aiohttp import web
 from mautrix.util.async_db import Database
 
 from bridge import __version__
+from bridge.core.connector import SupportsHealthDetail
 from bridge.core.metrics import Metrics
 from bridge.portal.backlog import read_backlog
 from bridge.portal.store import Store
@@ -198,15 +201,32 @@ def _networks(clients: Mapping[str, bool]) -> dict[str, dict[str, int]]:
     return networks
 
 
+def client_details(clients: Mapping[str, object], log: logging.Logger) -> dict[str, Any]:
+    """``health_detail()`` of each client (by the name ``clients`` gives it) that has one; a
+    client whose detail fails shows that, rather than turning the whole answer into a 500."""
+    details: dict[str, Any] = {}
+    for name, client in clients.items():
+        if not isinstance(client, SupportsHealthDetail):
+            continue
+        try:
+            details[name] = client.health_detail()
+        except Exception as err:
+            log.exception("Health detail of client %s failed", name)
+            details[name] = {"error": f"no detail: {_describe(err)}"}
+    return details
+
+
 async def health_response(
     *,
     started: bool,
     clients: Mapping[str, bool],
     monitor: HealthMonitor | None,
     extra: Mapping[str, object] | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> web.Response:
     """The body of ``/_pontis/health``: 200 when ready, 503 otherwise. ``clients`` maps
-    ``<network>/<login or shared>`` to whether that client is connected."""
+    ``<network>/<login or shared>`` to whether that client is connected; ``details`` has the
+    same keys, for the clients that tell more (:func:`client_details`)."""
     ready = started
     dependencies: dict[str, Any] = {}
     if monitor is not None:
@@ -215,7 +235,7 @@ async def health_response(
     dependencies["networks"] = _networks(clients)
     body: dict[str, object] = {
         "live": True, "ready": ready, "version": __version__, "clients": dict(clients),
-        "dependencies": dependencies, **(extra or {}),
+        "client_details": dict(details or {}), "dependencies": dependencies, **(extra or {}),
     }  # fmt: skip
     return web.json_response(body, status=200 if ready else 503)
 

@@ -226,6 +226,7 @@ class MatrixAPI:
             raise _wrap(err, f"registering {mxid}") from err
 
     async def set_profile(self, mxid: str, *, name: str | None, avatar_mxc: str | None) -> None:
+        """Set what is not None; ``avatar_mxc=""`` removes the avatar."""
         intent = self.intent(mxid)
         try:
             if name is not None:
@@ -412,6 +413,16 @@ class MatrixAPI:
                     (str(event.event_id), str(event.sender), body, int(event.timestamp))
                 )
         return messages
+
+    async def has_devices(self, mxid: str) -> bool:
+        """Whether the homeserver lists a device with keys of ``mxid``. A deactivated account
+        has none (Synapse deletes its devices before it makes it leave every room); neither has
+        an account whose clients never set up encryption."""
+        try:
+            resp = await self.bot.query_keys([UserID(mxid)])
+        except Exception as err:
+            raise _wrap(err, f"reading {mxid}'s devices") from err
+        return bool(resp.device_keys.get(UserID(mxid)))
 
     async def membership(self, room_id: str, mxid: str) -> str | None:
         """``mxid``'s membership in the room (``join``, ``ban``, …), read from the homeserver,

@@ -161,10 +161,14 @@ class MatrixEventHandler:
         if loaded is None or not (loaded.features.membership or loaded.features.profile):
             return
         name = content.get("displayname") if membership == "join" else None
+        unsigned = event.get("unsigned") or {}
+        invited = (unsigned.get("prev_content") or {}).get("membership") == "invite"
+        inviter = unsigned.get("prev_sender") if membership == "join" and invited else None
         change = MatrixMembership(
             portal=portal, event_id=str(event["event_id"]), sender=sender,
             sender_name=name if isinstance(name, str) and name else await self._matrix.get_displayname(portal.mxid or "", sender),
             timestamp=int(event.get("origin_server_ts") or time.time() * 1000), membership=str(membership),
+            inviter=inviter if isinstance(inviter, str) else "",
         )  # fmt: skip
         if loaded.features.membership:
             await cast(SupportsMembership, loaded.client).handle_matrix_membership(change)

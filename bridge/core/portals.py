@@ -297,6 +297,9 @@ class PortalManager:
             mxc = await self._upload(ghost.mxid, info.avatar)
             await self._matrix.set_profile(ghost.mxid, name=None, avatar_mxc=mxc)
             ghost.avatar_mxc, ghost.avatar_id, changed = mxc, info.avatar.avatar_id, True
+        elif info.avatar_removed and (ghost.avatar_mxc or ghost.avatar_id):
+            await self._matrix.set_profile(ghost.mxid, name=None, avatar_mxc="")
+            ghost.avatar_mxc, ghost.avatar_id, changed = None, None, True
         if changed or is_new:
             await self._store.save_ghost(ghost)
         _bounded_set(self._ghosts, (network, remote_id), ghost)

@@ -173,6 +173,9 @@ class Router:
     async def matrix_membership(self, room_id: str, mxid: str) -> str | None:
         return await self._matrix.membership(room_id, mxid)
 
+    async def matrix_has_devices(self, mxid: str) -> bool:
+        return await self._matrix.has_devices(mxid)
+
     # --- network → Matrix -----------------------------------------------------------------------
 
     async def submit_remote_event(
@@ -425,15 +428,18 @@ class Router:
     async def _failure_notice(self, row: InboxRow, err: Exception) -> None:
         if row.kind != "pdu" or row.room_id is None or row.event_id is None:
             return
+        # A join, leave or kick is no message: its notice says what happened on its own.
+        member = row.payload.get("type") == "m.room.member"
         await self.notify_failure(
-            row.room_id, row.event_id, str(row.payload.get("sender", "")), err
+            row.room_id, row.event_id, str(row.payload.get("sender", "")), err, message=not member
         )
 
     async def notify_failure(
-        self, room_id: str, event_id: str, sender: str, err: Exception
+        self, room_id: str, event_id: str, sender: str, err: Exception, *, message: bool = True
     ) -> None:
         """Tell ``sender`` in the room, as a reply to their event, that it was not delivered."""
-        text = f"{sender}: your message was not delivered. {_user_message(err)}"
+        lost = "your message was not delivered. " if message else ""
+        text = f"{sender}: {lost}{_user_message(err)}"
         content = {
             "msgtype": "m.notice",
             "body": text,
