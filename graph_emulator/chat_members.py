@@ -18,7 +18,7 @@ from .graph_messages import where
 from .odata import bad_request, iso, not_found
 from .services import Services, services
 from .shapes import user_identity
-from .state import Chat, Message
+from .state import Chat, Conversation, Message
 
 ADDED = "#microsoft.graph.membersAddedEventMessageDetail"
 DELETED = "#microsoft.graph.membersDeletedEventMessageDetail"
@@ -34,8 +34,11 @@ def _member_identity(svc: Services, user_id: str) -> dict[str, object]:
     }
 
 
-def announce(svc: Services, chat: Chat, kind: str, initiator: str | None, ids: list[str]) -> None:
-    """The system message Teams writes when ``initiator`` added or removed ``ids``."""
+def announce(
+    svc: Services, chat: Conversation, kind: str, initiator: str | None, ids: list[str]
+) -> None:
+    """The system message Teams writes when ``initiator`` added or removed ``ids`` (in a chat,
+    or in a channel)."""
     now = svc.state.now()
     detail: dict[str, object] = {
         "@odata.type": kind,

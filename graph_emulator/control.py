@@ -173,8 +173,15 @@ async def add_channel(request: web.Request) -> web.Response:
     svc = services(request)
     team = svc.state.team(request.match_info["team_id"])
     data = await _json(request)
+    try:  # a private or shared channel lists its members, who must be in the team
+        kind = seed.membership_type(data)
+        members = seed.user_ids(svc, team.tenant_id, data.get("members") or [])
+    except seed.SeedError as err:
+        raise ControlError(400, str(err)) from None
+    if any(m not in team.members for m in members):
+        raise ControlError(400, "a channel's members must be members of its team")
     channel = svc.teamwork.create_channel(
-        team, str(data.get("displayName") or "Channel"), data.get("description")
+        team, str(data.get("displayName") or "Channel"), data.get("description"), kind, members
     )
     return web.json_response({"id": channel.id, "displayName": channel.display_name}, status=201)
 

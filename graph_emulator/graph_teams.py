@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from . import channel_members
 from . import permissions as perm
+from .channel_members import readable
 from .graph_delta import add_delta_routes
 from .graph_messages import add_message_routes
 from .odata import collection, entity, forbidden, odata_key
@@ -34,7 +36,12 @@ async def list_channels(request: web.Request) -> web.Response:
     team, grant = _team(request)
     perm.require(grant, perm.READ_CHANNELS)
     state = services(request).state
-    values = [channel_json(state.channels[c]) for c in team.channel_ids]
+    channels = [state.channels[c] for c in team.channel_ids]
+    values = [
+        channel_json(c)
+        for c in channels
+        if c.membership_type == "standard" or grant.user_id is None or grant.user_id in c.members
+    ]
     return collection(
         request,
         services(request).config.public_url,
@@ -47,6 +54,7 @@ async def get_channel(request: web.Request) -> web.Response:
     team, grant = _team(request)
     perm.require(grant, perm.READ_CHANNELS)
     channel = services(request).state.channel(team.id, request.match_info["channel_id"])
+    readable(grant, channel)
     context = f"teams({odata_key(team.id)})/channels/$entity"
     return entity(request, services(request).config.public_url, context, channel_json(channel))
 
@@ -57,3 +65,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1.0/teams/{team_id}/channels/{channel_id}", get_channel)
     add_delta_routes(app, "/v1.0/teams/{team_id}/channels/{channel_id}")
     add_message_routes(app, "/v1.0/teams/{team_id}/channels/{channel_id}")
+    channel_members.add_routes(app)

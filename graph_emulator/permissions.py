@@ -79,6 +79,10 @@ READ_CHANNELS = Need(
     ("Channel.ReadBasic.All", "ChannelSettings.Read.All", "Group.Read.All"),
     ("Channel.ReadBasic.All", "ChannelSettings.Read.All", "Group.Read.All"),
 )
+READ_CHANNEL_MEMBERS = Need(
+    ("ChannelMember.Read.All", "ChannelMember.ReadWrite.All"),
+    ("ChannelMember.Read.All", "ChannelMember.ReadWrite.All"),
+)
 READ_CHANNEL_MESSAGES = Need(
     ("ChannelMessage.Read.All", "Group.Read.All"), ("ChannelMessage.Read.All", "Group.Read.All")
 )
@@ -111,6 +115,7 @@ DEFAULT_APPLICATION_PERMISSIONS = frozenset(
         "Chat.Create",
         "ChatMember.Read.All",
         "ChannelMessage.Read.All",
+        "ChannelMember.Read.All",
         "User.Read.All",
         "Team.ReadBasic.All",
         "Channel.ReadBasic.All",

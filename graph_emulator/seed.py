@@ -16,7 +16,8 @@ A seed reads like the demo it creates::
         teams:
           - displayName: Mark 8
             members: [adele@contoso.onmicrosoft.com]
-            channels: [{displayName: General, messages: [...]}]
+            channels: [{displayName: General, messages: [...]},
+                       {displayName: Board, membershipType: private, members: [adele@…]}]
 
 Every id is optional (generated when missing); the answer lists what was created, ids and
 generated secrets included, so a test can seed and then address things by name.
@@ -126,6 +127,16 @@ def add_user(svc: Services, tenant: Tenant, data: dict[str, Any]) -> User:
     return user
 
 
+def membership_type(data: dict[str, Any]) -> Literal["standard", "private", "shared"]:
+    """A channel's ``membershipType``: ``private`` and ``shared`` ones list their ``members``."""
+    kind = data.get("membershipType", "standard")
+    if kind not in ("standard", "private", "shared"):
+        raise SeedError(f"'membershipType' must be standard, private or shared, not {kind!r}")
+    if kind != "standard" and not data.get("members"):
+        raise SeedError(f"a {kind} channel needs its 'members'")
+    return kind
+
+
 def user_ids(svc: Services, tenant_id: str, keys: object) -> list[str]:
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise SeedError("'members' must be a list of user ids or userPrincipalNames")
@@ -206,7 +217,13 @@ def apply(svc: Services, document: dict[str, Any], graph_base: str) -> dict[str,
                         if svc.state.channels[c].display_name == name
                     ),
                     None,
-                ) or svc.teamwork.create_channel(team, name, channel_data.get("description"))
+                ) or svc.teamwork.create_channel(
+                    team,
+                    name,
+                    channel_data.get("description"),
+                    membership_type(channel_data),
+                    user_ids(svc, tenant.id, channel_data.get("members") or []),
+                )
                 messages = post_messages(svc, channel, channel_data.get("messages"), graph_base)
                 channels_out.append({"id": channel.id, "displayName": name, "messages": messages})
             for channel_id in team.channel_ids:

@@ -193,7 +193,7 @@ def channel_json(channel: Channel) -> dict[str, Any]:
         "email": "",
         "tenantId": channel.tenant_id,
         "webUrl": f"https://teams.microsoft.com/l/channel/{channel.id}/{channel.display_name}?groupId={channel.team_id}&tenantId={channel.tenant_id}",
-        "membershipType": "standard",
+        "membershipType": channel.membership_type,
         "isArchived": False,
     }
 

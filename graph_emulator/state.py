@@ -131,6 +131,8 @@ class Channel(Conversation):
     team_id: str = ""
     display_name: str = ""
     description: str | None = None
+    membership_type: Literal["standard", "private", "shared"] = "standard"
+    """A standard channel shares its team's member table; a private or shared one has its own."""
 
 
 @dataclass(slots=True)

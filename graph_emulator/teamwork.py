@@ -106,16 +106,26 @@ class Teamwork:
         self.create_channel(team, "General", None)
         return team
 
-    def create_channel(self, team: Team, display_name: str, description: str | None) -> Channel:
-        # Channels share the team's member table: standard channels have no roster of their own.
+    def create_channel(
+        self,
+        team: Team,
+        display_name: str,
+        description: str | None,
+        membership_type: Literal["standard", "private", "shared"] = "standard",
+        member_ids: Sequence[str] = (),
+    ) -> Channel:
+        # Standard channels share the team's member table; private and shared ones have a
+        # roster of their own (a shared channel's may hold people of other tenants).
+        standard = membership_type == "standard"
         channel = Channel(
             f"19:{new_thread_hex()}@thread.tacv2",
             team.tenant_id,
             self.state.now(),
-            team.members,
+            team.members if standard else {m: ["owner"] for m in dict.fromkeys(member_ids)},
             team_id=team.id,
             display_name=display_name,
             description=description,
+            membership_type=membership_type,
         )
         self.state.channels[channel.id] = channel
         team.channel_ids.append(channel.id)

@@ -27,10 +27,12 @@ from bridge.core import (
     RemoteMessage,
     RemoteRedaction,
     RemoteUserID,
+    TransientError,
     UserInfo,
 )
 from bridge.portal.models import Message as StoredMessage
 from bridge.portal.models import RemoteInput
+from bridge.teams import channel_members
 from bridge.teams.channel_catch_up import ChannelCatchUp
 from bridge.teams.channel_files import ChannelFiles
 from bridge.teams.channel_subscriptions import ChannelSubscriptions
@@ -42,6 +44,7 @@ from bridge.teams.ids import (
     parse_channel,
     parse_channel_resource,
 )
+from bridge.teams.member_sync import is_member_change
 from bridge.teams.network import TeamsNetwork
 from bridge.teams.relay_reactions import is_relay_post
 from bridge.teams.replay import reaction_syncs
@@ -159,6 +162,10 @@ class ChannelInbound:
         link = await self.net.tenant_for_chat(portal_id)
         msg = await self._fetch(link, *channel, root_id, reply_id)
         key = item.portal
+        token = str(item.payload.get(TOKEN, ""))
+        if change == "created" and msg is not None and is_member_change(msg):
+            # Graph's member list decides, never the message's (it may be replayed or forged).
+            return await channel_members.member_events(self.net, link, portal_id, msg, token)
         author = sender_of(msg) if msg is not None else None
         # "deleted" is only the notification's word: Graph must agree (gone, or marked deleted).
         gone = msg is None and change == "deleted"
@@ -169,10 +176,17 @@ class ChannelInbound:
             return [RemoteRedaction(portal=key, target=message_id(target), sender=sender)]
         if msg is None or not is_bridgeable(msg) or author is None:
             return []
+        # A private channel's room holds only its members when anything of it is shown.
+        events = await channel_members.outsiders(self.net, key, await self._room(portal_id))
         if change == "created" or stored is None:
-            return [await self._new_message(key, link, channel, msg, root_id, reply_id)]
-        token = str(item.payload.get(TOKEN, ""))
-        return await self._changes(key, link, channel, msg, root_id, reply_id, stored, token)
+            return [*events, await self._new_message(key, link, channel, msg, root_id, reply_id)]
+        return events + await self._changes(
+            key, link, channel, msg, root_id, reply_id, stored, token
+        )
+
+    async def _room(self, portal_id: str) -> str:
+        portal = await self._ctx.store.get_portal(RemoteChatID(portal_id))
+        return portal.mxid if portal is not None and portal.mxid else ""
 
     async def _changes(
         self,
@@ -243,10 +257,23 @@ class ChannelInbound:
         inbox retries it, then sets it aside and posts a notice in the room."""
         link = await self.net.tenant_for_chat(key.remote_id)
         converting = _Converting(self, key, link, channel)
-        return await self._catching_up.run(
+        # Members first: whoever left during the gap is out of the room before what it missed.
+        members = await self._members(key, link, token)
+        return members + await self._catching_up.run(
             key, link, channel_of(*channel, link), channel, token,
             int(time.time() * 1000), converting,
         )  # fmt: skip
+
+    async def _members(self, key: PortalKey, link: TenantLink, token: str) -> list[RemoteEvent]:
+        """The room made to match the channel's members; a refusal (no ``ChannelMember.Read.All``)
+        leaves it as it is, and a private channel's room still holds only the members last read."""
+        try:
+            return await channel_members.reconcile(self.net, link, key.remote_id, token=token)
+        except TransientError:
+            raise
+        except Exception as err:
+            self._log.warning("Catch-up of %s: members not read (%s)", key.remote_id, err)
+            return await channel_members.outsiders(self.net, key, await self._room(key.remote_id))
 
     async def _fetch(
         self, link: TenantLink, team: str, channel: str, root_id: str, reply_id: str | None

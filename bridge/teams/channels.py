@@ -25,9 +25,11 @@ from bridge.core import (
     PermanentError,
     PortalKey,
     RemoteMessageID,
+    RemoteUserID,
     SpaceInfo,
     TransientError,
 )
+from bridge.teams import channel_members
 from bridge.teams.channel_files import share_to_channel
 from bridge.teams.channel_link import BadChannelLink, ChannelLink, parse_channel_link
 from bridge.teams.channel_subscriptions import ChannelSubscriptions
@@ -80,7 +82,7 @@ async def bridge_channel(
         raise _refuse(str(refused), refused.user_message)
     key = channel_key(link.team_id, link.channel_id)
     try:
-        channel, team = await _read_and_subscribe(net, subscriptions, tenant, graph, link)
+        channel, team, ghosts = await _read_and_subscribe(net, subscriptions, tenant, graph, link)
     except TransientError as err:
         raise BridgeError(
             f"bridging {key.remote_id}: {err}",
@@ -91,13 +93,14 @@ async def bridge_channel(
         raise _refuse(
             f"{matrix_user} cannot read {link.channel_id}: {err}",
             "Teams does not let your account read that channel: check the link, and that you"
-            " are a member of its team.",
+            " are a member of its team (and of the channel itself, if it is private or shared).",
         ) from None
     team_name = team.display_name or "Team"
     return key, ChatInfo(
         name=f"{team_name} · {channel.display_name or link.name or 'Channel'}",
         topic=channel.description,
         matrix_users=[matrix_user],
+        members=ghosts,
         space=SpaceInfo(key=f"team:{link.team_id}", name=team_name, topic=team.description),
         members_only=True,  # the team's: no room of strangers reads it
     )
@@ -109,9 +112,11 @@ async def _read_and_subscribe(
     tenant: TenantLink,
     graph: GraphServiceClient,
     link: ChannelLink,
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, list[RemoteUserID]]:
     """The channel, read with the user's own token (Graph refuses it to anyone outside the
-    team), and its team; then the channel's subscription. Raises what ``graph_call`` raises."""
+    team, and a private or shared channel to anyone outside the channel), its team and the
+    ghosts of its members (bridge.teams.channel_members); then the channel's subscription.
+    Raises what ``graph_call`` raises."""
     item = graph.teams.by_team_id(link.team_id).channels.by_channel_id(link.channel_id)
     channel = await graph_call(f"read channel {link.channel_id}", item.get(), delegated=True)
     team = await graph_call(
@@ -121,6 +126,7 @@ async def _read_and_subscribe(
         raise NotFound(f"Graph answered without channel {link.channel_id} or its team")
     key = channel_key(link.team_id, link.channel_id)
     await net.remember_chat(key.remote_id, tenant.id)
+    ghosts = await _members(net, tenant, key.remote_id, channel)
     try:
         await graph_call(
             f"subscribe to {key.remote_id}", subscriptions.subscribe(tenant, key.remote_id)
@@ -131,7 +137,26 @@ async def _read_and_subscribe(
             user_message="Teams refused the bridge's app a subscription to that channel, so"
             " nothing was bridged: an administrator must grant it `ChannelMessage.Read.All`.",
         ) from None
-    return channel, team
+    return channel, team, ghosts
+
+
+async def _members(
+    net: TeamsNetwork, tenant: TenantLink, portal_id: str, channel: Any
+) -> list[RemoteUserID]:
+    """The ghosts the room starts with. A private or shared channel is not bridged without
+    its members (the room must hold no one else); a standard one is, without ghosts."""
+    try:
+        return await channel_members.at_bridging(net, tenant, portal_id)
+    except (PermanentError, NotFound) as err:
+        kind = channel.membership_type.value if channel.membership_type else "standard"
+        if kind not in channel_members.MEMBERS_ONLY:
+            net.ctx.log.warning("Members of %s not read, no ghosts join: %s", portal_id, err)
+            return []
+        raise BridgeError(
+            str(err),
+            user_message=f"Teams refused the bridge's app the members of that {kind} channel,"
+            " so nothing was bridged: an administrator must grant it `ChannelMember.Read.All`.",
+        ) from None
 
 
 async def channel_info(net: TeamsNetwork, portal: PortalKey) -> ChatInfo:

@@ -29,6 +29,7 @@ from bridge.core import (
     LoginID,
     MatrixEdit,
     MatrixKick,
+    MatrixMembership,
     MatrixMessage,
     MatrixReaction,
     MatrixReactionRemove,
@@ -43,7 +44,15 @@ from bridge.core import (
     UserInfo,
 )
 from bridge.portal.models import Login, Portal, RemoteInput
-from bridge.teams import channel_outbound, channels, directory, group_chats, member_sync, members
+from bridge.teams import (
+    channel_outbound,
+    channels,
+    directory,
+    group_chats,
+    matrix_members,
+    member_sync,
+    members,
+)
 from bridge.teams.errors import as_bridge_error, graph_call
 from bridge.teams.files import read_within, share_to_chat
 from bridge.teams.from_matrix import as_posted, body_html, chat_message, edited_message
@@ -308,6 +317,11 @@ class _TeamsActions:
         graph, _ = await self._acting(kick.portal.remote_id, "")
         await members.remove(self.net, graph, self.login_id, kick.portal.remote_id, person)
 
+    async def handle_matrix_membership(self, change: MatrixMembership) -> None:
+        """A Matrix user's own join or leave: their own Teams login's membership of a group
+        chat follows it (bridge.teams.matrix_members); a relay user has none to change."""
+        await matrix_members.membership_changed(self.net, change)
+
     async def bridge_room(self, remote_id: str, matrix_user: str) -> tuple[PortalKey, ChatInfo]:
         """``bridge teams <channel link>``: that channel, in this room (bridge.teams.channels)."""
         assert self.net.channel_subscriptions is not None, "bridge_room before start"
@@ -336,7 +350,7 @@ class _TeamsActions:
                 continue
             if found is not None:
                 name = ghost_name(found.display_name, link.tenant.display_name)
-                return UserInfo(name=name, avatar=await link.photos.changed(user))
+                return await link.photos.profile(user, name)
         return UserInfo()
 
 
@@ -409,6 +423,7 @@ class TeamsUserClient(_TeamsActions):
             sign_in = LoginSignIn(net.cfg, self._link.tenant, login.metadata, self._save_login)
             self._tokens = sign_in.provider
             self._graph = self._link.graph(self._tokens)
+            net.login_graphs[self.login_id] = self._graph
 
     async def connect(self) -> None:
         if self._tokens is None:
@@ -432,6 +447,8 @@ class TeamsUserClient(_TeamsActions):
         """``logout teams``: the hub stops being told of this account's chats at once."""
         if self._link is not None:
             await self._link.unwatch(self.login_id)
+        if self._graph is not None and self.net.login_graphs.get(self.login_id) is self._graph:
+            del self.net.login_graphs[self.login_id]  # a newer login's client stays
 
     def _own_graph(self) -> GraphServiceClient:
         if self._graph is None:

@@ -32,7 +32,6 @@ from bridge.core import (
     RemoteMessageID,
     RemoteRedaction,
     RemoteUserID,
-    UserInfo,
 )
 from bridge.portal.models import Message as StoredMessage
 from bridge.portal.models import RemoteInput
@@ -335,6 +334,11 @@ class Inbound:
         target = message_id(msg_id)
         from_matrix = stored is not None and stored.sender_id.startswith("@")
         author = sender_of(msg) if msg is not None else None
+        if change == "deleted" and msg is not None and msg.deleted_date_time is None:
+            # "deleted" is only the notification's word (replayed, or overtaken by an undelete):
+            # Graph, read just now, still has the message, so Matrix keeps it.
+            self._log.info("Message %s of %s is not deleted in Teams; kept", msg_id, chat_id)
+            return []
         if change == "deleted" or (msg is not None and msg.deleted_date_time is not None):
             if stored is None or from_matrix:
                 return []  # unknown here, or the echo of a redaction made in Matrix
@@ -401,9 +405,8 @@ class Inbound:
             portal=portal_key(chat_id),
             id=message_id(msg.id),
             sender=author[0],
-            sender_info=UserInfo(
-                name=ghost_name(author[1], link.tenant.display_name),
-                avatar=await link.photos.changed(author[0]),  # None: unchanged
+            sender_info=await link.photos.profile(
+                author[0], ghost_name(author[1], link.tenant.display_name)
             )
             if author[1]
             else None,

@@ -117,9 +117,7 @@ async def reconcile(
         if raw:
             accounts.add(user_id(str(raw)))
     store = net.ctx.store
-    record = _load(await store.kv_get(_seen_key(chat_id)))
-    before = record.before if token and record.token == token else record.members
-    await _save(net, chat_id, accounts, before, token)
+    before = await remember(net, chat_id, accounts, token)
     logins = await net.logged_in()
     relays = net.relay_ids()
     ghosts = sorted(a for a in accounts if a not in logins and a not in relays)
@@ -151,6 +149,23 @@ async def reconcile(
             continue
         events.append(kick)
     return events
+
+
+async def remember(
+    net: TeamsNetwork, chat_id: str, accounts: set[RemoteUserID], token: str
+) -> set[RemoteUserID] | None:
+    """Keep ``accounts`` as the chat's (or channel's) members just read; returns the list a
+    removal is measured against: the one read before, or for the same input ``token``
+    converted again, the one that input compared with (None: never read)."""
+    record = _load(await net.ctx.store.kv_get(_seen_key(chat_id)))
+    before = record.before if token and record.token == token else record.members
+    await _save(net, chat_id, accounts, before, token)
+    return before
+
+
+async def last_seen(net: TeamsNetwork, chat_id: str) -> set[RemoteUserID] | None:
+    """The members as last read (None: never read)."""
+    return _load(await net.ctx.store.kv_get(_seen_key(chat_id))).members
 
 
 async def seen(net: TeamsNetwork, chat_id: str, accounts: list[RemoteUserID]) -> None:

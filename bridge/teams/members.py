@@ -2,10 +2,8 @@
 the person is added to the Teams chat (Graph's "Add member to a chat"); a moderator kicks a
 ghost and the person is removed from the Teams chat, if the moderator's own Teams account may.
 
-A Matrix user leaving a portal room does not leave the Teams chat: the homeserver's leave
-looks the same whether they left that one room or their Matrix account was deactivated (which
-leaves every room), and the latter must not take their Teams account out of all its chats.
-They leave the Teams chat in Teams.
+A Matrix user's own Teams account joins and leaves group chats with their portal rooms in
+:mod:`bridge.teams.matrix_members`.
 
 Graph adds members to group chats only: a one-on-one chat keeps its two people, and a group
 chat of them and the new person is made instead (:mod:`bridge.teams.group_chats`). The

@@ -14,6 +14,8 @@ from bridge.teams.config import TeamsConfig
 from bridge.teams.tenant import TenantLink
 
 if TYPE_CHECKING:
+    from msgraph import GraphServiceClient
+
     from bridge.teams.channel_subscriptions import ChannelSubscriptions
 
 
@@ -49,6 +51,9 @@ class TeamsNetwork:
         self._chat_tenants: dict[str, str] = {}
         self.channel_subscriptions: ChannelSubscriptions | None = None
         """Set at start: the subscriptions of bridged channels."""
+        self.login_graphs: dict[str, GraphServiceClient] = {}
+        """Each loaded Teams login's own (delegated) Graph client, by login id (its AAD object
+        id): how one Matrix user acts for another's membership (bridge.teams.matrix_members)."""
 
     def tenant(self, tenant_id: str) -> TenantLink | None:
         return self.tenants.get(tenant_id.lower())

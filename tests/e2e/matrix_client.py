@@ -9,9 +9,11 @@ it never did (``seen``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -275,6 +277,23 @@ class MatrixUser:
 
     async def whoami(self) -> dict[str, Any]:
         return dict(await self._client("GET", "/account/whoami"))
+
+    async def upload_device_keys(self) -> None:
+        """Publish keys for this login's device, as any client that sets up encryption does
+        (the keys are random: nobody encrypts to them here)."""
+        device = (await self.whoami())["device_id"]
+        mine = await self._client("POST", "/keys/query", {"device_keys": {self.mxid: [device]}})
+        if mine.get("device_keys", {}).get(self.mxid, {}).get(device):
+            return
+        keys = {
+            f"{algorithm}:{device}": base64.b64encode(os.urandom(32)).decode().rstrip("=")
+            for algorithm in ("curve25519", "ed25519")
+        }
+        await self._client("POST", "/keys/upload", {"device_keys": {
+            "user_id": self.mxid, "device_id": device, "keys": keys,
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+            "signatures": {self.mxid: {f"ed25519:{device}": "unchecked"}},
+        }})  # fmt: skip
 
     # -- sync ---------------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ relay account. Each test makes its own rooms and chats.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from typing import Any
 
@@ -127,7 +126,7 @@ async def test_a_dm_widens_into_a_group_chat_and_members_sync_both_ways(
     a group chat of the three is made, in a new room: the DM's history stays with the two
     (Patti's ghost declines there, Adele is pointed to the new room). Alex adds and removes
     Nestor in Teams, and the room follows; Nestor's photo is his ghost's avatar. Adele kicks
-    Patti (her own account may), then leaves the room: her Teams account stays in the chat."""
+    Patti (her own account may), then leaves the room, and her Teams account the chat."""
     user = adele.user
     ids = {n: hub.graph.user(n)["id"] for n in ("adele", "alex", "patti", "nestor")}
     dm_room, one_on_one = await _dm(hub, user, "alex")
@@ -179,11 +178,9 @@ async def test_a_dm_widens_into_a_group_chat_and_members_sync_both_ways(
     # Matrix → Teams: Adele's kick removes Patti with Adele's own account.
     await user.kick(room_id, ghost(hub, "patti"))
     await eventually(lambda: ids["patti"] not in _members(hub, group), "Patti removed", 45)
-    # Adele leaves the room: her Teams account stays in the chat (a deactivated Matrix account
-    # leaves every room, and must not take her out of all her Teams chats).
+    # Adele leaves the room: her Teams account leaves the group chat too (test_teams_member_leave).
     await user.leave(room_id)
-    await asyncio.sleep(5)  # the bridge has seen the leave by now
-    assert _members(hub, group) == {ids["adele"], ids["alex"]}
+    await eventually(lambda: _members(hub, group) == {ids["alex"]}, "Adele out of Teams", 45)
 
 
 async def test_a_matrix_user_removed_in_teams_leaves_the_portal(

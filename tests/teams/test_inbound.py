@@ -28,6 +28,7 @@ from bridge.core import (
     RemoteMessageID,
     RemoteRedaction,
     TransientError,
+    UserInfo,
 )
 from bridge.core.federation import FederationPolicy
 from bridge.portal import Store
@@ -95,7 +96,9 @@ class Fake:
         self.link.tenant.tenant_id = "tenant-a"
         self.link.tenant.display_name = "Contoso"
         self.link.graph_url = "https://graph"  # nextLinks are followed only on it
-        self.link.photos.changed = AsyncMock(return_value=None)  # no profile photos here
+        self.link.photos.profile = AsyncMock(  # no profile photos here
+            side_effect=lambda user, name: UserInfo(name=name)
+        )
         self.watched = {"sub"}
         """Subscriptions on watched accounts (the relay, logged-in users)."""
         self.link.watches = AsyncMock(side_effect=lambda sub: sub in self.watched)

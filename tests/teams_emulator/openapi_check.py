@@ -172,6 +172,11 @@ async def record() -> dict[str, Any]:
         gone = next(m for m in pair_members["value"] if m["userId"] == users["Megan"]["id"])
         await call("DELETE", f"/chats/{pair['id']}/members/{gone['id']}", adele)
         await call("DELETE", f"/chats/{pair['id']}/members/{gone['id']}", adele, None, "error")
+        # A member leaves by removing their own membership; no longer one, they remove nobody.
+        mine = next(m for m in pair_members["value"] if m["userId"] == users["Adele"]["id"])
+        other = next(m for m in pair_members["value"] if m["userId"] == users["Alex"]["id"])
+        await call("DELETE", f"/chats/{pair['id']}/members/{mine['id']}", adele)
+        await call("DELETE", f"/chats/{pair['id']}/members/{other['id']}", adele, None, "error")
         photo = base64.b64decode(PNG)
         async with session.put(
             f"{base}/_emulator/users/{users['Alex']['id']}/photo",
@@ -297,6 +302,25 @@ async def record() -> dict[str, Any]:
         await call(
             "POST", f"{ch_msg}/replies/{reply['id']}/setReaction", adele, {"reactionType": "😀"}
         )
+        await call("GET", f"/teams/{team}/channels/{channel}/members", app_token)
+        board = await control(
+            "POST",
+            f"/teams/{team}/channels",
+            {
+                "displayName": "Board",
+                "membershipType": "private",
+                "members": [users["Adele"]["id"]],
+            },
+        )
+        await call("GET", f"/teams/{team}/channels/{board['id']}", app_token)
+        await call("GET", f"/teams/{team}/channels/{board['id']}/members", adele)
+        await call("GET", f"/teams/{team}/channels/{board['id']}/members", megan, None, "error")
+        await control(
+            "POST",
+            f"/teams/{team}/channels/{board['id']}/members",
+            {"as": users["Adele"]["id"], "user": users["Alex"]["id"]},
+        )
+        await call("GET", f"/teams/{team}/channels/{board['id']}/messages", app_token)
         await call("GET", "/subscriptions", app_token)
         await call("GET", f"/subscriptions/{sub['id']}", app_token)
         await call(
