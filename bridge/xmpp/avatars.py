@@ -30,8 +30,11 @@ What others announce is checked, as anyone can announce anything:
   :data:`MAX_LOCAL`), so that nick cycling does not grow the store; the ``avatar:`` keys of
   people are pruned by housekeeping when not written for a long time.
 
-A removed avatar (an empty hash) is not carried: the core has no "no avatar" update, so the
-ghost keeps its last picture.
+A removed avatar (XEP-0153's empty ``<photo/>``, XEP-0084's ``<metadata/>`` without
+``<info/>``) clears the ghost's, once: "no avatar" is remembered like a hash, so a presence
+that repeats it changes nothing; no ghost is made for it. A presence without ``<photo/>``
+says nothing (not "removed"), and a person is only ever cleared by their own presence or PEP,
+as any avatar change.
 """
 
 from __future__ import annotations
@@ -238,7 +241,7 @@ class RemoteAvatars:
         if origin is None or presence["type"] not in PRESENT:
             return
         digest = photo_hash(presence)
-        if digest:
+        if digest is not None:  # "" (no avatar) too
             self._start(origin.key, origin.user, digest,
                         lambda: self._vcard_data(origin.vcard, origin.asker))  # fmt: skip
 
@@ -248,7 +251,7 @@ class RemoteAvatars:
         if digest is None:
             return False
         key = self._dm_of(msg["from"], msg["to"])
-        if digest and key is not None:
+        if key is not None:
             user, asker = key.remote_id, str(msg["to"])
             self._start(
                 key, RemoteUserID(user), digest, lambda: self._pep_data(user, digest, asker)
@@ -315,10 +318,14 @@ class RemoteAvatars:
 
     async def _update(self, key: PortalKey, user: RemoteUserID, digest: str,
                       fetch: Callable[[], Awaitable[bytes | None]]) -> None:  # fmt: skip
-        if await self._last(user) == digest or not self._refused.peek(f"{user} {digest}"):
+        last = await self._last(user)
+        if last == digest or not self._refused.peek(f"{user} {digest}"):
             return
         if await self._ctx.store.get_portal(key.remote_id, key.receiver) is None:
             return  # nobody on Matrix talks with them: fetch nothing
+        if not digest:
+            await self._removed(key, user, bool(last))
+            return
         if not (self._by_user.allow(user) and self._by_portal.allow(key.remote_id)):
             self._log.info("Avatar %s of %s not fetched: too many fetches for them lately; "
                            "tried again on a later presence", digest, user)  # fmt: skip
@@ -350,6 +357,24 @@ class RemoteAvatars:
         await self._ctx.queue_remote_event(info)
         await self._remember(user, digest)
         self._log.info("New avatar %s of %s for its ghost", digest, user)
+
+    async def _removed(self, key: PortalKey, user: RemoteUserID, handed: bool) -> None:
+        """``user`` has no avatar now: their ghost's is cleared, and "" remembered, so that
+        repeating it changes nothing. ``handed``: an avatar of theirs went to the core (which
+        may not have set it yet). A ghost that shows none (or no ghost: a lurker whose client
+        says "no avatar" in every presence) is left alone, not made or joined."""
+        if not handed:
+            ghost = await self._ctx.store.get_ghost(user)
+            if ghost is None:
+                return
+            if not ghost.avatar_mxc:
+                await self._remember(user, "")
+                return
+        info = RemoteChatInfo(portal=key, sender=user, create_portal=False, info=ChatInfo(),
+                              sender_info=UserInfo(avatar_removed=True))  # fmt: skip
+        await self._ctx.queue_remote_event(info)
+        await self._remember(user, "")
+        self._log.info("Avatar of %s removed: cleared on its ghost", user)
 
     async def _last(self, user: str) -> str | None:
         """The hash of the last avatar of ``user`` handed to the core (or left out)."""

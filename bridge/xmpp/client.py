@@ -61,6 +61,7 @@ from bridge.xmpp.inbound import Inbound
 from bridge.xmpp.invites import Invitations, is_invitation
 from bridge.xmpp.joins import MucJoins
 from bridge.xmpp.mam import Archive
+from bridge.xmpp.matrix_invites import MatrixInvitations
 from bridge.xmpp.moderation import MucModeration, subject_key
 from bridge.xmpp.moderator import MatrixModerator
 from bridge.xmpp.muc import JoinError, MucTracker
@@ -145,7 +146,8 @@ class XmppClient:
         self.owns: Callable[[str], bool] = lambda domain: domain in (cfg.jid, cfg.rooms_domain)
         """Whether a domain is the bridge's own: this component's, or any of the hub's
         (set by :class:`bridge.xmpp.components.XmppClients`)."""
-        self.invitations = Invitations(ctx, cfg, self.component, self)
+        outgoing = MatrixInvitations(ctx, cfg, self.component, self.hosted, self.joins.puppet_in)
+        self.invitations = Invitations(ctx, cfg, self.component, self, outgoing=outgoing)
         self.chat_states = ChatStates(cfg, self.component, self.hosted, self.mucs, self.private,
                                       self._reference)  # fmt: skip
 

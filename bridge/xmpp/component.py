@@ -12,12 +12,16 @@ A server that accepts the connection and then refuses the component (wrong secre
 does not know: a stream error before the session starts) is a configuration problem, not an
 outage: those attempts back off from 1 s, doubling up to :data:`MAX_REFUSED_WAIT`, instead of
 hammering the server twice a second for ever (:func:`reconnect_delay`).
+
+Every attempt and its outcome is kept in :attr:`Component.link` for ``/_pontis/health`` and the
+metrics (link.py); the state is reported (``on_state``) when it changes, not at every attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +32,7 @@ from slixmpp.xmlstream.matcher import StanzaPath
 
 from bridge.core import TransientError
 from bridge.xmpp.config import XmppConfig
+from bridge.xmpp.link import Link, redact
 
 PLUGINS = (
     "xep_0030", "xep_0066", "xep_0085", "xep_0184", "xep_0199", "xep_0203", "xep_0308",
@@ -71,9 +76,14 @@ class Component:
         on_stanza: Callable[[Stanza], Awaitable[None]],
         on_state: Callable[[bool, str], Awaitable[None]],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.domain = domain
         self._sleep = sleep
+        self._clock = clock
+        self.link = Link(domain)
+        self._reported: str | None = None
+        """The error last reported down through ``on_state`` (None: up, or nothing yet)."""
         self._refused = 0
         """Attempts in a row that ended before the session started."""
         self._stream_error = ""
@@ -90,6 +100,7 @@ class Component:
         self.xmpp.add_event_handler("disconnected", self._disconnected)
         self.xmpp.add_event_handler("stream_error", self._on_stream_error)
         self.xmpp.add_event_handler("connection_failed", self._connection_failed)
+        self.xmpp.add_event_handler("reconnect_delay", self._reconnect_delay)
         # slixmpp's "message" event skips messages without a body (reactions, chat states,
         # markers), so every message and presence stanza is taken straight from the stream.
         self.xmpp.register_handler(Callback("pontis message", StanzaPath("message"), self._queue))
@@ -105,6 +116,7 @@ class Component:
     def start(self) -> None:
         self._stopping = False
         self._worker = asyncio.create_task(self._consume(), name="xmpp-inbound")
+        self.link.starting(self._clock())
         self._log.info(
             "Connecting component %s to %s:%d", self.domain, self._cfg.host, self._cfg.port
         )
@@ -112,6 +124,7 @@ class Component:
 
     async def stop(self) -> None:
         self._stopping = True
+        self.link.stopped(self._clock())
         # Also while not up: slixmpp may be between connection attempts (the server is away)
         # or mid-handshake, and would otherwise keep connecting after the bridge stopped.
         self.xmpp.cancel_connection_attempt()
@@ -169,43 +182,70 @@ class Component:
                 self._log.exception("Handling a stanza from %s failed", stanza["from"])
 
     def _on_stream_error(self, error: StanzaBase) -> None:
-        self._stream_error = str(error["condition"] or "") if error is not None else ""
+        if error is None:
+            self._stream_error = ""
+            return
+        condition, text = str(error.get("condition") or ""), str(error.get("text") or "")
+        described = f"{condition}: {text}" if condition and text else condition or text
+        self._stream_error = redact(described, self._cfg.secret)  # the server's text: logged
 
-    def _connection_failed(self, error: object) -> None:
+    async def _down(self, error: str, retry_in: float | None = None) -> None:
+        """Keep ``error`` (redacted) as why the stream is not up, and report it if it is new."""
+        error = redact(error, self._cfg.secret)
+        self.link.down(self._clock(), error, retry_in)
+        if error != self._reported:
+            self._reported = error
+            await self._on_state(False, error)
+
+    def _reconnect_delay(self, seconds: float) -> None:
+        self.link.retry_at(self._clock(), seconds)
+
+    async def _connection_failed(self, error: object) -> None:
+        error = redact(str(error), self._cfg.secret)
         # One line per attempt: an operator sees the server is away, and that the bridge is not
         # hammering it (slixmpp waits 3 s, then 5 s between attempts: MAX_RECONNECT_WAIT).
         self._log.warning(
             "Cannot reach the XMPP server of component %s at %s:%d (%s); trying again within "
             "%.0f s", self.domain, self._cfg.host, self._cfg.port, error, MAX_RECONNECT_WAIT,
         )  # fmt: skip
+        if not self._stopping:
+            await self._down(f"cannot connect to {self._cfg.host}:{self._cfg.port}: {error}")
 
     async def _session_start(self, _: object) -> None:
         self.up = True
         self._refused = 0
         self._stream_error = ""
+        self._reported = None
+        self.link.up(self._clock())
         self._log.info("Component %s is connected", self.domain)
         await self._on_state(True, "")
 
     async def _disconnected(self, reason: object) -> None:
+        reason = redact(str(reason), self._cfg.secret) if reason else "no reason given"
         was_up, self.up = self.up, False
-        if was_up:
-            await self._on_state(False, f"disconnected: {reason}")
         if self._stopping:
+            if was_up:
+                await self._on_state(False, f"disconnected: {reason}")
             return
         if was_up:
             self._refused = 0
-            self._log.warning(
-                "Component stream closed (%s); reconnecting", reason or "no reason given"
-            )
+            await self._down(f"disconnected: {reason}", reconnect_delay(0))
+            self._log.warning("Component stream closed (%s); reconnecting", reason)
         else:
             self._refused += 1
             self._log.error(
                 "The XMPP server closed the stream of component %s before the session started "
                 "(%s): check the component's domain and secret in both configs; attempt %d, "
                 "next in %.0f s",
-                self.domain, self._stream_error or reason or "no reason given", self._refused,
+                self.domain, self._stream_error or reason, self._refused,
                 reconnect_delay(self._refused),
             )  # fmt: skip
+            refusal = (
+                f"stream error {self._stream_error}"
+                if self._stream_error
+                else f"closed before the session started ({reason})"
+            )
+            await self._down(f"refused by the server: {refusal}", reconnect_delay(self._refused))
         self._stream_error = ""
         await self._sleep(reconnect_delay(self._refused))
         if not self._stopping:

@@ -13,12 +13,18 @@ serves the chat. Which one that is follows from the remote JID alone, so nothing
 A component hears only what is meant for it: a message that reaches it from a JID another
 component serves is refused with the address to write to instead, so that a conversation never
 runs through two components.
+
+For the operator, each component stream (a component's own, and its rooms domain's) shows in
+``/_pontis/health`` (:meth:`XmppClients.health_detail`) and in the metrics (link.py), whether
+or not the others are up.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from bridge.core import (
@@ -36,6 +42,7 @@ from bridge.core import (
 from bridge.portal.models import RemoteInput
 from bridge.xmpp.client import XmppClient
 from bridge.xmpp.invites import InviteLimits
+from bridge.xmpp.link import Link
 from bridge.xmpp.protocol.escaping import split_jid
 from bridge.xmpp.routing import ComponentRoutes
 
@@ -55,16 +62,23 @@ class XmppClients:
     login_id = LoginID("")
 
     def __init__(
-        self, ctx: ConnectorContext, routes: ComponentRoutes, clients: Sequence[XmppClient]
+        self,
+        ctx: ConnectorContext,
+        routes: ComponentRoutes,
+        clients: Sequence[XmppClient],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._ctx = ctx
         self.routes = routes
         self.clients = list(clients)
+        self._clock = clock
         self._states: list[tuple[bool, str]] = [(False, "connecting")] * len(self.clients)
         self._retries: dict[int, asyncio.Task[Any]] = {}
+        """component index → its next start, after one failed."""
+        self._start_failures: dict[int, Link] = {}
+        """component index → what health shows of it while it fails to start (never connected)."""
         self._closed = False
         """Set by :meth:`disconnect`: no component is started (again) after it."""
-        """component index → its next start, after one failed."""
         limits = InviteLimits()  # one set for the hub: a stranger gains nothing from two domains
         for index, client in enumerate(self.clients):
             client.report_state = self._reporter(index)
@@ -100,6 +114,10 @@ class XmppClients:
         self._ctx.log.error("Starting XMPP component %s failed: %s; trying again in %.0f s",
                             jid, err, delay)  # fmt: skip
         self._reporter(index)(False, f"failed to start ({err}); trying again in {delay:.0f} s")
+        previous = self._start_failures.get(index)
+        failed = Link(jid, since=previous.since if previous else None, failures=attempt)
+        failed.down(self._clock(), f"failed to start: {err}", delay)
+        self._start_failures[index] = failed
         self._retries[index] = self._ctx.background(
             self._restart(index, attempt + 1, delay), name=f"start {jid} again"
         )
@@ -114,6 +132,7 @@ class XmppClients:
             self._start_failed(index, err, attempt)
         else:
             self._retries.pop(index, None)
+            self._start_failures.pop(index, None)
             self._ctx.log.info("XMPP component %s started", self.routes.configs[index].jid)
 
     async def disconnect(self) -> None:
@@ -141,6 +160,24 @@ class XmppClients:
             self._ctx.set_client_state(self.login_id, connected=not down, message="; ".join(down))
 
         return report
+
+    # --- for the operator ------------------------------------------------------------------------
+
+    def links(self) -> Iterator[tuple[str, Link]]:
+        """Every component stream of the hub, with what it serves: ``users`` (the Matrix users'
+        JIDs) or ``rooms`` (Matrix rooms offered as MUCs)."""
+        for index, client in enumerate(self.clients):
+            failed = self._start_failures.get(index)
+            yield "users", failed or client.component.link
+            if client.hosted is not None:
+                rooms = client.hosted.component.link
+                yield "rooms", rooms if failed is None else replace(failed, domain=rooms.domain)
+
+    def health_detail(self) -> dict[str, Any]:
+        """``components``: one entry per component stream (core: ``SupportsHealthDetail``)."""
+        now = self._clock()
+        return {"components": [{**link.as_json(now), "serves": serves}
+                               for serves, link in self.links()]}  # fmt: skip
 
     # --- calls that name a chat or a person -------------------------------------------------------
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from bridge.core import (
     Capabilities,
     ConnectorContext,
@@ -20,6 +22,7 @@ from bridge.xmpp.client import XmppClient
 from bridge.xmpp.components import XmppClients
 from bridge.xmpp.config import EXAMPLE_CONFIG, component_configs
 from bridge.xmpp.ids import NETWORK
+from bridge.xmpp.link import LinkMetrics
 from bridge.xmpp.protocol.handshake import component_handshake
 from bridge.xmpp.routing import ComponentRoutes
 from bridge.xmpp.store import XmppStore
@@ -34,6 +37,7 @@ class XmppConnector:
 
     def __init__(self) -> None:
         self.client: XmppClients | None = None
+        self._metrics: tuple[CollectorRegistry, LinkMetrics] | None = None
 
     def capabilities(self) -> Capabilities:
         return Capabilities(replies=True, threads=False, media=True, html=True)
@@ -48,12 +52,18 @@ class XmppConnector:
         routes = ComponentRoutes(configs)
         clients = [XmppClient(ctx, cfg, store, routes.jid_for) for cfg in configs]
         self.client = XmppClients(ctx, routes, clients)
+        self._metrics = (ctx.metrics.registry, LinkMetrics(self.client.links))
+        self._metrics[0].register(self._metrics[1])
         ctx.add_client(self.client)
         await self.client.connect()
 
     async def stop(self) -> None:
         if self.client is not None:
             await self.client.disconnect()
+        if self._metrics is not None:
+            registry, collector = self._metrics
+            registry.unregister(collector)
+            self._metrics = None
 
     async def check(self, section: dict[str, Any]) -> list[str]:
         try:

@@ -13,6 +13,12 @@ with them sees their show and status (others a plain ``available``); and the pro
 of another Matrix server is looked up only for someone with a DM with them, so nobody makes the
 hub query Matrix servers at will by inventing addresses.
 
+A contact with a DM who subscribes to a Matrix user is asked back (``subscribe``), as XMPP
+clients do: once they accept, their server sends the Matrix user their presence and, as the
+caps ask for ``urn:xmpp:avatar:metadata+notify``, their XEP-0084 avatar changes
+(:mod:`bridge.xmpp.avatars`). On their ``subscribed`` the Matrix user's presence goes to them
+again, so that their server learns those caps now that it lets the Matrix user see them.
+
 XEP-0199 pings need nothing here: the ``xep_0199`` plugin answers a ping to any JID on the
 domain.
 """
@@ -268,6 +274,7 @@ class Identity:
         xmpp.add_event_handler("presence_probe", self._probe)
         xmpp.add_event_handler("presence_subscribe", self._subscribe)
         xmpp.add_event_handler("presence_unsubscribe", self._unsubscribe)
+        xmpp.add_event_handler("presence_subscribed", self._subscribed)
 
     def _presence_target(self, pres: Presence) -> JID | None:
         """The JID to answer from: the domain (XEP-0100 transports are roster items) or a
@@ -334,6 +341,14 @@ class Identity:
         await self.send_presence(target, JID(pres["from"].bare), "subscribed")
         detailed = await self._detailed_for(target, pres["from"])
         await self.send_presence(target, pres["from"], detailed=detailed)
+        if detailed and target.user:  # mutual, with someone the Matrix user talks with
+            await self.send_presence(target, JID(pres["from"].bare), "subscribe")
+
+    async def _subscribed(self, pres: Presence) -> None:
+        """A contact accepted the Matrix user's subscription: presence (caps) to them again."""
+        target = self._presence_target(pres)
+        if target is not None and target.user and await self._detailed_for(target, pres["from"]):
+            await self.send_presence(target, JID(pres["from"].bare))
 
     async def _unsubscribe(self, pres: Presence) -> None:
         """Acknowledge, and go offline for them: they no longer receive our presence, and

@@ -115,6 +115,17 @@ async def accept(ctx: ConnectorContext, component: Component, msg: Message,
     return True
 
 
+def send_receipt(component: Component, msg: Message) -> None:
+    """XEP-0184: confirm ``msg`` if it asks for it. Called once it is kept (``accept``): it
+    reaches Matrix whatever happens now. From whom it was sent to, on the component it came
+    through (a Matrix user's JID, their occupant, their nick in a room the bridge hosts)."""
+    if msg.xml.find(f"{{{RECEIPTS_NS}}}request") is None or not msg["id"] or not component.up:
+        return
+    receipt = component.xmpp.make_message(mto=msg["from"], mfrom=msg["to"], mtype="chat")
+    receipt["receipt"] = msg["id"]
+    receipt.send()
+
+
 class Inbound:
     def __init__(
         self,
@@ -176,13 +187,7 @@ class Inbound:
         item = remote_input(key, DM, msg, dedupe=message_id(msg))
         if not await accept(self._ctx, self._component, msg, item):
             return
-        # XEP-0184: confirmed once the message is kept; it reaches Matrix whatever happens now.
-        if msg.xml.find(f"{{{RECEIPTS_NS}}}request") is not None and self._component.up:
-            receipt = self._component.xmpp.make_message(
-                mto=msg["from"], mfrom=msg["to"], mtype="chat"
-            )
-            receipt["receipt"] = msg["id"]
-            receipt.send()
+        send_receipt(self._component, msg)
 
     async def groupchat(self, msg: Message) -> None:
         """A live message from a MUC; held while the room's archive is being caught up on, so

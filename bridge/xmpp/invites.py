@@ -28,8 +28,8 @@ counted, so forged ones cannot use them up. All limits are shared by all compone
 by sending many.
 
 Matrix → XMPP: a Matrix user who invites an XMPP person's ghost into a MUC's portal (bridged or
-hosted) sends that person a direct invitation to the room from their own JID. The core checked
-the inviter's permission level and the federation policy before it asks.
+hosted) has the room invite them (:mod:`bridge.xmpp.matrix_invites`), after the checks here.
+The core checked the inviter's permission level and the federation policy before it asks.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Collection
 from typing import Protocol
 
-from slixmpp import JID, Message
+from slixmpp import Message
 
 from bridge.core import (
     BridgeError,
@@ -55,12 +55,12 @@ from bridge.portal.models import Portal
 from bridge.xmpp.component import Component
 from bridge.xmpp.config import XmppConfig
 from bridge.xmpp.ids import NETWORK, muc_key
+from bridge.xmpp.matrix_invites import MatrixInvitations
 from bridge.xmpp.muc import MUC_USER_NS
 from bridge.xmpp.protocol.escaping import (
     bare_jid,
     is_valid_jid,
     jid_to_mxid,
-    mxid_to_jid,
     split_jid,
 )
 
@@ -188,8 +188,11 @@ def is_invitation(msg: Message) -> bool:
 
 class Invitations:
     def __init__(self, ctx: ConnectorContext, cfg: XmppConfig, component: Component,
-                 rooms: Rooms, limits: InviteLimits | None = None) -> None:  # fmt: skip
+                 rooms: Rooms, limits: InviteLimits | None = None,
+                 outgoing: MatrixInvitations | None = None) -> None:  # fmt: skip
         self._ctx = ctx
+        self._outgoing = outgoing
+        """Sends Matrix users' invitations; without it they cannot be sent."""
         self._cfg = cfg
         self._component = component
         self.rooms = rooms
@@ -311,7 +314,7 @@ class Invitations:
     # --- Matrix → XMPP ----------------------------------------------------------------------------
 
     async def from_matrix(self, portal: Portal, inviter: str, user: RemoteUserID) -> None:
-        """``inviter`` invited ``user``'s ghost into ``portal``: a XEP-0249 invitation."""
+        """``inviter`` invited ``user``'s ghost into ``portal``: the room invites them."""
         if portal.is_direct:
             raise NotSupported(
                 "invite into a DM",
@@ -329,11 +332,7 @@ class Invitations:
                 "too many invitations", user_message="Too many invitations at once; try again "
                 "in a few minutes.",
             )  # fmt: skip
-        self._component.require_up()
-        msg = self._component.xmpp.make_message(
-            mto=JID(bare_jid(user)), mfrom=JID(mxid_to_jid(inviter, self._cfg.jid)), mtype="normal"
-        )
-        x = msg.xml.makeelement(f"{{{CONFERENCE_NS}}}x", {"jid": portal.remote_id})
-        msg.xml.append(x)
-        self._component.send(msg)
-        self._log.info("%s invited %s to %s", inviter, user, portal.remote_id)
+        if self._outgoing is None:
+            raise NotSupported("no outgoing invitations", user_message="People cannot be "
+                               "invited into XMPP rooms from Matrix here.")  # fmt: skip
+        await self._outgoing.invite(portal, inviter, bare_jid(user))

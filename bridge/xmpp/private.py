@@ -23,6 +23,10 @@ message (older ones count as absent; housekeeping deletes them, ``pm:`` is a kv 
 room that shows neither real JIDs nor occupant-ids gives nothing to tell people apart by;
 there the nick is all there is.
 
+A kept message that asks for a XEP-0184 receipt gets one, as in a DM: from the Matrix user's
+occupant (or nick), once the message is stored; anything refused above gets none. A Matrix read
+receipt goes back as a XEP-0333 marker the same way (:mod:`bridge.xmpp.chat_states`).
+
 Nothing here answers a message a bridged MUC relayed with an error: the error would go to the
 room, which may kick an occupant that sends errors to another (XEP-0045 §9.10, status 307).
 It is logged and dropped. An answer from Matrix reaches a bridged MUC only while the Matrix
@@ -47,7 +51,7 @@ from bridge.xmpp.component import Component
 from bridge.xmpp.config import XmppConfig
 from bridge.xmpp.hosted import HostedRooms
 from bridge.xmpp.ids import NETWORK, dm_key, message_id, muc_key
-from bridge.xmpp.inbound import PRIVATE, accept, as_is, remote_input
+from bridge.xmpp.inbound import PRIVATE, accept, as_is, remote_input, send_receipt
 from bridge.xmpp.moderation import MucModeration, nick_ghost, occupant_ghost
 from bridge.xmpp.muc import MucTracker
 from bridge.xmpp.protocol.escaping import bare_jid, jid_to_mxid
@@ -258,7 +262,10 @@ class PrivateMessages:
         if carries_content(msg):
             item = remote_input(key, PRIVATE, msg, dedupe=f"{key.remote_id}:{message_id(msg)}",
                                 sender=sender, name=nick)  # fmt: skip
-            return await accept(self._ctx, component, msg, item, relayed=relayed)
+            if not await accept(self._ctx, component, msg, item, relayed=relayed):
+                return False
+            send_receipt(component, msg)  # as in a DM (a room relays it to the occupant)
+            return True
         info = ChatInfo(is_direct=True, matrix_users=[key.receiver], members=[sender])
         event = await convert(msg, key=key, sender=sender, sender_name=nick, chat_info=info,
                               resolve=as_is, files=self._files)  # fmt: skip

@@ -204,6 +204,9 @@ mod_http_upload:
   max_size: {UPLOAD_SIZE_LIMIT}
   access: upload
   thumbnail: false
+mod_pubsub:
+  host: {_yaml("pubsub." + self.domain)}
+  plugins: [flat, pep]
 mod_muc:
   host: {_yaml(self.muc_domain)}
   access: all

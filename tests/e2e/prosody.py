@@ -83,7 +83,9 @@ class ProsodyServer(XmppServerProcess):
             f"data_path = {_lua(str(self.data_path))}",
             f"certificates = {_lua(str(self.rundir / 'certs'))}",
             # mod_posix (pidfile, root check) is loaded automatically on POSIX systems.
-            'modules_enabled = { "disco"; "roster"; "saslauth"; "ping"; "time"; "version"; "vcard" }',
+            # pep: XEP-0084 avatars (and XEP-0163 notifications to the bridge's Matrix users).
+            'modules_enabled = { "disco"; "roster"; "saslauth"; "ping"; "time"; "version"; "vcard";'
+            ' "pep" }',
             # No mod_limits: the Debian default config throttles c2s to 10 kb/s.
             'modules_disabled = { "limits" }',
             f"c2s_ports = {{ {self.c2s_port} }}",

@@ -1,14 +1,17 @@
 """Several XMPP domains in one hub (issue #14): two agencies, each with its own Prosody and its
 own component, bridged by one Pontis to one Synapse. Stopping one agency's server leaves the
-other bridging both ways; the stopped one comes back by itself, without a reconnect storm."""
+other bridging both ways; the stopped one comes back by itself, without a reconnect storm.
+``/_pontis/health`` and the metrics show each component on its own, with why one is down."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
+import json
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,6 +191,43 @@ async def _connected(hub: TwoDomainHub) -> dict[str, float]:
     return {login: float(value) for login, value in found}
 
 
+async def _metrics(hub: TwoDomainHub) -> str:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{hub.metrics_port}/metrics") as resp,
+    ):
+        return await resp.text()
+
+
+def _component_gauges(metrics: str) -> dict[tuple[str, str], float]:
+    """``pontis_xmpp_component_connected`` by (domain, serves)."""
+    found = re.findall(
+        r'pontis_xmpp_component_connected\{domain="([^"]+)",serves="([^"]+)"\} (\S+)', metrics
+    )
+    return {(domain, serves): float(value) for domain, serves, value in found}
+
+
+async def _components(hub: TwoDomainHub) -> dict[str, dict[str, Any]]:
+    """What ``/_pontis/health`` says of each component stream, by domain."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{hub.bridge.port}/_pontis/health") as resp,
+    ):
+        body = await resp.json()
+    return {c["domain"]: c for c in body["client_details"]["xmpp/shared"]["components"]}
+
+
+async def _components_until(
+    hub: TwoDomainHub, check: Callable[[dict[str, dict[str, Any]]], bool], what: str
+) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + 60
+    while not check(components := await _components(hub)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {components}")
+        await asyncio.sleep(0.2)
+    return components
+
+
 async def test_each_agency_bridges_through_its_own_component(two: TwoDomainHub) -> None:
     alice = await two.user("alice")
     async with account(two.a.server, "ann") as ann, account(two.b.server, "bert") as bert:
@@ -294,6 +334,11 @@ async def test_one_agency_down_leaves_the_other_bridging_and_comes_back(two: Two
         states = await _connected(two)
         assert states[two.a.component] == 1 and states[two.b.component] == 0
         assert states["shared"] == 0  # the shared client says one component is down
+        # Health names the component that is down, why, and when it tries next.
+        components = await _components(two)
+        assert components[two.a.component]["connected"] is True
+        b = components[two.b.component]
+        assert b["connected"] is False and "cannot connect to 127.0.0.1:" in b["error"]
         # pontis check names the component that is down.
         result = two.bridge.cli("check", "-r", str(two.workdir / "registration.yaml"))
         out = result.stdout + result.stderr
@@ -325,3 +370,53 @@ async def test_one_agency_down_leaves_the_other_bridging_and_comes_back(two: Two
         log = two.bridge.log_path.read_text(errors="replace")[log_before:]
         assert "Could not rejoin" not in log
     assert (await _connected(two))["shared"] == 1
+
+
+async def test_a_component_its_server_refuses_shows_why_and_the_other_bridges(
+    two: TwoDomainHub,
+) -> None:
+    """Hostile config: agency B's server is changed to expect another secret for B's component.
+    Health and the metrics show B's component down with the server's reason and its next
+    attempt, A's up, and A goes on bridging; the secret shows nowhere. Once both sides agree
+    again, B's component is back by itself."""
+    alice = await two.user("alice")
+    log_before = len(two.bridge.log_path.read_text(errors="replace"))
+    await two.b.server.stop()
+    two.b.server.components[two.b.component] = "what-agency-b-s-server-expects-now"
+    try:
+        await two.b.server.start()
+        components = await _components_until(
+            two, lambda c: "not-authorized" in c[two.b.component].get("error", ""),
+            "agency B's server refusing the component",
+        )  # fmt: skip
+        b = components[two.b.component]
+        assert b["connected"] is False and b["serves"] == "users"
+        assert b["error"].startswith("refused by the server: stream error not-authorized")
+        assert b["failed_attempts"] >= 1 and "since" in b
+        assert components[two.b.rooms]["connected"] is True  # its own secret is still right
+        assert components[two.a.component]["connected"] is True
+        gauges = _component_gauges(metrics := await _metrics(two))
+        assert gauges[(two.a.component, "users")] == 1 and gauges[(two.b.component, "users")] == 0
+        assert gauges[(two.b.rooms, "rooms")] == 1
+        async with account(two.a.server, "ann") as ann:
+            await _dm_both_ways(alice, ann, two.a.component, "While B is refused")
+        # Refused attempts back off (1, 2, 4 … s), and health tells when the next one comes.
+        later = await _components_until(
+            two, lambda c: c[two.b.component].get("failed_attempts", 0) >= 3
+            and "next_attempt" in c[two.b.component], "a third failed attempt and the next",
+        )  # fmt: skip
+        wait, failures = (later[two.b.component][k] for k in ("next_attempt_in_seconds",
+                                                              "failed_attempts"))  # fmt: skip
+        assert 0 < wait <= 2 ** (failures - 1)
+        health = json.dumps(later)
+    finally:
+        await two.b.server.stop()
+        two.b.server.components[two.b.component] = XMPP_SECRET
+        await two.b.server.start()
+    for text in (health, metrics, two.bridge.log_path.read_text(errors="replace")):
+        assert XMPP_SECRET not in text
+    await _components_until(two, lambda c: all(e["connected"] for e in c.values()),
+                            "every component connected again")  # fmt: skip
+    assert _component_gauges(await _metrics(two))[(two.b.component, "users")] == 1
+    log = two.bridge.log_path.read_text(errors="replace")[log_before:]
+    assert "not-authorized" in log  # the operator's log says why, too

@@ -421,12 +421,19 @@ async def test_an_invitation_flood_is_cut_off_and_heals_with_time(invitations: A
     assert joined[-1] == "later@muc.xmpp.example"
 
 
-async def test_matrix_invitations_become_direct_invitations_and_dms_refuse(
+async def test_matrix_invitations_are_checked_before_the_room_is_asked_and_dms_refuse(
     invitations: Any,
 ) -> None:
-    inv, component, *_ = invitations
-    sent: list[StanzaBase] = []
-    component.xmpp.send = lambda stanza, *_, **__: sent.append(stanza)  # type: ignore[method-assign]
+    """What the room is then asked: tests/xmpp/test_matrix_invites.py."""
+    _, component, ctx, *_ = invitations
+    asked: list[tuple[str, str, str]] = []
+
+    class Outgoing:
+        async def invite(self, portal: Portal, inviter: str, user: str) -> None:
+            asked.append((portal.remote_id, inviter, user))
+
+    inv = Invitations(ctx, make_cfg(), component, FakeRooms(), InviteLimits(),  # type: ignore[arg-type]
+                      outgoing=Outgoing())  # type: ignore[arg-type]  # fmt: skip
     dm = Portal(network=NETWORK, remote_id="xena@xmpp.example", receiver=ALICE_MXID, is_direct=True)
     with pytest.raises(NotSupported):
         await inv.from_matrix(dm, ALICE_MXID, RemoteUserID("xavier@xmpp.example"))
@@ -434,9 +441,7 @@ async def test_matrix_invitations_become_direct_invitations_and_dms_refuse(
     with pytest.raises(NotSupported):  # an occupant known by nick has no address to invite
         await inv.from_matrix(room, ALICE_MXID, RemoteUserID(f"{ROOM}/Anon"))
     await inv.from_matrix(room, ALICE_MXID, RemoteUserID("xavier@xmpp.example"))
-    [invite] = sent
-    assert str(invite["from"]) == ALICE and str(invite["to"]) == "xavier@xmpp.example"
-    assert invite.xml.find("{jabber:x:conference}x").get("jid") == ROOM
+    assert asked == [(ROOM, ALICE_MXID, "xavier@xmpp.example")]
     for _ in range(PER_INVITER):
         try:
             await inv.from_matrix(room, ALICE_MXID, RemoteUserID("xavier@xmpp.example"))

@@ -1,0 +1,52 @@
+"""A DM contact who subscribes to a Matrix user is asked back, so that their server sends their
+presence and XEP-0084 avatar changes to the bridge; strangers are not. Without a server: the
+real thing is tests/e2e/test_xmpp_pep_avatars.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slixmpp import JID
+
+from bridge.xmpp.ids import dm_key
+from tests.xmpp.test_identity import ALICE, XMPP_USER, _settle, setup  # noqa: F401
+
+CAPS = "{http://jabber.org/protocol/caps}c"
+
+
+def _answers(sent: list[Any]) -> list[tuple[str | None, str, bool]]:
+    """(type, to, carries caps) of each presence sent."""
+    return [(p.xml.get("type"), str(p["to"]), p.xml.find(CAPS) is not None) for p in sent]
+
+
+async def test_strangers_are_not_asked_back_and_their_subscribed_changes_nothing(
+    setup: Any,  # noqa: F811
+) -> None:
+    identity, xmpp, _, sent = setup
+    await identity._subscribe(xmpp.make_presence(pto=JID(ALICE), pfrom=JID("stranger@xmpp.example"),
+                                                 ptype="subscribe"))  # fmt: skip
+    assert [t for t, _, _ in _answers(sent)] == ["subscribed", None]
+    sent.clear()
+    for frm in ("stranger@xmpp.example", "m@refused.example"):
+        await identity._subscribed(xmpp.make_presence(pto=JID(ALICE), pfrom=JID(frm),
+                                                      ptype="subscribed"))  # fmt: skip
+    assert sent == []
+
+
+async def test_a_dm_contact_is_asked_back_and_sees_the_caps_once_accepted(
+    setup: Any,  # noqa: F811
+) -> None:
+    _, xmpp, ctx, sent = setup
+    key = dm_key(XMPP_USER, "@alice:hub.example")
+    ctx.portals[(key.remote_id, key.receiver)] = object()
+    xmpp._handle_presence(xmpp.make_presence(pto=JID(ALICE), pfrom=JID(XMPP_USER),
+                                             ptype="subscribe"))  # fmt: skip
+    await _settle()
+    assert _answers(sent) == [("subscribed", XMPP_USER, False), (None, XMPP_USER, True),
+                              ("subscribe", XMPP_USER, False)]  # fmt: skip
+    assert {str(p["from"]) for p in sent} == {ALICE}
+    sent.clear()
+    xmpp._handle_presence(xmpp.make_presence(pto=JID(ALICE), pfrom=JID(XMPP_USER),
+                                             ptype="subscribed"))  # fmt: skip
+    await _settle()
+    assert _answers(sent) == [(None, XMPP_USER, True)]
