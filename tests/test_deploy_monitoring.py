@@ -30,6 +30,7 @@ from bridge.email.client import EmailGateway
 from bridge.email.config import EXAMPLE_CONFIG as EMAIL_EXAMPLE
 from bridge.email.config import EmailConfig
 from bridge.portal.store import Store
+from bridge.xmpp.link import LinkMetrics
 from tests.e2e.process import free_port
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
@@ -64,6 +65,7 @@ def bridge_metrics() -> Metrics:
     )  # fmt: skip
     email_config = EmailConfig.from_section(YAML(typ="safe").load(EMAIL_EXAMPLE))
     EmailGateway(ctx, email_config, cast(Any, SimpleNamespace(database=None)), cast(Any, None))
+    metrics.registry.register(LinkMetrics(list))  # the XMPP connector's, registered as it starts
     return metrics
 
 
