@@ -58,9 +58,9 @@ DOMAIN_FEATURES = (
     VCARD_NS,
     "urn:xmpp:ping",
 )
-# What the bridge does in a DM (client.py / to_matrix.py). XEP-0184 receipts are left out on
-# purpose: the bridge neither requests nor answers them, and a client that saw the feature would
-# wait for receipts that never come.
+# What the bridge does in a DM (client.py / to_matrix.py). XEP-0184: a receipt request is
+# answered once the message is stored for Matrix (inbound.py send_receipt), so a client that
+# asks gets its receipt; the bridge asks for none itself.
 USER_FEATURES = (
     "http://jabber.org/protocol/chatstates",
     "http://jabber.org/protocol/disco#info",
@@ -70,6 +70,7 @@ USER_FEATURES = (
     "urn:xmpp:message-retract:1",
     "urn:xmpp:ping",
     "urn:xmpp:reactions:0",
+    "urn:xmpp:receipts",
     "urn:xmpp:reply:0",
     "urn:xmpp:sid:0",
     # XEP-0163 +notify: a contact's server pushes their XEP-0084 avatar changes (avatars.py).

@@ -114,7 +114,7 @@ async def test_disco_info_of_the_gateway_and_of_a_matrix_user(
     identities, features = await disco_info(xmpp_user, jid_of(alice.mxid))
     assert identities == {("client", "pc")}
     assert features >= DM_FEATURES
-    assert "urn:xmpp:receipts" not in features  # the bridge does not answer XEP-0184
+    assert "urn:xmpp:receipts" in features  # answered once the message is stored for Matrix
 
 
 async def test_disco_and_vcard_of_a_jid_that_is_no_matrix_user(
