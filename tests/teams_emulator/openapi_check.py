@@ -3,7 +3,8 @@
 ``record`` drives a seeded emulator through every Graph operation it implements (successes
 and errors) and keeps each exchange, plus the notifications a receiver got; ``validate``
 matches each exchange to its OpenAPI operation and validates the body (errors against
-``ODataError``, notifications against ``changeNotificationCollection``). ``test_openapi.py``
+``ODataError``, notifications against ``changeNotificationCollection``), and each object in it
+that names its type (``"@odata.type"``) against that type's schema. ``test_openapi.py``
 runs both in CI against ``graph-openapi-slice.json``; by hand:
 
     .venv/bin/python -m tests.teams_emulator.openapi_check record /tmp/graph-recorded.json
@@ -312,6 +313,8 @@ async def record() -> dict[str, Any]:
                 "members": [users["Adele"]["id"]],
             },
         )
+        await call("GET", f"/teams/{team}/channels", adele)  # bridge-team: with Board
+        await call("GET", f"/teams/{team}/channels", megan, None, "error")  # not in the team
         await call("GET", f"/teams/{team}/channels/{board['id']}", app_token)
         await call("GET", f"/teams/{team}/channels/{board['id']}/members", adele)
         await call("GET", f"/teams/{team}/channels/{board['id']}/members", megan, None, "error")
@@ -355,6 +358,20 @@ async def record() -> dict[str, Any]:
     return {"exchanges": exchanges, "notifications": notifications}
 
 
+def _typed(node: object, where: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every object under ``node`` with an ``@odata.type``, with its JSON path."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        if isinstance(node.get("@odata.type"), str):
+            found.append((where or "/", node))
+        for key, value in node.items():
+            found += _typed(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for n, value in enumerate(node):
+            found += _typed(value, f"{where}/{n}")
+    return found
+
+
 def _hosted_id(message: dict[str, Any]) -> str:
     """The id of the first picture a message's HTML points at (``…/hostedContents/{id}/$value``)."""
     found = re.search(r"hostedContents/([^/]+)/\$value", message["body"]["content"])
@@ -382,6 +399,16 @@ def check(spec: dict[str, Any], recorded: dict[str, Any]) -> list[tuple[str, lis
             f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
             for e in validator.iter_errors(data)
         ]
+
+    def typed_errors(body: object) -> list[str]:
+        """Each object that names its type (``"@odata.type": "#microsoft.graph.X"``) against
+        schema X: the operation's schema only knows the base type (``conversationMember``)."""
+        problems = []
+        for where, node in _typed(body, ""):
+            name = str(node["@odata.type"]).removeprefix("#")
+            if name in spec["components"]["schemas"]:
+                problems += [f"{where} ({name}) {e}" for e in schema_errors(name, node)]
+        return problems
 
     for ex in recorded["exchanges"]:
         label = f"{ex['method']} {ex['path']}{'?' + ex['query'] if ex['query'] else ''} -> {ex['status']}"
@@ -420,6 +447,8 @@ def check(spec: dict[str, Any], recorded: dict[str, Any]) -> list[tuple[str, lis
                 ]
                 if not details:
                     problems.append(str(cause)[:300])
+            if json_body:
+                problems += typed_errors(json.loads(ex["body"]))
         results.append((label, problems))
     for body in recorded["notifications"]:
         items = body.get("value") if isinstance(body, dict) else None

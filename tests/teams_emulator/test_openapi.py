@@ -15,7 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.teams_emulator.extract_openapi_slice import METHODS, SLICE, emulator_operations
+from tests.teams_emulator.extract_openapi_slice import (
+    METHODS,
+    SLICE,
+    emulator_operations,
+    operations,
+)
 from tests.teams_emulator.openapi_check import check, record
 
 
@@ -94,6 +99,39 @@ def test_the_slice_holds_every_operation_the_emulator_serves_that_graph_describe
     assert served - undescribed <= full_like | {("get", "/chats/{}/messages/{}/hostedContents")}
 
 
+def test_the_slice_says_truthfully_what_it_holds(spec: dict[str, Any]) -> None:
+    """``info`` claims no operation, path or schema the slice lacks, and names exactly the
+    served routes left unvalidated, so a stale or hand-edited slice is caught."""
+    held = set(operations(spec))
+    subset, note = spec["info"]["x-subset"], spec["info"]["x-slice"]
+    for extension in subset["extensions"]:
+        assert set(extension["operationsAdded"]) <= held, extension["date"]
+        assert not set(extension.get("operationsNotInThisSlice", [])) & held
+        for component in extension["componentsAdded"]:
+            kind, _, name = component.partition("/")
+            assert name in spec["components"][kind]
+    assert set(subset["transformations"]["derivedPaths"]) <= set(spec["paths"])
+    assert set(subset["transformations"]["schemasAddedFromCsdl"]) <= set(
+        spec["components"]["schemas"]
+    )
+    assert not held & set(note["sourceOperationsNotServed"])
+    # Every path item was cut from the source, which records where each came from.
+    assert all(
+        "x-subset-source" in item or "x-subset-derived-from" in item
+        for item in spec["paths"].values()
+    )
+    for base, subtypes in subset["odataTypeHierarchies"].items():
+        assert {base, *subtypes} <= set(spec["components"]["schemas"])
+    described = {_bare(re.sub(r"\{[^}]*\}", "{}", op)) for op in held}
+    served = {f"{m.upper()} {p}" for m, p in emulator_operations()}
+    assert {op for op in served if _bare(op) not in described} == set(note["servedNotInSource"])
+
+
+def _bare(operation: str) -> tuple[str, str]:
+    method, path = operation.split(" ", 1)
+    return method.lower(), path.replace("()", "")
+
+
 def _keys(spec: dict[str, Any]) -> list[tuple[str, str]]:
     return [(m, p) for p, item in spec["paths"].items() for m in METHODS if m in item]
 
@@ -115,3 +153,23 @@ def test_a_response_graph_would_not_send_fails_the_check(
     }
     results = check(spec, forged)
     assert [bool(problems) for _, problems in results] == [True, True]
+
+
+def test_a_member_is_checked_as_the_type_it_names(
+    spec: dict[str, Any], recorded: dict[str, Any]
+) -> None:
+    """``conversationMember`` has no ``userId``; the ``aadUserConversationMember`` a member says
+    it is has, as a string, so a member with a numeric ``userId`` fails the check."""
+    exchange = next(
+        ex
+        for ex in recorded["exchanges"]
+        if ex["method"] == "GET" and re.fullmatch(r"/chats/[^/]+/members", ex["path"])
+    )
+    body = json.loads(exchange["body"])
+    assert body["value"][0]["@odata.type"] == "#microsoft.graph.aadUserConversationMember"
+    body["value"][0]["userId"] = 42
+    results = check(
+        spec, {"exchanges": [{**exchange, "body": json.dumps(body)}], "notifications": []}
+    )
+    [(_, problems)] = results
+    assert any("/value/0 (microsoft.graph.aadUserConversationMember)" in p for p in problems)
