@@ -37,6 +37,7 @@ from bridge.core.ids import NetworkID, PartID, PortalKey, RemoteMessageID, Remot
 from bridge.core.inline_images import inline_as_files
 from bridge.core.matrix import MatrixAPI, deterministic_txn_id
 from bridge.core.part_content import part_content, relation
+from bridge.core.removals import MatrixRemovals
 from bridge.core.spaces import Spaces
 from bridge.portal.models import FIRST_PART, Ghost, Message, Portal, Reaction
 from bridge.portal.store import Store
@@ -73,6 +74,10 @@ class PortalManager:
         self._rooms: dict[str, PortalKey | None] = {}
         self._ghosts: dict[tuple[NetworkID, RemoteUserID], Ghost] = {}
         self.spaces = Spaces(store, matrix, domain, log)
+        self.removals = MatrixRemovals(
+            store=store, matrix=matrix, save=self.save_portal, log=log,
+            network_name=lambda n: info.display_name if (info := networks.get(NetworkID(n))) else n,
+        )  # fmt: skip
 
     # --- portals and ghosts ---------------------------------------------------------------------
 
@@ -358,12 +363,8 @@ class PortalManager:
                     await self._matrix.mark_read(sender_mxid, portal.mxid, parts[-1].mxid)
             case RemoteChatInfo():
                 await self._chat_info(portal, event.info, client)
-            case RemoteKick(matrix_user=str(mxid)) if mxid:
-                try:  # a room of the user's own may not let the bot kick: said in the log
-                    if mxid in await self._matrix.joined_members(portal.mxid):
-                        await self._matrix.kick(portal.mxid, mxid, event.reason)
-                except BridgeError as err:
-                    self._log.warning("%s stays in %s: %s", mxid, portal.mxid, err)
+            case RemoteKick(matrix_user=str(mxid)) if mxid:  # told, not raised, if refused
+                await self.removals.remove(portal, mxid, event.reason, event.target)
             case RemoteKick():  # a ban holds for someone not in the room yet, a kick does not
                 ghost = await self.ensure_ghost(key.network, event.target, client, None)
                 if event.leave and ghost.mxid in await self._matrix.joined_members(portal.mxid):

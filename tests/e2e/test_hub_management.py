@@ -158,3 +158,20 @@ async def test_bridge_command_bridges_an_existing_room(hub: Hub) -> None:
         lambda e: _body(e) == "welcome" and e["sender"] == f"@reference_bob:{DOMAIN}",
         room_id=room_id,
     )
+    # Carol's own account is removed on the network, but Alice did not give the bot the power
+    # to kick in her room: the room is told once (not per removal), and the chat goes on.
+    carol = await hub.user("carol")
+    await alice.invite(room_id, carol.mxid)
+    await carol.join(room_id)
+    kick = {"kind": "kick", "chat": chat, "target": "carol", "matrix_user": carol.mxid,
+            "reason": "Removed from the chat"}  # fmt: skip
+    await hub.remote.push(kick)
+    await hub.remote.push(kick)
+    await hub.remote.push(
+        {"kind": "message", "chat": chat, "sender": "bob", "id": f"{chat}-y", "text": "after"}
+    )
+    await alice.wait_for(lambda e: _body(e) == "after", room_id=room_id)
+    told = alice.seen(lambda e: e["sender"] == hub.bot and "cannot remove" in _body(e), room_id)
+    assert len(told) == 1
+    assert "the power to kick (power level 50)" in _body(told[0])
+    assert carol.mxid in await alice.joined_members(room_id)

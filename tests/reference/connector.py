@@ -37,6 +37,7 @@ from bridge.core import (
     RemoteChatID,
     RemoteEdit,
     RemoteEvent,
+    RemoteKick,
     RemoteMessage,
     RemoteMessageID,
     RemoteReaction,
@@ -206,6 +207,11 @@ class ReferenceClient:
             return RemoteTyping(**common, typing=bool(data.get("typing", True)))
         if kind == "read":
             return RemoteReceipt(**common, up_to=RemoteMessageID(data["up_to"]))
+        if kind == "kick":  # a Matrix user's own account removed from the chat
+            return RemoteKick(
+                portal=common["portal"], target=RemoteUserID(data["target"]),
+                reason=data.get("reason", ""), matrix_user=data.get("matrix_user", ""),
+            )  # fmt: skip
         raise ValueError(f"unknown reference event kind {kind!r}")
 
     # --- lookups -------------------------------------------------------------------------------
