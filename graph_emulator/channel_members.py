@@ -18,7 +18,7 @@ from aiohttp import web
 
 from . import chat_members
 from . import permissions as perm
-from .odata import collection, forbidden, odata_key
+from .odata import GraphError, collection, forbidden, odata_key
 from .services import Services, services
 from .shapes import member_json
 from .state import Channel, TokenGrant
@@ -51,7 +51,17 @@ async def list_members(request: web.Request) -> web.Response:
     perm.require(grant, perm.READ_CHANNEL_MEMBERS)
     values = [member_json(svc.state, channel.id, m, r) for m, r in channel.members.items()]
     context = f"teams({odata_key(channel.team_id)})/channels({odata_key(channel.id)})/members"
-    return collection(request, svc.config.public_url, context, values)
+    start = int(request.query.get("$skiptoken", "0") or 0) if _is_offset(request) else 0
+    end = start + svc.config.members_page_size
+    following = str(end) if end < len(values) else None
+    return collection(request, svc.config.public_url, context, values[start:end], following)
+
+
+def _is_offset(request: web.Request) -> bool:
+    token = request.query.get("$skiptoken", "")
+    if token and not token.isdigit():
+        raise GraphError(400, "BadRequest", f"Invalid $skiptoken {token!r}")
+    return bool(token)
 
 
 def _people(

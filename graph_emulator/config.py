@@ -28,4 +28,6 @@ class EmulatorConfig:
     request_log_size: int = 2000
     max_page_size: int = 50
     default_page_size: int = 20
+    # Members of a channel per page (a shared channel may hold 5,000 people).
+    members_page_size: int = 100
     extra: dict[str, str] = field(default_factory=dict)

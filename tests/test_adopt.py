@@ -383,3 +383,30 @@ async def test_a_hosted_room_is_joined_and_adopted_and_follows_its_alias(hub: Hu
     assert moved is not None and moved.mxid == "!new-lobby:hub.test"
     assert await hub.store.get_portal_by_mxid("!lobby:hub.test") is None
     assert "!lobby:hub.test" not in hub.portals.room_keys
+
+
+class PolicyConnector(Connector):
+    """A network whose chat ids name no domain (a Teams channel link): it checks the policy
+    itself once it knows the chat's tenant."""
+
+    async def policy_domain(self, portal: PortalKey) -> str:
+        return "tenant.example"
+
+
+async def test_a_link_that_names_no_domain_is_checked_by_its_network_not_as_a_domain(
+    store: Store,
+) -> None:
+    """Rules that let only one tenant's people in: a chat id that is a link (``https://…``)
+    is no domain, so the core leaves the check to the network that knows the tenant instead
+    of refusing every link as coming from ``https:``. A network whose ids name their domain is
+    still checked by the core."""
+    rules = [{"network": "*", "remote": ["tenant.example", "muc"], "matrix": ["*"]}]
+    hub = Hub(store, rules)
+    link = "https://teams.example/l/channel/one"
+    hub.network.chats.add(link)
+    with pytest.raises(Refused):
+        await hub.bridging.bridge_command("!room:hub.test", ALICE, "reference", link)
+    assert hub.network.asked == []
+    hub.bridging._connectors[NET] = PolicyConnector("reference", "Reference")  # type: ignore[index]
+    portal = await hub.bridging.bridge_command("!room:hub.test", ALICE, "reference", link)
+    assert portal.mxid == "!room:hub.test" and hub.network.asked == [(link, ALICE)]

@@ -31,7 +31,12 @@ from typing import cast
 
 from bridge.core.audit import AuditLog
 from bridge.core.clients import ClientRegistry, LoadedClient
-from bridge.core.connector import NetworkConnector, SupportsRoomBridging, connector_named
+from bridge.core.connector import (
+    NetworkConnector,
+    SupportsPolicyDomain,
+    SupportsRoomBridging,
+    connector_named,
+)
 from bridge.core.errors import BridgeError, NotSupported
 from bridge.core.events import ChatInfo
 from bridge.core.federation import FederationPolicy, remote_domain
@@ -98,8 +103,12 @@ class RoomBridging:
                 user_message="You may not bridge rooms through this bridge.",
             )
         connector = self._connector(network)
-        if refused := self._federation.refusal(
-            connector.info.id, remote_domain(remote_id), sender, entry="bridge command"
+        # A network whose ids do not name their side (a Teams channel link) checks the policy
+        # itself once it knows the chat's tenant (SupportsPolicyDomain).
+        if not isinstance(connector, SupportsPolicyDomain) and (
+            refused := self._federation.refusal(
+                connector.info.id, remote_domain(remote_id), sender, entry="bridge command"
+            )
         ):
             raise Refused(
                 str(refused),

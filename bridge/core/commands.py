@@ -47,6 +47,8 @@ HELP = """\
 - `search <network> <query>` — find people on a network, where it can be searched
 - `bridge <network> <chat>` — in a room with the bot: bridge it to a chat on that network,
   e.g. `{prefix} bridge xmpp team@muc.example.org` (needs the power level to change the room)
+- `bridge-team <network> <team link>` — bridge every chat of a group you belong to (the
+  channels of a Teams team you are a member of), each in a new invite-only room; here only
 - `unbridge <room>` — stop bridging a room (the same power level); the room stays
 - `list-portals` — the portals you are in; `sync <room>` — fetch a portal's name, topic and
   members from its network again

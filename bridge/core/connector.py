@@ -288,7 +288,12 @@ class SupportsMembership(Protocol):
         """A Matrix user joined or left a portal room (networks that show members, like MUCs).
         Called from the portal's queue for the user's own join or leave only: a kick or ban of
         a Matrix user (the bridge bot's, when the network removed them) never comes here, so
-        it cannot echo back. ``change.inviter`` says whose invite a join accepted."""
+        it cannot echo back. ``change.inviter`` says whose invite a join accepted.
+
+        A connector whose class sets ``guards_joins = True`` is also called for the join of a
+        user who may not use the bridge (``change.may_use_bridge`` is False), so that a chat
+        only its members may read can remove them at once; a relay-level or unpermitted
+        user's leave never comes here."""
         ...
 
 
@@ -395,6 +400,35 @@ class SupportsRoomBridging(Protocol):
         Join or subscribe to the remote chat and return its portal key and metadata. ``remote_id``
         is what the user typed and must be validated here.
         """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class GroupChat:
+    """One chat of a remote group (a Teams team's channel), as ``group_chats`` lists it."""
+
+    key: PortalKey
+    """The portal key ``bridge_room(bridge_id, …)`` will answer with."""
+    bridge_id: str
+    """What ``bridge_room`` takes for this chat (a Teams channel link)."""
+    name: str
+    """The chat's name, for the user's answer."""
+
+
+@runtime_checkable
+class SupportsGroupBridging(Protocol):
+    """Optional on a client that has :class:`SupportsRoomBridging` and whose chats come in
+    groups its users belong to (a Teams team and its channels): ``bridge-team <network>
+    <group>`` bridges the chats of a group, each in a new invite-only room."""
+
+    async def group_chats(self, group: str, matrix_user: str) -> list[GroupChat]:
+        """The chats of ``group`` (what the user typed: validate it here) that ``matrix_user``
+        may read, in the network's order. Refuse, with a ``user_message`` and no side effect,
+        anyone the network would not show the group (not a member, another organisation, a
+        federation policy that keeps them apart). Must only read: the core then calls
+        ``bridge_room(chat.bridge_id, matrix_user)`` for each chat it bridges (a chat that
+        already has a portal is not asked for), and that call does the joining or
+        subscribing, and checks again."""
         ...
 
 

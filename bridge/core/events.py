@@ -301,6 +301,11 @@ class MatrixMembership(MatrixEvent):
     """On a ``join`` that accepted an invite: the Matrix user who sent the invite (the
     homeserver's ``unsigned.prev_sender``), else ``""``. Networks where someone already in the
     chat must add the new member act as them."""
+    may_use_bridge: bool = True
+    """False: ``sender`` may not use the bridge (no permission, or the ``relay`` level). Such a
+    change comes only for a ``join``, and only to a connector whose class sets
+    ``guards_joins = True``, so it can remove a reader the chat does not allow (a Teams private
+    channel's room); it must never show them on the network."""
 
 
 @dataclass(slots=True, kw_only=True)

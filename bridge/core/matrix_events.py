@@ -155,7 +155,12 @@ class MatrixEventHandler:
             return
         if target != sender or membership not in ("join", "leave"):
             return  # invites, and kicks of Matrix users, are not shown on the network
-        if self._permissions.relay_only(sender):
+        was = ((event.get("unsigned") or {}).get("prev_content") or {}).get("membership")
+        if membership == "leave" and was in ("invite", "knock"):
+            return  # a declined invite (a withdrawn knock): never in the room, nothing to leave
+        outsider = self._permissions.level(sender) < Permissions.USER
+        guards = getattr(self._connectors.get(portal.network), "guards_joins", False)
+        if outsider and not (membership == "join" and guards):
             return  # on the network they are the bot's relayed messages, not a member
         loaded = self._clients.client_or_none(portal, sender)
         if loaded is None or not (loaded.features.membership or loaded.features.profile):
@@ -168,11 +173,12 @@ class MatrixEventHandler:
             portal=portal, event_id=str(event["event_id"]), sender=sender,
             sender_name=name if isinstance(name, str) and name else await self._matrix.get_displayname(portal.mxid or "", sender),
             timestamp=int(event.get("origin_server_ts") or time.time() * 1000), membership=str(membership),
-            inviter=inviter if isinstance(inviter, str) else "",
+            inviter=inviter if isinstance(inviter, str) else "", may_use_bridge=not outsider,
         )  # fmt: skip
         if loaded.features.membership:
             await cast(SupportsMembership, loaded.client).handle_matrix_membership(change)
-        await self._profile(loaded, event, content, change)
+        if not outsider:
+            await self._profile(loaded, event, content, change)
 
     async def _profile(self, loaded: LoadedClient, event: dict[str, Any], content: dict[str, Any],
                        change: MatrixMembership) -> None:  # fmt: skip

@@ -11,6 +11,7 @@ are for bridge admins and, for what belongs to their agency, agency admins
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast, runtime_checkable
@@ -28,6 +29,7 @@ from bridge.core.connector import (
 from bridge.core.errors import BridgeError, NotSupported
 from bridge.core.events import RemoteChatInfo, UserInfo
 from bridge.core.federation import FederationPolicy, remote_domain
+from bridge.core.group_bridging import bridge_group
 from bridge.core.ids import LoginID, NetworkID, RemoteUserID
 from bridge.core.matrix import MatrixAPI
 from bridge.core.permissions import Permissions
@@ -164,6 +166,9 @@ class PortalCommands:
         self._reply = reply
         self._log = log
         self._view = AgencyView(store)
+        # One bridge-team at a time: the same command sent twice while the first still runs
+        # (50 channels take a while) must find the first one's portals, not make its own.
+        self._group_lock = asyncio.Lock()
 
     def handlers(self) -> dict[str, Callable[[str, str, str], Awaitable[None]]]:
         return {
@@ -174,6 +179,7 @@ class PortalCommands:
             "delete-portal": self.delete_portal,
             "list-logins": self.list_logins,
             "start-chat": self.start_chat,
+            "bridge-team": self.bridge_team,
             "search": self.search,
             "set-management-room": self.set_management_room,
             "sync": self.sync,
@@ -366,6 +372,26 @@ class PortalCommands:
             return
         self._log.info("%s started chat %s in %s", sender, portal.key, portal.mxid)
         await self._reply(room_id, f"Started a chat with `{remote}`: {portal.mxid} (invited).")
+
+    async def bridge_team(self, room_id: str, sender: str, args: str) -> None:
+        network, _, group = args.partition(" ")
+        connector = self._connector(network)
+        if not group.strip():
+            await self._reply(room_id, f"Usage: `bridge-team {network} <team link>`")
+            return
+        user = await self._store.get_user_by_management_room(room_id)
+        if user is None or user.mxid != sender:  # the answer names private channels
+            await self._reply(room_id, "Send `bridge-team` in your management room.")
+            return
+        router = self._router
+        async with self._group_lock:
+            done = await bridge_group(
+                group.strip(), sender, connector=connector, permissions=self._permissions,
+                federation=router.bridging.federation, clients=router.clients,
+                portals=router.portals, store=self._store, log=self._log,
+                origin=f"room {room_id}",
+            )  # fmt: skip
+        await self._reply(room_id, done.answer(network))
 
     async def search(self, room_id: str, sender: str, args: str) -> None:
         network, _, query = args.partition(" ")

@@ -430,9 +430,30 @@ class Router:
             return
         # A join, leave or kick is no message: its notice says what happened on its own.
         member = row.payload.get("type") == "m.room.member"
-        await self.notify_failure(
-            row.room_id, row.event_id, str(row.payload.get("sender", "")), err, message=not member
+        sender = str(row.payload.get("sender", ""))
+        await self.notify_failure(row.room_id, row.event_id, sender, err, message=not member)
+        own_leave = (
+            row.payload.get("state_key") == sender
+            and (row.payload.get("content") or {}).get("membership") == "leave"
         )
+        if member and own_leave:  # they no longer read that room: told where they talk to us
+            await self._leave_notice(row.room_id, row.event_id, sender, err)
+
+    async def _leave_notice(self, room_id: str, event_id: str, sender: str, err: Exception) -> None:
+        """A refused leave, told to the leaver in their management room too: the notice in the
+        room they left (a reply to their leave) is one they no longer read."""
+        user = await self._store.get_user(sender)
+        if user is None or not user.management_room or user.management_room == room_id:
+            return
+        text = f"You left {room_id}: {_user_message(err)}"
+        content = {"msgtype": "m.notice", "body": text}
+        try:
+            txn = deterministic_txn_id("leave-notice", event_id)
+            await self._matrix.send(
+                self._matrix.bot_mxid, user.management_room, content, txn_id=txn
+            )
+        except BridgeError as notice_err:
+            self._log.error("Could not tell %s of their leave: %s", sender, notice_err)
 
     async def notify_failure(
         self, room_id: str, event_id: str, sender: str, err: Exception, *, message: bool = True
@@ -524,6 +545,11 @@ class Router:
         if self._is_own_puppet(portal.network, sender):
             return portal.network  # our own echo
         if self._permissions.level(sender) < Permissions.RELAY:
+            if _own_join(event) and getattr(
+                self._connectors.get(portal.network), "guards_joins", False
+            ):
+                await self._events.handle(portal, event)  # a chat for its members only: guarded
+                return portal.network
             self._log.info(
                 "Ignoring %s from %s in %s: not permitted", event.get("type"), sender, portal.mxid
             )
@@ -574,6 +600,14 @@ class Router:
         if (invited or etype == "m.room.message") and self.command_handler is not None:
             await self.command_handler(room_id, sender, event)
         return None
+
+
+def _own_join(event: dict[str, Any]) -> bool:
+    return (
+        event.get("type") == "m.room.member"
+        and event.get("state_key") == event.get("sender")
+        and (event.get("content") or {}).get("membership") == "join"
+    )
 
 
 def _refused_in_clear(encryption: RoomEncryption | None, event: dict[str, Any]) -> bool:

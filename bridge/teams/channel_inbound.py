@@ -28,7 +28,6 @@ from bridge.core import (
     RemoteRedaction,
     RemoteUserID,
     TransientError,
-    UserInfo,
 )
 from bridge.portal.models import Message as StoredMessage
 from bridge.portal.models import RemoteInput
@@ -236,7 +235,9 @@ class ChannelInbound:
             portal=key,
             id=message_id(reply_id or root_id),
             sender=author[0],
-            sender_info=UserInfo(name=ghost_name(author[1], link.tenant.display_name))
+            sender_info=await link.photos.profile(
+                author[0], ghost_name(author[1], link.tenant.display_name)
+            )
             if author[1]
             else None,
             timestamp=timestamp_ms(msg),

@@ -16,7 +16,8 @@ A private or shared channel's room holds only the channel's people: the bot, gho
 Matrix users whose Teams login is a member. Anyone else in the room (invited by a member, or
 whose account left while the bridge was down) is removed before the channel's next message,
 edit or member change reaches the room (:func:`outsiders`, from the members last read); if
-the bot may not remove them, nothing of the channel reaches the room.
+the bot may not remove them, nothing of the channel reaches the room. Someone who joins such
+a room is checked at once (:func:`joined`): one who is not a logged-in member is removed then.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from msgraph.generated.models.chat_message import ChatMessage
 
 from bridge.core import (
     ChatInfo,
+    MatrixMembership,
     PermanentError,
     PortalKey,
     RemoteChatID,
@@ -35,6 +37,7 @@ from bridge.core import (
 )
 from bridge.teams import member_sync
 from bridge.teams.errors import graph_call
+from bridge.teams.graph_links import on_graph
 from bridge.teams.ids import NETWORK, parse_channel, user_id
 from bridge.teams.network import TeamsNetwork
 from bridge.teams.tenant import TenantLink
@@ -42,6 +45,8 @@ from bridge.teams.tenant import TenantLink
 MEMBERS_ONLY = frozenset({"private", "shared"})
 """Channel kinds only their own members may read."""
 MAX_GHOSTS = 1000
+MAX_MEMBER_PAGES = 50
+"""Pages of a channel's members read (a shared channel may hold 5,000 people)."""
 """A team larger than this is not put into a standard channel's room as ghosts up front
 (each is a Matrix join): its people appear as they write."""
 REMOVED = "Removed from the channel in Teams"
@@ -60,6 +65,11 @@ def _kind_key(portal_id: str) -> str:
     return f"channel-kind:{portal_id}"
 
 
+def _whole_key(portal_id: str) -> str:
+    """Set while the members last read were all of them (no page left unread)."""
+    return f"channel-members-whole:{portal_id}"
+
+
 async def kind(net: TeamsNetwork, portal_id: str) -> str:
     """The channel's ``membershipType`` as last read (``standard`` if never read)."""
     return await net.ctx.store.kv_get(_kind_key(portal_id)) or "standard"
@@ -76,15 +86,25 @@ async def read(
     found = channel.membership_type if channel is not None else None
     membership = str(found.value) if found is not None else "standard"
     await net.ctx.store.kv_set(_kind_key(portal_id), membership)
-    page = await graph_call(f"read members of {channel_id}", item.members.get(), reading=True)
+    what = f"read members of {channel_id}"
+    page = await graph_call(what, item.members.get(), reading=True)
     accounts: set[RemoteUserID] = set()
-    for member in (page.value if page is not None else None) or []:
-        raw = getattr(member, "user_id", None) or (member.additional_data or {}).get("userId")
-        if raw:
-            accounts.add(user_id(str(raw)))
+    for pages in range(1, MAX_MEMBER_PAGES + 1):
+        for member in (page.value if page is not None else None) or []:
+            raw = getattr(member, "user_id", None) or (member.additional_data or {}).get("userId")
+            if raw:
+                accounts.add(user_id(str(raw)))
+        following = page.odata_next_link if page is not None else None
+        if not following or not on_graph(following, link.graph_url) or pages == MAX_MEMBER_PAGES:
+            break
+        page = await graph_call(what, item.members.with_url(following).get(), reading=True)
     whole = page is not None and not page.odata_next_link
     if not whole:
-        net.ctx.log.warning("Members of %s come in pages: nobody is removed", portal_id)
+        net.ctx.log.warning(
+            "Members of %s did not all come (over %d pages): nobody is removed",
+            portal_id, MAX_MEMBER_PAGES,
+        )  # fmt: skip
+    await net.ctx.store.kv_set(_whole_key(portal_id), "1" if whole else "")
     return membership, accounts, whole
 
 
@@ -164,7 +184,7 @@ async def reconcile(
             elif mxid in in_room:  # their own account left: they no longer read the channel
                 events.append(RemoteKick(portal=key, target=gone, reason=REMOVED, matrix_user=mxid))
                 kicked.add(mxid)
-    if membership in MEMBERS_ONLY:
+    if membership in MEMBERS_ONLY and whole:
         events += await _outsiders(net, key, portal.mxid, in_room, accounts, logins, kicked)
     return events
 
@@ -178,8 +198,56 @@ async def outsiders(net: TeamsNetwork, key: PortalKey, room_id: str) -> list[Rem
     accounts = await member_sync.last_seen(net, key.remote_id)
     if accounts is None:
         raise PermanentError(f"members of private channel {key.remote_id} never read")
+    if not await net.ctx.store.kv_get(_whole_key(key.remote_id)):
+        raise PermanentError(
+            f"members of private channel {key.remote_id} not all read: nothing is shown"
+        )
     in_room = await net.ctx.matrix_members(room_id)
     return await _outsiders(net, key, room_id, in_room, accounts, await net.logged_in(), set())
+
+
+async def joined(net: TeamsNetwork, change: MatrixMembership) -> None:
+    """``change.sender`` joined a channel's room (anyone: the connector ``guards_joins``, so
+    the core passes even those who may not use the bridge). In a private or shared channel's
+    room, someone whose own Teams login is not among the members Graph lists now is removed at
+    once, as :func:`outsiders` would remove them before the next message (which still
+    happens if this removal comes later: the messages queued before it). A Graph that cannot
+    answer raises :class:`TransientError`: the join is tried again, the joiner neither removed
+    nor taken for a member meanwhile. A list Graph pages removes nobody, as in
+    :func:`reconcile`. If the bot may not remove them, the room is told (the core's
+    removals) and the channel's messages stop until they are gone (:func:`outsiders`)."""
+    portal_id, room_id = change.portal.remote_id, change.portal.mxid
+    if not room_id or change.sender == net.ctx.bot_mxid or net.ctx.parse_ghost_mxid(change.sender):
+        return
+    if await kind(net, portal_id) not in MEMBERS_ONLY:
+        return  # a standard channel's room: its readers are the bridging user's to answer for
+    link = await net.tenant_for_chat(portal_id)
+    membership, accounts, whole = await read(net, link, portal_id)
+    logins = await net.logged_in()
+    if any(logins.get(account) == change.sender for account in accounts):
+        return
+    if not whole:
+        net.ctx.log.warning(
+            "%s joined the room of %s; its members come in pages, so they stay",
+            change.sender, portal_id,
+        )  # fmt: skip
+        return
+    # Their own account was a member when last seen: Teams removed it, and the member-change
+    # message saying so is still on its way (it finds them gone).
+    own = {account for account, mxid in logins.items() if mxid == change.sender}
+    removed = bool(own & (await member_sync.last_seen(net, portal_id) or set()))
+    net.ctx.log.info(
+        "%s joined the room of %s and is no logged-in member of that %s channel: removing them",
+        change.sender, portal_id, membership,
+    )  # fmt: skip
+    await net.ctx.queue_remote_event(
+        RemoteKick(
+            portal=change.portal.key,
+            target=RemoteUserID(""),
+            reason=REMOVED if removed else NOT_A_MEMBER,
+            matrix_user=change.sender,
+        )
+    )
 
 
 async def _outsiders(

@@ -69,17 +69,7 @@ async def bridge_channel(
     if own is None:
         raise _refuse("channel bridging without a Teams login", NEEDS_LOGIN)
     tenant, graph = own
-    if net.tenant(link.tenant_id) is not tenant:
-        raise _refuse(
-            f"channel of tenant {link.tenant_id}, login of {tenant.id}",
-            "That channel is in another organisation than your Teams account; only channels of"
-            " your own organisation can be bridged.",
-        )
-    refused = net.ctx.federation.refusal(
-        NETWORK, tenant.tenant.tenant_id, matrix_user, entry="bridge teams channel"
-    )
-    if refused is not None:
-        raise _refuse(str(refused), refused.user_message)
+    check_tenant(net, tenant, link.tenant_id, matrix_user, "channel")
     key = channel_key(link.team_id, link.channel_id)
     try:
         channel, team, ghosts = await _read_and_subscribe(net, subscriptions, tenant, graph, link)
@@ -104,6 +94,24 @@ async def bridge_channel(
         space=SpaceInfo(key=f"team:{link.team_id}", name=team_name, topic=team.description),
         members_only=True,  # the team's: no room of strangers reads it
     )
+
+
+def check_tenant(
+    net: TeamsNetwork, tenant: TenantLink, tenant_id: str, matrix_user: str, what: str
+) -> None:
+    """Refuse a ``what`` ("channel", "team") of tenant ``tenant_id`` unless it is the tenant of
+    the user's login, ``tenant``, and the federation policy lets ``matrix_user`` meet it."""
+    if net.tenant(tenant_id) is not tenant:
+        raise _refuse(
+            f"{what} of tenant {tenant_id}, login of {tenant.id}",
+            f"That {what} is in another organisation than your Teams account; only {what}s of"
+            " your own organisation can be bridged.",
+        )
+    refused = net.ctx.federation.refusal(
+        NETWORK, tenant.tenant.tenant_id, matrix_user, entry=f"bridge teams {what}"
+    )
+    if refused is not None:
+        raise _refuse(str(refused), refused.user_message)
 
 
 async def _read_and_subscribe(

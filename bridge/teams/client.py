@@ -26,6 +26,7 @@ from msgraph.generated.models.chat_type import ChatType
 
 from bridge.core import (
     ChatInfo,
+    GroupChat,
     LoginID,
     MatrixEdit,
     MatrixKick,
@@ -52,6 +53,7 @@ from bridge.teams import (
     matrix_members,
     member_sync,
     members,
+    team_bridging,
 )
 from bridge.teams.errors import as_bridge_error, graph_call
 from bridge.teams.files import read_within, share_to_chat
@@ -328,6 +330,10 @@ class _TeamsActions:
         return await channels.bridge_channel(
             self.net, self.net.channel_subscriptions, self._own_login(), remote_id, matrix_user
         )
+
+    async def group_chats(self, group: str, matrix_user: str) -> list[GroupChat]:
+        """``bridge-team teams <team link>``: the team's channels (bridge.teams.team_bridging)."""
+        return await team_bridging.team_channels(self.net, self._own_login(), group, matrix_user)
 
     def _own_login(self) -> tuple[TenantLink, GraphServiceClient] | None:
         """The tenant and Graph client of the acting Matrix user's own Teams login."""

@@ -48,6 +48,9 @@ class TeamsConnector:
     # "External · via Matrix" line as our own relay path in front (a bare name could pass
     # for a colleague of the tenant's).
     marks_relayed_senders = True
+    # Whoever joins a private or shared channel's room, even one who may not use the bridge,
+    # is checked against the channel's members at once (bridge.teams.channel_members.joined).
+    guards_joins = True
 
     def __init__(self) -> None:
         self._net: TeamsNetwork | None = None

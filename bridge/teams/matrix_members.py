@@ -15,7 +15,8 @@ the joiner; without one the joiner is told why they are not in the Teams chat. T
 own invites add nobody: it invites a Matrix user whose account Teams added, or one a chat
 reaches through the relay account (a service chat, a relay chat of theirs). One-on-one
 chats keep their two people in Teams and channels their team's members: their rooms' joins and
-leaves change nothing there.
+leaves change nothing there (but a join of a private or shared channel's room by someone not
+among its members removes them, :func:`bridge.teams.channel_members.joined`).
 
 A homeserver makes a deactivated Matrix account leave every room the same way, after deleting
 its devices: a leave by an account with no device (with keys) left is not followed in Teams, so
@@ -38,7 +39,7 @@ from bridge.core import (
     TransientError,
 )
 from bridge.portal.models import Login
-from bridge.teams import members
+from bridge.teams import channel_members, members
 from bridge.teams.errors import graph_call
 from bridge.teams.group_chats import relay_owner_key
 from bridge.teams.ids import parse_channel, user_id
@@ -62,7 +63,11 @@ _WHY = {403: "Teams refused it", 404: "Teams no longer knows that membership"}
 async def membership_changed(net: TeamsNetwork, change: MatrixMembership) -> None:
     """``change.sender`` joined or left the portal room of a Teams chat."""
     chat_id = change.portal.remote_id
-    if parse_channel(chat_id) is not None or change.membership not in ("join", "leave"):
+    if parse_channel(chat_id) is not None:
+        if change.membership == "join":  # a private channel's room holds its members only
+            await channel_members.joined(net, change)
+        return
+    if not change.may_use_bridge or change.membership not in ("join", "leave"):
         return
     link = await net.tenant_for_chat(chat_id)
     login = await _login_of(net, link, change.sender)

@@ -83,6 +83,7 @@ async def _bridged(emu: Emulator, kind: str = "private", members: tuple[str, ...
     portal = Portal(network=NETWORK, remote_id=bridged.portal_id, mxid="!room:hub")
     net.ctx.store.get_portal = AsyncMock(return_value=portal)
     net.ctx.store.get_message = AsyncMock(return_value=None)
+    net.ctx.store.get_ghost = AsyncMock(return_value=None)  # senders' photos (avatars.py)
     net.ctx.bot_mxid = BOT
     net.ctx.matrix_power_levels = AsyncMock(return_value=({"users": {BOT: 100}}, []))
     await net.remember_chat(bridged.portal_id, link.id)
@@ -256,3 +257,28 @@ async def test_removals_while_down_reach_the_room_before_the_missed_messages(
     events = await inbound._catch_up(key, (bridged.team, bridged.channel), "t1")
     assert events[-1] == "missed"
     assert [k.matrix_user for k in _kicks(events[:-1])] == [CAROL]
+
+
+async def test_members_on_later_pages_are_members(emulator: Emulator) -> None:  # noqa: F811
+    """Graph pages a big channel's members: Carol (logged in as Alex, listed on the second
+    page of one) is a member and stays; Bob (no login) is removed. A list cut short by the
+    page cap removes nobody, and shows nothing until it is read whole."""
+    emulator.services.config.members_page_size = 1
+    bridged = await _bridged(emulator, "private", ("adele", "alex"))
+    bridged.login(adele=ANNA, alex=CAROL)
+    assert await channel_members.at_bridging(bridged.net, bridged.link, bridged.portal_id) == []
+    bridged.room = {ANNA: "Anna", BOB: "Bob", CAROL: "Carol", BOT: "Pontis"}
+    events = await channel_members.outsiders(bridged.net, bridged.key, "!room:hub")
+    assert [k.matrix_user for k in _kicks(events)] == [BOB]
+    assert len(emulator.requests(f"/v1.0{bridged.members_path()}*", "GET")) >= 2
+
+    channel_members.MAX_MEMBER_PAGES, pages = 1, channel_members.MAX_MEMBER_PAGES
+    try:
+        _, accounts, whole = await channel_members.read(
+            bridged.net, bridged.link, bridged.portal_id
+        )
+    finally:
+        channel_members.MAX_MEMBER_PAGES = pages
+    assert not whole and len(accounts) == 1
+    with pytest.raises(PermanentError, match="not all read"):
+        await channel_members.outsiders(bridged.net, bridged.key, "!room:hub")
