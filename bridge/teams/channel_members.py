@@ -161,14 +161,7 @@ async def reconcile(
     before = await member_sync.remember(net, portal_id, accounts, token)
     logins = await net.logged_in()
     in_room = await net.ctx.matrix_members(portal.mxid)
-    tenant = link.tenant.tenant_id
-    invite = [
-        logins[account]
-        for account in sorted((added or set()) & accounts)
-        if account in logins
-        and logins[account] not in in_room
-        and not net.ctx.federation.refusal(NETWORK, tenant, logins[account], entry="teams member")
-    ]
+    invite = member_sync.invitees(net, link, (added or set()) & accounts, logins, in_room)
     events: list[RemoteEvent] = [
         RemoteChatInfo(
             portal=key, info=ChatInfo(members=_ghosts(net, accounts, logins), matrix_users=invite)

@@ -22,6 +22,7 @@ Matrix, compares with the same earlier list and finds the same removals.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from msgraph.generated.models.chat_message import ChatMessage
@@ -125,14 +126,7 @@ async def reconcile(
     # (and it is still in the chat): someone who left the room on purpose is not pulled back
     # by another member change, by one that raced with their leaving, nor by a catch-up.
     in_room = await net.ctx.matrix_members(portal.mxid)
-    tenant = link.tenant.tenant_id
-    invite = [
-        logins[account]
-        for account in sorted((added or set()) & accounts)
-        if account in logins
-        and logins[account] not in in_room
-        and not net.ctx.federation.refusal(NETWORK, tenant, logins[account], entry="teams member")
-    ]
+    invite = invitees(net, link, (added or set()) & accounts, logins, in_room)
     events: list[RemoteEvent] = [
         RemoteChatInfo(portal=key, info=ChatInfo(members=ghosts, matrix_users=invite))
     ]
@@ -149,6 +143,25 @@ async def reconcile(
             continue
         events.append(kick)
     return events
+
+
+def invitees(
+    net: TeamsNetwork,
+    link: TenantLink,
+    accounts: set[RemoteUserID],
+    logins: dict[str, str],
+    in_room: Collection[str],
+) -> list[str]:
+    """The Matrix users to invite for ``accounts`` just added in Teams: those logged in to
+    one, not in the room yet, whom the federation policy lets the tenant reach."""
+    tenant = link.tenant.tenant_id
+    return [
+        logins[account]
+        for account in sorted(accounts)
+        if account in logins
+        and logins[account] not in in_room
+        and not net.ctx.federation.refusal(NETWORK, tenant, logins[account], entry="teams member")
+    ]
 
 
 async def remember(
