@@ -22,6 +22,7 @@ from msgraph import GraphServiceClient
 from bridge.core import Media, NotFound, RemoteUserID, UserInfo
 from bridge.portal import NetworkStore
 from bridge.teams.errors import graph_call
+from bridge.teams.to_matrix import ghost_name
 
 MAX_BYTES = 2 * 1024 * 1024
 RECHECK = 3600.0
@@ -72,6 +73,11 @@ class Photos:
         removed (Graph says the photo is gone and the ghost still has one), or neither."""
         avatar, removed = await self._look(person)
         return UserInfo(name=name, avatar=avatar, avatar_removed=removed)
+
+    async def sender(self, person: RemoteUserID, name: str | None, agency: str) -> UserInfo | None:
+        """A message sender's ghost profile: their name with their agency's, and their photo;
+        None for a sender Graph gave no name (their ghost keeps what it has)."""
+        return await self.profile(person, ghost_name(name, agency)) if name else None
 
     async def changed(self, person: RemoteUserID) -> Media | None:
         """The person's photo as a new avatar, or ``None`` when it is unchanged, was looked

@@ -49,7 +49,6 @@ from bridge.teams.relay_reactions import is_relay_post
 from bridge.teams.replay import reaction_syncs
 from bridge.teams.tenant import TenantLink
 from bridge.teams.to_matrix import (
-    ghost_name,
     is_bridgeable,
     message_parts,
     sender_of,
@@ -235,11 +234,7 @@ class ChannelInbound:
             portal=key,
             id=message_id(reply_id or root_id),
             sender=author[0],
-            sender_info=await link.photos.profile(
-                author[0], ghost_name(author[1], link.tenant.display_name)
-            )
-            if author[1]
-            else None,
+            sender_info=await link.photos.sender(author[0], author[1], link.tenant.display_name),
             timestamp=timestamp_ms(msg),
             parts=message_parts(
                 msg,

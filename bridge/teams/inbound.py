@@ -55,7 +55,6 @@ from bridge.teams.relay_reactions import is_relay_post
 from bridge.teams.replay import reaction_syncs
 from bridge.teams.tenant import TenantLink
 from bridge.teams.to_matrix import (
-    ghost_name,
     is_bridgeable,
     mentioned_users,
     message_parts,
@@ -405,11 +404,7 @@ class Inbound:
             portal=portal_key(chat_id),
             id=message_id(msg.id),
             sender=author[0],
-            sender_info=await link.photos.profile(
-                author[0], ghost_name(author[1], link.tenant.display_name)
-            )
-            if author[1]
-            else None,
+            sender_info=await link.photos.sender(author[0], author[1], link.tenant.display_name),
             timestamp=timestamp_ms(msg),
             chat_info=chat_info,
             parts=message_parts(

@@ -38,6 +38,7 @@ from bridge.teams.ids import NETWORK, portal_key
 from bridge.teams.inbound import CATCH_UP, NOTIFICATION, TOKEN, Inbound
 from bridge.teams.network import RecentIds
 from bridge.teams.store import TeamsStore
+from bridge.teams.to_matrix import ghost_name
 
 CHAT = "19:abc@thread.v2"
 ALEX = "a1b2c3d4-0000-4000-8000-000000000001"
@@ -96,8 +97,10 @@ class Fake:
         self.link.tenant.tenant_id = "tenant-a"
         self.link.tenant.display_name = "Contoso"
         self.link.graph_url = "https://graph"  # nextLinks are followed only on it
-        self.link.photos.profile = AsyncMock(  # no profile photos here
-            side_effect=lambda user, name: UserInfo(name=name)
+        self.link.photos.sender = AsyncMock(  # no profile photos here
+            side_effect=lambda user, name, agency: (
+                UserInfo(name=ghost_name(name, agency)) if name else None
+            )
         )
         self.watched = {"sub"}
         """Subscriptions on watched accounts (the relay, logged-in users)."""
