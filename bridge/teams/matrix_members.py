@@ -84,22 +84,32 @@ async def membership_changed(net: TeamsNetwork, change: MatrixMembership) -> Non
     own = user_id(login.login_id)
     membership = await _membership_of(link, chat_id, own)
     if change.membership == "leave":
-        if membership is not None and await _left_by_choice(net, change, chat_id):
+        if membership is not None:
+            await _check_left_by_choice(net, change, chat_id)
             await _leave(net, change, chat_id, login, membership)
     elif membership is None:
         await _join(net, link, change, chat_id, own)
 
 
-async def _left_by_choice(net: TeamsNetwork, change: MatrixMembership, chat_id: str) -> bool:
+async def _check_left_by_choice(net: TeamsNetwork, change: MatrixMembership, chat_id: str) -> None:
     """A homeserver makes a deactivated account leave every room, after deleting its devices:
-    a leave by an account with no device is not taken as its Teams account's leave."""
+    a leave by an account with no device is not taken as its Teams account's leave. The room
+    and the leaver (in their management room, should a client without encryption be all they
+    use) are told their Teams account stays in the chat."""
     if await net.ctx.matrix_has_devices(change.sender):
-        return True
+        return
     net.ctx.log.warning(
         "%s left the room of %s with no device left (a deactivated account?): their Teams "
         "account stays in the chat", change.sender, chat_id,
     )  # fmt: skip
-    return False
+    raise NotSupported(
+        f"{change.sender} left {chat_id} with no device left",
+        user_message=NOT_LEFT.format(
+            who=change.sender,
+            why="their Matrix account has no device with encryption keys, as a deactivated"
+            " account has none",
+        ),
+    )
 
 
 async def _leave(

@@ -65,6 +65,27 @@ class _ComponentXMPP(ComponentXMPP):
         self._connect_loop_wait = min(self._connect_loop_wait, MAX_RECONNECT_WAIT)
         return attempt
 
+    # slixmpp keeps a roster node per presence sender and an item per (recipient, sender) for
+    # ever; any server may send presence from invented addresses, and the bridge answers
+    # presence from the JID alone (identity.py), so none is kept: the events still fire.
+    def _handle_presence(self, presence: Presence) -> None:
+        self.event("presence", presence)
+        self.event(f"presence_{presence['type']}", presence)
+        if presence["type"] in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
+            self.event("changed_subscription", presence)
+
+    def _handle_available(self, presence: Presence) -> None:
+        return None
+
+    def _handle_unavailable(self, presence: Presence) -> None:
+        return None
+
+    def _handle_subscribed(self, presence: Presence) -> None:
+        return None
+
+    def _handle_unsubscribed(self, presence: Presence) -> None:
+        return None
+
 
 class Component:
     def __init__(

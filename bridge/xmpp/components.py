@@ -42,7 +42,7 @@ from bridge.core import (
 from bridge.portal.models import RemoteInput
 from bridge.xmpp.client import XmppClient
 from bridge.xmpp.invites import InviteLimits
-from bridge.xmpp.link import Link
+from bridge.xmpp.link import Link, redact
 from bridge.xmpp.protocol.escaping import split_jid
 from bridge.xmpp.routing import ComponentRoutes
 
@@ -110,13 +110,14 @@ class XmppClients:
         if self._closed:
             return
         delay = min(RETRY_MAX, RETRY_FIRST * 2**attempt)
-        jid = self.routes.configs[index].jid
+        jid, secret = self.routes.configs[index].jid, self.routes.configs[index].secret
+        why = redact(str(err), secret)  # shown in health and the state: never the secret
         self._ctx.log.error("Starting XMPP component %s failed: %s; trying again in %.0f s",
-                            jid, err, delay)  # fmt: skip
-        self._reporter(index)(False, f"failed to start ({err}); trying again in {delay:.0f} s")
+                            jid, why, delay)  # fmt: skip
+        self._reporter(index)(False, f"failed to start ({why}); trying again in {delay:.0f} s")
         previous = self._start_failures.get(index)
         failed = Link(jid, since=previous.since if previous else None, failures=attempt)
-        failed.down(self._clock(), f"failed to start: {err}", delay)
+        failed.down(self._clock(), f"failed to start: {why}", delay)
         self._start_failures[index] = failed
         self._retries[index] = self._ctx.background(
             self._restart(index, attempt + 1, delay), name=f"start {jid} again"

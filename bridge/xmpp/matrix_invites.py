@@ -54,6 +54,9 @@ RIGHTS = {"forbidden", "not-allowed"}
 """What a MUC answers an invitation from someone who may not invite (Prosody, ejabberd)."""
 PROBE_TIMEOUT = 15.0
 """How long the room has to answer the query that follows an invitation."""
+MAX_TEXT = 200
+"""Characters of a room's refusal text shown to the inviter (it becomes the ghost's leave
+reason; a room is not ours to bound, and a Matrix event is limited to 64 KiB)."""
 
 PuppetIn = Callable[[str, str, str], Awaitable[str]]
 """(room, mxid, display name) → the full JID of that Matrix user's occupant, joining if needed."""
@@ -142,7 +145,8 @@ class MatrixInvitations:
 
         def refused(stanza: StanzaBase) -> None:
             if stanza["type"] == "error" and stanza["from"].bare == room:
-                refusals.append((stanza["error"]["condition"], stanza["error"]["text"]))
+                text = " ".join(str(stanza["error"]["text"] or "").split())
+                refusals.append((str(stanza["error"]["condition"])[:MAX_TEXT], text[:MAX_TEXT]))
 
         # Registered on the stream, not the bridge's message queue: seen in the order the
         # room sent it, before the answer to the query below.

@@ -215,7 +215,9 @@ async def test_a_deactivated_account_leaving_keeps_its_teams_account(emulator: E
     net.ctx.matrix_has_devices = AsyncMock(return_value=False)
     chat = await _group(emulator, "adele", "alex", "megan")
     before = _members(emulator, chat)
-    await TeamsSharedClient(net).handle_matrix_membership(_change(chat, BERT, "leave"))
+    with pytest.raises(NotSupported) as kept:
+        await TeamsSharedClient(net).handle_matrix_membership(_change(chat, BERT, "leave"))
+    assert "still a member there" in kept.value.user_message
     assert _members(emulator, chat) == before
     assert _changes(emulator) == []
     net.ctx.matrix_has_devices.assert_awaited_once_with(BERT)

@@ -55,7 +55,7 @@ def fast(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_a_component_that_fails_to_start_says_so_and_starts_later(fast: None) -> None:
     ctx = Context()
-    routes = ComponentRoutes(component_configs(section(agency_b())))
+    routes = ComponentRoutes(component_configs(section(agency_b(secret="b-secret"))))
     good, flaky = Flaky(0), Flaky(2)
     hub = XmppClients(ctx, routes, [good, flaky])  # type: ignore[arg-type]
     await hub.connect()
