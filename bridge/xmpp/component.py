@@ -86,6 +86,17 @@ class _ComponentXMPP(ComponentXMPP):
     def _handle_unsubscribed(self, presence: Presence) -> None:
         return None
 
+    # Subscribe, unsubscribe and probe: the Matrix users' component answers them itself
+    # (identity.py replaces these); the rooms' component has nothing to say to them.
+    def _handle_subscribe(self, presence: Presence) -> None:
+        return None
+
+    def _handle_unsubscribe(self, presence: Presence) -> None:
+        return None
+
+    def _handle_probe(self, presence: Presence) -> None:
+        return None
+
 
 class Component:
     def __init__(

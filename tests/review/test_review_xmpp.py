@@ -122,3 +122,19 @@ async def test_presences_from_many_strangers_leave_nothing_behind_in_memory() ->
     roster: Any = xmpp.roster
     kept = len(roster._rosters) + sum(len(node._jids) for node in roster._rosters.values())
     assert kept < 10, f"{kept} roster entries kept for 2000 strangers' presences"
+
+
+async def test_subscriptions_and_probes_to_a_component_nobody_answers_keep_nothing() -> None:
+    """Hostile, as above, for the rooms' component (no identity.py there): subscribe,
+    unsubscribe and probe from invented addresses went through slixmpp's roster too."""
+    component = make_component([])
+    xmpp = component.xmpp
+    kinds = (" type='subscribe'", " type='unsubscribe'", " type='probe'")
+    for i in range(1500):
+        raw = (f"<presence xmlns='{NS}' from='u{i}@evil.example/r' "
+               f"to='room{i}@{component.domain}'{kinds[i % 3]}/>")  # fmt: skip
+        xmpp._spawn_event(ET.fromstring(raw))
+    await asyncio.sleep(0.05)
+    roster: Any = xmpp.roster
+    kept = len(roster._rosters) + sum(len(node._jids) for node in roster._rosters.values())
+    assert kept < 10, f"{kept} roster entries kept for 1500 strangers' subscriptions"
