@@ -28,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -51,6 +53,8 @@ VCARD_NS = "vcard-temp"
 CAPS_NS = "http://jabber.org/protocol/caps"
 CAPS_NODE = "urn:pontis:matrix-user"
 PROFILE_TIMEOUT = 20.0
+ASK_BACK_SECONDS = 24 * 3600.0
+ASK_BACK_KEPT = 10_000
 
 DOMAIN_FEATURES = (
     "http://jabber.org/protocol/disco#info",
@@ -104,6 +108,8 @@ class Identity:
         """Matrix users' avatar hashes (XEP-0153), shown in the presence sent as them."""
         self.states = MatrixStates()
         """Matrix users' presence, where the homeserver tells it."""
+        self._asked_back: OrderedDict[tuple[str, str], float] = OrderedDict()
+        """(Matrix user's JID, contact) → when their subscription was last asked back."""
         self._take_over_presence()
         xmpp.plugin["xep_0030"].set_node_handler("get_info", jid=None, node=None,
                                                  handler=self._disco_info)  # fmt: skip
@@ -342,8 +348,22 @@ class Identity:
         await self.send_presence(target, JID(pres["from"].bare), "subscribed")
         detailed = await self._detailed_for(target, pres["from"])
         await self.send_presence(target, pres["from"], detailed=detailed)
-        if detailed and target.user:  # mutual, with someone the Matrix user talks with
+        if detailed and target.user and self._ask_back(target, pres["from"]):
+            # mutual, with someone the Matrix user talks with
             await self.send_presence(target, JID(pres["from"].bare), "subscribe")
+
+    def _ask_back(self, target: JID, contact: JID) -> bool:
+        """Ask a contact back at most once a day: another gateway that also asks back (two
+        hubs whose users talk) would otherwise answer each request with one, for ever."""
+        key, now = (target.bare, contact.bare), time.monotonic()
+        last = self._asked_back.get(key)
+        if last is not None and now - last < ASK_BACK_SECONDS:
+            return False
+        self._asked_back[key] = now
+        self._asked_back.move_to_end(key)
+        while len(self._asked_back) > ASK_BACK_KEPT:
+            self._asked_back.popitem(last=False)
+        return True
 
     async def _subscribed(self, pres: Presence) -> None:
         """A contact accepted the Matrix user's subscription: presence (caps) to them again."""

@@ -4,6 +4,7 @@ real thing is tests/e2e/test_xmpp_pep_avatars.py."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from slixmpp import JID
@@ -37,6 +38,7 @@ async def test_a_dm_contact_is_asked_back_and_sees_the_caps_once_accepted(
     setup: Any,  # noqa: F811
 ) -> None:
     _, xmpp, ctx, sent = setup
+    xmpp.loop = asyncio.get_running_loop()  # made outside this loop: its tasks would not run
     key = dm_key(XMPP_USER, "@alice:hub.example")
     ctx.portals[(key.remote_id, key.receiver)] = object()
     xmpp._handle_presence(xmpp.make_presence(pto=JID(ALICE), pfrom=JID(XMPP_USER),
@@ -50,3 +52,22 @@ async def test_a_dm_contact_is_asked_back_and_sees_the_caps_once_accepted(
                                              ptype="subscribed"))  # fmt: skip
     await _settle()
     assert _answers(sent) == [(None, XMPP_USER, True)]
+
+
+async def test_another_gateway_that_asks_back_too_is_asked_back_once(
+    setup: Any,  # noqa: F811
+) -> None:
+    """Hostile (a loop between two gateways): a contact that answers each subscription
+    request with one of its own, as a second hub would, gets ``subscribed`` each time but is
+    asked back only once, so the two never bounce requests for ever."""
+    _, xmpp, ctx, sent = setup
+    xmpp.loop = asyncio.get_running_loop()  # made outside this loop: its tasks would not run
+    key = dm_key(XMPP_USER, "@alice:hub.example")
+    ctx.portals[(key.remote_id, key.receiver)] = object()
+    for _ in range(5):
+        xmpp._handle_presence(xmpp.make_presence(pto=JID(ALICE), pfrom=JID(XMPP_USER),
+                                                 ptype="subscribe"))  # fmt: skip
+        await _settle()
+    kinds = [t for t, _, _ in _answers(sent)]
+    assert kinds.count("subscribed") == 5
+    assert kinds.count("subscribe") == 1
