@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+from slixmpp.xmlstream import xmlstream
 
 from bridge.core.ids import LoginID, NetworkID
 from bridge.core.logs import setup_logging
@@ -117,3 +118,23 @@ async def test_a_login_secret_is_not_logged_even_at_debug(store_target: StoreTar
         root.setLevel(saved[1])
         logging.getLogger("aiosqlite").setLevel(aiosqlite_level)
     assert "never-in-a-log-0123" not in out.getvalue()
+
+
+def test_xmpp_stanzas_and_the_component_handshake_are_not_logged_even_at_debug() -> None:
+    """slixmpp logs each stanza it sends at DEBUG: message bodies, and the component's
+    handshake, a SHA-1 of the stream id and the secret from which a weak secret can be guessed
+    offline. The operator's DEBUG log shows neither."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logging.getLogger("slixmpp").level)
+    out = io.StringIO()
+    try:
+        setup_logging("DEBUG", "text", [])
+        root.handlers[0].stream = out  # type: ignore[attr-defined]
+        xmlstream.log.debug("SEND: %s", "<handshake>0f1e2d3c4b5a69788796a5b4c3d2e1f0</handshake>")
+        logging.getLogger("pontis.xmpp").debug("our own debug line")
+    finally:
+        root.handlers[:], _, slixmpp_level = saved
+        root.setLevel(saved[1])
+        logging.getLogger("slixmpp").setLevel(slixmpp_level)
+    assert "0f1e2d3c4b5a" not in out.getvalue()
+    assert "our own debug line" in out.getvalue()

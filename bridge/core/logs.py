@@ -58,4 +58,8 @@ def setup_logging(level: str, fmt: str, secrets: Iterable[str]) -> None:
     # aiosqlite logs every statement with its parameters at DEBUG: login secrets (when no pickle
     # key seals them), message bodies of the inbox. Never, whatever the level.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    # slixmpp logs every stanza at DEBUG (message bodies, the people in them) and a component's
+    # handshake hash (SHA-1 of the stream id and the secret: a weak secret can be guessed
+    # offline from it). Never, whatever the level.
+    logging.getLogger("slixmpp").setLevel(logging.INFO)
     logging.getLogger("pontis.matrix.api").setLevel(max(logging.getLevelName(level), logging.INFO))
