@@ -55,7 +55,7 @@ async def test_a_refused_membership_change_is_told_as_itself_not_as_a_lost_messa
     for number, etype in enumerate(("m.room.member", "m.room.message")):
         payload = {"type": etype, "sender": ALICE, "room_id": ROOM, "content": {}}
         row = InboxRow(number, "t", "pdu", f"$e{number}", ROOM, payload, 0)
-        await hub.router._failure_notice(row, refused)
+        await hub.router.notices.of_row(row, refused)
     assert [body for _, body in hub.matrix.sent] == [
         f"{ALICE}: They are still a member there.",
         f"{ALICE}: your message was not delivered. They are still a member there.",

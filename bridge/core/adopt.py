@@ -81,6 +81,11 @@ class RoomBridging:
     def federation(self) -> FederationPolicy:
         return self._federation
 
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held while a chat's portal is given its room: ``bridge-team`` takes it too."""
+        return self._lock
+
     # --- the three ways in ----------------------------------------------------------------------
 
     async def bridge_command(

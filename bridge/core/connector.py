@@ -201,8 +201,9 @@ class SupportsPolicyDomain(Protocol):
     """Optional on a :class:`NetworkConnector` whose chat ids do not carry the name the
     federation policy knows their remote side by (a Teams chat's tenant). Without it the core
     uses the domain of the chat id (a MUC's service, a mail address's domain). Such a connector
-    checks the policy itself where it starts a chat with a person (``start_direct_chat``):
-    only it can tell whose the person is."""
+    checks the policy itself where it starts a chat with a person (``start_direct_chat``) and
+    where a user bridges a chat or a group (``bridge_room``, ``group_chats``): the core does
+    not, since only the connector can tell whose the person or chat is."""
 
     async def policy_domain(self, portal: PortalKey) -> str:
         """The ``remote`` name of ``bridge.federation`` rules that covers this chat."""

@@ -13,6 +13,8 @@ bridged before and after it stay bridged, and the answer names the ones that fai
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -104,10 +106,12 @@ async def bridge_group(
     store: Store,
     log: logging.Logger,
     origin: str,
+    lock: asyncio.Lock | None = None,
 ) -> GroupBridged:
     """``sender`` ran ``bridge-team <network> <group>`` (in ``origin``, for the audit log).
     :class:`Refused` (audited, nothing created) if they may not or the network refuses them
-    the group."""
+    the group. ``lock`` is the one ``bridge`` holds while it gives a chat its room
+    (:attr:`RoomBridging.lock`): a chat never gets two."""
     audit = AuditLog(store)
     target = f"{connector.info.id} {group}"
     try:
@@ -147,7 +151,13 @@ async def bridge_group(
             if key != chat.key:
                 raise BridgeError(f"{chat.bridge_id} answered with {key}, listed as {chat.key}")
             info.matrix_users = list(dict.fromkeys([*(info.matrix_users or []), sender]))
-            portal = await portals.ensure_portal(key, loaded.client, info)
+            async with lock or contextlib.nullcontext():  # as `bridge` picks a chat's room
+                # A `bridge` of this chat while the network was asked: theirs, left as it is.
+                existing = await portals.find_portal(chat.key)
+                if existing is not None and existing.mxid:
+                    done.already.append((chat, existing))
+                    continue
+                portal = await portals.ensure_portal(key, loaded.client, info)
         except BridgeError as err:
             log.warning("bridge-team by %s: %s not bridged: %s", sender, chat.key, err)
             done.failed.append((chat, err.user_message))

@@ -160,7 +160,9 @@ class MatrixEventHandler:
             return  # a declined invite (a withdrawn knock): never in the room, nothing to leave
         outsider = self._permissions.level(sender) < Permissions.USER
         guards = getattr(self._connectors.get(portal.network), "guards_joins", False)
-        if outsider and not (membership == "join" and guards):
+        # Only an outsider's entry is guarded: a join → join (a name or avatar they change at
+        # will) would make the connector check them, at the network's cost, again and again.
+        if outsider and not (membership == "join" and was != "join" and guards):
             return  # on the network they are the bot's relayed messages, not a member
         loaded = self._clients.client_or_none(portal, sender)
         if loaded is None or not (loaded.features.membership or loaded.features.profile):

@@ -389,7 +389,7 @@ class PortalCommands:
                 group.strip(), sender, connector=connector, permissions=self._permissions,
                 federation=router.bridging.federation, clients=router.clients,
                 portals=router.portals, store=self._store, log=self._log,
-                origin=f"room {room_id}",
+                origin=f"room {room_id}", lock=router.bridging.lock,
             )  # fmt: skip
         await self._reply(room_id, done.answer(network))
 

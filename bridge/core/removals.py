@@ -82,9 +82,14 @@ class MatrixRemovals:
         retried; a refusal is told, never raised."""
         room = portal.mxid
         assert room is not None
-        noticed: dict[str, list[str]] = dict(portal.metadata.get(NOTICED) or {})
-        if mxid not in await self._matrix.joined_members(room):
-            if noticed.pop(mxid, None) is not None:  # gone: a new removal is told again
+        reason = reason[:MAX_REASON]  # the network's text: kept, logged and quoted this long
+        joined = await self._matrix.joined_members(room)
+        marked: dict[str, list[str]] = portal.metadata.get(NOTICED) or {}
+        # Marks only for those still here: gone, a new removal is told again, and accounts
+        # that came and went (a hostile server mints them freely) leave nothing behind.
+        noticed = {who: causes for who, causes in marked.items() if who in joined}
+        if mxid not in joined:
+            if len(noticed) != len(marked):
                 portal.metadata[NOTICED] = noticed
                 await self._save(portal)
             return

@@ -24,6 +24,7 @@ from bridge.core.connector import (
 from bridge.core.encryption import ENCRYPTED, TRANSACTION_DATA_KINDS, RoomEncryption
 from bridge.core.errors import BridgeError, NotSupported, PermanentError
 from bridge.core.events import RemoteEvent, RemoteReceipt, RemoteTyping
+from bridge.core.failure_notices import FailureNotices
 from bridge.core.federation import FederationPolicy, remote_domain
 from bridge.core.ghost_invites import GhostInvites
 from bridge.core.ghost_presence import GhostPresence
@@ -33,7 +34,7 @@ from bridge.core.ids import (
     PortalKey,
     RemoteUserID,
 )
-from bridge.core.matrix import MatrixAPI, deterministic_txn_id
+from bridge.core.matrix import MatrixAPI
 from bridge.core.matrix_events import MatrixEventHandler
 from bridge.core.metrics import Metrics
 from bridge.core.permissions import Permissions
@@ -103,9 +104,10 @@ class Router:
         self.queues = OrderedQueues(
             maxsize=queue_size, log=log.getChild("queue"), observe_wait=metrics.queue_wait.observe
         )
+        self.notices = FailureNotices(matrix=matrix, store=store, portals=portals, log=log)
         self.remote = RemoteInbox(
             store=store.remote_inbox, queues=self.queues, portals=portals, clients=self.clients,
-            retry=retry, metrics=metrics, notice=self._remote_failure_notice,
+            retry=retry, metrics=metrics, notice=self.notices.remote,
             log=log.getChild("remote"), memory_rows=queue_size,
         )  # fmt: skip
         self._inbox_rows: StoredQueue[str | None, InboxRow] = StoredQueue(
@@ -208,7 +210,7 @@ class Router:
                 else:
                     self._metrics.dead_letters.labels(network).inc()
                     self._log.error("Gave up on %s in %s: %s", kind, event.portal, err)
-                    await self._remote_failure_notice(event.portal, err)
+                    await self.notices.remote(event.portal, err)
                 if done is not None and not done.done():
                     done.set_exception(err)
             else:
@@ -247,19 +249,7 @@ class Router:
     async def remote_message_lost(self, network: NetworkID, key: PortalKey, err: Exception) -> None:
         self._metrics.dead_letters.labels(network).inc()
         self._log.error("%s gave up on a message in %s: %s", network, key, err)
-        await self._remote_failure_notice(key, err)
-
-    async def _remote_failure_notice(self, key: PortalKey, err: Exception) -> None:
-        portal = await self.portals.find_portal(key)
-        if portal is None or not portal.mxid:
-            return
-        text = f"A message from the remote side could not be bridged: {_user_message(err)}"
-        try:
-            await self._matrix.send(
-                self._matrix.bot_mxid, portal.mxid, {"msgtype": "m.notice", "body": text}
-            )
-        except BridgeError as notice_err:
-            self._log.error("Could not send failure notice to %s: %s", portal.mxid, notice_err)
+        await self.notices.remote(key, err)
 
     # --- Matrix → network: the inbox --------------------------------------------------------------
 
@@ -382,7 +372,7 @@ class Router:
             if await self._store_write(
                 f"removing {etype}", lambda: self._store.finish_inbox(row.id)
             ):
-                await self._failure_notice(row, err)
+                await self.notices.of_row(row, err)
         except Exception as err:
             self._metrics.matrix_events.labels(etype, "", "failed").inc()
             self._metrics.dead_letters.labels("matrix").inc()
@@ -391,7 +381,7 @@ class Router:
                 f"parking {etype}", lambda: self._store.park_inbox(row.id, reason)
             ):
                 self._log.error("Parked %s %s after failures: %s", etype, row.event_id, err)
-                await self._failure_notice(row, err)
+                await self.notices.of_row(row, err)
         else:
             self._metrics.matrix_events.labels(etype, network or "", "ok").inc()
             await self._store_write(f"removing {etype}", lambda: self._store.finish_inbox(row.id))
@@ -425,54 +415,6 @@ class Router:
             ).inc(),
         )  # fmt: skip
 
-    async def _failure_notice(self, row: InboxRow, err: Exception) -> None:
-        if row.kind != "pdu" or row.room_id is None or row.event_id is None:
-            return
-        # A join, leave or kick is no message: its notice says what happened on its own.
-        member = row.payload.get("type") == "m.room.member"
-        sender = str(row.payload.get("sender", ""))
-        await self.notify_failure(row.room_id, row.event_id, sender, err, message=not member)
-        own_leave = (
-            row.payload.get("state_key") == sender
-            and (row.payload.get("content") or {}).get("membership") == "leave"
-        )
-        if member and own_leave:  # they no longer read that room: told where they talk to us
-            await self._leave_notice(row.room_id, row.event_id, sender, err)
-
-    async def _leave_notice(self, room_id: str, event_id: str, sender: str, err: Exception) -> None:
-        """A refused leave, told to the leaver in their management room too: the notice in the
-        room they left (a reply to their leave) is one they no longer read."""
-        user = await self._store.get_user(sender)
-        if user is None or not user.management_room or user.management_room == room_id:
-            return
-        text = f"You left {room_id}: {_user_message(err)}"
-        content = {"msgtype": "m.notice", "body": text}
-        try:
-            txn = deterministic_txn_id("leave-notice", event_id)
-            await self._matrix.send(
-                self._matrix.bot_mxid, user.management_room, content, txn_id=txn
-            )
-        except BridgeError as notice_err:
-            self._log.error("Could not tell %s of their leave: %s", sender, notice_err)
-
-    async def notify_failure(
-        self, room_id: str, event_id: str, sender: str, err: Exception, *, message: bool = True
-    ) -> None:
-        """Tell ``sender`` in the room, as a reply to their event, that it was not delivered."""
-        lost = "your message was not delivered. " if message else ""
-        text = f"{sender}: {lost}{_user_message(err)}"
-        content = {
-            "msgtype": "m.notice",
-            "body": text,
-            "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
-            "m.mentions": {"user_ids": [sender]},
-        }
-        try:
-            txn = deterministic_txn_id("notice", event_id)
-            await self._matrix.send(self._matrix.bot_mxid, room_id, content, txn_id=txn)
-        except BridgeError as notice_err:
-            self._log.error("Could not send failure notice to %s: %s", room_id, notice_err)
-
     async def delivery_failed(self, network: NetworkID, event_id: str, err: BridgeError) -> None:
         message = await self._store.get_message_by_mxid(event_id)
         if message is None or message.network != network:
@@ -481,7 +423,7 @@ class Router:
         self._log.warning(
             "Delivery of %s to %s failed after it was sent: %s", event_id, network, err
         )
-        await self.notify_failure(message.room_id, event_id, message.sender_id, err)
+        await self.notices.failed(message.room_id, event_id, message.sender_id, err)
 
     # --- Matrix → network: one event --------------------------------------------------------------
 
@@ -603,10 +545,13 @@ class Router:
 
 
 def _own_join(event: dict[str, Any]) -> bool:
+    """An entry into the room (not a join → join: a name or avatar changed)."""
+    was = ((event.get("unsigned") or {}).get("prev_content") or {}).get("membership")
     return (
         event.get("type") == "m.room.member"
         and event.get("state_key") == event.get("sender")
         and (event.get("content") or {}).get("membership") == "join"
+        and was != "join"
     )
 
 
@@ -619,9 +564,3 @@ def _permanent(err: Exception) -> bool:
     """Whether ``err`` refuses the event for good; anything else may heal on a later try
     (unexpected exceptions are retried like a TransientError, see ``_with_retries``)."""
     return isinstance(err, PermanentError | NotSupported)
-
-
-def _user_message(err: Exception) -> str:
-    if isinstance(err, BridgeError):
-        return err.user_message
-    return "The bridge hit an unexpected error; the operator has the details in the log."

@@ -45,10 +45,10 @@ from bridge.teams.tenant import TenantLink
 MEMBERS_ONLY = frozenset({"private", "shared"})
 """Channel kinds only their own members may read."""
 MAX_GHOSTS = 1000
-MAX_MEMBER_PAGES = 50
-"""Pages of a channel's members read (a shared channel may hold 5,000 people)."""
 """A team larger than this is not put into a standard channel's room as ghosts up front
 (each is a Matrix join): its people appear as they write."""
+MAX_MEMBER_PAGES = 50
+"""Pages of a channel's members read (a shared channel may hold 5,000 people)."""
 REMOVED = "Removed from the channel in Teams"
 CANNOT_REMOVE = (
     "this room holds people who are not members of its private Teams channel, and the bridge"
@@ -214,9 +214,21 @@ async def joined(net: TeamsNetwork, change: MatrixMembership) -> None:
         return
     if await kind(net, portal_id) not in MEMBERS_ONLY:
         return  # a standard channel's room: its readers are the bridging user's to answer for
+    logins = await net.logged_in()
+    if change.sender not in logins.values():  # no page of members can hold them: no Graph
+        net.ctx.log.info("%s joined the room of %s with no Teams login: removing them",
+                         change.sender, portal_id)  # fmt: skip
+        await net.ctx.queue_remote_event(
+            RemoteKick(
+                portal=change.portal.key,
+                target=RemoteUserID(""),
+                reason=NOT_A_MEMBER,
+                matrix_user=change.sender,
+            )
+        )
+        return
     link = await net.tenant_for_chat(portal_id)
     membership, accounts, whole = await read(net, link, portal_id)
-    logins = await net.logged_in()
     if any(logins.get(account) == change.sender for account in accounts):
         return
     if not whole:

@@ -27,7 +27,7 @@ async def test_a_refused_leave_is_told_where_the_leaver_still_reads(store: Store
     hub, _ = await _hub(store)
     await store.save_user(BridgeUser(mxid=ALICE, management_room=MANAGEMENT))
     refused = NotSupported("403", user_message=STILL_MEMBER)
-    await hub.router._failure_notice(_row(1, "leave", ALICE, ALICE), refused)
+    await hub.router.notices.of_row(_row(1, "leave", ALICE, ALICE), refused)
     rooms = [room for room, _ in hub.matrix.sent]
     assert ROOM in rooms
     assert MANAGEMENT in rooms, "the leaver never sees why they are still in the Teams chat"
@@ -41,14 +41,14 @@ async def test_joins_and_others_leaves_stay_in_the_room(store: Store) -> None:
     hub, _ = await _hub(store)
     await store.save_user(BridgeUser(mxid=ALICE, management_room=MANAGEMENT))
     refused = NotSupported("403", user_message="Not added.")
-    await hub.router._failure_notice(_row(1, "join", ALICE, ALICE), refused)
-    await hub.router._failure_notice(_row(2, "leave", "@mod:hub.test", ALICE), refused)
+    await hub.router.notices.of_row(_row(1, "join", ALICE, ALICE), refused)
+    await hub.router.notices.of_row(_row(2, "leave", "@mod:hub.test", ALICE), refused)
     assert [room for room, _ in hub.matrix.sent] == [ROOM, ROOM]
 
 
 async def test_a_leaver_without_a_management_room_is_told_in_the_room_only(store: Store) -> None:
     hub, _ = await _hub(store)
-    await hub.router._failure_notice(_row(1, "leave", ALICE, ALICE), NotSupported("x"))
+    await hub.router.notices.of_row(_row(1, "leave", ALICE, ALICE), NotSupported("x"))
     assert [room for room, _ in hub.matrix.sent] == [ROOM]
 
 
